@@ -1,0 +1,1 @@
+"""What the messenger and the server must agree on: settings, symbols, keys, records."""

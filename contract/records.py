@@ -1,0 +1,46 @@
+"""The record format: what the messenger writes under a snapshot key and the server serves.
+
+A record is one JSON object. Prices and quantities are the exact strings Binance sent.
+Two timestamps say how current it is (epoch milliseconds, the messenger's clock):
+
+- ``ts``: when the value last changed (received from the stream, or fetched over REST);
+- ``as_of``: up to when it is known to be current: the last time the connection that
+  carries it was heard from. A quiet symbol's ``ts`` stays old while ``as_of`` moves on.
+
+Example (bookTicker)::
+
+    {"symbol": "BTCUSDT", "bid_price": "25.35190000", "bid_quantity": "31.21000000",
+     "ask_price": "25.36520000", "ask_quantity": "40.66000000", "update_id": 400900217,
+     "ts": 1700000000123, "as_of": 1700000000456, "source": "stream"}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+TS = "ts"
+AS_OF = "as_of"
+SOURCE_STREAM = "stream"
+SOURCE_REST = "rest"
+
+
+class MalformedRecord(ValueError):
+    """What is stored under a snapshot key is not a record."""
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """Serialize a record for Redis."""
+    return orjson.dumps(record)
+
+
+def decode_record(raw: bytes | str) -> dict[str, Any]:
+    """Parse a stored record; raise MalformedRecord if it is not one."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRecord(str(exc)) from None
+    if not isinstance(record, dict) or not isinstance(record.get(AS_OF), int):
+        raise MalformedRecord("record lacks an integer 'as_of'")
+    return record

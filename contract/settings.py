@@ -1,0 +1,124 @@
+"""Settings for both processes: read once from the environment into one frozen object.
+
+Every field is one environment variable (the field name upper-cased); defaults live here.
+Validation is strict and happens at start: a bad value stops the process with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _setting(default: Any, *, low: float | None = None, high: float | None = None) -> Any:
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the messenger and the server read from the environment."""
+
+    redis_url: str = _setting("redis://127.0.0.1:6379/0")
+    binance_ws_url: str = _setting("wss://stream.binance.com:9443")
+    binance_rest_url: str = _setting("https://api.binance.com")
+    # How long a value outlives the messenger's last word on it: the bound if the messenger dies.
+    snapshot_ttl_ms: int = _setting(1000, low=100, high=3_600_000)
+    # A connection that has sent nothing (not even a pong) for this long is dead.
+    liveness_timeout_ms: int = _setting(5000, low=200, high=600_000)
+    # Connections are replaced (make before break) before Binance's 24 h cut.
+    connection_max_age_s: float = _setting(23 * 3600, low=1, high=24 * 3600)
+    reconnect_min_ms: int = _setting(500, low=10, high=600_000)
+    reconnect_max_ms: int = _setting(30_000, low=10, high=3_600_000)
+    max_streams_per_connection: int = _setting(1024, low=1, high=1024)
+    demand_wait_ms: int = _setting(3000, low=0, high=60_000)
+    demand_idle_s: float = _setting(300, low=1, high=7 * 24 * 3600)
+    stats_interval_s: float = _setting(10, low=0.1, high=3600)
+    host: str = _setting("127.0.0.1")
+    port: int = _setting(3333, low=1, high=65535)
+    # Gunicorn worker processes; 0: two per CPU core.
+    web_concurrency: int = _setting(0, low=0, high=256)
+    metrics_port: int = _setting(9100, low=0, high=65535)
+    log_level: str = _setting("INFO")
+    log_format: str = _setting("text")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the environment, then explicit overrides (tests, CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.name.upper()
+            if f.name in overrides:
+                raw = overrides[f.name]
+            elif name in env and env[name] != "":
+                raw = env[name]
+            else:
+                continue
+            values[f.name] = _coerce(name, f, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check ranges and cross-field rules; raise SettingsError on the first problem."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            low, high = f.metadata.get("low"), f.metadata.get("high")
+            name = f.name.upper()
+            if low is not None and value < low:
+                raise SettingsError(f"{name}={value} is below the minimum {low}")
+            if high is not None and value > high:
+                raise SettingsError(f"{name}={value} is above the maximum {high}")
+        _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _check_url("BINANCE_WS_URL", self.binance_ws_url, ("ws", "wss"))
+        _check_url("BINANCE_REST_URL", self.binance_rest_url, ("http", "https"))
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.reconnect_min_ms > self.reconnect_max_ms:
+            raise SettingsError("RECONNECT_MIN_MS must not exceed RECONNECT_MAX_MS")
+
+    @property
+    def ping_interval_ms(self) -> int:
+        """How long a quiet connection waits before the messenger pings it."""
+        # Four pings fit in one liveness window, and at most ~3 a second leave room
+        # under Binance's 5 incoming messages per second for control messages.
+        return max(self.liveness_timeout_ms // 5, 300)
+
+    @property
+    def refresh_interval_ms(self) -> int:
+        """How often the TTL of every live value is renewed."""
+        return max(self.snapshot_ttl_ms // 3, 20)
+
+
+def _coerce(name: str, f: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[str(f.type)]
+    if isinstance(raw, kind) and not isinstance(raw, bool):
+        return raw
+    text = str(raw).strip()
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a valid {kind.__name__}") from None
+    return text
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
+        raise SettingsError(f"{name}={url!r} must be a {'/'.join(schemes)}:// URL with a host")

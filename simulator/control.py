@@ -1,0 +1,144 @@
+"""The test-control API under ``/_sim/``: inspect connections, move markets, inject faults.
+
+Not part of Binance: tests and benchmarks use it to see what the client did and to make the
+exchange misbehave on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator.rest import EXCHANGE
+
+logger = logging.getLogger(__name__)
+
+FAULTS = (
+    "drop", "stall", "unstall", "close", "cut", "shutdown", "slow_pong", "stale_update", "rest_429",
+)  # fmt: skip
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    doc = orjson.loads(raw) if raw else {}
+    if not isinstance(doc, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return doc
+
+
+async def state(request: web.Request) -> web.Response:
+    """Open and recently closed connections, REST calls, rejected connection attempts."""
+    exchange = request.app[EXCHANGE]
+    return _json(
+        {
+            "sessions": [s.describe() for s in exchange.sessions.values()],
+            "closed": list(exchange.closed_sessions),
+            "rejected_connections": exchange.rejected_connections,
+            "connection_attempts": len(exchange.connection_attempts),
+            "control_messages": exchange.control_messages,
+            "rest_requests": exchange.rest_requests[-200:],
+            "subscribed_streams": len(exchange.subscribers),
+        }
+    )
+
+
+async def fault(request: web.Request) -> web.Response:
+    """Inject a fault: ``{"fault": "stall", "session": 3}`` (no session: every connection)."""
+    exchange = request.app[EXCHANGE]
+    doc = await _body(request)
+    name = doc.get("fault")
+    if name not in FAULTS:
+        return _json({"error": f"fault must be one of {', '.join(FAULTS)}"}, 400)
+    sid = doc.get("session")
+    sessions = list(exchange.iter_sessions(sid))
+    if name == "rest_429":
+        exchange.rest_429 = {
+            "remaining": int(doc.get("count", 1)),
+            "retry_after_s": float(doc.get("retry_after_s", 1)),
+        }
+    elif name == "stale_update":
+        symbol = doc["symbol"]
+        book = exchange.market.book(symbol)
+        old = type(book)(symbol, book.u - int(doc.get("back", 1)), 1, 1, 2, 1)
+        exchange.publish_book(symbol, old.payload())
+        return _json({"sent": old.strings(), "current": book.strings()})
+    for session in sessions:
+        if name == "drop":
+            session.drop()
+        elif name in ("stall", "unstall"):
+            session.stall(name == "stall")
+        elif name == "close":
+            session.spawn(session.close(int(doc.get("code", 1000)), str(doc.get("reason", ""))))
+        elif name == "cut":
+            session.spawn(session.close(1000, "connection lifetime reached"))
+        elif name == "shutdown":
+            session.spawn(session.server_shutdown(float(doc.get("grace_s", 1.0))))
+        elif name == "slow_pong":
+            session.pong_delay_s = float(doc.get("delay_s", 1.0))
+    logger.info("sim: fault %s on %d connection(s)", name, len(sessions))
+    return _json({"fault": name, "sessions": [s.id for s in sessions]})
+
+
+async def market(request: web.Request) -> web.Response:
+    """Change the market: ``{"rate": 5, "flood": false, "quiet": ["BNBBTC"]}``."""
+    exchange = request.app[EXCHANGE]
+    doc = await _body(request)
+    if "rate" in doc:
+        exchange.config.rate = float(doc["rate"])
+    if "flood" in doc:
+        exchange.config.flood = bool(doc["flood"])
+    if "quiet" in doc:
+        exchange.set_quiet([str(s).upper() for s in doc["quiet"]])
+    cfg = exchange.config
+    return _json({"rate": cfg.rate, "flood": cfg.flood, "quiet": sorted(exchange.quiet)})
+
+
+async def put_book(request: web.Request) -> web.Response:
+    """Set a symbol's top of book and send it now; answers what was sent (with its ``u``)."""
+    exchange = request.app[EXCHANGE]
+    doc = await _body(request)
+    symbol = str(doc["symbol"]).upper()
+    if symbol not in exchange.catalog:
+        return _json({"error": "unknown symbol"}, 404)
+    book = exchange.market.set(
+        symbol, doc["bid_price"], doc["bid_quantity"], doc["ask_price"], doc["ask_quantity"]
+    )
+    receivers = exchange.publish_book(symbol, book.payload())
+    return _json({**book.strings(), "receivers": receivers})
+
+
+async def get_book(request: web.Request) -> web.Response:
+    """The current top of book of a symbol (what the stream last sent, and REST answers)."""
+    exchange = request.app[EXCHANGE]
+    symbol = request.match_info["symbol"].upper()
+    if symbol not in exchange.catalog:
+        return _json({"error": "unknown symbol"}, 404)
+    return _json(exchange.market.book(symbol).strings())
+
+
+async def listing(request: web.Request) -> web.Response:
+    """List a new symbol or change a status: ``{"base": "NEW", "quote": "USDT", "status": "TRADING"}``."""
+    exchange = request.app[EXCHANGE]
+    doc = await _body(request)
+    entry = exchange.catalog.list_symbol(
+        str(doc["base"]), str(doc["quote"]), str(doc.get("status", "TRADING"))
+    )
+    exchange.set_quiet(sorted(exchange.quiet))  # the active set may have changed
+    return _json({"symbol": entry["symbol"], "status": entry["status"]})
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the control API."""
+    app.router.add_get("/_sim/state", state)
+    app.router.add_post("/_sim/fault", fault)
+    app.router.add_post("/_sim/market", market)
+    app.router.add_post("/_sim/book", put_book)
+    app.router.add_get("/_sim/book/{symbol}", get_book)
+    app.router.add_post("/_sim/listing", listing)

@@ -1,0 +1,248 @@
+"""The simulated exchange: symbols, books, open connections, and the market data that flows.
+
+Every update is made once per symbol and fanned out to every connection subscribed to its
+stream, so overlapping connections see the same events with the same update ids, as on Binance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from simulator.catalog import Catalog
+from simulator.config import SimConfig
+from simulator.market import Market
+
+if TYPE_CHECKING:
+    from simulator.session import Session
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.005
+FLOOD_BATCH = 512
+
+
+class Exchange:
+    """State shared by the WebSocket, REST and control handlers of one simulator."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.catalog = Catalog(config.exchange_info, config.extra_symbols)
+        self.market = Market(config.seed)
+        self.sessions: dict[int, Session] = {}
+        self.closed_sessions: deque[dict[str, Any]] = deque(maxlen=1000)
+        self.subscribers: dict[str, set[Session]] = {}
+        self.quiet: set[str] = set()
+        self.connection_attempts: deque[float] = deque()
+        self.rejected_connections = 0
+        self.rest_requests: list[dict[str, Any]] = []
+        self.rest_weight: deque[tuple[float, int]] = deque()
+        self.rest_429: dict[str, float] = {"remaining": 0, "retry_after_s": 0}
+        self.control_messages = 0
+        self._next_session_id = 1
+        self._rng = random.Random(config.seed)
+        self._active: list[tuple[str, str]] = []
+        self._active_dirty = True
+        self._drained = asyncio.Event()
+
+    # -- connections ------------------------------------------------------------------
+
+    def admit_connection(self) -> bool:
+        """Count a connection attempt; False once the per-IP budget of the window is spent."""
+        now = time.monotonic()
+        window = self.config.connection_window_s
+        while self.connection_attempts and now - self.connection_attempts[0] > window:
+            self.connection_attempts.popleft()
+        if len(self.connection_attempts) >= self.config.max_connections_per_window:
+            self.rejected_connections += 1
+            return False
+        self.connection_attempts.append(now)
+        return True
+
+    def new_session_id(self) -> int:
+        """A fresh connection id."""
+        sid = self._next_session_id
+        self._next_session_id += 1
+        return sid
+
+    def register(self, session: Session) -> None:
+        """A connection has opened."""
+        self.sessions[session.id] = session
+
+    def unregister(self, session: Session) -> None:
+        """A connection has closed: forget its subscriptions, keep its record for tests."""
+        self.sessions.pop(session.id, None)
+        for stream in list(session.streams):
+            self.unsubscribe(session, stream)
+        self.closed_sessions.append(session.describe())
+
+    def subscribe(self, session: Session, stream: str) -> None:
+        """Start delivering a stream to a connection."""
+        session.streams[stream] = None
+        self.subscribers.setdefault(stream, set()).add(session)
+        self._active_dirty = True
+
+    def unsubscribe(self, session: Session, stream: str) -> None:
+        """Stop delivering a stream to a connection."""
+        session.streams.pop(stream, None)
+        subs = self.subscribers.get(stream)
+        if subs is not None:
+            subs.discard(session)
+            if not subs:
+                del self.subscribers[stream]
+        self._active_dirty = True
+
+    def iter_sessions(self, session_id: int | None) -> Iterator[Session]:
+        """One connection by id, or all open ones."""
+        if session_id is None:
+            yield from list(self.sessions.values())
+        elif session_id in self.sessions:
+            yield self.sessions[session_id]
+
+    # -- market data ------------------------------------------------------------------
+
+    def publish_book(self, symbol: str, payload: bytes) -> int:
+        """Send a bookTicker event to every subscriber; returns how many got it."""
+        stream = f"{symbol.lower()}@bookTicker"
+        return self.publish(stream, payload)
+
+    def publish(self, stream: str, payload: bytes) -> int:
+        """Send a raw event on a stream to every connection subscribed to it."""
+        subs = self.subscribers.get(stream)
+        if not subs:
+            return 0
+        combined: bytes | None = None
+        for session in subs:
+            if session.combined:
+                if combined is None:
+                    combined = b'{"stream":"' + stream.encode() + b'","data":' + payload + b"}"
+                session.push(combined)
+            else:
+                session.push(payload)
+        return len(subs)
+
+    def _active_books(self) -> list[tuple[str, str]]:
+        if self._active_dirty:
+            self._active = sorted(
+                (stream, stream.partition("@")[0].upper())
+                for stream in self.subscribers
+                if stream.endswith("@bookTicker")
+                and stream.partition("@")[0].upper() in self.catalog
+                and stream.partition("@")[0].upper() not in self.quiet
+            )
+            self._active_dirty = False
+        return self._active
+
+    def set_quiet(self, symbols: list[str]) -> None:
+        """These symbols stop changing (a quiet market), until set otherwise."""
+        self.quiet = set(symbols)
+        self._active_dirty = True
+
+    def step_and_publish(self, stream: str, symbol: str) -> None:
+        """One random update of one symbol, sent to its subscribers."""
+        self.publish(stream, self.market.step(symbol).payload())
+
+    async def run_market(self) -> None:
+        """Drive the random walk: ``rate`` updates per stream per second, or a flood."""
+        owed = 0.0
+        last = time.monotonic()
+        while True:
+            if self.config.flood:
+                await self._flood_once()
+                last = time.monotonic()
+                continue
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            active = self._active_books()
+            owed += self.config.rate * len(active) * (now - last)
+            last = now
+            if not active:
+                owed = 0.0
+                continue
+            due = int(owed)
+            owed -= due
+            choice = self._rng.choice
+            for _ in range(due):
+                self.step_and_publish(*choice(active))
+
+    async def _flood_once(self) -> None:
+        active = self._active_books()
+        if not active:
+            await asyncio.sleep(TICK_S)
+            return
+        n = len(active)
+        for i in range(FLOOD_BATCH):
+            self.step_and_publish(*active[i % n])
+        # Send as fast as the slowest subscriber reads, no faster.
+        while any(s.backlogged() for s in self.sessions.values()):
+            self._drained.clear()
+            await self._drained.wait()
+        await asyncio.sleep(0)
+
+    def notify_drained(self) -> None:
+        """A connection's outbox has room again."""
+        self._drained.set()
+
+    async def run_replay(self, recording: Path) -> None:
+        """Replay a recorded combined-stream session in a loop, keeping update ids increasing."""
+        frames = _load_recording(recording)
+        if not frames:
+            return
+        span = frames[-1][0] - frames[0][0]
+        loop = 0
+        while True:
+            start = time.monotonic()
+            for offset, stream, data in frames:
+                speed = self.config.replay_speed
+                if speed > 0:
+                    delay = start + offset / speed - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if stream.endswith("@bookTicker"):
+                    book = self.market.set(
+                        data["s"], data["b"], data["B"], data["a"], data["A"],
+                        u=data["u"] + loop * 10**7,
+                    )  # fmt: skip
+                    self.publish(stream, book.payload())
+                else:
+                    self.publish(stream, orjson.dumps(data))
+            loop += 1
+            if self.config.replay_speed <= 0 or span <= 0:
+                await asyncio.sleep(0)
+
+    # -- REST weight ------------------------------------------------------------------
+
+    def spend_weight(self, weight: int) -> int:
+        """Add a request's weight to the last minute's; returns the minute's total."""
+        now = time.monotonic()
+        self.rest_weight.append((now, weight))
+        while self.rest_weight and now - self.rest_weight[0][0] > 60:
+            self.rest_weight.popleft()
+        return sum(w for _, w in self.rest_weight)
+
+
+def _load_recording(path: Path) -> list[tuple[float, str, dict[str, Any]]]:
+    """Frames of a recorded session: ``<epoch s>: <frame>`` lines after a URL line, or JSON lines."""
+    frames: list[tuple[float, str, dict[str, Any]]] = []
+    first: float | None = None
+    for n, raw in enumerate(Path(path).read_bytes().splitlines()):
+        line = raw.strip()
+        if not line or line.startswith(b"wss://"):
+            continue
+        if line.startswith(b"{"):
+            stamp, body = float(n) * 0.01, line
+        else:
+            head, _, body = line.partition(b": ")
+            stamp = float(head)
+        first = stamp if first is None else first
+        frame = orjson.loads(body)
+        frames.append((stamp - first, frame["stream"], frame["data"]))
+    return frames

@@ -1,0 +1,129 @@
+"""Binance's public REST endpoints that Transmute calls, with weights, 429s and error codes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulator.exchange import Exchange
+
+EXCHANGE: web.AppKey[Exchange] = web.AppKey("exchange", Exchange)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An error response as Binance shapes it: ``{"code": -1121, "msg": "Invalid symbol."}``."""
+    return web.json_response({"code": code, "msg": msg}, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(doc: Any) -> str:
+    return orjson.dumps(doc).decode()
+
+
+def _parse_symbols(request: web.Request, exchange: Exchange) -> tuple[list[str] | None, web.Response | None]:
+    """The ``symbol`` / ``symbols`` parameters: (None, None) for all, or an error response."""
+    one, many = request.query.get("symbol"), request.query.get("symbols")
+    if one is not None and many is not None:
+        return None, binance_error(400, -1128, "Combination of optional parameters invalid.")
+    names: list[str]
+    if one is not None:
+        names = [one]
+    elif many is not None:
+        try:
+            parsed: Any = orjson.loads(many)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(n, str) for n in parsed):
+            return None, binance_error(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'symbols'; legal range is "
+                '\'^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$\'.',
+            )
+        names = parsed
+    else:
+        return None, None
+    if not all(n in exchange.catalog for n in names):
+        return None, binance_error(400, -1121, "Invalid symbol.")
+    return names, None
+
+
+def weighed(weight_of: Callable[[web.Request], int]) -> Callable[[Handler], Handler]:
+    """Count a request's weight, answer 429 past the limit or while the 429 fault is on."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def inner(request: web.Request) -> web.StreamResponse:
+            exchange = request.app[EXCHANGE]
+            exchange.rest_requests.append({"path": request.path_qs[:500], "at": time.time()})
+            del exchange.rest_requests[:-500]
+            used = exchange.spend_weight(weight_of(request))
+            fault = exchange.rest_429
+            if fault["remaining"] > 0 or used > exchange.config.rest_weight_limit:
+                fault["remaining"] = max(0, fault["remaining"] - 1)
+                retry_after = str(int(fault["retry_after_s"] or 60))
+                return binance_error(
+                    429, -1003,
+                    "Too much request weight used; current limit is "
+                    f"{exchange.config.rest_weight_limit} request weight per 1 MINUTE. "
+                    "Please use WebSocket Streams for live updates to avoid polling the API.",
+                    headers={"Retry-After": retry_after, "X-MBX-USED-WEIGHT-1M": str(used)},
+                )  # fmt: skip
+            response = await handler(request)
+            response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+            return response
+
+        return inner
+
+    return wrap
+
+
+@weighed(lambda r: 1)
+async def ping(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/ping``"""
+    return web.json_response({})
+
+
+@weighed(lambda r: 1)
+async def server_time(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/time``"""
+    return web.json_response({"serverTime": int(time.time() * 1000)})
+
+
+@weighed(lambda r: 20)
+async def exchange_info(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/exchangeInfo`` (all symbols, TRADING or not, unless some are asked for)."""
+    exchange = request.app[EXCHANGE]
+    names, problem = _parse_symbols(request, exchange)
+    if problem is not None:
+        return problem
+    return web.Response(
+        body=orjson.dumps(exchange.catalog.exchange_info(names)), content_type="application/json"
+    )
+
+
+@weighed(lambda r: 2 if "symbol" in r.query else 4)
+async def book_ticker(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/ticker/bookTicker``: one symbol, a list, or every trading symbol."""
+    exchange = request.app[EXCHANGE]
+    names, problem = _parse_symbols(request, exchange)
+    if problem is not None:
+        return problem
+    market = exchange.market
+    if "symbol" in request.query and names:
+        body: Any = market.book(names[0]).rest()
+    else:
+        body = [market.book(n).rest() for n in (names if names is not None else exchange.catalog.trading())]
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the REST endpoints."""
+    app.router.add_get("/api/v3/ping", ping)
+    app.router.add_get("/api/v3/time", server_time)
+    app.router.add_get("/api/v3/exchangeInfo", exchange_info)
+    app.router.add_get("/api/v3/ticker/bookTicker", book_ticker)

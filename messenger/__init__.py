@@ -1,0 +1,1 @@
+"""Holds Binance WebSocket streams and writes every symbol's latest value to Redis."""

@@ -1,0 +1,243 @@
+"""The latest value of every key, and which live connections vouch that it is current.
+
+The freshness rule lives here. A connection *vouches* for a key once it is subscribed and
+has caught up on it: it delivered a frame for it, a REST seed fetched after its subscription
+was applied, or a connection that already vouched was heard from after the subscription
+(make before break). While any vouching connection is alive, the value is current however
+long ago it changed; when the last one goes, the key is invalidated at once.
+
+Updates are applied only when their update id ``u`` is newer, whichever connection brings them.
+Readers (one thread per connection), the REST seeder, the supervisor and the Redis writer
+all meet here, so every method takes the one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from contract.records import SOURCE_REST, SOURCE_STREAM
+from messenger.binance import Fields
+
+
+class Voucher(Protocol):
+    """What the book needs to know of a connection."""
+
+    id: int
+    last_heard: float  # time.monotonic() of the last frame of any kind from the exchange
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One key's latest value and who vouches for it."""
+
+    key: str
+    fields: Fields | None = None
+    u: int | None = None
+    changed: float = 0.0  # monotonic time the value last changed
+    written: float = 0.0  # monotonic time it was last handed to the writer
+    source: str = SOURCE_STREAM
+    vouchers: set[Voucher] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Write:
+    """One record to write: its fields and the monotonic times that say how current it is."""
+
+    key: str
+    fields: Fields
+    changed: float
+    heard: float
+    source: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the writer must do now."""
+
+    writes: list[Write]
+    deletes: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.deletes)
+
+
+class Book:
+    """Thread-safe store of the latest records; the single source of what may be served."""
+
+    def __init__(self, liveness_timeout_s: float) -> None:
+        self.liveness_timeout_s = liveness_timeout_s
+        self.lock = threading.Lock()
+        self.wake = threading.Event()  # set when there is something to write
+        self._entries: dict[str, Entry] = {}
+        self._dirty: set[str] = set()
+        self._gone: set[str] = set()
+        self._vouched: dict[Voucher, set[str]] = {}
+        self._pending: dict[Voucher, dict[str, float]] = {}
+        self.accepted = 0
+        self.older_dropped = 0
+        self.seeds_applied = 0
+
+    # -- values coming in -------------------------------------------------------------
+
+    def on_frame(self, conn: Voucher, key: str, u: int | None, fields: Fields, now: float) -> bool:
+        """A stream update arrived on ``conn``; returns whether it became the current value."""
+        with self.lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = Entry(key)
+            if u is not None and entry.u is not None and u <= entry.u:
+                # Older or duplicate (overlapping connections): never go back. It still shows
+                # that conn was subscribed before the current value, so it may join vouching.
+                self.older_dropped += 1
+                if entry.vouchers and conn not in entry.vouchers:
+                    self._vouch(conn, entry)
+                return False
+            entry.fields, entry.u, entry.changed, entry.source = fields, u, now, SOURCE_STREAM
+            self.accepted += 1
+            if conn not in entry.vouchers:
+                self._vouch(conn, entry)
+            self._dirty.add(key)
+        self.wake.set()
+        return True
+
+    def seed(self, conn: Voucher, key: str, fields: Fields, requested_at: float, now: float) -> bool:
+        """A REST value fetched for ``conn``; applied only if nothing vouches for a value yet."""
+        with self.lock:
+            entry = self._entries.get(key)
+            pending = self._pending.get(conn)
+            if entry is None or pending is None or key not in pending:
+                return False  # conn is gone or no longer carries the key
+            if entry.vouchers or entry.changed > requested_at:
+                return False  # a streamed value is current: REST must not overwrite it
+            entry.fields, entry.changed, entry.source = fields, now, SOURCE_REST
+            self.seeds_applied += 1
+            self._vouch(conn, entry)
+            self._dirty.add(key)
+        self.wake.set()
+        return True
+
+    # -- connections carrying keys ----------------------------------------------------
+
+    def carry(self, conn: Voucher, keys: list[str], since: float) -> list[str]:
+        """``conn`` is subscribed to ``keys`` since ``since``; returns the keys that need a seed."""
+        need: list[str] = []
+        with self.lock:
+            pending = self._pending.setdefault(conn, {})
+            self._vouched.setdefault(conn, set())
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is None:
+                    entry = self._entries[key] = Entry(key)
+                if conn in entry.vouchers:
+                    continue
+                pending[key] = since
+                if not entry.vouchers:
+                    need.append(key)
+        return need
+
+    def inherit(self) -> int:
+        """Let connections that caught up take over vouching; returns how many keys moved.
+
+        A key ``conn`` is subscribed to since ``t`` is current on ``conn`` once a connection
+        that vouches for it has been heard from after ``t``: everything that changed before
+        then has reached us, everything after will reach ``conn``.
+        """
+        moved = 0
+        with self.lock:
+            for conn, pending in self._pending.items():
+                for key, since in list(pending.items()):
+                    entry = self._entries[key]
+                    if any(v.last_heard > since for v in entry.vouchers):
+                        self._vouch(conn, entry)
+                        moved += 1
+        return moved
+
+    def release(self, conn: Voucher, keys: list[str] | None = None) -> list[tuple[Voucher, str]]:
+        """``conn`` no longer carries ``keys`` (None: any key; it closed or died).
+
+        Keys left with no voucher are invalidated at once. Returns the (connection, key) pairs
+        that another live connection carries but cannot vouch for yet: they need a seed.
+        """
+        reseed: list[tuple[Voucher, str]] = []
+        with self.lock:
+            vouched = self._vouched.get(conn, set())
+            pending = self._pending.get(conn, {})
+            if keys is None:
+                keys = list(vouched | pending.keys())
+                self._vouched.pop(conn, None)
+                self._pending.pop(conn, None)
+            for key in keys:
+                pending.pop(key, None)
+                vouched.discard(key)
+                entry = self._entries.get(key)
+                if entry is None or conn not in entry.vouchers:
+                    continue
+                entry.vouchers.discard(conn)
+                if not entry.vouchers:
+                    self._gone.add(key)
+                    self._dirty.discard(key)
+                    reseed.extend((c, key) for c, p in self._pending.items() if key in p)
+        self.wake.set()
+        return reseed
+
+    def vouched_keys(self, conn: Voucher) -> set[str]:
+        """The keys ``conn`` vouches for now."""
+        with self.lock:
+            return set(self._vouched.get(conn, ()))
+
+    def pending_keys(self, conn: Voucher) -> set[str]:
+        """The keys ``conn`` carries but cannot vouch for yet."""
+        with self.lock:
+            return set(self._pending.get(conn, ()))
+
+    def _vouch(self, conn: Voucher, entry: Entry) -> None:
+        entry.vouchers.add(conn)
+        self._vouched.setdefault(conn, set()).add(entry.key)
+        pending = self._pending.get(conn)
+        if pending is not None:
+            pending.pop(entry.key, None)
+
+    # -- what the writer takes --------------------------------------------------------
+
+    def take(self, now: float, refresh_older_than: float | None, everything: bool = False) -> Batch:
+        """Changed values (and, with ``refresh_older_than``, values written before it) to write.
+
+        ``everything``: every servable value and every known key that is not (after Redis
+        came back). A value whose every voucher has gone silent past the liveness timeout is
+        never handed out, even before the supervisor notices: it is left to expire.
+        """
+        writes: list[Write] = []
+        with self.lock:
+            if everything:
+                keys: set[str] | Any = self._entries.keys()
+                deletes = [k for k, e in self._entries.items() if not e.vouchers]
+            else:
+                keys = self._dirty
+                # A key may have been invalidated and then vouched for again before this.
+                deletes = [k for k in self._gone if not self._entries[k].vouchers]
+                if refresh_older_than is not None:
+                    keys = keys | {
+                        k
+                        for ks in self._vouched.values()
+                        for k in ks
+                        if self._entries[k].written < refresh_older_than
+                    }
+            limit = now - self.liveness_timeout_s
+            for key in keys:
+                entry = self._entries[key]
+                if not entry.vouchers or entry.fields is None:
+                    continue
+                heard = max(v.last_heard for v in entry.vouchers)
+                if heard < limit:
+                    continue
+                entry.written = now
+                writes.append(Write(key, entry.fields, entry.changed, heard, entry.source))
+            self._dirty = set()
+            self._gone = set()
+        return Batch(writes, deletes)
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._entries)

@@ -1,0 +1,341 @@
+"""One WebSocket connection to Binance's combined-stream endpoint.
+
+A thread of its own blocks in ``recv`` and hands every data frame to the book; it never
+times out, so the hot path does nothing but read, parse and store. Everything else (pings,
+SUBSCRIBE pacing, deciding the connection is dead) is done by the supervisor's thread
+through the methods below; websocket-client locks sends, so both threads may send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import websocket
+
+from messenger.binance import SERVER_SHUTDOWN_EVENT, MalformedFrame, response_error
+from messenger.book import Book
+from messenger.routes import Route
+from messenger.seeder import Seeder
+
+logger = logging.getLogger(__name__)
+
+OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
+OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
+OPCODE_PING = websocket.ABNF.OPCODE_PING
+OPCODE_PONG = websocket.ABNF.OPCODE_PONG
+
+# Binance closes a connection that sends more than 5 messages a second (pings and pongs
+# count). We send at most 3 in any second; the library's pongs to the server's pings
+# (one per 20 s) fit in the rest.
+MAX_SENT_PER_S = 3
+# Binance refuses connect URLs of more than about 8,000 characters; the rest go by SUBSCRIBE.
+MAX_URL_LENGTH = 4000
+STREAMS_PER_REQUEST = 200
+CONNECT_TIMEOUT_S = 10.0
+
+CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+_ids = itertools.count(1)
+
+
+class Connection:
+    """A combined-stream connection carrying some streams; read by its own thread."""
+
+    def __init__(
+        self,
+        base_url: str,
+        streams: list[str],
+        routes: Mapping[str, Route],
+        book: Book,
+        seeder: Seeder,
+        ping_interval_s: float,
+    ) -> None:
+        self.id = next(_ids)
+        self.base_url = base_url.rstrip("/")
+        self.routes = routes
+        self.book = book
+        self.seeder = seeder
+        self.ping_interval_s = ping_interval_s
+        self.streams: dict[str, None] = dict.fromkeys(streams)  # what it should carry
+        self.subscribed: set[str] = set()
+        self.state = CONNECTING
+        self.created_at = time.monotonic()
+        self.opened_at: float | None = None
+        self.last_heard = self.created_at
+        self.subscribed_at: float | None = None  # when its first streams were confirmed
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.shutdown_announced = False
+        self.frames = 0
+        self.malformed = 0
+        self.unknown = 0
+        self.refused = 0
+        self.requests_sent = 0
+        self.pings_sent = 0
+        self._to_subscribe: deque[str] = deque()
+        self._to_unsubscribe: deque[str] = deque()
+        self._requests: dict[int, tuple[str, list[str]]] = {}
+        self._request_ids = itertools.count(1)
+        self._sent_at: deque[float] = deque()
+        self._last_ping = 0.0
+        self._ws: websocket.WebSocket | None = None
+        self._url_streams: list[str] = []
+        self._thread = threading.Thread(target=self._run, name=f"conn-{self.id}", daemon=True)
+
+    def __repr__(self) -> str:
+        return f"conn {self.id}"
+
+    # -- lifecycle (supervisor thread) ------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and read on a new thread."""
+        self._url_streams = _fit_url(self.base_url, list(self.streams))
+        in_url = set(self._url_streams)
+        self._to_subscribe.extend(s for s in self.streams if s not in in_url)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The connect URL: the combined endpoint with as many streams as fit."""
+        return _url(self.base_url, self._url_streams)
+
+    def alive(self, now: float, liveness_timeout_s: float) -> bool:
+        """Open and heard from within the liveness timeout."""
+        return self.state == OPEN and now - self.last_heard <= liveness_timeout_s
+
+    def healthy(self) -> bool:
+        """Its subscription was confirmed and the exchange spoke after that."""
+        return self.subscribed_at is not None and self.last_heard > self.subscribed_at
+
+    def abort(self, reason: str) -> None:
+        """Give up on the connection now (no close handshake: it is presumed dead)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        ws = self._ws
+        if ws is not None:
+            ws.abort()
+        if self.state == CONNECTING:
+            self.state = CLOSED
+
+    def close(self, reason: str) -> None:
+        """Close politely (a close frame), for a connection we retire."""
+        if not self.close_reason:
+            self.close_reason = reason
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(websocket.WebSocketException, OSError):
+                ws.send_close(reason=reason.encode()[:100])
+            ws.abort()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the reader thread to end."""
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    # -- sending (supervisor thread) --------------------------------------------------
+
+    def add_streams(self, streams: list[str]) -> None:
+        """Carry more streams: queued for SUBSCRIBE."""
+        for stream in streams:
+            if stream not in self.streams:
+                self.streams[stream] = None
+                self._to_subscribe.append(stream)
+
+    def remove_streams(self, streams: list[str]) -> None:
+        """Stop carrying streams: the book lets go of them now, UNSUBSCRIBE follows."""
+        gone = [s for s in streams if s in self.streams]
+        for stream in gone:
+            del self.streams[stream]
+            self._to_unsubscribe.append(stream)
+        self.book.release(self, [self.routes[s].key for s in gone if s in self.routes])
+
+    def pump(self, now: float) -> None:
+        """Send what is due within the message budget: unsubscribes, subscribes, then a ping."""
+        if self.state != OPEN:
+            return
+        while self._sent_at and now - self._sent_at[0] >= 1.0:
+            self._sent_at.popleft()
+        for queue, method in ((self._to_unsubscribe, "UNSUBSCRIBE"), (self._to_subscribe, "SUBSCRIBE")):
+            while queue and len(self._sent_at) < MAX_SENT_PER_S:
+                batch = [queue.popleft() for _ in range(min(STREAMS_PER_REQUEST, len(queue)))]
+                if method == "SUBSCRIBE":
+                    batch = [s for s in batch if s in self.streams and s not in self.subscribed]
+                if batch:
+                    self._request(method, batch, now)
+        quiet = now - max(self.last_heard, self._last_ping)
+        if quiet >= self.ping_interval_s and len(self._sent_at) < MAX_SENT_PER_S:
+            self._send(lambda ws: ws.ping(str(int(time.time() * 1000))), now)
+            self._last_ping = now
+            self.pings_sent += 1
+
+    def busy(self) -> bool:
+        """Requests are queued or unanswered."""
+        return bool(self._to_subscribe or self._to_unsubscribe or self._requests)
+
+    def _request(self, method: str, streams: list[str], now: float) -> None:
+        rid = next(self._request_ids)
+        self._requests[rid] = (method, streams)
+        doc = orjson.dumps({"method": method, "params": streams, "id": rid}).decode()
+        self._send(lambda ws: ws.send(doc), now)
+        self.requests_sent += 1
+        logger.debug("%s: %s %d streams (id %d)", self, method, len(streams), rid)
+
+    def _send(self, action: Any, now: float) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        self._sent_at.append(now)
+        try:
+            action(ws)
+        except (websocket.WebSocketException, OSError) as exc:
+            # The reader thread sees the broken socket too and ends the connection.
+            logger.debug("%s: send failed: %s", self, exc)
+
+    # -- reading (its own thread) -----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            ws = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT_S, skip_utf8_validation=True)
+        except (websocket.WebSocketException, OSError) as exc:
+            self.close_reason = self.close_reason or f"connect failed: {exc}"
+            self.state = CLOSED
+            return
+        ws.settimeout(None)
+        self._ws = ws
+        now = time.monotonic()
+        self.opened_at = self.last_heard = now
+        self.state = OPEN
+        logger.info("%s: connected, %d streams in the URL", self, len(self._url_streams))
+        self._confirmed(self._url_streams, now)
+        try:
+            self._read(ws)
+        except (websocket.WebSocketException, OSError) as exc:
+            self.close_reason = self.close_reason or f"dropped: {exc or type(exc).__name__}"
+        finally:
+            self.state = CLOSED
+            ws.shutdown()
+
+    def _read(self, ws: websocket.WebSocket) -> None:
+        recv = ws.recv_data_frame
+        loads = orjson.loads
+        routes = self.routes
+        on_frame = self.book.on_frame
+        monotonic = time.monotonic
+        while True:
+            opcode, frame = recv(True)
+            now = monotonic()
+            self.last_heard = now
+            if opcode != OPCODE_TEXT:
+                if opcode == OPCODE_CLOSE:
+                    self._closed_by_server(frame.data)
+                    return
+                continue  # pings (answered by the library) and pongs: proof of life only
+            self.frames += 1
+            try:
+                msg = loads(frame.data)
+                route = routes.get(msg["stream"])
+                data = msg["data"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self._other(frame.data, now)
+                continue
+            if route is None:
+                self._unrouted(msg)
+                continue
+            try:
+                u, fields = route.kind.parse(data)
+            except MalformedFrame as exc:
+                self._malformed(f"{route.stream}: {exc}", frame.data)
+                continue
+            on_frame(self, route.key, u, fields, now)
+
+    def _other(self, raw: bytes, now: float) -> None:
+        """A frame that is not market data: a reply to our request, an event, or garbage."""
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._malformed("not a JSON object", raw)
+        elif msg.get("e") == SERVER_SHUTDOWN_EVENT:
+            self._shutdown_announced()
+        elif "id" in msg and ("result" in msg or response_error(msg) is not None):
+            self._reply(msg, now)
+        else:
+            self._malformed("unknown message", raw)
+
+    def _unrouted(self, msg: dict[str, Any]) -> None:
+        if msg.get("stream") == "!" + SERVER_SHUTDOWN_EVENT:
+            self._shutdown_announced()
+            return
+        # Frames may trail an UNSUBSCRIBE for a moment; anything else is worth a look.
+        self.unknown += 1
+        if self.unknown <= 5 or self.unknown % 1000 == 0:
+            logger.warning("%s: frame for a stream we do not carry: %.80s (%d so far)",
+                           self, msg.get("stream"), self.unknown)  # fmt: skip
+
+    def _malformed(self, why: str, raw: bytes) -> None:
+        self.malformed += 1
+        if self.malformed <= 5 or self.malformed % 1000 == 0:
+            logger.warning("%s: skipped a malformed frame (%s): %.120r (%d so far)",
+                           self, why, raw, self.malformed)  # fmt: skip
+
+    def _reply(self, msg: dict[str, Any], now: float) -> None:
+        request = self._requests.pop(msg["id"], None) if isinstance(msg["id"], int) else None
+        if request is None:
+            logger.warning("%s: reply to no request of ours: %.200s", self, msg)
+            return
+        method, streams = request
+        problem = response_error(msg)
+        if problem is not None:
+            self.refused += len(streams)
+            logger.warning("%s: %s of %d streams refused: %s", self, method, len(streams), problem)
+        elif method == "SUBSCRIBE":
+            self._confirmed([s for s in streams if s in self.streams], now)
+            logger.info("%s: subscribed %d streams (%d in all)", self, len(streams), len(self.subscribed))
+        else:
+            self.subscribed.difference_update(streams)
+
+    def _confirmed(self, streams: list[str], since: float) -> None:
+        """The exchange streams these to us from ``since`` on: vouch, or seed what is new."""
+        self.subscribed.update(streams)
+        if self.subscribed_at is None and streams:
+            self.subscribed_at = since
+        routes = [self.routes[s] for s in streams if s in self.routes]
+        need = set(self.book.carry(self, [r.key for r in routes], since))
+        if need:
+            self.seeder.request(self, [r for r in routes if r.key in need])
+
+    def _shutdown_announced(self) -> None:
+        if not self.shutdown_announced:
+            logger.warning("%s: the server announced a shutdown", self)
+        self.shutdown_announced = True
+
+    def _closed_by_server(self, payload: bytes) -> None:
+        code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+        reason = payload[2:].decode("utf-8", "replace")
+        self.close_code = code
+        self.close_reason = self.close_reason or f"closed by server ({code} {reason})".strip()
+
+
+def _url(base_url: str, streams: list[str]) -> str:
+    return f"{base_url}/stream?streams={'/'.join(streams)}"
+
+
+def _fit_url(base_url: str, streams: list[str]) -> list[str]:
+    """The longest prefix of ``streams`` (at least one) that keeps the URL short enough."""
+    length = len(_url(base_url, []))
+    fitted: list[str] = []
+    for stream in streams:
+        length += len(stream) + (1 if fitted else 0)
+        if fitted and length > MAX_URL_LENGTH:
+            break
+        fitted.append(stream)
+    return fitted

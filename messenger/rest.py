@@ -1,0 +1,117 @@
+"""A small client for Binance's public REST endpoints, that honours its rate limits.
+
+Binance bans IPs that keep calling after a 429; so after a 429 or 418 this client refuses
+to call again until ``Retry-After`` has passed, and it pauses by itself when the minute's
+used weight (``X-MBX-USED-WEIGHT-1M``) nears the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import orjson
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_LIMIT_PER_MINUTE = 6000
+# Leave most of the minute's weight to anything else on this IP.
+WEIGHT_BUDGET_SHARE = 0.5
+# Above this many symbols one "all symbols" call (weight 4) beats a long symbols=[...] URL.
+MAX_LISTED_SYMBOLS = 100
+
+
+class RestError(Exception):
+    """The call failed (network, HTTP error, or a body that is not the expected JSON)."""
+
+
+class RateLimited(RestError):
+    """Binance said to wait (429/418), or our own weight budget is spent."""
+
+    def __init__(self, retry_after_s: float, why: str) -> None:
+        super().__init__(f"{why}; retry after {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+class BinanceRest:
+    """Thread-safe calls to ``BINANCE_REST_URL``."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.used_weight = 0
+        self.calls = 0
+        self.rate_limited = 0
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def book_tickers(self, symbols: list[str] | None) -> list[dict[str, Any]]:
+        """``GET /api/v3/ticker/bookTicker`` for these symbols (None, or many: all of them)."""
+        params = {}
+        if symbols is not None and len(symbols) <= MAX_LISTED_SYMBOLS:
+            params["symbols"] = orjson.dumps(sorted(symbols)).decode()
+        body = self.get("/api/v3/ticker/bookTicker", params)
+        if not isinstance(body, list):
+            raise RestError("bookTicker answer is not a list")
+        return body
+
+    def exchange_info(self) -> dict[str, Any]:
+        """``GET /api/v3/exchangeInfo`` (weight 20)."""
+        body = self.get("/api/v3/exchangeInfo", {})
+        if not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
+            raise RestError("exchangeInfo answer has no symbol list")
+        return body
+
+    def get(self, path: str, params: dict[str, str]) -> Any:
+        """One GET; raises RateLimited while Binance (or our budget) says to wait."""
+        with self._lock:
+            wait = self._blocked_until - time.monotonic()
+        if wait > 0:
+            raise RateLimited(wait, "REST paused")
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        # The scheme is http(s): Settings checks BINANCE_REST_URL at start.
+        url = self.base_url + path + query
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+        self.calls += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                body = response.read()
+                self._note_weight(response.headers.get("X-MBX-USED-WEIGHT-1M"))
+        except urllib.error.HTTPError as exc:
+            if exc.code in (429, 418):
+                self.rate_limited += 1
+                retry_after = _retry_after(exc.headers.get("Retry-After"))
+                self._block(retry_after)
+                raise RateLimited(retry_after, f"HTTP {exc.code} from {path}") from None
+            raise RestError(f"HTTP {exc.code} from {path}: {exc.read()[:200]!r}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RestError(f"{path}: {exc}") from None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise RestError(f"{path}: answer is not JSON") from None
+
+    def _note_weight(self, header: str | None) -> None:
+        if header is None or not header.isdigit():
+            return
+        self.used_weight = int(header)
+        if self.used_weight > WEIGHT_LIMIT_PER_MINUTE * WEIGHT_BUDGET_SHARE:
+            # The minute's window rolls over within 60 s.
+            self._block(60.0)
+            logger.warning("rest: used weight %d this minute; pausing REST calls", self.used_weight)
+
+    def _block(self, seconds: float) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+
+
+def _retry_after(header: str | None) -> float:
+    try:
+        return max(1.0, float(header)) if header else 60.0
+    except ValueError:
+        return 60.0

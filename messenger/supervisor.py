@@ -1,0 +1,250 @@
+"""Keeps every wanted stream on a live connection: opens, watches, replaces and retires them.
+
+- Liveness: a connection that has sent nothing (no data, no pong to our pings) for
+  ``LIVENESS_TIMEOUT_MS`` is presumed dead; its keys are invalidated at once and it is replaced.
+- Reconnects back off exponentially with jitter, capped; longer after a 1008 "Too many
+  requests" close; reset once a connection has subscribed and been heard from. New
+  connections stay within Binance's 300 per 5 minutes.
+- Before the 24 h cut, or when the server announces a shutdown, a connection is replaced
+  make-before-break: the successor subscribes, catches up, and only then is the old one closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+
+from contract.settings import Settings
+from messenger.backoff import Backoff
+from messenger.book import Book, Voucher
+from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection
+from messenger.routes import Route
+from messenger.seeder import Seeder
+
+logger = logging.getLogger(__name__)
+
+# Binance allows 300 connection attempts per 5 minutes per IP; keep a margin for restarts.
+CONNECTIONS_PER_WINDOW = 250
+CONNECTION_WINDOW_S = 300.0
+# An old connection is closed at the latest this long after its successor was opened.
+HANDOVER_LIMIT_S = 60.0
+POLICY_VIOLATION = 1008
+
+
+class ConnectionBudget:
+    """A sliding window of connection attempts."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._attempts: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        """Spend one attempt if the window allows it."""
+        while self._attempts and now - self._attempts[0] >= self.window_s:
+            self._attempts.popleft()
+        if len(self._attempts) >= self.limit:
+            return False
+        self._attempts.append(now)
+        return True
+
+
+class Supervisor:
+    """Owns the connections; driven by ``tick()`` from one thread."""
+
+    def __init__(self, settings: Settings, book: Book, seeder: Seeder) -> None:
+        self.settings = settings
+        self.book = book
+        self.seeder = seeder
+        self.routes: dict[str, Route] = {}  # every stream we carry, read by the connections
+        self.conns: list[Connection] = []
+        self.owner: dict[str, Connection] = {}
+        self.reconnects: Counter[str] = Counter()
+        self.budget = ConnectionBudget(CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)
+        self._unplaced: dict[str, None] = {}
+        self._reopen: list[list[str]] = []
+        self._next_open_at = 0.0
+        self._backoff = Backoff(settings.reconnect_min_ms / 1000, settings.reconnect_max_ms / 1000)
+        self._successor: dict[Connection, Connection] = {}
+        self._handover_started: dict[Connection, float] = {}
+        self._lifetime: dict[Connection, float] = {}
+        self._liveness_s = settings.liveness_timeout_ms / 1000
+
+    # -- what to carry ----------------------------------------------------------------
+
+    def want(self, routes: Iterable[Route]) -> None:
+        """Carry these streams (already carried ones are left alone)."""
+        for route in routes:
+            if route.stream not in self.routes:
+                self.routes[route.stream] = route
+                self._unplaced[route.stream] = None
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """One round: check every connection, place streams, move vouching, send."""
+        for conn in list(self.conns):
+            self._check(conn, now)
+        self._handovers(now)
+        self._place(now)
+        self.book.inherit()
+        for conn in self.conns:
+            conn.pump(now)
+
+    def close_all(self, timeout_s: float = 2.0) -> None:
+        """Close every connection politely and let go of every key (graceful stop)."""
+        for conn in self.conns:
+            conn.close("messenger stopping")
+            self.book.release(conn)
+        deadline = time.monotonic() + timeout_s
+        for conn in self.conns:
+            conn.join(max(0.0, deadline - time.monotonic()))
+        self.conns.clear()
+
+    def _check(self, conn: Connection, now: float) -> None:
+        if conn.state == CLOSED:
+            self._closed(conn, now)
+        elif conn.state == OPEN:
+            if not conn.alive(now, self._liveness_s):
+                logger.warning("%s: nothing heard for %.1f s; presumed dead",
+                               conn, now - conn.last_heard)  # fmt: skip
+                conn.abort(f"silent for {now - conn.last_heard:.1f} s")
+                self._reseed(self.book.release(conn))
+            elif conn not in self._successor and not self._is_successor(conn):
+                opened_at = conn.opened_at or now
+                if conn.shutdown_announced:
+                    self._replace(conn, now, "server shutdown announced")
+                elif now - opened_at >= self._lifetime[conn]:
+                    self._replace(conn, now, "connection age limit")
+        elif now - conn.created_at > CONNECT_TIMEOUT_S + 5:
+            conn.abort("connect timed out")
+
+    def _closed(self, conn: Connection, now: float) -> None:
+        self.conns.remove(conn)
+        self._lifetime.pop(conn, None)
+        self._reseed(self.book.release(conn))
+        reason = conn.close_reason or "closed"
+        self.reconnects[_reason_kind(conn)] += 1
+        if conn in self._successor:  # an old connection, closed (by us or not) during handover
+            successor = self._successor.pop(conn)
+            self._handover_started.pop(conn, None)
+            logger.info("%s: closed (%s); its streams are on %s", conn, reason, successor)
+            return
+        predecessor = self._predecessor(conn)
+        if conn.healthy():
+            self._backoff.reset()
+        floor = self.settings.reconnect_max_ms / 1000 if conn.close_code == POLICY_VIOLATION else 0.0
+        delay = self._backoff.next_delay(floor)
+        self._next_open_at = max(self._next_open_at, now + delay)
+        if predecessor is not None:  # a successor failed: the old connection still carries
+            self._successor.pop(predecessor)
+            self._handover_started.pop(predecessor, None)
+            for stream in predecessor.streams:
+                self.owner[stream] = predecessor
+            for stream in conn.streams:
+                if self.owner.get(stream) is conn:
+                    del self.owner[stream]
+                    self._unplaced[stream] = None
+            logger.warning("%s: replacement failed (%s); retrying in %.1f s", conn, reason, delay)
+            return
+        streams = [s for s in conn.streams if self.owner.get(s) is conn]
+        for stream in streams:
+            del self.owner[stream]
+        if streams:
+            self._reopen.append(streams)
+        logger.warning("%s: %s; reconnecting in %.1f s", conn, reason, delay)
+
+    def _replace(self, conn: Connection, now: float, why: str) -> None:
+        if now < self._next_open_at:
+            return
+        successor = self._open(list(conn.streams), now)
+        if successor is None:
+            return
+        self._successor[conn] = successor
+        self._handover_started[conn] = now
+        logger.info("%s: replacing with %s (%s), make before break", conn, successor, why)
+
+    def _handovers(self, now: float) -> None:
+        for old, new in list(self._successor.items()):
+            caught_up = new.state == OPEN and not new.busy() and not self.book.pending_keys(new)
+            late = now - self._handover_started[old] > HANDOVER_LIMIT_S
+            if caught_up or late:
+                old.close("replaced" if caught_up else "replacement late")
+                self._handover_started[old] = float("inf")
+
+    def _place(self, now: float) -> None:
+        if now >= self._next_open_at:
+            while self._reopen:
+                streams = [s for s in self._reopen[0] if s in self.routes and s not in self.owner]
+                if streams and self._open(streams, now) is None:
+                    break
+                self._reopen.pop(0)
+        if not self._unplaced:
+            return
+        cap = self.settings.max_streams_per_connection
+        streams = [s for s in self._unplaced if s not in self.owner]
+        for conn in self.conns:
+            room = cap - len(conn.streams)
+            if streams and room > 0 and conn.state == OPEN and conn not in self._successor:
+                batch, streams = streams[:room], streams[room:]
+                conn.add_streams(batch)
+                for stream in batch:
+                    self.owner[stream] = conn
+        while streams and now >= self._next_open_at:
+            batch = streams[:cap]
+            if self._open(batch, now) is None:
+                break
+            streams = streams[cap:]
+        self._unplaced = dict.fromkeys(streams)
+
+    def _open(self, streams: list[str], now: float) -> Connection | None:
+        if not self.budget.take(now):
+            logger.warning("conn: connection budget spent (%d per %.0f s); waiting",
+                           CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)  # fmt: skip
+            self._next_open_at = now + 1.0
+            return None
+        conn = Connection(
+            self.settings.binance_ws_url,
+            streams,
+            self.routes,
+            self.book,
+            self.seeder,
+            self.settings.ping_interval_ms / 1000,
+        )
+        max_age = self.settings.connection_max_age_s
+        # Jitter staggers the replacement of connections that were opened together.
+        self._lifetime[conn] = max_age + random.uniform(0, min(0.02 * max_age, 1800.0))
+        self.conns.append(conn)
+        for stream in streams:
+            self.owner[stream] = conn
+        logger.info("%s: connecting to %s with %d streams", conn, self.settings.binance_ws_url, len(streams))
+        conn.start()
+        return conn
+
+    def _reseed(self, pairs: list[tuple[Voucher, str]]) -> None:
+        by_conn: dict[Voucher, list[Route]] = {}
+        key_routes = {r.key: r for r in self.routes.values()}
+        for conn, key in pairs:
+            if key in key_routes:
+                by_conn.setdefault(conn, []).append(key_routes[key])
+        for conn, routes in by_conn.items():
+            self.seeder.request(conn, routes)
+
+    def _is_successor(self, conn: Connection) -> bool:
+        return conn in self._successor.values()
+
+    def _predecessor(self, conn: Connection) -> Connection | None:
+        return next((old for old, new in self._successor.items() if new is conn), None)
+
+
+def _reason_kind(conn: Connection) -> str:
+    reason = conn.close_reason
+    for kind in ("silent", "connect", "dropped", "replaced", "stopping", "late"):
+        if kind in reason:
+            return kind
+    if conn.close_code is not None:
+        return f"close {conn.close_code}"
+    return "other"

@@ -1,0 +1,110 @@
+"""The Redis writer: one thread that turns the book into keys, values and TTLs.
+
+Changed values are written as soon as the previous write returns, so writes batch
+themselves under load and stay immediate when quiet. Every value a live connection vouches
+for is rewritten well inside its TTL with a new ``as_of``; invalidated keys are deleted.
+Each value goes out with its TTL in one command (``SET key value PX ttl``), a batch in one
+pipeline. If Redis fails, the writer retries with backoff and rewrites everything once it
+is back; the WebSocket connections are not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from contract.records import AS_OF, TS, encode_record
+from messenger.backoff import Backoff
+from messenger.book import Batch, Book
+
+logger = logging.getLogger(__name__)
+
+
+class Writer:
+    """Writes the book to Redis from its own thread until stopped."""
+
+    def __init__(self, book: Book, client: redis.Redis, ttl_ms: int, refresh_interval_s: float) -> None:
+        self.book = book
+        self.client = client
+        self.ttl_ms = ttl_ms
+        self.refresh_interval_s = refresh_interval_s
+        self.writes = 0
+        self.deletes = 0
+        self.batches = 0
+        self.errors = 0
+        self.healthy = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
+        self._backoff = Backoff(0.05, 2.0)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Write what is pending (deletions of invalidated keys included), then stop."""
+        self._stopping.set()
+        self.book.wake.set()
+        self._thread.join(timeout_s)
+        self.client.close()
+
+    def _run(self) -> None:
+        everything = True
+        next_refresh = time.monotonic()
+        while True:
+            self.book.wake.wait(max(0.0, next_refresh - time.monotonic()))
+            self.book.wake.clear()
+            stopping = self._stopping.is_set()
+            now = time.monotonic()
+            refresh_before = None
+            if now >= next_refresh:
+                # Values written in the last half interval are still fresh enough.
+                refresh_before = now - self.refresh_interval_s / 2
+                next_refresh = now + self.refresh_interval_s
+            batch = self.book.take(now, refresh_before, everything)
+            if batch:
+                try:
+                    self.write(batch)
+                except redis.RedisError as exc:
+                    self._failed(exc)
+                    everything = True
+                    if stopping:
+                        return
+                    self._stopping.wait(self._backoff.next_delay())
+                    continue
+                everything = False
+            if stopping:
+                return
+
+    def write(self, batch: Batch) -> None:
+        """Send one batch in one pipeline: deletions first, then values with their TTL."""
+        offset_ms = (time.time() - time.monotonic()) * 1000
+        pipe = self.client.pipeline(transaction=False)
+        if batch.deletes:
+            pipe.delete(*batch.deletes)
+        ttl = self.ttl_ms
+        for w in batch.writes:
+            record = {
+                **w.fields,
+                TS: int(w.changed * 1000 + offset_ms),
+                AS_OF: int(w.heard * 1000 + offset_ms),
+                "source": w.source,
+            }
+            pipe.set(w.key, encode_record(record), px=ttl)
+        pipe.execute()
+        self.writes += len(batch.writes)
+        self.deletes += len(batch.deletes)
+        self.batches += 1
+        if not self.healthy:
+            logger.info("redis: writing (%d values)", len(batch.writes))
+        self.healthy = True
+        self._backoff.reset()
+
+    def _failed(self, exc: redis.RedisError) -> None:
+        self.errors += 1
+        if self.healthy or self.errors == 1:
+            logger.warning("redis: write failed (%s); retrying with backoff", exc)
+        self.healthy = False

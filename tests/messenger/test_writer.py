@@ -1,0 +1,131 @@
+"""The Redis writer: values with their TTL, refreshes, deletions, and surviving a Redis restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+
+from contract.settings import Settings
+from messenger.book import Book
+from messenger.service import redis_client
+from messenger.writer import Writer
+from tests.messenger.test_book import KEY, QUIET, Conn, fields
+from tests.processes import RedisServer, wait_until
+
+TTL_MS = 600
+
+
+@pytest.fixture
+def book() -> Book:
+    return Book(liveness_timeout_s=5.0)
+
+
+def start_writer(book: Book, client: redis.Redis) -> Writer:
+    writer = Writer(book, client, ttl_ms=TTL_MS, refresh_interval_s=TTL_MS / 3000)
+    writer.start()
+    return writer
+
+
+@pytest.fixture
+def writer(book: Book, any_redis: redis.Redis) -> Iterator[Writer]:
+    writer = start_writer(book, any_redis)
+    yield writer
+    writer.stop()
+
+
+def stored(client: redis.Redis, key: str) -> dict[str, object] | None:
+    raw = client.get(key)
+    return None if raw is None else orjson.loads(raw)
+
+
+def test_a_value_lands_with_its_ttl_in_one_write(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
+    conn = Conn(time.monotonic())
+    before = int(time.time() * 1000)
+    book.on_frame(conn, KEY, 42, fields("25.35190000", 42), time.monotonic())
+    record = wait_until(lambda: stored(any_redis, KEY), 2)
+    assert record["bid_price"] == "25.35190000"
+    assert record["update_id"] == 42
+    assert record["source"] == "stream"
+    assert before - 5 <= record["ts"] <= record["as_of"] <= int(time.time() * 1000) + 5
+    assert 0 < any_redis.pttl(KEY) <= TTL_MS
+
+
+def test_a_live_quiet_value_outlives_its_ttl(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
+    conn = Conn(time.monotonic())
+    book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
+    first = wait_until(lambda: stored(any_redis, QUIET), 2)
+    deadline = time.monotonic() + 3 * TTL_MS / 1000
+    while time.monotonic() < deadline:
+        conn.last_heard = time.monotonic()  # pongs keep coming; the symbol never changes
+        assert any_redis.exists(QUIET)
+        time.sleep(0.05)
+    last = stored(any_redis, QUIET)
+    assert last is not None
+    assert last["ts"] == first["ts"]
+    assert last["as_of"] >= first["as_of"] + 2 * TTL_MS - 100
+
+
+def test_a_value_whose_connection_goes_silent_expires_within_the_ttl(
+    writer: Writer, book: Book, any_redis: redis.Redis
+) -> None:
+    book.liveness_timeout_s = 0.3
+    conn = Conn(time.monotonic())
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
+    wait_until(lambda: any_redis.exists(KEY), 2)
+    silent_since = time.monotonic()
+    wait_until(lambda: not any_redis.exists(KEY), 2)
+    assert time.monotonic() - silent_since <= 0.3 + TTL_MS / 1000 + 0.2
+
+
+def test_an_invalidated_key_is_deleted_at_once(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
+    conn = Conn(time.monotonic())
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
+    wait_until(lambda: any_redis.exists(KEY), 2)
+    released = time.monotonic()
+    book.release(conn)
+    wait_until(lambda: not any_redis.exists(KEY), 1)
+    assert time.monotonic() - released < 0.1
+
+
+def test_stopping_deletes_what_was_released(book: Book, any_redis: redis.Redis) -> None:
+    writer = start_writer(book, any_redis)
+    conn = Conn(time.monotonic())
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
+    wait_until(lambda: any_redis.exists(KEY), 2)
+    book.release(conn)
+    writer.stop()
+    assert not any_redis.exists(KEY)
+
+
+@pytest.mark.redis
+def test_redis_restart_is_survived_and_everything_rewritten(book: Book, redis_server: RedisServer) -> None:
+    client = redis_client(Settings.from_env({}, redis_url=redis_server.url))
+    client.flushall()
+    writer = start_writer(book, client)
+    try:
+        conn = Conn(time.monotonic())
+        book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
+        wait_until(lambda: client.exists(QUIET), 2)
+        redis_server.stop()
+        conn.last_heard = time.monotonic()
+        wait_until(lambda: not writer.healthy, 3, what="the writer to notice")
+        redis_server.start()  # empty: it keeps nothing on disk
+        back = redis_server.client()
+
+        def rewritten() -> bool:
+            conn.last_heard = time.monotonic()  # the connection keeps talking meanwhile
+            return bool(back.exists(QUIET))
+
+        wait_until(rewritten, 5)
+        assert stored(back, QUIET)["bid_price"] == "1.0"  # type: ignore[index]
+        assert writer.errors >= 1
+        back.close()
+    finally:
+        writer.stop()
+        client.close()
+        if not redis_server.running():
+            redis_server.start()

@@ -1,0 +1,44 @@
+"""Every error the API answers, as JSON: ``{"status_code": 500, "error": "..."}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: its HTTP status, a message for the user, and optional headers."""
+
+    def __init__(self, status_code: int, error: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status_code = status_code
+        self.error = error
+        self.headers = headers or {}
+
+
+def body(status_code: int, error: str) -> dict[str, Any]:
+    """The JSON body of an error answer."""
+    return {"status_code": status_code, "error": error}
+
+
+def register(app: Flask) -> None:
+    """Answer our errors, HTTP errors and crashes as JSON (never an HTML page)."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return body(exc.status_code, exc.error), exc.status_code, exc.headers
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+        code = exc.code or 500
+        return body(code, exc.description or exc.name), code
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception) -> tuple[dict[str, Any], int]:
+        logger.exception("server: unhandled error")
+        return body(500, "internal error"), 500

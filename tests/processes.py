@@ -1,0 +1,255 @@
+"""Real processes for tests: redis-server, the simulator, the messenger and gunicorn.
+
+Each starts on a free 127.0.0.1 port, logs to a file (shown when a test fails), and is
+stopped by the fixture that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.02, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy; fail with its last answer at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (OSError, redis.RedisError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}: last {last!r}")
+        time.sleep(interval_s)
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout_s: float = 5.0) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request: (status, headers, parsed JSON body or the raw text)."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status, headers, raw = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, raw = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, headers, orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return status, headers, raw.decode("utf-8", "replace")
+
+
+class Process:
+    """A child process with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) the process."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the child, closed on stop)
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        log.close()
+
+    def running(self) -> bool:
+        """Started and not exited."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, signum: int) -> None:
+        """Send a signal."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        """Everything it printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisServer(Process):
+    """A private redis-server: no persistence, on its own port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+        self.port = free_port()
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(log_dir)]  # fmt: skip
+        super().__init__(f"redis-{self.port}", argv, log_dir)
+
+    @property
+    def url(self) -> str:
+        """Its REDIS_URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A client for assertions."""
+        return redis.Redis.from_url(self.url, socket_timeout=2)
+
+    def start(self) -> None:
+        """Start and wait until it answers PING."""
+        super().start()
+        wait_until(self.ping, 10, what="redis-server to answer")
+
+    def ping(self) -> bool:
+        """Whether it answers."""
+        with self.client() as client:
+            return bool(client.ping())
+
+
+class Simulator(Process):
+    """``python -m simulator`` with helpers for its control API."""
+
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        argv = [sys.executable, "-m", "simulator", "--port", str(self.port), *args]
+        super().__init__(f"simulator-{self.port}", argv, log_dir)
+
+    @property
+    def ws_url(self) -> str:
+        """BINANCE_WS_URL for the messenger."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """BINANCE_REST_URL for the messenger."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start and wait until REST answers."""
+        super().start()
+        wait_until(lambda: http("GET", f"{self.rest_url}/api/v3/ping")[0] == 200, 15, what="the simulator")
+
+    def control(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
+        """Call the control API; fails the test on a non-200 answer."""
+        status, _, body = http(method, f"{self.rest_url}/_sim/{path}", orjson.dumps(doc) if doc is not None else None)
+        assert status == 200, (path, status, body)
+        return body
+
+    def state(self) -> dict[str, Any]:
+        """Connections, requests and counters as the exchange saw them."""
+        state: dict[str, Any] = self.control("GET", "state")
+        return state
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Open connections."""
+        sessions: list[dict[str, Any]] = self.state()["sessions"]
+        return sessions
+
+    def fault(self, fault: str, **params: Any) -> Any:
+        """Inject a fault (on every connection unless ``session=`` is given)."""
+        return self.control("POST", "fault", {"fault": fault, **params})
+
+    def market(self, **params: Any) -> Any:
+        """Change rate, flood or quiet symbols."""
+        return self.control("POST", "market", params)
+
+    def set_book(self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str) -> dict[str, Any]:
+        """Send a given top of book now; returns what was sent, with its update id."""
+        doc = {"symbol": symbol, "bid_price": bid, "bid_quantity": bid_qty, "ask_price": ask, "ask_quantity": ask_qty}
+        sent: dict[str, Any] = self.control("POST", "book", doc)
+        return sent
+
+    def book(self, symbol: str) -> dict[str, Any]:
+        """The current top of book of a symbol."""
+        book: dict[str, Any] = self.control("GET", f"book/{symbol}")
+        return book
+
+
+def messenger_env(sim: Simulator, redis_url: str, **settings: Any) -> dict[str, str]:
+    """The environment of a messenger pointed at ``sim`` and ``redis_url``, plus settings."""
+    env = {
+        "BINANCE_WS_URL": sim.ws_url,
+        "BINANCE_REST_URL": sim.rest_url,
+        "REDIS_URL": redis_url,
+        "RECONNECT_MIN_MS": "100",
+        "RECONNECT_MAX_MS": "1000",
+        "STATS_INTERVAL_S": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update({k.upper(): str(v) for k, v in settings.items()})
+    return env
+
+
+class Messenger(Process):
+    """``python -m messenger`` against a simulator."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], *symbols: str) -> None:
+        super().__init__(f"messenger-{free_port()}", [sys.executable, "-m", "messenger", *symbols], log_dir, env)
+
+
+class Gunicorn(Process):
+    """The server as shipped: gunicorn with our config, on a free port."""
+
+    def __init__(self, log_dir: Path, redis_url: str, workers: int = 2, **settings: Any) -> None:
+        self.port = free_port()
+        env = {"REDIS_URL": redis_url, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server:create_app()"]
+        super().__init__(f"gunicorn-{self.port}", argv, log_dir, env)
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start and wait until it answers HTTP."""
+        super().start()
+        wait_until(lambda: http("GET", f"{self.url}/snapshot/x")[0] == 400, 20, what="gunicorn")
+
+    def snapshot(self, symbol: str, query: str = "", body: bytes | None = None) -> tuple[int, Any]:
+        """``POST /snapshot/<symbol>``: (status, JSON body)."""
+        status, _, doc = http("POST", f"{self.url}/snapshot/{symbol}{query}", body)
+        return status, doc

@@ -41,14 +41,11 @@ class Settings:
     reconnect_min_ms: int = _setting(500, low=10, high=600_000)
     reconnect_max_ms: int = _setting(30_000, low=10, high=3_600_000)
     max_streams_per_connection: int = _setting(1024, low=1, high=1024)
-    demand_wait_ms: int = _setting(3000, low=0, high=60_000)
-    demand_idle_s: float = _setting(300, low=1, high=7 * 24 * 3600)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)
     # Gunicorn worker processes; 0: two per CPU core.
     web_concurrency: int = _setting(0, low=0, high=256)
-    metrics_port: int = _setting(9100, low=0, high=65535)
     log_level: str = _setting("INFO")
     log_format: str = _setting("text")
 

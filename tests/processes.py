@@ -17,13 +17,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -34,7 +33,7 @@ def free_port() -> int:
         return port
 
 
-def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.02, what: str = "") -> T:
+def wait_until(check: Callable[[], Any], timeout_s: float, interval_s: float = 0.02, what: str = "") -> Any:
     """Poll ``check`` until it returns something truthy; fail with its last answer at the deadline."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -51,7 +50,9 @@ def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.0
         time.sleep(interval_s)
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout_s: float = 5.0) -> tuple[int, dict[str, str], Any]:
+def http(
+    method: str, url: str, body: bytes | None = None, timeout_s: float = 5.0
+) -> tuple[int, dict[str, str], Any]:
     """One HTTP request: (status, headers, parsed JSON body or the raw text)."""
     request = urllib.request.Request(url, data=body, method=method)
     if body is not None:
@@ -122,7 +123,9 @@ class RedisServer(Process):
     def __init__(self, log_dir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+            raise RuntimeError(
+                "redis-server is not installed (apt-get install redis-server); .ci/run installs it"
+            )
         self.port = free_port()
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(log_dir)]  # fmt: skip
@@ -173,7 +176,9 @@ class Simulator(Process):
 
     def control(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
         """Call the control API; fails the test on a non-200 answer."""
-        status, _, body = http(method, f"{self.rest_url}/_sim/{path}", orjson.dumps(doc) if doc is not None else None)
+        status, _, body = http(
+            method, f"{self.rest_url}/_sim/{path}", orjson.dumps(doc) if doc is not None else None
+        )
         assert status == 200, (path, status, body)
         return body
 
@@ -197,7 +202,13 @@ class Simulator(Process):
 
     def set_book(self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str) -> dict[str, Any]:
         """Send a given top of book now; returns what was sent, with its update id."""
-        doc = {"symbol": symbol, "bid_price": bid, "bid_quantity": bid_qty, "ask_price": ask, "ask_quantity": ask_qty}
+        doc = {
+            "symbol": symbol,
+            "bid_price": bid,
+            "bid_quantity": bid_qty,
+            "ask_price": ask,
+            "ask_quantity": ask_qty,
+        }
         sent: dict[str, Any] = self.control("POST", "book", doc)
         return sent
 
@@ -226,7 +237,9 @@ class Messenger(Process):
     """``python -m messenger`` against a simulator."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], *symbols: str) -> None:
-        super().__init__(f"messenger-{free_port()}", [sys.executable, "-m", "messenger", *symbols], log_dir, env)
+        super().__init__(
+            f"messenger-{free_port()}", [sys.executable, "-m", "messenger", *symbols], log_dir, env
+        )
 
 
 class Gunicorn(Process):

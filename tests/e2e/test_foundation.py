@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ def test_the_values_served_are_the_values_the_exchange_sent(
     sim.market(rate=0)
     for symbol, spelling in (("BTCUSDT", "BTC_USDT"), ("ETHBTC", "eth_btc")):
         sent = sim.set_book(symbol, "43210.12345678", "0.00100000", "43210.22345678", "12.50000000")
-        body = wait_until(lambda: served_update(gunicorn, spelling, sent["u"]), 5, what=f"{symbol} served")
+        body = wait_until(partial(served_update, gunicorn, spelling, sent["u"]), 5, what=f"{symbol} served")
         assert body["symbol"] == symbol
         assert [body[f] for f in FIELDS] == ["43210.12345678", "0.00100000", "43210.22345678", "12.50000000"]
         assert body["source"] == "stream"
@@ -56,9 +57,8 @@ def test_after_sigkill_of_the_messenger_the_server_answers_500_within_ttl_plus_1
     wait_until(lambda: gunicorn.snapshot("BTC_USDT")[0] == 200, 5)
     messenger.kill()
     killed = time.monotonic()
-    status, body = wait_until(lambda: (r := gunicorn.snapshot("BTC_USDT"))[0] == 500 and r, 3)
+    wait_until(lambda: gunicorn.snapshot("BTC_USDT")[0] == 500, 3)
     assert time.monotonic() - killed <= 1.0 + 1.0
-    assert body["status_code"] == 500
 
 
 def test_after_a_drop_the_messenger_reconnects_and_fresh_values_flow(
@@ -71,7 +71,9 @@ def test_after_a_drop_the_messenger_reconnects_and_fresh_values_flow(
     wait_until(lambda: [s for s in sim.sessions() if s["id"] != first], 5, what="a new connection")
     sim.market(rate=0)
     sent = sim.set_book("BTCUSDT", "1.00000000", "2.00000000", "3.00000000", "4.00000000")
-    wait_until(lambda: served_update(gunicorn, "BTCUSDT", sent["u"]), 5, what="a value sent after the reconnect")
+    wait_until(
+        lambda: served_update(gunicorn, "BTCUSDT", sent["u"]), 5, what="a value sent after the reconnect"
+    )
 
 
 def test_pings_are_answered_and_no_limit_is_broken(

@@ -52,6 +52,12 @@ def close_of(ws: websocket.WebSocket, timeout_s: float = 5) -> tuple[int, str]:
             return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
 
 
+def drain_until_silent(ws: websocket.WebSocket) -> None:
+    """Read frames until the socket's timeout fires."""
+    while True:
+        ws.recv_frame()
+
+
 def reply(ws: websocket.WebSocket, request: dict[str, Any]) -> Any:
     ws.send(orjson.dumps(request).decode())
     return next_json(ws, lambda m: "id" in m)
@@ -73,24 +79,53 @@ def test_live_subscription_methods_and_their_replies(sim: Simulator, connect: An
     assert reply(ws, {"method": "LIST_SUBSCRIPTIONS", "id": "a3"}) == {
         "result": ["btcusdt@bookTicker", "bnbbtc@trade"], "id": "a3"}  # fmt: skip
     time.sleep(1.1)  # stay under 5 messages a second
-    assert reply(ws, {"method": "UNSUBSCRIBE", "params": ["bnbbtc@trade"], "id": 2}) == {"result": None, "id": 2}
-    assert reply(ws, {"method": "GET_PROPERTY", "params": ["combined"], "id": 3}) == {"result": False, "id": 3}
-    assert reply(ws, {"method": "SET_PROPERTY", "params": ["combined", True], "id": 4}) == {"result": None, "id": 4}
+    assert reply(ws, {"method": "UNSUBSCRIBE", "params": ["bnbbtc@trade"], "id": 2}) == {
+        "result": None,
+        "id": 2,
+    }
+    assert reply(ws, {"method": "GET_PROPERTY", "params": ["combined"], "id": 3}) == {
+        "result": False,
+        "id": 3,
+    }
+    assert reply(ws, {"method": "SET_PROPERTY", "params": ["combined", True], "id": 4}) == {
+        "result": None,
+        "id": 4,
+    }
     assert "stream" in next_json(ws, lambda m: "id" not in m)
 
 
 @pytest.mark.parametrize(
     ("request_doc", "code", "msg"),
     [
-        ({"method": "SUBSCRIBE", "params": ["BTCUSDT@bookTicker"], "id": 1}, 2, "Invalid request: invalid stream"),
-        ({"method": "SUBSCRIBE", "params": ["btcusdt@nonsense"], "id": 1}, 2, "Invalid request: invalid stream"),
+        (
+            {"method": "SUBSCRIBE", "params": ["BTCUSDT@bookTicker"], "id": 1},
+            2,
+            "Invalid request: invalid stream",
+        ),
+        (
+            {"method": "SUBSCRIBE", "params": ["btcusdt@nonsense"], "id": 1},
+            2,
+            "Invalid request: invalid stream",
+        ),
         ({"method": "FETCH", "id": 1}, 2, "Invalid request: unknown variant `FETCH`"),
         ({"params": [], "id": 1}, 2, "Invalid request: missing field `method`"),
         ({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1.5}, 2, "Invalid request: request ID"),
         ({"method": "SET_PROPERTY", "params": ["speed", True], "id": 1}, 0, "Unknown property"),
-        ({"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 1}, 1, "Invalid value type: expected Boolean"),
-        ({"method": "GET_PROPERTY", "params": [5], "id": 1}, 2, "Invalid request: property name must be a string"),
-        ({"method": "LIST_SUBSCRIPTIONS", "params": ["x"], "id": 1}, 2, "Invalid request: too many parameters"),
+        (
+            {"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 1},
+            1,
+            "Invalid value type: expected Boolean",
+        ),
+        (
+            {"method": "GET_PROPERTY", "params": [5], "id": 1},
+            2,
+            "Invalid request: property name must be a string",
+        ),
+        (
+            {"method": "LIST_SUBSCRIPTIONS", "params": ["x"], "id": 1},
+            2,
+            "Invalid request: too many parameters",
+        ),
     ],
 )
 def test_bad_requests_get_binance_error_codes(
@@ -204,9 +239,9 @@ def test_faults_drop_stall_shutdown_and_an_older_update(sim: Simulator, connect:
     sim.fault("stall")
     stalled.ping("are you there")
     stalled.settimeout(1.0)
-    with pytest.raises(websocket.WebSocketTimeoutException):
-        while True:  # neither data nor a pong arrives, yet the socket stays open
-            stalled.recv_frame()
+    with pytest.raises(websocket.WebSocketTimeoutException):  # neither data nor a pong arrives
+        drain_until_silent(stalled)
+    assert stalled.connected
 
 
 def test_rest_book_ticker_single_list_all_and_errors(sim: Simulator) -> None:
@@ -227,7 +262,9 @@ def test_rest_values_are_what_the_stream_last_sent(sim: Simulator, connect: Any)
     sent = sim.set_book("BTCUSDT", "100.10000000", "1.00000000", "100.20000000", "2.00000000")
     frame = next_json(ws, lambda m: m["u"] == sent["u"])
     _, _, rest = http("GET", f"{sim.rest_url}/api/v3/ticker/bookTicker?symbol=BTCUSDT")
-    assert (frame["b"], frame["a"]) == (rest["bidPrice"], rest["askPrice"]) == ("100.10000000", "100.20000000")
+    assert (
+        (frame["b"], frame["a"]) == (rest["bidPrice"], rest["askPrice"]) == ("100.10000000", "100.20000000")
+    )
 
 
 def test_rest_429_fault_carries_retry_after(sim: Simulator) -> None:

@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYMBOLS ?= btcusdt
+
+.PHONY: run demo test check lint bench clean
+
+# The runtime virtualenv (messenger, server, simulator), rebuilt when requirements change.
+$(VENV)/.runtime: requirements.txt requirements-sim.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-sim.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## run: messenger + server on :3333 against Binance (starts a local redis-server if none answers)
+run: $(VENV)/.runtime
+	VENV=$(VENV) scripts/run-local $(SYMBOLS)
+
+## demo: the same against the local simulator, fully offline
+demo: $(VENV)/.runtime
+	VENV=$(VENV) scripts/run-local --demo $(SYMBOLS)
+
+## test: lint, types and the whole test suite (what CI runs)
+test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+## check: exactly what CI runs
+check: test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache test-output

@@ -1,0 +1,104 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine.
+
+Debian's docker-compose validates and resolves the file (``docker-compose config``) with no
+engine; the resolved file is then checked for what the README promises.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.processes import ROOT
+
+DOCKERFILES = ("Dockerfile.messenger", "Dockerfile.server", "Dockerfile.simulator")
+
+
+def compose(*args: str) -> str:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is not installed (apt-get install docker-compose); .ci/run installs it"
+    result = subprocess.run(
+        [binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    resolved: dict[str, Any] = yaml.safe_load(compose("config"))["services"]
+    return resolved
+
+
+def test_compose_file_is_valid() -> None:
+    compose("config", "-q")
+
+
+def test_plain_up_runs_redis_messenger_and_server_live_and_the_sim_profile_swaps_the_messenger(
+    services: dict[str, Any],
+) -> None:
+    always = {name for name, svc in services.items() if not svc.get("profiles")}
+    assert always == {"redis", "server"}
+    assert services["messenger"]["profiles"] == ["live"]
+    assert {services["simulator"]["profiles"][0], services["messenger-sim"]["profiles"][0]} == {"sim"}
+    env_file = (ROOT / ".env").read_text()
+    assert re.search(r"^COMPOSE_PROFILES=live$", env_file, re.MULTILINE), (
+        "plain `up` must select the live profile"
+    )
+    assert set(compose("config", "--profiles").split()) == {"live", "sim"}
+
+
+def test_the_messengers_point_at_binance_and_at_the_simulator(services: dict[str, Any]) -> None:
+    live, sim = services["messenger"]["environment"], services["messenger-sim"]["environment"]
+    assert live["BINANCE_WS_URL"] == "wss://stream.binance.com:9443"
+    assert live["BINANCE_REST_URL"] == "https://api.binance.com"
+    assert sim["BINANCE_WS_URL"] == "ws://simulator:9443"
+    assert sim["BINANCE_REST_URL"] == "http://simulator:9443"
+    assert "simulator" in services["messenger-sim"]["depends_on"]
+
+
+def test_redis_is_healthchecked_and_never_published(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:")
+    assert "ports" not in redis
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name in ("messenger", "messenger-sim", "server"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_server_is_on_3333_and_everything_restarts(services: dict[str, Any]) -> None:
+    assert services["server"]["ports"] == [{"published": 3333, "target": 3333}]
+    assert all(svc["restart"] == "unless-stopped" for svc in services.values())
+    assert services["server"]["environment"]["HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_are_slim_non_root_and_use_exec_form(name: str) -> None:
+    text = (ROOT / name).read_text()
+    assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE)
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    for line in re.findall(r"^(?:ENTRYPOINT|CMD) (.*)$", text, re.MULTILINE):
+        assert line.startswith("["), f"{name}: shell form {line!r}"
+    assert "PIP_NO_CACHE_DIR=1" in text
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_copy_only_what_exists_and_what_they_need(name: str) -> None:
+    for source in re.findall(r"^COPY (\S+)", (ROOT / name).read_text(), re.MULTILINE):
+        assert (ROOT / source).exists(), f"{name}: COPY {source} does not exist"
+    server = (ROOT / "Dockerfile.server").read_text()
+    assert "messenger" not in server and "simulator" not in server
+
+
+def test_every_compose_build_uses_an_existing_dockerfile(services: dict[str, Any]) -> None:
+    for svc in services.values():
+        if "build" in svc:
+            assert (Path(svc["build"]["context"]) / svc["build"]["dockerfile"]).is_file()

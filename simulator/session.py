@@ -82,10 +82,10 @@ class Session:
         finally:
             for task in list(self._tasks):
                 task.cancel()
-            self.exchange.unregister(self)
             if self.close_code is None:
                 self.close_code = self.ws.close_code
                 self.close_reason = self.close_reason or "closed by client"
+            self.exchange.unregister(self)
             logger.info("sim conn %d: closed (%s %s)", self.id, self.close_code, self.close_reason)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -31,3 +31,13 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
     assert command, "the README's test command"
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci[-1] == command[1]
+
+
+def test_every_test_the_freshness_table_cites_exists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Freshness guarantee") : readme.index("## Settings")]
+    cited = re.findall(r"`((?:tests/\w+/)?\w+\.py)::(\w+)`", table)
+    assert len(cited) >= 9
+    for path, name in cited:
+        source = ROOT / (path if path.startswith("tests/") else f"tests/e2e/{path}")
+        assert re.search(rf"^def {name}\(", source.read_text(), re.MULTILINE), f"{path}::{name}"

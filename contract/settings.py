@@ -41,6 +41,12 @@ class Settings:
     reconnect_min_ms: int = _setting(500, low=10, high=600_000)
     reconnect_max_ms: int = _setting(30_000, low=10, high=3_600_000)
     max_streams_per_connection: int = _setting(1024, low=1, high=1024)
+    # How often the symbol list (exchangeInfo, weight 20) is fetched again.
+    catalog_refresh_s: float = _setting(300, low=1, high=24 * 3600)
+    # A first request for a symbol not streamed yet waits this long for its first value.
+    demand_wait_ms: int = _setting(3000, low=0, high=60_000)
+    # Symbols nobody asked for in this long are unsubscribed (pinned ones never).
+    demand_idle_s: float = _setting(300, low=2, high=7 * 24 * 3600)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)

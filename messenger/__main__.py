@@ -9,8 +9,6 @@ import sys
 from contract.logs import configure_logging
 from contract.settings import Settings, SettingsError
 from contract.symbols import InvalidSymbol, normalize_symbol
-from messenger.binance import BOOK_TICKER
-from messenger.routes import route_for
 from messenger.service import Messenger
 from messenger.signals import StopFlags, captured
 
@@ -26,7 +24,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "symbols", nargs="*", default=["btcusdt"], metavar="SYMBOL",
-        help="symbols to stream, any spelling (BTC_USDT, btcusdt); default: btcusdt",
+        help="symbols to keep streaming, any spelling (BTC_USDT, btcusdt); default: btcusdt. "
+        "Any other trading symbol is streamed on demand, while users ask for it.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--all", action="store_true", dest="all_symbols",
+        help="keep every trading symbol streamed (sharded over as many connections as needed)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     messenger = Messenger(settings)
     with captured(StopFlags()) as flags:
-        messenger.run([route_for(s, BOOK_TICKER) for s in symbols], flags)
+        messenger.run(symbols, args.all_symbols, flags)
     return 0
 
 

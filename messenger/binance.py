@@ -66,6 +66,7 @@ def parse_book_ticker(data: Any) -> tuple[int | None, Fields]:
 
 BOOK_TICKER = StreamKind("bookTicker", "bookticker", parse_book_ticker)
 KINDS: dict[str, StreamKind] = {kind.name: kind for kind in (BOOK_TICKER,)}
+KINDS_BY_KEY: dict[str, StreamKind] = {kind.key_kind: kind for kind in KINDS.values()}
 
 # A server announcing it will go down soon (raw form; combined: stream "!serverShutdown").
 SERVER_SHUTDOWN_EVENT = "serverShutdown"

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from contract.keys import LIVE, PENDING
 from contract.records import SOURCE_REST, SOURCE_STREAM
 from messenger.binance import Fields
 
@@ -58,9 +59,12 @@ class Batch:
 
     writes: list[Write]
     deletes: list[str]
+    # What we stream, for the server: key -> "pending"/"live", or None once no longer streamed.
+    streams: dict[str, str | None] = field(default_factory=dict)
+    streams_complete: bool = False  # ``streams`` is the whole set: replace what Redis holds
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.deletes)
+        return bool(self.writes or self.deletes or self.streams or self.streams_complete)
 
 
 class Book:
@@ -75,6 +79,8 @@ class Book:
         self._gone: set[str] = set()
         self._vouched: dict[Voucher, set[str]] = {}
         self._pending: dict[Voucher, dict[str, float]] = {}
+        self._tracked: dict[str, str] = {}  # keys we stream -> PENDING until first served, then LIVE
+        self._tracked_changed: set[str] = set()
         self.accepted = 0
         self.older_dropped = 0
         self.seeds_applied = 0
@@ -182,6 +188,26 @@ class Book:
         self.wake.set()
         return reseed
 
+    # -- what we stream ---------------------------------------------------------------
+
+    def track(self, keys: list[str]) -> None:
+        """These keys are streamed from now on: ``pending`` until they are first served."""
+        with self.lock:
+            for key in keys:
+                if key not in self._tracked:
+                    entry = self._entries.get(key)
+                    self._tracked[key] = LIVE if entry is not None and entry.vouchers else PENDING
+                    self._tracked_changed.add(key)
+        self.wake.set()
+
+    def untrack(self, keys: list[str]) -> None:
+        """These keys are no longer streamed."""
+        with self.lock:
+            for key in keys:
+                if self._tracked.pop(key, None) is not None:
+                    self._tracked_changed.add(key)
+        self.wake.set()
+
     def vouched_keys(self, conn: Voucher) -> set[str]:
         """The keys ``conn`` vouches for now."""
         with self.lock:
@@ -195,6 +221,9 @@ class Book:
     def _vouch(self, conn: Voucher, entry: Entry) -> None:
         entry.vouchers.add(conn)
         self._vouched.setdefault(conn, set()).add(entry.key)
+        if self._tracked.get(entry.key) == PENDING:
+            self._tracked[entry.key] = LIVE
+            self._tracked_changed.add(entry.key)
         pending = self._pending.get(conn)
         if pending is not None:
             pending.pop(entry.key, None)
@@ -236,7 +265,12 @@ class Book:
                 writes.append(Write(key, entry.fields, entry.changed, heard, entry.source))
             self._dirty = set()
             self._gone = set()
-        return Batch(writes, deletes)
+            if everything:
+                streams: dict[str, str | None] = dict(self._tracked)
+            else:
+                streams = {k: self._tracked.get(k) for k in self._tracked_changed}
+            self._tracked_changed = set()
+        return Batch(writes, deletes, streams, everything)
 
     def __len__(self) -> int:
         with self.lock:

@@ -82,12 +82,14 @@ class Connection:
         self.pings_sent = 0
         self._to_subscribe: deque[str] = deque()
         self._to_unsubscribe: deque[str] = deque()
+        self._leaving: set[str] = set()  # unsubscribed: their last frames may still come
         self._requests: dict[int, tuple[str, list[str]]] = {}
         self._request_ids = itertools.count(1)
         self._sent_at: deque[float] = deque()
         self._last_ping = 0.0
         self._ws: websocket.WebSocket | None = None
         self._url_streams: list[str] = []
+        self._in_url: set[str] = set()
         self._thread = threading.Thread(target=self._run, name=f"conn-{self.id}", daemon=True)
 
     def __repr__(self) -> str:
@@ -98,8 +100,8 @@ class Connection:
     def start(self) -> None:
         """Connect and read on a new thread."""
         self._url_streams = _fit_url(self.base_url, list(self.streams))
-        in_url = set(self._url_streams)
-        self._to_subscribe.extend(s for s in self.streams if s not in in_url)
+        self._in_url = set(self._url_streams)
+        self._to_subscribe.extend(s for s in self.streams if s not in self._in_url)
         self._thread.start()
 
     @property
@@ -154,7 +156,9 @@ class Connection:
         gone = [s for s in streams if s in self.streams]
         for stream in gone:
             del self.streams[stream]
-            self._to_unsubscribe.append(stream)
+            self._leaving.add(stream)
+            if stream in self.subscribed or stream in self._in_url:
+                self._to_unsubscribe.append(stream)
         self.book.release(self, [self.routes[s].key for s in gone if s in self.routes])
 
     def pump(self, now: float) -> None:
@@ -275,6 +279,8 @@ class Connection:
         if msg.get("stream") == "!" + SERVER_SHUTDOWN_EVENT:
             self._shutdown_announced()
             return
+        if msg.get("stream") in self._leaving:
+            return
         # Frames may trail an UNSUBSCRIBE for a moment; anything else is worth a look.
         self.unknown += 1
         if self.unknown <= 5 or self.unknown % 1000 == 0:
@@ -302,6 +308,7 @@ class Connection:
             logger.info("%s: subscribed %d streams (%d in all)", self, len(streams), len(self.subscribed))
         else:
             self.subscribed.difference_update(streams)
+            self._leaving.difference_update(streams)
 
     def _confirmed(self, streams: list[str], since: float) -> None:
         """The exchange streams these to us from ``since`` on: vouch, or seed what is new."""

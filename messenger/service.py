@@ -1,4 +1,4 @@
-"""The messenger assembled: book, Redis writer, REST seeder and supervisor, run until stopped."""
+"""The messenger assembled: book, Redis writer, REST seeder, catalog, demand and supervisor."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from redis.retry import Retry
 
 from contract.settings import Settings
 from messenger.book import Book
+from messenger.catalog import Catalog
+from messenger.demand import DemandReader
+from messenger.planner import plan
 from messenger.rest import BinanceRest
-from messenger.routes import Route
 from messenger.seeder import Seeder
 from messenger.signals import StopFlags
 from messenger.stats import Stats
@@ -22,10 +24,12 @@ from messenger.writer import Writer
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
+# Idle demand is noticed within this long even when nothing else changes.
+REPLAN_S = 1.0
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A client that fails fast: the writer owns retries and their backoff."""
+    """A client that fails fast: every user of it owns its retries and their backoff."""
     return redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=2.0,
@@ -37,38 +41,70 @@ def redis_client(settings: Settings) -> redis.Redis:
 class Messenger:
     """Everything the messenger process runs."""
 
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.book = Book(settings.liveness_timeout_ms / 1000)
         self.writer = Writer(
             self.book,
-            client or redis_client(settings),
+            redis_client(settings),
             settings.snapshot_ttl_ms,
             settings.refresh_interval_ms / 1000,
         )
         self.rest = BinanceRest(settings.binance_rest_url)
         self.seeder = Seeder(self.book, self.rest)
+        self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s)
+        self.demand = DemandReader(redis_client(settings), settings.demand_idle_s)
         self.supervisor = Supervisor(settings, self.book, self.seeder)
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
+        self._planned_for: tuple[int, int] | None = None
+        self._next_plan = 0.0
+        self._not_trading_logged: set[str] = set()
 
-    def run(self, routes: list[Route], flags: StopFlags) -> None:
-        """Carry ``routes`` until a stop flag is set, then stop cleanly."""
-        self.writer.start()
-        self.seeder.start()
-        self.supervisor.want(routes)
-        logger.info("messenger: carrying %d streams", len(routes))
+    def run(self, pinned: list[str], all_symbols: bool, flags: StopFlags) -> None:
+        """Stream ``pinned`` (and every trading symbol with ``all_symbols``) and whatever users
+        ask for, until a stop flag is set; then stop cleanly."""
+        for part in (self.writer, self.seeder, self.catalog, self.demand):
+            part.start()
+        everything = " and every trading symbol" if all_symbols else ""
+        logger.info("messenger: pinned %s%s; any other trading symbol on demand",
+                    ", ".join(pinned) or "nothing", everything)  # fmt: skip
         try:
             while not flags.stop.is_set():
                 now = time.monotonic()
+                self._replan(pinned, all_symbols, now)
                 self.supervisor.tick(now)
                 self.stats.maybe_log(now)
                 flags.stop.wait(TICK_S)
         finally:
             self.stop(flags.force)
 
+    def _replan(self, pinned: list[str], all_symbols: bool, now: float) -> None:
+        inputs = (self.catalog.version, self.demand.version)
+        if inputs == self._planned_for and now < self._next_plan:
+            return
+        self._planned_for, self._next_plan = inputs, now + REPLAN_S
+        wanted = plan(
+            pinned,
+            all_symbols,
+            self.demand.latest,
+            self.catalog.trading,
+            time.time() * 1000,
+            self.settings.demand_idle_s * 1000,
+        )
+        if wanted.invalid_demand:
+            self.demand.forget(wanted.invalid_demand)
+        fresh = [s for s in wanted.not_trading if s not in self._not_trading_logged]
+        if fresh:
+            logger.warning("messenger: not streaming %s: not trading on the exchange", ", ".join(fresh))
+            self._not_trading_logged.update(fresh)
+        added, removed = self.supervisor.set_routes(wanted.routes)
+        if added or removed:
+            logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
+
     def stop(self, force: bool = False) -> None:
         """Close connections and delete the keys we vouched for: they are no longer current."""
         logger.info("messenger: stopping%s", " now" if force else "")
-        self.seeder.stop()
+        for part in (self.seeder, self.catalog, self.demand):
+            part.stop()
         self.supervisor.close_all(timeout_s=0.0 if force else 2.0)
         self.writer.stop(timeout_s=0.5 if force else 3.0)

@@ -26,27 +26,23 @@ class Stats:
         self._last_frames = 0
         self._last_writes = 0
 
-    def frames(self) -> int:
-        """Frames received on all open connections so far (closed ones' are in the past)."""
-        return sum(c.frames for c in self.supervisor.conns)
-
     def maybe_log(self, now: float) -> None:
         """Log the line if it is due."""
         elapsed = now - self._last
         if elapsed < self.interval_s:
             return
         conns = self.supervisor.conns
-        frames = self.frames()
+        frames = self.supervisor.frames()
         writes = self.writer.writes
-        # A connection that closed takes its count with it; never report a negative rate.
-        frame_rate = max(0, frames - self._last_frames) / elapsed
+        frame_rate = (frames - self._last_frames) / elapsed
         write_rate = (writes - self._last_writes) / elapsed
         logger.info(
-            "stats: %d conns, %d streams, %.0f frames/s, %.0f writes/s, %d older dropped, "
+            "stats: %d conns, %d streams, %.0f frames/s (%d in all), %.0f writes/s, %d older dropped, "
             "%d malformed, %d unknown, redis %s, reconnects %s",
             len(conns),
             sum(len(c.subscribed) for c in conns),
             frame_rate,
+            frames,
             write_rate,
             self.book.older_dropped,
             sum(c.malformed for c in conns),

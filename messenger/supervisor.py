@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from contract.settings import Settings
 from messenger.backoff import Backoff
@@ -71,16 +71,39 @@ class Supervisor:
         self._successor: dict[Connection, Connection] = {}
         self._handover_started: dict[Connection, float] = {}
         self._lifetime: dict[Connection, float] = {}
+        self._retired: set[Connection] = set()
+        self.closed_frames = 0  # frames received by connections that are gone
         self._liveness_s = settings.liveness_timeout_ms / 1000
 
     # -- what to carry ----------------------------------------------------------------
 
+    def set_routes(self, routes: Mapping[str, Route]) -> tuple[int, int]:
+        """Carry exactly these streams; returns how many were added and removed."""
+        added = [r for s, r in routes.items() if s not in self.routes]
+        removed = [s for s in self.routes if s not in routes]
+        self.want(added)
+        self.unwant(removed)
+        return len(added), len(removed)
+
     def want(self, routes: Iterable[Route]) -> None:
         """Carry these streams (already carried ones are left alone)."""
+        keys = []
         for route in routes:
             if route.stream not in self.routes:
                 self.routes[route.stream] = route
                 self._unplaced[route.stream] = None
+                keys.append(route.key)
+        self.book.track(keys)
+
+    def unwant(self, streams: Iterable[str]) -> None:
+        """Stop carrying these streams: unsubscribed, their values withdrawn at once."""
+        gone = [s for s in streams if s in self.routes]
+        for conn in self.conns:
+            conn.remove_streams([s for s in gone if s in conn.streams])
+        for stream in gone:
+            self._unplaced.pop(stream, None)
+            self.owner.pop(stream, None)
+        self.book.untrack([self.routes.pop(s).key for s in gone])
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -115,18 +138,30 @@ class Supervisor:
                 self._reseed(self.book.release(conn))
             elif conn not in self._successor and not self._is_successor(conn):
                 opened_at = conn.opened_at or now
-                if conn.shutdown_announced:
+                if not conn.streams and conn not in self._retired:
+                    conn.close("no streams left")
+                    self._retired.add(conn)
+                elif conn.shutdown_announced:
                     self._replace(conn, now, "server shutdown announced")
                 elif now - opened_at >= self._lifetime[conn]:
                     self._replace(conn, now, "connection age limit")
         elif now - conn.created_at > CONNECT_TIMEOUT_S + 5:
             conn.abort("connect timed out")
 
+    def frames(self) -> int:
+        """Frames received since start, on every connection."""
+        return self.closed_frames + sum(c.frames for c in self.conns)
+
     def _closed(self, conn: Connection, now: float) -> None:
         self.conns.remove(conn)
+        self.closed_frames += conn.frames
         self._lifetime.pop(conn, None)
         self._reseed(self.book.release(conn))
         reason = conn.close_reason or "closed"
+        if conn in self._retired:
+            self._retired.discard(conn)
+            logger.info("%s: closed (%s)", conn, reason)
+            return
         self.reconnects[_reason_kind(conn)] += 1
         if conn in self._successor:  # an old connection, closed (by us or not) during handover
             successor = self._successor.pop(conn)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import redis
 
+from contract.keys import STREAMS_KEY
 from contract.records import AS_OF, TS, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
@@ -80,7 +82,7 @@ class Writer:
                 return
 
     def write(self, batch: Batch) -> None:
-        """Send one batch in one pipeline: deletions first, then values with their TTL."""
+        """Send one batch in one pipeline: deletions, values with their TTL, then stream states."""
         offset_ms = (time.time() - time.monotonic()) * 1000
         pipe = self.client.pipeline(transaction=False)
         if batch.deletes:
@@ -94,12 +96,21 @@ class Writer:
                 "source": w.source,
             }
             pipe.set(w.key, encode_record(record), px=ttl)
+        # After the values: a key the server finds "live" has its first value written already.
+        if batch.streams_complete:
+            pipe.delete(STREAMS_KEY)
+        states: dict[Any, str] = {k: v for k, v in batch.streams.items() if v is not None}
+        if states:
+            pipe.hset(STREAMS_KEY, mapping=states)
+        dropped = [k for k, v in batch.streams.items() if v is None]
+        if dropped:
+            pipe.hdel(STREAMS_KEY, *dropped)
         pipe.execute()
         self.writes += len(batch.writes)
         self.deletes += len(batch.deletes)
         self.batches += 1
         if not self.healthy:
-            logger.info("redis: writing (%d values)", len(batch.writes))
+            logger.info("redis: connected; writing")
         self.healthy = True
         self._backoff.reset()
 

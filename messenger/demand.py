@@ -1,0 +1,81 @@
+"""What users asked for: the server's demand set, read on a thread of its own.
+
+The server scores ``<kind>:<SYMBOL>`` in a sorted set with the time of its last request and
+publishes a wake-up; this reader takes the whole set on each wake-up (or every half second,
+in case one was missed) so the supervisor sees it without ever waiting on Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY
+from messenger.backoff import Backoff
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+class DemandReader:
+    """``latest``: member -> last request (epoch ms); ``version`` moves on with every read."""
+
+    def __init__(self, client: redis.Redis, idle_s: float) -> None:
+        self.client = client
+        self.idle_s = idle_s
+        self.latest: dict[str, float] = {}
+        self.version = 0
+        self._forget: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._backoff = Backoff(0.1, 5.0)
+        self._thread = threading.Thread(target=self._run, name="demand", daemon=True)
+
+    def start(self) -> None:
+        """Start reading."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading."""
+        self._stopping.set()
+
+    def forget(self, members: list[str]) -> None:
+        """Drop members that name nothing we can stream (done by the reader thread)."""
+        with self._lock:
+            self._forget.update(members)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(DEMAND_CHANNEL)
+                while not self._stopping.is_set():
+                    pubsub.get_message(timeout=POLL_S)
+                    while pubsub.get_message(timeout=0.0) is not None:
+                        pass  # a burst of wake-ups needs one read
+                    self._read()
+                    self._backoff.reset()
+            except redis.RedisError as exc:
+                delay = self._backoff.next_delay()
+                logger.warning("demand: reading failed (%s); retrying in %.1f s", exc, delay)
+                self._stopping.wait(delay)
+            finally:
+                pubsub.close()
+
+    def _read(self) -> None:
+        with self._lock:
+            forget, self._forget = self._forget, set()
+        if forget:
+            self.client.zrem(DEMAND_KEY, *forget)
+        # Idle ones go by score, so a request that just came in is never removed with them.
+        self.client.zremrangebyscore(DEMAND_KEY, "-inf", f"({(time.time() - self.idle_s) * 1000:.0f}")
+        rows: Any = self.client.zrange(DEMAND_KEY, 0, -1, withscores=True)
+        latest = {m.decode() if isinstance(m, bytes) else str(m): float(s) for m, s in rows}
+        if latest != self.latest:
+            self.latest = latest
+            self.version += 1

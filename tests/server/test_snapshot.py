@@ -11,6 +11,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
 from server import create_app
 from tests.processes import free_port
 
@@ -36,7 +37,10 @@ def record(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def app(fake_redis: redis.Redis) -> Flask:
-    return create_app(client=fake_redis)
+    # The messenger's catalog and stream states: BTCUSDT is streamed, ETHBTC is listed but halted.
+    fake_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "BNBBTC": "TRADING", "ETHBTC": "BREAK"})
+    fake_redis.hset(STREAMS_KEY, KEY, LIVE)
+    return create_app({"demand_wait_ms": 100}, client=fake_redis)
 
 
 @pytest.fixture
@@ -69,7 +73,7 @@ def test_prices_come_back_as_the_exact_strings(client: FlaskClient, fake_redis: 
     assert (body["bid_price"], body["ask_price"]) == ("0.00000001", "100000.10000000")
 
 
-def test_absent_value_is_a_500_json_error(client: FlaskClient) -> None:
+def test_a_streamed_symbol_without_a_current_value_is_a_500_json_error(client: FlaskClient) -> None:
     response = client.post("/snapshot/BTC_USDT")
     assert response.status_code == 500
     assert response.get_json() == {

@@ -1,0 +1,122 @@
+"""Symbols that are not streamed yet: unknown, not trading, no catalog, and on demand."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, PENDING, STREAMS_KEY, SYMBOLS_KEY
+from server import create_app
+from tests.server.test_snapshot import record
+
+BNB = "transmute:bookticker:bnbbtc"
+
+
+@pytest.fixture
+def app(fake_redis: redis.Redis) -> Flask:
+    fake_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "BNBBTC": "TRADING", "ETHBTC": "BREAK"})
+    return create_app({"demand_wait_ms": 300}, client=fake_redis)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def wake_ups(fake_redis: redis.Redis) -> Callable[[], list[bytes]]:
+    """The demand wake-ups published from now on."""
+    pubsub = fake_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(DEMAND_CHANNEL)
+
+    def published() -> list[bytes]:
+        messages = []
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.05)
+            if message is not None:
+                messages.append(message["data"])
+        return messages
+
+    return published
+
+
+def test_an_unknown_symbol_is_404_with_the_closest_listed_one(client: FlaskClient) -> None:
+    response = client.post("/snapshot/BTC_USD")
+    assert response.status_code == 404
+    assert response.get_json() == {
+        "status_code": 404,
+        "error": "Unknown symbol BTCUSD. Did you mean BTCUSDT?",
+    }
+    assert client.post("/snapshot/QQQQQQ").get_json()["error"] == "Unknown symbol QQQQQQ."
+
+
+def test_a_listed_symbol_that_does_not_trade_is_409_naming_its_status(client: FlaskClient) -> None:
+    response = client.post("/snapshot/ETH_BTC")
+    assert response.status_code == 409
+    assert response.get_json() == {"status_code": 409, "error": "ETHBTC is not trading (status BREAK)."}
+
+
+def test_no_symbol_list_yet_is_503(fake_redis: redis.Redis, client: FlaskClient) -> None:
+    fake_redis.delete(SYMBOLS_KEY)
+    response = client.post("/snapshot/BNB_BTC")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "symbol list" in response.get_json()["error"]
+
+
+def test_a_trading_symbol_nobody_streams_is_asked_for_and_answers_503_if_nothing_comes(
+    fake_redis: redis.Redis, client: FlaskClient, wake_ups: Callable[[], list[bytes]]
+) -> None:
+    started = time.monotonic()
+    response = client.post("/snapshot/BNB_BTC")
+    waited = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"] == "BNBBTC is being subscribed; try again in a moment."
+    assert 0.3 <= waited < 1.0
+    assert fake_redis.zscore(DEMAND_KEY, "bookticker:BNBBTC") is not None
+    assert wake_ups() == [b"bookticker:BNBBTC"]
+
+
+def test_the_first_value_that_arrives_while_waiting_is_answered(
+    fake_redis: redis.Redis, client: FlaskClient
+) -> None:
+    def messenger() -> None:
+        time.sleep(0.1)  # the messenger subscribing and seeding
+        fake_redis.set(BNB, orjson.dumps(record(symbol="BNBBTC", source="rest")), px=1000)
+
+    thread = threading.Thread(target=messenger)
+    thread.start()
+    response = client.post("/snapshot/bnbbtc")
+    thread.join()
+    assert response.status_code == 200
+    assert response.get_json()["symbol"] == "BNBBTC"
+
+
+def test_a_symbol_being_subscribed_is_waited_for_without_asking_again(
+    fake_redis: redis.Redis, client: FlaskClient, wake_ups: Callable[[], list[bytes]]
+) -> None:
+    fake_redis.hset(STREAMS_KEY, BNB, PENDING)
+    assert client.post("/snapshot/BNBBTC").status_code == 503
+    assert wake_ups() == []
+
+
+def test_a_symbol_in_use_is_counted_as_demand_now_and_then(
+    fake_redis: redis.Redis, client: FlaskClient
+) -> None:
+    fake_redis.set("transmute:bookticker:btcusdt", orjson.dumps(record()), px=5000)
+    assert client.post("/snapshot/BTCUSDT").status_code == 200
+    first: Any = fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT")
+    assert first is not None
+    time.sleep(0.01)
+    assert client.post("/snapshot/BTCUSDT").status_code == 200
+    assert fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT") == first  # not on every request

@@ -103,7 +103,8 @@ def test_the_messenger_logs_what_it_does(
     messenger = messenger_factory(sim, "btcusdt", "ethbtc")
     log = wait_until(lambda: "frames/s" in (text := messenger.log()) and text, 5)
     assert "conn 1: connected" in log
-    assert "carrying 2 streams" in log
+    assert "pinned BTCUSDT, ETHBTC" in log
+    assert "+2 -0 streams, 2 in all" in log
     assert "writes/s" in log
 
 

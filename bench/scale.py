@@ -1,0 +1,127 @@
+"""Scale: ``--all`` on N simulated symbols at an aggregate rate; how fast, how big, how lossy.
+
+    python -m bench.scale [--symbols 2000] [--rate 10] [--steady 20]
+
+Starts a private redis-server, the simulator (the recorded 1,262 trading symbols plus synthetic
+ones up to N, each updating ``rate`` times a second) and ``python -m messenger --all``. Reports the
+seconds until every symbol is servable (its key is in Redis), then, over ``steady`` seconds of
+steady state: the frames/s the simulator sent and the messenger read, the messenger's RSS and
+CPU, and frames lost (sent by the exchange but never read: slow-consumer drops and backlog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.processes import Messenger, RedisServer, Simulator, messenger_env, wait_until
+
+RECORDED_TRADING = 1262
+FRAMES_TOTAL = re.compile(r"frames/s \((\d+) in all\)")
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS bytes) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    rss = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    rss_kb = int(rss[1]) if rss else 0
+    return ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024
+
+
+def sent_frames(sim: Simulator) -> tuple[int, int]:
+    """(market data frames sent, replies to requests sent) over every connection, open or closed."""
+    state = sim.state()
+    sessions = state["sessions"] + state["closed"]
+    return sum(s["frames_sent"] for s in sessions), sum(s["request_count"] for s in sessions)
+
+
+def read_frames(messenger: Messenger) -> int:
+    """Frames the messenger has read, from its last status line."""
+    totals = FRAMES_TOTAL.findall(messenger.log())
+    return int(totals[-1]) if totals else 0
+
+
+def run(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
+    """One measurement; returns the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp)
+        redis_server = RedisServer(logs)
+        sim = Simulator(logs, "--rate", str(rate), "--extra-symbols", str(max(0, symbols - RECORDED_TRADING)))
+        processes: list[Any] = [redis_server, sim]
+        try:
+            redis_server.start()
+            sim.start()
+            client = redis_server.client()
+            env = messenger_env(sim, redis_server.url, STATS_INTERVAL_S=1, LOG_LEVEL="INFO")
+            messenger = Messenger(logs, env, "--all")
+            processes.append(messenger)
+            started = time.monotonic()
+            messenger.start()
+            wait_until(
+                lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.05, what="every symbol"
+            )
+            servable_s = time.monotonic() - started
+            assert messenger.proc is not None
+            pid = messenger.proc.pid
+            time.sleep(2.0)  # settle: seeds done, first stats lines out
+            cpu0, _ = proc_stats(pid)
+            sent0, _ = sent_frames(sim)
+            read0 = read_frames(messenger)
+            t0 = time.monotonic()
+            rss_peak = 0
+            while time.monotonic() - t0 < steady_s:
+                rss_peak = max(rss_peak, proc_stats(pid)[1])
+                time.sleep(0.5)
+            elapsed = time.monotonic() - t0
+            cpu1, rss = proc_stats(pid)
+            sent1, _ = sent_frames(sim)
+            read1 = read_frames(messenger)
+            # Stop the market and let the messenger drain: every frame sent must have been read.
+            sim.market(rate=0)
+            time.sleep(2.5)
+            sent_total, replies = sent_frames(sim)
+            read_total = read_frames(messenger)
+            state = sim.state()
+            return {
+                "symbols": symbols,
+                "connections": len(state["sessions"]),
+                "max_streams_per_connection": max(len(s["streams"]) for s in state["sessions"]),
+                "seconds_until_all_servable": round(servable_s, 2),
+                "frames_per_s_sent": round((sent1 - sent0) / elapsed),
+                "frames_per_s_read": round((read1 - read0) / elapsed),
+                "frames_sent_total": sent_total,
+                "frames_lost": sent_total + replies - read_total,
+                "messenger_rss_mb": round(rss / 2**20, 1),
+                "messenger_rss_peak_mb": round(rss_peak / 2**20, 1),
+                "messenger_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
+                "violations": [v for s in state["sessions"] + state["closed"] for v in s["violations"]],
+                "rejected_connections": state["rejected_connections"],
+            }
+        finally:
+            for process in reversed(processes):
+                process.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print the figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--symbols", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
+    parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady state to measure")
+    args = parser.parse_args(argv)
+    figures = run(args.symbols, args.rate, args.steady)
+    width = max(map(len, figures))
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

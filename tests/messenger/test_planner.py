@@ -1,0 +1,70 @@
+"""Which streams the messenger carries: pinned, --all, on demand, idle, listings."""
+
+from __future__ import annotations
+
+from messenger.catalog import statuses_of
+from messenger.planner import plan
+
+TRADING = frozenset({"BTCUSDT", "ETHBTC", "BNBBTC"})
+NOW = 1_000_000.0
+IDLE = 300_000.0
+
+
+def streams(*symbols: str) -> set[str]:
+    return {f"{s.lower()}@bookTicker" for s in symbols}
+
+
+def test_pinned_symbols_are_streamed_before_the_symbol_list_is_known() -> None:
+    assert set(plan(["BTCUSDT", "NOPE"], False, {}, None, NOW, IDLE).routes) == streams("BTCUSDT", "NOPE")
+
+
+def test_pinned_symbols_that_do_not_trade_are_left_out_and_reported() -> None:
+    wanted = plan(["BTCUSDT", "LUNAUST"], False, {}, TRADING, NOW, IDLE)
+    assert set(wanted.routes) == streams("BTCUSDT")
+    assert wanted.not_trading == ["LUNAUST"]
+
+
+def test_all_means_every_trading_symbol() -> None:
+    assert set(plan(["BTCUSDT"], True, {}, TRADING, NOW, IDLE).routes) == streams(*TRADING)
+    assert set(plan([], True, {}, None, NOW, IDLE).routes) == set()  # nothing to go on yet
+
+
+def test_demand_within_the_idle_window_is_streamed_and_older_demand_is_not() -> None:
+    demand = {"bookticker:ETHBTC": NOW - 1_000, "bookticker:BNBBTC": NOW - IDLE - 1}
+    wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE)
+    assert set(wanted.routes) == streams("BTCUSDT", "ETHBTC")
+    assert wanted.routes["ethbtc@bookTicker"].key == "transmute:bookticker:ethbtc"
+
+
+def test_a_pinned_symbol_is_never_idle() -> None:
+    demand = {"bookticker:BTCUSDT": NOW - 10 * IDLE}
+    assert set(plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE).routes) == streams("BTCUSDT")
+
+
+def test_demand_that_names_nothing_streamable_is_reported_for_removal() -> None:
+    demand = {"bookticker:NOPEUSDT": NOW, "nonsense": NOW, "candles:BTCUSDT": NOW, "bookticker:ETHBTC": NOW}
+    wanted = plan([], False, demand, TRADING, NOW, IDLE)
+    assert set(wanted.routes) == streams("ETHBTC")
+    assert sorted(wanted.invalid_demand) == ["bookticker:NOPEUSDT", "candles:BTCUSDT", "nonsense"]
+
+
+def test_demand_waits_for_the_symbol_list() -> None:
+    wanted = plan([], False, {"bookticker:ETHBTC": NOW}, None, NOW, IDLE)
+    assert (wanted.routes, wanted.invalid_demand) == ({}, [])
+
+
+def test_a_symbol_that_stops_trading_is_dropped_even_if_asked_for() -> None:
+    demand = {"bookticker:ETHBTC": NOW}
+    assert plan([], False, demand, frozenset({"BTCUSDT"}), NOW, IDLE).routes == {}
+
+
+def test_statuses_come_from_the_recorded_exchange_info() -> None:
+    import orjson
+
+    from simulator.config import EXCHANGE_INFO_FIXTURE
+
+    statuses = statuses_of(orjson.loads(EXCHANGE_INFO_FIXTURE.read_bytes()))
+    assert len(statuses) == 1695
+    assert sum(s == "TRADING" for s in statuses.values()) == 1262
+    assert statuses["ETHBTC"] == "TRADING"
+    assert statuses_of({"symbols": [{"symbol": 1}, "x", {"status": "TRADING"}]}) == {}

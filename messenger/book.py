@@ -14,6 +14,7 @@ all meet here, so every method takes the one lock.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,6 +82,8 @@ class Book:
         self._pending: dict[Voucher, dict[str, float]] = {}
         self._tracked: dict[str, str] = {}  # keys we stream -> PENDING until first served, then LIVE
         self._tracked_changed: set[str] = set()
+        # Connections let go of: a frame their reader thread still hands over is ignored.
+        self._released: weakref.WeakSet[Voucher] = weakref.WeakSet()
         self.accepted = 0
         self.older_dropped = 0
         self.seeds_applied = 0
@@ -90,6 +93,8 @@ class Book:
     def on_frame(self, conn: Voucher, key: str, u: int | None, fields: Fields, now: float) -> bool:
         """A stream update arrived on ``conn``; returns whether it became the current value."""
         with self.lock:
+            if conn in self._released:
+                return False
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = Entry(key)
@@ -130,6 +135,8 @@ class Book:
         """``conn`` is subscribed to ``keys`` since ``since``; returns the keys that need a seed."""
         need: list[str] = []
         with self.lock:
+            if conn in self._released:
+                return need
             pending = self._pending.setdefault(conn, {})
             self._vouched.setdefault(conn, set())
             for key in keys:
@@ -174,6 +181,7 @@ class Book:
                 keys = list(vouched | pending.keys())
                 self._vouched.pop(conn, None)
                 self._pending.pop(conn, None)
+                self._released.add(conn)
             for key in keys:
                 pending.pop(key, None)
                 vouched.discard(key)

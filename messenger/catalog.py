@@ -8,7 +8,6 @@ replaced in one transaction and rewritten if Redis comes back empty.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import redis
 from contract.keys import EXCHANGE_INFO_KEY, SYMBOLS_KEY
 from messenger.backoff import Backoff
 from messenger.rest import BinanceRest, RateLimited, RestError
+from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,11 @@ def statuses_of(exchange_info: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-class Catalog:
+class Catalog(Worker):
     """The latest symbol list; ``version`` moves on whenever it changes."""
 
     def __init__(self, rest: BinanceRest, client: redis.Redis, refresh_s: float) -> None:
+        super().__init__("catalog")
         self.rest = rest
         self.client = client
         self.refresh_s = refresh_s
@@ -50,19 +51,10 @@ class Catalog:
         self.fetches = 0
         self._doc: bytes | None = None
         self._in_redis = False
-        self._stopping = threading.Event()
         self._backoff = Backoff(1.0, 60.0)
-        self._thread = threading.Thread(target=self._run, name="catalog", daemon=True)
 
-    def start(self) -> None:
-        """Fetch now and keep refreshing on a thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread."""
-        self._stopping.set()
-
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Fetch now, then every ``refresh_s``; keep the copy in Redis."""
         next_fetch = time.monotonic()
         while not self._stopping.is_set():
             if time.monotonic() >= next_fetch:

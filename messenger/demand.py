@@ -16,40 +16,33 @@ import redis
 
 from contract.keys import DEMAND_CHANNEL, DEMAND_KEY
 from messenger.backoff import Backoff
+from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
 
 
-class DemandReader:
+class DemandReader(Worker):
     """``latest``: member -> last request (epoch ms); ``version`` moves on with every read."""
 
     def __init__(self, client: redis.Redis, idle_s: float) -> None:
+        super().__init__("demand")
         self.client = client
         self.idle_s = idle_s
         self.latest: dict[str, float] = {}
         self.version = 0
         self._forget: set[str] = set()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._backoff = Backoff(0.1, 5.0)
-        self._thread = threading.Thread(target=self._run, name="demand", daemon=True)
-
-    def start(self) -> None:
-        """Start reading."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop reading."""
-        self._stopping.set()
 
     def forget(self, members: list[str]) -> None:
         """Drop members that name nothing we can stream (done by the reader thread)."""
         with self._lock:
             self._forget.update(members)
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Read on every wake-up, and every POLL_S in case one was missed."""
         while not self._stopping.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:

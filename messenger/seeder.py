@@ -18,6 +18,7 @@ from messenger.binance import BOOK_TICKER, MalformedFrame, book_ticker_from_rest
 from messenger.book import Book, Voucher
 from messenger.rest import BinanceRest, RateLimited, RestError
 from messenger.routes import Route
+from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -25,27 +26,22 @@ logger = logging.getLogger(__name__)
 GATHER_S = 0.02
 
 
-class Seeder:
+class Seeder(Worker):
     """Runs REST seed requests on its own thread, batched, within Binance's limits."""
 
     def __init__(self, book: Book, rest: BinanceRest) -> None:
+        super().__init__("rest-seeder")
         self.book = book
         self.rest = rest
         self.seeded = 0
         self.failures = 0
         self._jobs: list[tuple[Voucher, list[Route]]] = []
         self._cond = threading.Condition()
-        self._stopping = threading.Event()
         self._backoff = Backoff(0.5, 30.0)
-        self._thread = threading.Thread(target=self._run, name="rest-seeder", daemon=True)
-
-    def start(self) -> None:
-        """Start the seeder thread."""
-        self._thread.start()
 
     def stop(self) -> None:
         """Stop after the call in flight, if any."""
-        self._stopping.set()
+        super().stop()
         with self._cond:
             self._cond.notify()
 
@@ -57,7 +53,8 @@ class Seeder:
                 self._jobs.append((conn, seedable))
                 self._cond.notify()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Seed what is asked for, in batches."""
         while not self._stopping.is_set():
             with self._cond:
                 if not self._jobs:

@@ -223,7 +223,9 @@ class Supervisor:
         streams = [s for s in self._unplaced if s not in self.owner]
         for conn in self.conns:
             room = cap - len(conn.streams)
-            if streams and room > 0 and conn.state == OPEN and conn not in self._successor:
+            # A connection still connecting takes them too: it subscribes them once open.
+            usable = conn.state != CLOSED and conn not in self._successor and conn not in self._retired
+            if streams and room > 0 and usable:
                 batch, streams = streams[:room], streams[room:]
                 conn.add_streams(batch)
                 for stream in batch:

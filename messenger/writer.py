@@ -11,7 +11,6 @@ is back; the WebSocket connections are not touched.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -21,14 +20,16 @@ from contract.keys import STREAMS_KEY
 from contract.records import AS_OF, TS, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
+from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 
-class Writer:
+class Writer(Worker):
     """Writes the book to Redis from its own thread until stopped."""
 
     def __init__(self, book: Book, client: redis.Redis, ttl_ms: int, refresh_interval_s: float) -> None:
+        super().__init__("redis-writer")
         self.book = book
         self.client = client
         self.ttl_ms = ttl_ms
@@ -38,22 +39,17 @@ class Writer:
         self.batches = 0
         self.errors = 0
         self.healthy = False
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="redis-writer", daemon=True)
         self._backoff = Backoff(0.05, 2.0)
-
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Write what is pending (deletions of invalidated keys included), then stop."""
-        self._stopping.set()
+        super().stop()
         self.book.wake.set()
         self._thread.join(timeout_s)
         self.client.close()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Write changes at once and refresh live values, until stopped."""
         everything = True
         next_refresh = time.monotonic()
         while True:
@@ -92,7 +88,8 @@ class Writer:
             record = {
                 **w.fields,
                 TS: int(w.changed * 1000 + offset_ms),
-                AS_OF: int(w.heard * 1000 + offset_ms),
+                # Known current when it arrived, and whenever its connection spoke since.
+                AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
                 "source": w.source,
             }
             pipe.set(w.key, encode_record(record), px=ttl)

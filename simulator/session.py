@@ -48,7 +48,7 @@ class Session:
         self.request = request
         self.ws = ws
         self.id = exchange.new_session_id()
-        self.path = request.path_qs[:200]
+        self.path = request.path_qs
         self.combined = combined
         self.streams: dict[str, None] = {}
         self.opened_at = time.monotonic()

@@ -162,3 +162,13 @@ def test_after_redis_comes_back_everything_is_rewritten_and_dead_keys_deleted() 
     batch = book.take(1.5, None, everything=True)
     assert [w.key for w in batch.writes] == [KEY]
     assert batch.deletes == [QUIET]
+
+
+def test_a_connection_let_go_of_cannot_bring_a_value_back() -> None:
+    book, conn = Book(5.0), Conn(1.0)
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
+    written(book, 1.0)
+    book.release(conn)  # closed or declared dead; its reader thread may still hold a frame
+    assert not book.on_frame(conn, KEY, 2, fields("2.0", 2), 1.1)
+    assert book.carry(conn, [KEY], since=1.1) == []
+    assert written(book, 1.2, refresh=1.2) == {KEY: "DELETED"}

@@ -3,6 +3,9 @@
 | key | type | written by | what |
 |---|---|---|---|
 | ``transmute:<kind>:<symbol>`` | string, TTL | messenger | the latest record (contract.records) |
+| ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
+| ``transmute:trades:<symbol>`` | list, TTL | messenger | the most recent trades, oldest first |
+| ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:streams`` | hash | messenger | snapshot key -> ``pending`` / ``live``: what it streams |
 | ``transmute:symbols`` | hash | messenger | symbol -> status (TRADING, BREAK, ...) from exchangeInfo |
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
@@ -12,8 +15,11 @@
 
 from __future__ import annotations
 
-# One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt.
+# One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt (contract.kinds.key_kind).
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
+RECENT_TRADES_KEY_TEMPLATE = "transmute:trades:{symbol}"
+RECENT_TRADES_KEPT = 1000
+WATCHED_KEY = "transmute:watched"
 STREAMS_KEY = "transmute:streams"
 SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"
@@ -26,13 +32,18 @@ LIVE = "live"
 
 
 def snapshot_key(kind: str, symbol: str) -> str:
-    """Key of the latest record of one kind for one symbol (symbol in any case)."""
-    return SNAPSHOT_KEY_TEMPLATE.format(kind=kind.lower(), symbol=symbol.lower())
+    """Key of the latest record of one kind (its key segment) for one symbol (in any case)."""
+    return SNAPSHOT_KEY_TEMPLATE.format(kind=kind, symbol=symbol.lower())
+
+
+def recent_trades_key(symbol: str) -> str:
+    """Key of the list of a symbol's most recent trades."""
+    return RECENT_TRADES_KEY_TEMPLATE.format(symbol=symbol.lower())
 
 
 def demand_member(kind: str, symbol: str) -> str:
-    """The member of DEMAND_KEY for a stream: ``bookticker:BTCUSDT``."""
-    return f"{kind.lower()}:{symbol}"
+    """The member of DEMAND_KEY for a stream (kind's key segment): ``bookticker:BTCUSDT``."""
+    return f"{kind}:{symbol}"
 
 
 def parse_demand_member(member: str) -> tuple[str, str] | None:

@@ -6,9 +6,11 @@ import argparse
 import logging
 import sys
 
+from contract.kinds import resolve_kind
 from contract.logs import configure_logging
 from contract.settings import Settings, SettingsError
 from contract.symbols import InvalidSymbol, normalize_symbol
+from messenger.binance import KINDS, StreamKind
 from messenger.service import Messenger
 from messenger.signals import StopFlags, captured
 
@@ -31,7 +33,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--all", action="store_true", dest="all_symbols",
         help="keep every trading symbol streamed (sharded over as many connections as needed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--streams", default="bookTicker", metavar="KIND,...",
+        help=f"kinds to keep streamed for those symbols (default bookTicker): {', '.join(KINDS)}",
+    )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def parse_kinds(text: str) -> list[StreamKind]:
+    """``bookTicker,trade,kline_1m`` (any case but a kline's interval) -> the kinds."""
+    out = []
+    for raw in filter(None, (part.strip() for part in text.split(","))):
+        name = resolve_kind(raw)
+        if name is None:
+            raise ValueError(f"--streams: {raw!r} is not a stream kind; kinds: {', '.join(KINDS)}")
+        out.append(KINDS[name])
+    if not out:
+        raise ValueError("--streams: name at least one kind")
+    return list(dict.fromkeys(out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         symbols = list(dict.fromkeys(normalize_symbol(s) for s in args.symbols))
-    except (SettingsError, InvalidSymbol) as exc:
+        kinds = parse_kinds(args.streams)
+    except (SettingsError, InvalidSymbol, ValueError) as exc:
         print(f"messenger: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     messenger = Messenger(settings)
     with captured(StopFlags()) as flags:
-        messenger.run(symbols, args.all_symbols, flags)
+        messenger.run(symbols, args.all_symbols, flags, kinds)
     return 0
 
 

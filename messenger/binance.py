@@ -1,6 +1,9 @@
 """Binance's spot stream vocabulary: stream names, frame shapes, and one parser per stream kind.
 
 Everything that knows a Binance field letter lives here (shared/binance-protocol.md section 2).
+A parser turns a payload into (order, record fields). ``order`` sorts updates of one stream
+(an update id, a trade id, an event time): an update is applied only if its order is newer.
+Prices and quantities stay the strings Binance sent.
 """
 
 from __future__ import annotations
@@ -9,9 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from contract import kinds
 from contract.symbols import stream_symbol
 
 Fields = dict[str, Any]
+# An int or a tuple of ints, or None when unknown: comparable among one stream's updates.
+Order = Any
+Parser = Callable[[Any, str], tuple[Order, Fields]]
 
 
 class MalformedFrame(ValueError):
@@ -20,19 +27,40 @@ class MalformedFrame(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StreamKind:
-    """One kind of market stream: Binance's name for it, our key segment, and its parser."""
+    """One kind of market stream: Binance's name, the stream suffix, our key segment, its parser."""
 
-    name: str  # as in the stream name: "bookTicker"
-    key_kind: str  # as in our Redis key: "bookticker"
-    parse: Callable[[Any], tuple[int | None, Fields]]
+    name: str  # Binance's name of the kind: "bookTicker", "depth5", "kline_1m"
+    suffix: str  # what follows "<symbol>@" in the stream name: "depth5@100ms"
+    parse: Parser
+    history: bool = False  # keep a bounded list of recent items (trades)
+
+    @property
+    def key_kind(self) -> str:
+        """Our key segment: ``bookticker``."""
+        return kinds.key_kind(self.name)
 
     def stream(self, symbol: str) -> str:
         """The stream name for a symbol: ``btcusdt@bookTicker``."""
-        return f"{stream_symbol(symbol)}@{self.name}"
+        return f"{stream_symbol(symbol)}@{self.suffix}"
 
 
-def parse_book_ticker(data: Any) -> tuple[int | None, Fields]:
-    """Parse a ``<symbol>@bookTicker`` payload into (update id, record fields).
+def _fields(data: Any, spec: dict[str, tuple[str, type]]) -> Fields:
+    """Pick ``spec`` = {our name: (Binance letter, type)} out of a payload, checking types."""
+    try:
+        out = {name: data[letter] for name, (letter, _) in spec.items()}
+    except (KeyError, TypeError):
+        letters = ", ".join(letter for letter, _ in spec.values())
+        raise MalformedFrame(f"payload lacks one of {letters}") from None
+    for name, (letter, kind) in spec.items():
+        value = out[name]
+        # Exact types: bool is an int in Python, but Binance's ids are never booleans.
+        if type(value) is not kind:
+            raise MalformedFrame(f"{letter} is {type(value).__name__}, not {kind.__name__}")
+    return out
+
+
+def parse_book_ticker(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@bookTicker``: best bid and ask, pushed on every change.
 
     Sample raw payload (inside ``{"stream": "bnbusdt@bookTicker", "data": ...}`` when combined)::
 
@@ -46,7 +74,6 @@ def parse_book_ticker(data: Any) -> tuple[int | None, Fields]:
         }
 
     Spot bookTicker carries no event time; the receive time is stamped by the caller.
-    Prices and quantities stay the strings Binance sent.
     """
     try:
         u, s, b, bq, a, aq = data["u"], data["s"], data["b"], data["B"], data["a"], data["A"]
@@ -64,8 +91,229 @@ def parse_book_ticker(data: Any) -> tuple[int | None, Fields]:
     }
 
 
-BOOK_TICKER = StreamKind("bookTicker", "bookticker", parse_book_ticker)
-KINDS: dict[str, StreamKind] = {kind.name: kind for kind in (BOOK_TICKER,)}
+TRADE_FIELDS = {
+    "symbol": ("s", str), "trade_id": ("t", int), "price": ("p", str), "quantity": ("q", str),
+    "trade_time": ("T", int), "is_buyer_maker": ("m", bool), "event_time": ("E", int),
+}  # fmt: skip
+
+
+def parse_trade(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@trade``: every trade, as it happens.
+
+    Sample raw payload::
+
+        {
+          "e": "trade",          # event type
+          "E": 1672515782136,    # event time
+          "s": "BNBBTC",         # symbol
+          "t": 12345,            # trade id
+          "p": "0.001",          # price
+          "q": "100",            # quantity
+          "T": 1672515782136,    # trade time
+          "m": true,             # is the buyer the market maker?
+          "M": true              # ignore
+        }
+    """
+    fields = _fields(data, TRADE_FIELDS)
+    return fields["trade_id"], fields
+
+
+AGG_TRADE_FIELDS = {
+    "symbol": ("s", str), "agg_trade_id": ("a", int), "price": ("p", str), "quantity": ("q", str),
+    "first_trade_id": ("f", int), "last_trade_id": ("l", int), "trade_time": ("T", int),
+    "is_buyer_maker": ("m", bool), "event_time": ("E", int),
+}  # fmt: skip
+
+
+def parse_agg_trade(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@aggTrade``: trades of one taker order at one price, aggregated.
+
+    Sample raw payload::
+
+        {
+          "e": "aggTrade",       # event type
+          "E": 1672515782136,    # event time
+          "s": "BNBBTC",         # symbol
+          "a": 12345,            # aggregate trade id
+          "p": "0.001",          # price
+          "q": "100",            # quantity
+          "f": 100,              # first trade id
+          "l": 105,              # last trade id
+          "T": 1672515782136,    # trade time
+          "m": true,             # is the buyer the market maker?
+          "M": true              # ignore
+        }
+    """
+    fields = _fields(data, AGG_TRADE_FIELDS)
+    return fields["agg_trade_id"], fields
+
+
+KLINE_FIELDS = {
+    "open_time": ("t", int), "close_time": ("T", int), "interval": ("i", str),
+    "first_trade_id": ("f", int), "last_trade_id": ("L", int), "open": ("o", str), "close": ("c", str),
+    "high": ("h", str), "low": ("l", str), "volume": ("v", str), "trades": ("n", int), "closed": ("x", bool),
+    "quote_volume": ("q", str), "taker_buy_base_volume": ("V", str), "taker_buy_quote_volume": ("Q", str),
+}  # fmt: skip
+
+
+def parse_kline(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@kline_<interval>``: the current candle, every 2 s (1 s for ``1s``).
+
+    Sample raw payload::
+
+        {
+          "e": "kline", "E": 1672515782136, "s": "BNBBTC",
+          "k": {
+            "t": 1672515780000,  # kline start time
+            "T": 1672515839999,  # kline close time
+            "s": "BNBBTC", "i": "1m",
+            "f": 100, "L": 200,  # first and last trade id
+            "o": "0.0010", "c": "0.0020", "h": "0.0025", "l": "0.0015",
+            "v": "1000",         # base asset volume
+            "n": 100,            # number of trades
+            "x": false,          # is this kline closed?
+            "q": "1.0000",       # quote asset volume
+            "V": "500",          # taker buy base asset volume
+            "Q": "0.500",        # taker buy quote asset volume
+            "B": "123456"        # ignore
+          }
+        }
+    """
+    if not isinstance(data, dict) or type(data.get("E")) is not int:
+        raise MalformedFrame("kline payload lacks an event time E")
+    fields = _fields(data.get("k"), KLINE_FIELDS)
+    fields["symbol"] = data.get("s", symbol)
+    fields["event_time"] = data["E"]
+    return (fields["open_time"], data["E"], fields["trades"]), fields
+
+
+MINI_TICKER_FIELDS = {
+    "symbol": ("s", str), "event_time": ("E", int), "close": ("c", str), "open": ("o", str),
+    "high": ("h", str), "low": ("l", str), "volume": ("v", str), "quote_volume": ("q", str),
+}  # fmt: skip
+
+
+def parse_mini_ticker(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@miniTicker``: the rolling 24 h window in brief, every second.
+
+    Sample raw payload::
+
+        {
+          "e": "24hrMiniTicker", "E": 1672515782136, "s": "BNBBTC",
+          "c": "0.0025",    # close (last) price
+          "o": "0.0010",    # open price
+          "h": "0.0025",    # high price
+          "l": "0.0010",    # low price
+          "v": "10000",     # total traded base asset volume
+          "q": "18"         # total traded quote asset volume
+        }
+    """
+    fields = _fields(data, MINI_TICKER_FIELDS)
+    return fields["event_time"], fields
+
+
+TICKER_FIELDS = {
+    **MINI_TICKER_FIELDS,
+    "price_change": ("p", str), "price_change_percent": ("P", str), "weighted_avg_price": ("w", str),
+    "prev_close_price": ("x", str), "last_quantity": ("Q", str), "bid_price": ("b", str),
+    "bid_quantity": ("B", str), "ask_price": ("a", str), "ask_quantity": ("A", str),
+    "open_time": ("O", int), "close_time": ("C", int), "first_trade_id": ("F", int),
+    "last_trade_id": ("L", int), "trades": ("n", int),
+}  # fmt: skip
+
+
+def parse_ticker(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@ticker``: the rolling 24 h window in full, every second.
+
+    Sample raw payload::
+
+        {
+          "e": "24hrTicker", "E": 1672515782136, "s": "BNBBTC",
+          "p": "0.0015",     # price change
+          "P": "250.00",     # price change percent
+          "w": "0.0018",     # weighted average price
+          "x": "0.0009",     # first trade(F)-1 price (before the window)
+          "c": "0.0025",     # last price
+          "Q": "10",         # last quantity
+          "b": "0.0024", "B": "10", "a": "0.0026", "A": "100",
+          "o": "0.0010", "h": "0.0025", "l": "0.0010",
+          "v": "10000",      # total traded base asset volume
+          "q": "18",         # total traded quote asset volume
+          "O": 0,            # statistics open time
+          "C": 86400000,     # statistics close time
+          "F": 0,            # first trade id
+          "L": 18150,        # last trade id
+          "n": 18151         # total number of trades
+        }
+    """
+    fields = _fields(data, TICKER_FIELDS)
+    return fields["event_time"], fields
+
+
+AVG_PRICE_FIELDS = {
+    "symbol": ("s", str), "event_time": ("E", int), "interval": ("i", str), "price": ("w", str),
+    "last_trade_time": ("T", int),
+}  # fmt: skip
+
+
+def parse_avg_price(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@avgPrice``: the average price over a time window, every second.
+
+    Sample raw payload::
+
+        {
+          "e": "avgPrice", "E": 1693907033000, "s": "BTCUSDT",
+          "i": "5m",              # average price interval
+          "w": "25776.86000000",  # average price
+          "T": 1693907032213      # last trade time
+        }
+    """
+    fields = _fields(data, AVG_PRICE_FIELDS)
+    return fields["event_time"], fields
+
+
+def parse_depth(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@depth<5|10|20>@100ms``: the top levels of the book, every 100 ms.
+
+    Sample raw payload (no symbol in it: the stream name says which)::
+
+        {
+          "lastUpdateId": 160,             # last update id
+          "bids": [["0.0024", "10"]],      # [price, quantity], best first
+          "asks": [["0.0026", "100"]]
+        }
+    """
+    try:
+        last, bids, asks = data["lastUpdateId"], data["bids"], data["asks"]
+    except (KeyError, TypeError):
+        raise MalformedFrame("depth payload lacks lastUpdateId, bids or asks") from None
+    if type(last) is not int or not _levels(bids) or not _levels(asks):
+        raise MalformedFrame("depth payload has a field of the wrong type")
+    return last, {"symbol": symbol, "last_update_id": last, "bids": bids, "asks": asks}
+
+
+def _levels(levels: Any) -> bool:
+    return isinstance(levels, list) and all(
+        isinstance(level, list) and len(level) == 2 and type(level[0]) is type(level[1]) is str
+        for level in levels
+    )
+
+
+BOOK_TICKER = StreamKind(kinds.BOOK_TICKER, kinds.BOOK_TICKER, parse_book_ticker)
+TRADE = StreamKind(kinds.TRADE, kinds.TRADE, parse_trade, history=True)
+KINDS: dict[str, StreamKind] = {
+    kind.name: kind
+    for kind in (
+        BOOK_TICKER,
+        TRADE,
+        StreamKind("aggTrade", "aggTrade", parse_agg_trade),
+        StreamKind("miniTicker", "miniTicker", parse_mini_ticker),
+        StreamKind("ticker", "ticker", parse_ticker),
+        StreamKind("avgPrice", "avgPrice", parse_avg_price),
+        *(StreamKind(f"depth{n}", f"depth{n}@100ms", parse_depth) for n in kinds.DEPTH_LEVELS),
+        *(StreamKind(f"kline_{i}", f"kline_{i}", parse_kline) for i in kinds.KLINE_INTERVALS),
+    )
+}
 KINDS_BY_KEY: dict[str, StreamKind] = {kind.key_kind: kind for kind in KINDS.values()}
 
 # A server announcing it will go down soon (raw form; combined: stream "!serverShutdown").
@@ -94,6 +342,37 @@ def book_ticker_from_rest(entry: Any) -> Fields:
     if not all(type(v) is str for k, v in fields.items() if k != "update_id"):
         raise MalformedFrame("bookTicker REST entry has a field of the wrong type")
     return fields
+
+
+def trade_from_rest(entry: Any, symbol: str) -> tuple[Order, Fields]:
+    """Record fields from one ``GET /api/v3/trades`` entry.
+
+    Sample::
+
+        {"id": 28457, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.000012",
+         "time": 1499865549590, "isBuyerMaker": true, "isBestMatch": true}
+    """
+    spec = {"trade_id": ("id", int), "price": ("price", str), "quantity": ("qty", str),
+            "trade_time": ("time", int), "is_buyer_maker": ("isBuyerMaker", bool)}  # fmt: skip
+    fields = _fields(entry, spec)
+    fields["symbol"] = symbol
+    fields["event_time"] = fields["trade_time"]
+    return fields["trade_id"], fields
+
+
+def agg_trade_from_rest(entry: Any, symbol: str) -> tuple[Order, Fields]:
+    """Record fields from one ``GET /api/v3/aggTrades`` entry (the stream's letters, no e/E/s).
+
+    Sample::
+
+        {"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27781,
+         "T": 1498793709153, "m": true, "M": true}
+    """
+    spec = {name: spec for name, spec in AGG_TRADE_FIELDS.items() if name not in ("symbol", "event_time")}
+    fields = _fields(entry, spec)
+    fields["symbol"] = symbol
+    fields["event_time"] = fields["trade_time"]
+    return fields["agg_trade_id"], fields
 
 
 def response_error(msg: dict[str, Any]) -> str | None:

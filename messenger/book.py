@@ -6,7 +6,8 @@ was applied, or a connection that already vouched was heard from after the subsc
 (make before break). While any vouching connection is alive, the value is current however
 long ago it changed; when the last one goes, the key is invalidated at once.
 
-Updates are applied only when their update id ``u`` is newer, whichever connection brings them.
+Updates are applied only when their order (an update id, a trade id, an event time) is newer,
+whichever connection brings them.
 Readers (one thread per connection), the REST seeder, the supervisor and the Redis writer
 all meet here, so every method takes the one lock.
 """
@@ -18,9 +19,9 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from contract.keys import LIVE, PENDING
+from contract.keys import LIVE, PENDING, RECENT_TRADES_KEPT
 from contract.records import SOURCE_REST, SOURCE_STREAM
-from messenger.binance import Fields
+from messenger.binance import Fields, Order
 
 
 class Voucher(Protocol):
@@ -36,11 +37,14 @@ class Entry:
 
     key: str
     fields: Fields | None = None
-    u: int | None = None
+    u: Order = None
     changed: float = 0.0  # monotonic time the value last changed
     written: float = 0.0  # monotonic time it was last handed to the writer
     source: str = SOURCE_STREAM
     vouchers: set[Voucher] = field(default_factory=set)
+    history_key: str | None = None  # for kinds that keep recent items (trades)
+    new_items: list[tuple[Order, Fields]] = field(default_factory=list)  # not written yet, oldest first
+    history_whole: bool = False  # the list holds REST's recent items: it may be written and served
 
 
 @dataclass(slots=True)
@@ -52,6 +56,8 @@ class Write:
     changed: float
     heard: float
     source: str
+    history_key: str | None = None
+    new_items: list[Fields] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -90,8 +96,14 @@ class Book:
 
     # -- values coming in -------------------------------------------------------------
 
-    def on_frame(self, conn: Voucher, key: str, u: int | None, fields: Fields, now: float) -> bool:
-        """A stream update arrived on ``conn``; returns whether it became the current value."""
+    def on_frame(
+        self, conn: Voucher, key: str, u: Order, fields: Fields, now: float, history_key: str | None = None
+    ) -> bool:
+        """A stream update arrived on ``conn``; returns whether it became the current value.
+
+        ``u`` orders the stream's updates; with ``history_key``, every accepted one is also kept
+        in the recent-items list there.
+        """
         with self.lock:
             if conn in self._released:
                 return False
@@ -106,6 +118,11 @@ class Book:
                     self._vouch(conn, entry)
                 return False
             entry.fields, entry.u, entry.changed, entry.source = fields, u, now, SOURCE_STREAM
+            if history_key is not None:
+                entry.history_key = history_key
+                entry.new_items.append((u, fields))
+                # Until REST's recent items arrive the list is not whole: keep a bounded buffer.
+                del entry.new_items[:-RECENT_TRADES_KEPT]
             self.accepted += 1
             if conn not in entry.vouchers:
                 self._vouch(conn, entry)
@@ -113,21 +130,56 @@ class Book:
         self.wake.set()
         return True
 
-    def seed(self, conn: Voucher, key: str, fields: Fields, requested_at: float, now: float) -> bool:
-        """A REST value fetched for ``conn``; applied only if nothing vouches for a value yet."""
+    def seed(
+        self,
+        conn: Voucher,
+        key: str,
+        fields: Fields,
+        requested_at: float,
+        now: float,
+        u: Order = None,
+        history: tuple[str, list[tuple[Order, Fields]]] | None = None,
+    ) -> bool:
+        """A REST value fetched for ``conn``; applied only if nothing vouches for a value yet.
+
+        ``u``: its order, when REST gives one (never older than the last streamed value).
+        ``history``: (list key, recent (order, item)s, oldest first) for kinds that keep them;
+        they start the list, before what the stream brought meanwhile, even if the stream's
+        value came first and stays the current one.
+        """
         with self.lock:
             entry = self._entries.get(key)
+            if entry is None:
+                return False
+            if entry.vouchers:
+                # A streamed value is current: REST must not overwrite it. Its recent items
+                # still start the list (fetched after the subscription: no gap to what streamed).
+                if history is not None and not entry.history_whole:
+                    self._start_history(entry, history[0], history[1])
+                return False
             pending = self._pending.get(conn)
-            if entry is None or pending is None or key not in pending:
+            if entry.changed > requested_at or pending is None or key not in pending:
                 return False  # conn is gone or no longer carries the key
-            if entry.vouchers or entry.changed > requested_at:
-                return False  # a streamed value is current: REST must not overwrite it
+            if u is not None and entry.u is not None and u < entry.u:
+                return False  # older than what was streamed before
             entry.fields, entry.changed, entry.source = fields, now, SOURCE_REST
+            if u is not None:
+                entry.u = u
+            if history is not None:
+                self._start_history(entry, history[0], history[1])
             self.seeds_applied += 1
             self._vouch(conn, entry)
             self._dirty.add(key)
         self.wake.set()
         return True
+
+    def _start_history(self, entry: Entry, key: str, items: list[tuple[Order, Fields]]) -> None:
+        """The list begins with REST's items, then what was streamed since (once each, in order)."""
+        last = items[-1][0] if items else None
+        streamed = [(o, f) for o, f in entry.new_items if last is None or o > last]
+        entry.history_key, entry.new_items, entry.history_whole = key, items + streamed, True
+        self._dirty.add(entry.key)
+        self.wake.set()
 
     # -- connections carrying keys ----------------------------------------------------
 
@@ -226,6 +278,17 @@ class Book:
         with self.lock:
             return set(self._pending.get(conn, ()))
 
+    def seed_wanted(self, conn: Voucher) -> set[str]:
+        """What a seed on behalf of ``conn`` would still fill: keys it cannot vouch for yet, and
+        keys it vouches for whose list of recent items is not whole yet."""
+        with self.lock:
+            wanted = set(self._pending.get(conn, ()))
+            for key in self._vouched.get(conn, ()):
+                entry = self._entries[key]
+                if entry.history_key is not None and not entry.history_whole:
+                    wanted.add(key)
+            return wanted
+
     def _vouch(self, conn: Voucher, entry: Entry) -> None:
         entry.vouchers.add(conn)
         self._vouched.setdefault(conn, set()).add(entry.key)
@@ -261,6 +324,14 @@ class Book:
                         for k in ks
                         if self._entries[k].written < refresh_older_than
                     }
+            # A list of recent items is only whole while its stream is: it goes with its key.
+            history = []
+            for key in deletes:
+                entry = self._entries[key]
+                entry.new_items, entry.history_whole = [], False
+                if entry.history_key is not None:
+                    history.append(entry.history_key)
+            deletes.extend(history)
             limit = now - self.liveness_timeout_s
             for key in keys:
                 entry = self._entries[key]
@@ -270,7 +341,19 @@ class Book:
                 if heard < limit:
                     continue
                 entry.written = now
-                writes.append(Write(key, entry.fields, entry.changed, heard, entry.source))
+                writes.append(
+                    Write(
+                        key,
+                        entry.fields,
+                        entry.changed,
+                        heard,
+                        entry.source,
+                        entry.history_key if entry.history_whole else None,
+                        [item for _, item in entry.new_items] if entry.history_whole else [],
+                    )
+                )
+                if entry.history_whole:
+                    entry.new_items = []
             self._dirty = set()
             self._gone = set()
             if everything:

@@ -254,11 +254,11 @@ class Connection:
                 self._unrouted(msg)
                 continue
             try:
-                u, fields = route.kind.parse(data)
+                order, fields = route.kind.parse(data, route.symbol)
             except MalformedFrame as exc:
                 self._malformed(f"{route.stream}: {exc}", frame.data)
                 continue
-            on_frame(self, route.key, u, fields, now)
+            on_frame(self, route.key, order, fields, now, route.history_key)
 
     def _other(self, raw: bytes, now: float) -> None:
         """A frame that is not market data: a reply to our request, an event, or garbage."""

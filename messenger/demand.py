@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, WATCHED_KEY
 from messenger.backoff import Backoff
 from messenger.worker import Worker
 
@@ -24,13 +24,17 @@ POLL_S = 0.5
 
 
 class DemandReader(Worker):
-    """``latest``: member -> last request (epoch ms); ``version`` moves on with every read."""
+    """``latest``: member -> last request (epoch ms); ``version`` moves on with every change.
+
+    ``watched``: the keys live-push clients follow now (their updates are published).
+    """
 
     def __init__(self, client: redis.Redis, idle_s: float) -> None:
         super().__init__("demand")
         self.client = client
         self.idle_s = idle_s
         self.latest: dict[str, float] = {}
+        self.watched: frozenset[str] = frozenset()
         self.version = 0
         self._forget: set[str] = set()
         self._lock = threading.Lock()
@@ -67,6 +71,10 @@ class DemandReader(Worker):
             self.client.zrem(DEMAND_KEY, *forget)
         # Idle ones go by score, so a request that just came in is never removed with them.
         self.client.zremrangebyscore(DEMAND_KEY, "-inf", f"({(time.time() - self.idle_s) * 1000:.0f}")
+        now_ms = time.time() * 1000
+        self.client.zremrangebyscore(WATCHED_KEY, "-inf", f"({now_ms:.0f}")
+        watching: Any = self.client.zrange(WATCHED_KEY, 0, -1)
+        self.watched = frozenset(k.decode() if isinstance(k, bytes) else str(k) for k in watching)
         rows: Any = self.client.zrange(DEMAND_KEY, 0, -1, withscores=True)
         latest = {m.decode() if isinstance(m, bytes) else str(m): float(s) for m, s in rows}
         if latest != self.latest:

@@ -1,4 +1,5 @@
-"""What to stream: pinned symbols, every trading symbol with ``--all``, and what users ask for.
+"""What to stream: pinned symbols (of the pinned kinds), every trading symbol with ``--all``,
+and whatever users ask for, of any kind.
 
 A pure function of its inputs, so every rule is tested on its own.
 """
@@ -9,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from contract.keys import parse_demand_member
-from messenger.binance import BOOK_TICKER, KINDS_BY_KEY
+from messenger.binance import BOOK_TICKER, KINDS_BY_KEY, StreamKind
 from messenger.routes import Route, route_for
 
 
@@ -29,8 +30,10 @@ def plan(
     trading: frozenset[str] | None,
     now_ms: float,
     idle_ms: float,
+    pinned_kinds: Iterable[StreamKind] = (BOOK_TICKER,),
 ) -> Plan:
     """The wanted streams. Until the symbol list is known, only pinned symbols are streamed."""
+    kinds = list(pinned_kinds)
     out = Plan()
     symbols = list(pinned)
     if all_symbols and trading is not None:
@@ -40,14 +43,15 @@ def plan(
             if symbol not in out.not_trading:
                 out.not_trading.append(symbol)
             continue
-        route = route_for(symbol, BOOK_TICKER)
-        out.routes.setdefault(route.stream, route)
+        for pinned_kind in kinds:
+            route = route_for(symbol, pinned_kind)
+            out.routes.setdefault(route.stream, route)
     for member, last_ms in demand.items():
         parsed = parse_demand_member(member)
-        kind = KINDS_BY_KEY.get(parsed[0]) if parsed else None
-        if parsed is None or kind is None or (trading is not None and parsed[1] not in trading):
+        demanded = KINDS_BY_KEY.get(parsed[0]) if parsed else None
+        if parsed is None or demanded is None or (trading is not None and parsed[1] not in trading):
             out.invalid_demand.append(member)
         elif trading is not None and now_ms - last_ms <= idle_ms:
-            route = route_for(parsed[1], kind)
+            route = route_for(parsed[1], demanded)
             out.routes.setdefault(route.stream, route)
     return out

@@ -60,6 +60,13 @@ class BinanceRest:
             raise RestError("bookTicker answer is not a list")
         return body
 
+    def recent(self, path: str, symbol: str, limit: int) -> list[Any]:
+        """``GET /api/v3/trades`` (weight 25) or ``/api/v3/aggTrades`` (weight 4): oldest first."""
+        body = self.get(path, {"symbol": symbol, "limit": str(limit)})
+        if not isinstance(body, list):
+            raise RestError(f"{path} answer is not a list")
+        return body
+
     def exchange_info(self) -> dict[str, Any]:
         """``GET /api/v3/exchangeInfo`` (weight 20)."""
         body = self.get("/api/v3/exchangeInfo", {})

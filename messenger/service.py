@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contract.settings import Settings
+from messenger.binance import BOOK_TICKER, StreamKind
 from messenger.book import Book
 from messenger.catalog import Catalog
 from messenger.demand import DemandReader
@@ -44,41 +46,48 @@ class Messenger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.book = Book(settings.liveness_timeout_ms / 1000)
+        self.demand = DemandReader(redis_client(settings), settings.demand_idle_s)
         self.writer = Writer(
             self.book,
             redis_client(settings),
             settings.snapshot_ttl_ms,
             settings.refresh_interval_ms / 1000,
+            watched=lambda: self.demand.watched,
         )
         self.rest = BinanceRest(settings.binance_rest_url)
         self.seeder = Seeder(self.book, self.rest)
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s)
-        self.demand = DemandReader(redis_client(settings), settings.demand_idle_s)
         self.supervisor = Supervisor(settings, self.book, self.seeder)
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
         self._planned_for: tuple[int, int] | None = None
         self._next_plan = 0.0
         self._not_trading_logged: set[str] = set()
 
-    def run(self, pinned: list[str], all_symbols: bool, flags: StopFlags) -> None:
-        """Stream ``pinned`` (and every trading symbol with ``all_symbols``) and whatever users
-        ask for, until a stop flag is set; then stop cleanly."""
+    def run(
+        self,
+        pinned: list[str],
+        all_symbols: bool,
+        flags: StopFlags,
+        kinds: Sequence[StreamKind] = (BOOK_TICKER,),
+    ) -> None:
+        """Stream ``pinned`` (and every trading symbol with ``all_symbols``) in ``kinds``, and
+        whatever users ask for, until a stop flag is set; then stop cleanly."""
         for part in (self.writer, self.seeder, self.catalog, self.demand):
             part.start()
         everything = " and every trading symbol" if all_symbols else ""
-        logger.info("messenger: pinned %s%s; any other trading symbol on demand",
-                    ", ".join(pinned) or "nothing", everything)  # fmt: skip
+        logger.info("messenger: pinned %s%s (%s); any other trading symbol and kind on demand",
+                    ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip
         try:
             while not flags.stop.is_set():
                 now = time.monotonic()
-                self._replan(pinned, all_symbols, now)
+                self._replan(pinned, all_symbols, kinds, now)
                 self.supervisor.tick(now)
                 self.stats.maybe_log(now)
                 flags.stop.wait(TICK_S)
         finally:
             self.stop(flags.force)
 
-    def _replan(self, pinned: list[str], all_symbols: bool, now: float) -> None:
+    def _replan(self, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind], now: float) -> None:
         inputs = (self.catalog.version, self.demand.version)
         if inputs == self._planned_for and now < self._next_plan:
             return
@@ -90,6 +99,7 @@ class Messenger:
             self.catalog.trading,
             time.time() * 1000,
             self.settings.demand_idle_s * 1000,
+            kinds,
         )
         if wanted.invalid_demand:
             self.demand.forget(wanted.invalid_demand)

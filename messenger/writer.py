@@ -4,19 +4,23 @@ Changed values are written as soon as the previous write returns, so writes batc
 themselves under load and stay immediate when quiet. Every value a live connection vouches
 for is rewritten well inside its TTL with a new ``as_of``; invalidated keys are deleted.
 Each value goes out with its TTL in one command (``SET key value PX ttl``), a batch in one
-pipeline. If Redis fails, the writer retries with backoff and rewrites everything once it
-is back; the WebSocket connections are not touched.
+pipeline. A value that a live-push client watches is also published on a channel named after
+its key (an empty message when it is withdrawn); trades also go to a bounded list of recent
+ones. If Redis fails, the writer retries with backoff and rewrites everything once it is back
+(a list of recent trades then refills as trades happen); the WebSocket connections are not
+touched.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from contract.keys import STREAMS_KEY
+from contract.keys import RECENT_TRADES_KEPT, STREAMS_KEY
 from contract.records import AS_OF, TS, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
@@ -28,12 +32,20 @@ logger = logging.getLogger(__name__)
 class Writer(Worker):
     """Writes the book to Redis from its own thread until stopped."""
 
-    def __init__(self, book: Book, client: redis.Redis, ttl_ms: int, refresh_interval_s: float) -> None:
+    def __init__(
+        self,
+        book: Book,
+        client: redis.Redis,
+        ttl_ms: int,
+        refresh_interval_s: float,
+        watched: Callable[[], frozenset[str]] = frozenset,
+    ) -> None:
         super().__init__("redis-writer")
         self.book = book
         self.client = client
         self.ttl_ms = ttl_ms
         self.refresh_interval_s = refresh_interval_s
+        self.watched = watched
         self.writes = 0
         self.deletes = 0
         self.batches = 0
@@ -81,8 +93,12 @@ class Writer(Worker):
         """Send one batch in one pipeline: deletions, values with their TTL, then stream states."""
         offset_ms = (time.time() - time.monotonic()) * 1000
         pipe = self.client.pipeline(transaction=False)
+        watched = self.watched()
         if batch.deletes:
             pipe.delete(*batch.deletes)
+            for key in batch.deletes:
+                if key in watched:
+                    pipe.publish(key, b"")
         ttl = self.ttl_ms
         for w in batch.writes:
             record = {
@@ -92,7 +108,16 @@ class Writer(Worker):
                 AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
                 "source": w.source,
             }
-            pipe.set(w.key, encode_record(record), px=ttl)
+            value = encode_record(record)
+            pipe.set(w.key, value, px=ttl)
+            if w.key in watched:
+                pipe.publish(w.key, value)
+            if w.history_key is not None:
+                if w.new_items:
+                    items = w.new_items[-RECENT_TRADES_KEPT:]
+                    pipe.rpush(w.history_key, *(encode_record(item) for item in items))
+                    pipe.ltrim(w.history_key, -RECENT_TRADES_KEPT, -1)
+                pipe.pexpire(w.history_key, ttl)
         # After the values: a key the server finds "live" has its first value written already.
         if batch.streams_complete:
             pipe.delete(STREAMS_KEY)

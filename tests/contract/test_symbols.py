@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contract.keys import snapshot_key
+from contract.kinds import key_kind
 from contract.records import MalformedRecord, decode_record, encode_record
 from contract.symbols import InvalidSymbol, normalize_symbol, stream_symbol
 
@@ -43,7 +44,9 @@ def test_malformed_symbols_are_refused_with_a_reason(raw: str, why: str) -> None
 
 
 def test_keys_are_readable_and_lower_case() -> None:
-    assert snapshot_key("bookTicker", "BTCUSDT") == "transmute:bookticker:btcusdt"
+    assert snapshot_key(key_kind("bookTicker"), "BTCUSDT") == "transmute:bookticker:btcusdt"
+    assert snapshot_key(key_kind("kline_1M"), "BTCUSDT") == "transmute:kline_1M:btcusdt"
+    assert snapshot_key(key_kind("kline_1m"), "BTCUSDT") == "transmute:kline_1m:btcusdt"
     assert stream_symbol("BTCUSDT") == "btcusdt"
 
 

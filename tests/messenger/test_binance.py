@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
+from contract import kinds as contract_kinds
 from messenger.binance import (
     BOOK_TICKER,
+    KINDS,
     MalformedFrame,
     book_ticker_from_rest,
     parse_book_ticker,
@@ -28,7 +30,7 @@ def test_every_recorded_spot_book_ticker_frame_parses_to_its_exact_strings() -> 
     assert len(frames) == 84
     for frame in frames:
         data = frame["data"]
-        u, fields = parse_book_ticker(data)
+        u, fields = parse_book_ticker(data, data["s"])
         assert frame["stream"] == BOOK_TICKER.stream(data["s"])
         assert u == data["u"] == fields["update_id"]
         assert fields == {
@@ -44,7 +46,7 @@ def test_every_recorded_spot_book_ticker_frame_parses_to_its_exact_strings() -> 
 def test_recorded_update_ids_increase_per_symbol() -> None:
     last: dict[str, int] = {}
     for frame in recorded("spot-bookTicker-2021-10-12.jsonl"):
-        u, fields = parse_book_ticker(frame["data"])
+        u, fields = parse_book_ticker(frame["data"], "X")
         assert u is not None
         assert u > last.get(fields["symbol"], 0)
         last[fields["symbol"]] = u
@@ -55,12 +57,12 @@ def test_book_ticker_frames_in_the_mixed_recording_parse() -> None:
     frames = [orjson.loads(line.partition(b": ")[2]) for line in lines if line.strip()]
     books = [f for f in frames if f["stream"].endswith("@bookTicker")]
     assert len(books) == 84
-    assert all(parse_book_ticker(f["data"])[1]["bid_price"] == f["data"]["b"] for f in books)
+    assert all(parse_book_ticker(f["data"], "X")[1]["bid_price"] == f["data"]["b"] for f in books)
 
 
 def test_usdm_frames_with_extra_fields_still_parse() -> None:
     frame = recorded("usdm-bookTicker-2021-07-22.jsonl")[0]["data"]
-    assert parse_book_ticker(frame)[1]["ask_price"] == frame["a"]
+    assert parse_book_ticker(frame, "X")[1]["ask_price"] == frame["a"]
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ def test_usdm_frames_with_extra_fields_still_parse() -> None:
 )
 def test_malformed_payloads_raise_malformed_frame(data: Any) -> None:
     with pytest.raises(MalformedFrame):
-        parse_book_ticker(data)
+        parse_book_ticker(data, "BTCUSDT")
 
 
 def test_rest_book_ticker_keeps_strings_and_has_no_update_id() -> None:
@@ -97,3 +99,86 @@ def test_reply_errors_in_both_documented_and_observed_forms() -> None:
     assert response_error({"code": 0, "msg": "Unknown property", "id": 1}) == "0: Unknown property"
     nested = {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 2}
     assert response_error(nested) == "2: Invalid request: invalid stream"
+
+
+def recorded_log(stream_suffix: str) -> list[dict[str, Any]]:
+    lines = (DATA / "spot-combined-stream-2021-10-12.log").read_bytes().splitlines()[1:]
+    frames = [orjson.loads(line.partition(b": ")[2]) for line in lines if line.strip()]
+    return [f for f in frames if f["stream"].endswith(stream_suffix)]
+
+
+def test_every_kind_the_contract_names_has_a_parser_and_a_stream_name() -> None:
+    assert set(KINDS) == set(contract_kinds.KINDS)
+    assert KINDS["depth5"].stream("BTCUSDT") == "btcusdt@depth5@100ms"
+    assert KINDS["kline_1M"].stream("BTCUSDT") == "btcusdt@kline_1M"
+    assert KINDS["kline_1M"].key_kind == "kline_1M"
+    assert KINDS["aggTrade"].key_kind == "aggtrade"
+
+
+def test_recorded_agg_trades_parse_to_exact_strings_ordered_by_agg_id() -> None:
+    frames = recorded_log("@aggTrade")
+    assert len(frames) == 2
+    for frame in frames:
+        data = frame["data"]
+        order, fields = KINDS["aggTrade"].parse(data, data["s"])
+        assert order == data["a"]
+        assert (fields["price"], fields["quantity"], fields["is_buyer_maker"]) == (
+            data["p"],
+            data["q"],
+            data["m"],
+        )
+        assert (fields["first_trade_id"], fields["last_trade_id"]) == (data["f"], data["l"])
+
+
+def test_recorded_klines_parse_and_order_by_window_then_event_time() -> None:
+    frames = recorded_log("@kline_1m")
+    assert len(frames) == 2
+    for frame in frames:
+        data, k = frame["data"], frame["data"]["k"]
+        order, fields = KINDS["kline_1m"].parse(data, data["s"])
+        assert order == (k["t"], data["E"], k["n"])
+        assert [fields[f] for f in ("open", "high", "low", "close", "volume")] == [k[x] for x in "ohlcv"]
+        assert (fields["interval"], fields["closed"], fields["trades"]) == ("1m", k["x"], k["n"])
+    later = dict(frames[0]["data"], E=frames[0]["data"]["E"] + 1)
+    assert KINDS["kline_1m"].parse(later, "X")[0] > KINDS["kline_1m"].parse(frames[0]["data"], "X")[0]
+
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "trade": {"e": "trade", "E": 1672515782136, "s": "BNBBTC", "t": 12345, "p": "0.001", "q": "100",
+              "T": 1672515782136, "m": True, "M": True},
+    "miniTicker": {"e": "24hrMiniTicker", "E": 1672515782136, "s": "BNBBTC", "c": "0.0025", "o": "0.0010",
+                   "h": "0.0025", "l": "0.0010", "v": "10000", "q": "18"},
+    "ticker": {"e": "24hrTicker", "E": 1672515782136, "s": "BNBBTC", "p": "0.0015",
+               "P": "250.00", "w": "0.0018", "x": "0.0009", "c": "0.0025", "Q": "10", "b": "0.0024",
+               "B": "10", "a": "0.0026", "A": "100", "o": "0.0010", "h": "0.0025", "l": "0.0010",
+               "v": "10000", "q": "18", "O": 0, "C": 86400000, "F": 0, "L": 18150, "n": 18151},
+    "avgPrice": {"e": "avgPrice", "E": 1693907033000, "s": "BTCUSDT", "i": "5m", "w": "25776.86000000",
+                 "T": 1693907032213},
+    "depth5": {"lastUpdateId": 160, "bids": [["0.0024", "10"]], "asks": [["0.0026", "100"]]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_documented_samples_parse_with_strings_kept(kind: str) -> None:
+    order, fields = KINDS[kind].parse(SAMPLES[kind], "BNBBTC")
+    assert order is not None
+    assert fields["symbol"] in ("BNBBTC", "BTCUSDT")
+    strings = [v for k, v in SAMPLES[kind].items() if isinstance(v, str) and v[0].isdigit() and k != "e"]
+    assert all(s in fields.values() for s in strings)  # every price and quantity, unchanged
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_a_missing_or_mistyped_field_is_a_malformed_frame(kind: str) -> None:
+    sample = SAMPLES[kind]
+    first = next(k for k in sample if k != "e")  # the event type is not needed
+    with pytest.raises(MalformedFrame):
+        KINDS[kind].parse({k: v for k, v in sample.items() if k != first}, "BNBBTC")
+    numeric = next(k for k, v in sample.items() if isinstance(v, int) and not isinstance(v, bool))
+    with pytest.raises(MalformedFrame):
+        KINDS[kind].parse({**sample, numeric: str(sample[numeric])}, "BNBBTC")
+
+
+def test_depth_levels_must_be_pairs_of_strings() -> None:
+    for bad in ([["1", 2]], [["1"]], "x", [[1.5, "2"]]):
+        with pytest.raises(MalformedFrame):
+            KINDS["depth5"].parse({"lastUpdateId": 1, "bids": bad, "asks": []}, "X")

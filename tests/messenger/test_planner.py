@@ -68,3 +68,14 @@ def test_statuses_come_from_the_recorded_exchange_info() -> None:
     assert sum(s == "TRADING" for s in statuses.values()) == 1262
     assert statuses["ETHBTC"] == "TRADING"
     assert statuses_of({"symbols": [{"symbol": 1}, "x", {"status": "TRADING"}]}) == {}
+
+
+def test_pinned_kinds_apply_to_every_pinned_symbol_and_demand_may_ask_for_any_kind() -> None:
+    from messenger.binance import KINDS
+
+    demand = {"kline_1M:ETHBTC": NOW, "depth5:BNBBTC": NOW}
+    wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE, [KINDS["bookTicker"], KINDS["trade"]])
+    assert set(wanted.routes) == {
+        "btcusdt@bookTicker", "btcusdt@trade", "ethbtc@kline_1M", "bnbbtc@depth5@100ms"}  # fmt: skip
+    assert wanted.routes["btcusdt@trade"].history_key == "transmute:trades:btcusdt"
+    assert wanted.routes["ethbtc@kline_1M"].key == "transmute:kline_1M:ethbtc"

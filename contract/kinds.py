@@ -1,0 +1,48 @@
+"""The stream kinds Transmute serves, by Binance's name, and how each is spelled in keys.
+
+Binance names kinds in camel case (``bookTicker``, ``aggTrade``, ``kline_1m``); our keys use
+lower case (``transmute:bookticker:btcusdt``), except for a kline's interval, whose case
+matters: ``kline_1m`` is one minute, ``kline_1M`` one month.
+"""
+
+from __future__ import annotations
+
+KLINE_INTERVALS = (
+    "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
+)  # fmt: skip
+DEPTH_LEVELS = (5, 10, 20)
+BOOK_TICKER = "bookTicker"
+TRADE = "trade"
+
+KINDS: tuple[str, ...] = (
+    BOOK_TICKER,
+    TRADE,
+    "aggTrade",
+    "miniTicker",
+    "ticker",
+    "avgPrice",
+    *(f"depth{n}" for n in DEPTH_LEVELS),
+    *(f"kline_{i}" for i in KLINE_INTERVALS),
+)
+_BY_LOWER = {k.lower(): k for k in KINDS if not k.startswith("kline_")}
+
+
+def key_kind(kind: str) -> str:
+    """The key segment of a kind: ``bookticker``, ``aggtrade``, ``kline_1M``."""
+    if kind.startswith("kline_"):
+        return kind
+    return kind.lower()
+
+
+def resolve_kind(raw: str) -> str | None:
+    """Binance's name of a kind a user wrote in any case (``BOOKTICKER``, ``Kline_1m``), or None.
+
+    A kline's interval must be spelled exactly (``1m`` is a minute, ``1M`` a month).
+    """
+    if raw.lower().startswith("kline_"):
+        kind = "kline_" + raw[len("kline_") :]
+        return kind if kind in KINDS else None
+    return _BY_LOWER.get(raw.lower())
+
+
+KIND_BY_KEY: dict[str, str] = {key_kind(k): k for k in KINDS}

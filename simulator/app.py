@@ -64,7 +64,7 @@ def create_app(config: SimConfig) -> web.Application:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     exchange = app[EXCHANGE]
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(exchange.run_market())]
+    tasks = [loop.create_task(exchange.run_market()), loop.create_task(exchange.run_periodic())]
     if exchange.config.replay is not None:
         tasks.append(loop.create_task(exchange.run_replay(exchange.config.replay)))
     yield

@@ -20,6 +20,7 @@ import orjson
 from simulator.catalog import Catalog
 from simulator.config import SimConfig
 from simulator.market import Market
+from simulator.streams import parse_stream
 
 if TYPE_CHECKING:
     from simulator.session import Session
@@ -28,6 +29,18 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.005
 FLOOD_BATCH = 512
+PERIODIC_TICK_S = 0.1
+
+
+def periodic_ticks(kind: str) -> int | None:
+    """How many 100 ms ticks apart a timed stream is pushed; None for streams pushed on change."""
+    if kind.startswith("depth"):
+        return 1 if kind.endswith("@100ms") else 10
+    if kind.startswith("kline_"):
+        return 10 if kind == "kline_1s" else 20
+    if kind in ("ticker", "miniTicker", "avgPrice"):
+        return 10
+    return None
 
 
 class Exchange:
@@ -49,7 +62,8 @@ class Exchange:
         self.control_messages = 0
         self._next_session_id = 1
         self._rng = random.Random(config.seed)
-        self._active: list[tuple[str, str]] = []
+        self._active: list[str] = []
+        self.periodic: dict[str, tuple[str, str, int]] = {}  # stream -> symbol, kind, every N ticks
         self._active_dirty = True
         self._drained = asyncio.Event()
 
@@ -88,6 +102,10 @@ class Exchange:
         """Start delivering a stream to a connection."""
         session.streams[stream] = None
         self.subscribers.setdefault(stream, set()).add(session)
+        parsed = parse_stream(stream)
+        every = periodic_ticks(parsed[1]) if parsed else None
+        if parsed and every:
+            self.periodic[stream] = (parsed[0], parsed[1], every)
         self._active_dirty = True
 
     def unsubscribe(self, session: Session, stream: str) -> None:
@@ -98,6 +116,7 @@ class Exchange:
             subs.discard(session)
             if not subs:
                 del self.subscribers[stream]
+                self.periodic.pop(stream, None)
         self._active_dirty = True
 
     def iter_sessions(self, session_id: int | None) -> Iterator[Session]:
@@ -129,15 +148,11 @@ class Exchange:
                 session.push(payload)
         return len(subs)
 
-    def _active_books(self) -> list[tuple[str, str]]:
+    def _active_symbols(self) -> list[str]:
+        """Symbols someone subscribes to, that are listed and not quiet: the market moves them."""
         if self._active_dirty:
-            self._active = sorted(
-                (stream, stream.partition("@")[0].upper())
-                for stream in self.subscribers
-                if stream.endswith("@bookTicker")
-                and stream.partition("@")[0].upper() in self.catalog
-                and stream.partition("@")[0].upper() not in self.quiet
-            )
+            symbols = {stream.partition("@")[0].upper() for stream in self.subscribers}
+            self._active = sorted(s for s in symbols if s in self.catalog and s not in self.quiet)
             self._active_dirty = False
         return self._active
 
@@ -146,12 +161,19 @@ class Exchange:
         self.quiet = set(symbols)
         self._active_dirty = True
 
-    def step_and_publish(self, stream: str, symbol: str) -> None:
-        """One random update of one symbol, sent to its subscribers."""
-        self.publish(stream, self.market.step(symbol).payload())
+    def step_and_publish(self, symbol: str) -> None:
+        """One random update of one symbol (and maybe a trade), sent to whoever subscribes."""
+        book, trade = self.market.step(symbol)
+        lower = symbol.lower()
+        self.publish(f"{lower}@bookTicker", book.payload())
+        if trade is not None:
+            if f"{lower}@trade" in self.subscribers:
+                self.publish(f"{lower}@trade", self.market.trade_payload(symbol, trade))
+            if f"{lower}@aggTrade" in self.subscribers:
+                self.publish(f"{lower}@aggTrade", self.market.agg_trade_payload(symbol, trade))
 
     async def run_market(self) -> None:
-        """Drive the random walk: ``rate`` updates per stream per second, or a flood."""
+        """Drive the random walk: ``rate`` updates per active symbol per second, or a flood."""
         owed = 0.0
         last = time.monotonic()
         while True:
@@ -161,7 +183,7 @@ class Exchange:
                 continue
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            active = self._active_books()
+            active = self._active_symbols()
             owed += self.config.rate * len(active) * (now - last)
             last = now
             if not active:
@@ -171,16 +193,38 @@ class Exchange:
             owed -= due
             choice = self._rng.choice
             for _ in range(due):
-                self.step_and_publish(*choice(active))
+                self.step_and_publish(choice(active))
+
+    async def run_periodic(self) -> None:
+        """Push the streams Binance sends on a timer: depth, tickers, average price, klines."""
+        tick = 0
+        while True:
+            await asyncio.sleep(PERIODIC_TICK_S)
+            tick += 1
+            for stream, (symbol, kind, every) in list(self.periodic.items()):
+                if tick % every == 0 and symbol in self.catalog:
+                    self.publish(stream, self._periodic_payload(symbol, kind))
+
+    def _periodic_payload(self, symbol: str, kind: str) -> bytes:
+        market = self.market
+        if kind.startswith("depth"):
+            return market.depth_payload(symbol, int(kind[5:].partition("@")[0]))
+        if kind.startswith("kline_"):
+            return market.kline_payload(symbol, kind[6:].partition("@")[0])
+        if kind == "ticker":
+            return market.ticker_payload(symbol)
+        if kind == "miniTicker":
+            return market.mini_ticker_payload(symbol)
+        return market.avg_price_payload(symbol)
 
     async def _flood_once(self) -> None:
-        active = self._active_books()
+        active = self._active_symbols()
         if not active:
             await asyncio.sleep(TICK_S)
             return
         n = len(active)
         for i in range(FLOOD_BATCH):
-            self.step_and_publish(*active[i % n])
+            self.step_and_publish(active[i % n])
         # Send as fast as the slowest subscriber reads, no faster.
         while any(s.backlogged() for s in self.sessions.values()):
             self._drained.clear()

@@ -121,9 +121,47 @@ async def book_ticker(request: web.Request) -> web.StreamResponse:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
+def _recent(request: web.Request) -> tuple[str, int] | web.Response:
+    """The symbol and limit of a recent-trades request, or its error."""
+    exchange = request.app[EXCHANGE]
+    symbol = request.query.get("symbol")
+    if symbol is None:
+        return binance_error(
+            400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+        )
+    if symbol not in exchange.catalog:
+        return binance_error(400, -1121, "Invalid symbol.")
+    raw = request.query.get("limit", "500")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        return binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+    return symbol, int(raw)
+
+
+@weighed(lambda r: 25)
+async def trades(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/trades``: recent trades, oldest first."""
+    parsed = _recent(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body = request.app[EXCHANGE].market.recent_trades(*parsed)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+@weighed(lambda r: 4)
+async def agg_trades(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/aggTrades``: recent aggregate trades, oldest first."""
+    parsed = _recent(request)
+    if isinstance(parsed, web.Response):
+        return parsed
+    body = request.app[EXCHANGE].market.recent_agg_trades(*parsed)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     """Mount the REST endpoints."""
     app.router.add_get("/api/v3/ping", ping)
     app.router.add_get("/api/v3/time", server_time)
     app.router.add_get("/api/v3/exchangeInfo", exchange_info)
     app.router.add_get("/api/v3/ticker/bookTicker", book_ticker)
+    app.router.add_get("/api/v3/trades", trades)
+    app.router.add_get("/api/v3/aggTrades", agg_trades)

@@ -291,3 +291,59 @@ def test_flood_mode_sends_thousands_of_frames_a_second(sim_factory: SimFactory, 
         count += 1
     assert count > 5000
     wait_until(lambda: sim.sessions()[0]["frames_sent"] >= count, 2)
+
+
+def test_every_kind_is_streamed_in_the_shape_the_parsers_expect(sim: Simulator, connect: Any) -> None:
+    from messenger.binance import KINDS
+
+    kinds = [
+        "trade",
+        "aggTrade",
+        "kline_1m",
+        "kline_1M",
+        "ticker",
+        "miniTicker",
+        "avgPrice",
+        "depth5",
+        "depth20",
+    ]
+    streams = [KINDS[k].stream("BTCUSDT") for k in kinds]
+    ws = connect(sim, "/stream?streams=" + "/".join(streams))
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + 5
+    while len(seen) < len(streams) and time.monotonic() < deadline:
+        frame = next_json(ws)
+        seen.setdefault(frame["stream"], frame["data"])
+    assert set(seen) == set(streams)
+    for kind in kinds:
+        order, fields = KINDS[kind].parse(seen[KINDS[kind].stream("BTCUSDT")], "BTCUSDT")
+        assert order is not None
+        assert fields["symbol"] == "BTCUSDT"
+
+
+def test_timed_streams_come_at_binance_speeds(sim: Simulator, connect: Any) -> None:
+    ws = connect(sim, "/stream?streams=ethbtc@depth5@100ms/ethbtc@miniTicker")
+    counts: dict[str, int] = {}
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        frame = next_json(ws)
+        counts[frame["stream"]] = counts.get(frame["stream"], 0) + 1
+    assert 15 <= counts["ethbtc@depth5@100ms"] <= 25  # every 100 ms
+    assert 1 <= counts["ethbtc@miniTicker"] <= 3  # every second
+
+
+def test_rest_recent_trades_are_the_streamed_ones(sim: Simulator, connect: Any) -> None:
+    ws = connect(sim, "/ws/btcusdt@trade")
+    streamed = next_json(ws)
+    _, _, trades = http("GET", f"{sim.rest_url}/api/v3/trades?symbol=BTCUSDT&limit=1000")
+    assert streamed["t"] in [t["id"] for t in trades]
+    [match] = [t for t in trades if t["id"] == streamed["t"]]
+    assert (match["price"], match["qty"], match["isBuyerMaker"]) == (
+        streamed["p"],
+        streamed["q"],
+        streamed["m"],
+    )
+    _, _, quiet = http("GET", f"{sim.rest_url}/api/v3/aggTrades?symbol=NEOBTC&limit=1")
+    assert len(quiet) == 1  # every symbol has some history, even one nobody moves
+    status, _, err = http("GET", f"{sim.rest_url}/api/v3/trades?symbol=BTCUSDT&limit=5000")
+    assert (status, err["code"]) == (400, -1130)

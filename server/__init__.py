@@ -11,7 +11,7 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
-from server import errors, views
+from server import binance_api, errors, push, views
 from server.store import SnapshotStore, redis_client
 
 # Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
@@ -35,7 +35,11 @@ def create_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis |
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["transmute.settings"] = settings
-    app.extensions["transmute.store"] = SnapshotStore(client or redis_client(settings.redis_url))
+    client = client or redis_client(settings.redis_url)
+    app.extensions["transmute.store"] = SnapshotStore(client)
+    app.extensions["transmute.hub"] = push.Hub(client)
     errors.register(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(binance_api.bp)
+    app.register_blueprint(push.bp)
     return app

@@ -1,12 +1,17 @@
-"""Every error the API answers, as JSON: ``{"status_code": 500, "error": "..."}``."""
+"""Every error the API answers, as JSON: ``{"status_code": 500, "error": "..."}``, or, under the
+Binance-compatible ``/api/v3/``, Binance's ``{"code": ..., "msg": "..."}``."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
+
+BINANCE_PREFIX = "/api/v3/"
+# Binance's "an unknown error occurred" and "internal error" codes, for HTTP errors in its shape.
+BINANCE_CODES = {404: -1000, 405: -1000, 413: -1000, 500: -1001}
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +27,9 @@ class ApiError(Exception):
 
 
 def body(status_code: int, error: str) -> dict[str, Any]:
-    """The JSON body of an error answer."""
+    """The JSON body of an error answer, in the shape of the API the request went to."""
+    if request.path.startswith(BINANCE_PREFIX):
+        return {"code": BINANCE_CODES.get(status_code, -1000), "msg": error}
     return {"status_code": status_code, "error": error}
 
 

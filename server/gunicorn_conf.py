@@ -14,8 +14,10 @@ def options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.web_concurrency or 2 * (os.cpu_count() or 1),
-        "worker_class": "gthread",
-        "threads": 8,
+        # gevent: each open live-push stream (and each request waiting for a symbol to start)
+        # is a greenlet, not a thread; a worker holds thousands.
+        "worker_class": "gevent",
+        "worker_connections": 2000,
         # Long request lines reach Flask (which answers them in JSON) up to gunicorn's maximum.
         "limit_request_line": 8190,
         "logconfig_dict": logging_config(settings.log_level, settings.log_format),

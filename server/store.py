@@ -1,6 +1,7 @@
 """Reading snapshots, the symbol list and stream states from Redis; registering demand.
 
-The only place the server touches Redis. Every call is one round trip.
+The only place the server reads or writes Redis (live push listens through push.py's hub).
+Every call is one round trip, for any number of symbols.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -20,9 +22,11 @@ from redis.retry import Retry
 from contract.keys import (
     DEMAND_CHANNEL,
     DEMAND_KEY,
+    EXCHANGE_INFO_KEY,
     STREAMS_KEY,
     SYMBOLS_KEY,
     demand_member,
+    recent_trades_key,
     snapshot_key,
 )
 from contract.records import MalformedRecord, decode_record
@@ -60,7 +64,7 @@ class Lookup:
 
 
 class SnapshotStore:
-    """Latest records by kind and symbol, and what else the API needs from Redis."""
+    """Latest records by kind (its key segment) and symbol, and what else the APIs need."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -68,64 +72,111 @@ class SnapshotStore:
         self._symbols: tuple[float, tuple[str, ...]] = (0.0, ())
         self._lock = threading.Lock()
 
-    def snapshot(self, kind: str, symbol: str) -> dict[str, Any] | None:
-        """The current record, or None (expired, invalidated, never written).
+    def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
+        """The current records (None where there is none), read at one instant (MGET).
 
-        Now and then (per process, at most every TOUCH_EVERY_S) the request is also
+        Now and then (per process, at most every TOUCH_EVERY_S per stream) a request is also
         counted as demand in the same round trip, so a symbol in use is never dropped as idle.
         """
-        key = snapshot_key(kind, symbol)
-        member = demand_member(kind, symbol)
+        keys = [snapshot_key(kind, s) for s in symbols]
         now = time.monotonic()
+        due = [
+            m
+            for m in (demand_member(kind, s) for s in symbols)
+            if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S
+        ]
         try:
-            if now - self._touched.get(member, -1e9) >= TOUCH_EVERY_S:
-                self._touched[member] = now
+            if due:
+                for member in due:
+                    self._touched[member] = now
                 pipe = self.client.pipeline(transaction=False)
-                pipe.get(key)
-                pipe.zadd(DEMAND_KEY, {member: int(time.time() * 1000)})
-                raw = pipe.execute()[0]
+                pipe.mget(keys)
+                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)))
+                raws = pipe.execute()[0]
             else:
-                raw = self.client.get(key)
+                raws = self.client.mget(keys)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return _decode(key, raw)
+        return [_decode(key, raw) for key, raw in zip(keys, raws, strict=True)]
 
-    def lookup(self, kind: str, symbol: str) -> Lookup:
-        """Is the symbol listed, trading, and streamed (or about to be)?"""
+    def lookup(self, kind: str, symbols: list[str]) -> list[Lookup]:
+        """Is each symbol listed, trading, and streamed (or about to be)?"""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(SYMBOLS_KEY, symbol)
+        pipe.hmget(SYMBOLS_KEY, symbols)
         pipe.exists(SYMBOLS_KEY)
-        pipe.hget(STREAMS_KEY, snapshot_key(kind, symbol))
-        try:
-            status, loaded, state = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return Lookup(bool(loaded), _text(status), _text(state))
+        pipe.hmget(STREAMS_KEY, [snapshot_key(kind, s) for s in symbols])
+        statuses, loaded, states = self._execute(pipe)
+        return [Lookup(bool(loaded), _text(st), _text(sr)) for st, sr in zip(statuses, states, strict=True)]
 
-    def demand(self, kind: str, symbol: str) -> None:
-        """Ask the messenger to stream this, now."""
-        member = demand_member(kind, symbol)
+    def demand(self, kind: str, symbols: list[str]) -> None:
+        """Ask the messenger to stream these, now."""
+        if not symbols:
+            return
+        members = [demand_member(kind, s) for s in symbols]
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(DEMAND_KEY, {member: int(time.time() * 1000)})
-        pipe.publish(DEMAND_CHANNEL, member)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        self._touched[member] = time.monotonic()
+        pipe.zadd(DEMAND_KEY, dict.fromkeys(members, int(time.time() * 1000)))
+        pipe.publish(DEMAND_CHANNEL, members[0])
+        self._execute(pipe)
+        now = time.monotonic()
+        for member in members:
+            self._touched[member] = now
 
-    def wait(self, kind: str, symbol: str, timeout_s: float) -> dict[str, Any] | None:
-        """The first value of a stream being subscribed, or None if none comes within the timeout."""
+    def wait(
+        self, kind: str, symbols: list[str] | tuple[str, ...], timeout_s: float
+    ) -> dict[str, dict[str, Any]]:
+        """The records that exist within ``timeout_s`` (all of them, or as many as came)."""
         deadline = time.monotonic() + timeout_s
-        key = snapshot_key(kind, symbol)
+        keys = [snapshot_key(kind, s) for s in symbols]
         while True:
             try:
-                record = _decode(key, self.client.get(key))
+                raws = self.client.mget(keys)
             except redis.RedisError as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            if record is not None or time.monotonic() >= deadline:
-                return record
+            found = {
+                s: r
+                for s, k, raw in zip(symbols, keys, raws, strict=True)
+                if (r := _decode(k, raw)) is not None
+            }
+            if len(found) == len(symbols) or time.monotonic() >= deadline:
+                return found
             time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def streamed(self, kind: str) -> list[str]:
+        """The symbols streamed in this kind now (exchange spelling), from the stream states."""
+        prefix = snapshot_key(kind, "")
+        try:
+            keys = self.client.hkeys(STREAMS_KEY)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        names = (_text(k) or "" for k in keys)
+        return sorted(n[len(prefix) :].upper() for n in names if n.startswith(prefix))
+
+    def recent_trades(self, symbol: str, limit: int, timeout_s: float) -> list[Any] | None:
+        """The most recent trades, oldest first; None if the list is not there within the timeout.
+
+        The messenger writes the list only once it is whole (the exchange's recent trades, then
+        what streamed since), a moment after the stream's first value.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                raws = self.client.lrange(recent_trades_key(symbol), -limit, -1)
+            except redis.RedisError as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            if raws:
+                return [orjson.loads(raw) for raw in raws]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def exchange_info(self) -> dict[str, Any] | None:
+        """The last exchangeInfo document the messenger fetched, or None."""
+        try:
+            raw = self.client.get(EXCHANGE_INFO_KEY)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        doc: dict[str, Any] | None = orjson.loads(raw) if raw else None
+        return doc
 
     def suggest(self, symbol: str) -> str | None:
         """The listed symbol closest to an unknown one, if any is close."""
@@ -139,10 +190,18 @@ class SnapshotStore:
             names = self.client.hkeys(SYMBOLS_KEY)
         except redis.RedisError:
             return symbols
-        symbols = tuple(sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names))
+        symbols = tuple(sorted(_text(n) or "" for n in names))
         with self._lock:
             self._symbols = (time.monotonic(), symbols)
         return symbols
+
+    @staticmethod
+    def _execute(pipe: Any) -> list[Any]:
+        try:
+            result: list[Any] = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return result
 
 
 @lru_cache(maxsize=1024)

@@ -1,25 +1,31 @@
-"""``POST /snapshot/<SYMBOL>``: the latest best bid/ask of a symbol, or why there is none."""
+"""Transmute's own API: the current value of a symbol's stream, or of several symbols at once.
+
+- ``POST /snapshot/<SYMBOL>``: the best bid/ask (bookTicker).
+- ``POST /snapshot/<SYMBOL>/<kind>``: any stream kind (``trade``, ``kline_1m``, ``depth5``, ...).
+- ``POST /snapshots``: several symbols of one kind, read at one instant.
+
+Errors are ``{"status_code": N, "error": "..."}``.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 from flask import Blueprint, current_app, request
 
-from contract.keys import LIVE
+from contract import kinds
 from contract.settings import Settings
 from contract.symbols import InvalidSymbol, normalize_symbol
+from server import lookup
 from server.errors import ApiError
-from server.store import SnapshotStore, StoreUnavailable
+from server.store import SnapshotStore
 
 bp = Blueprint("snapshot", __name__)
 
-# Every method reaches the view, so that each gets the contract's JSON 400, not a 405.
+# Every method reaches the views, so that each gets the contract's JSON 400, not a 405.
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-BOOK_TICKER = "bookticker"
-TRADING = "TRADING"
+MAX_SYMBOLS = 100
 RETRY = {"Retry-After": "1"}
 
 
@@ -36,16 +42,24 @@ def settings() -> Settings:
 
 
 def parse_symbol(raw: str) -> str:
-    """The exchange spelling of the path's symbol, or a 400."""
+    """The exchange spelling of a user's symbol, or a 400."""
     try:
         return normalize_symbol(raw)
     except InvalidSymbol as exc:
         raise ApiError(400, f"Invalid symbol: {exc}.") from None
 
 
-def parse_max_age_ms() -> int | None:
-    """``max_age_ms`` from the query string or a JSON body; a 400 if it is not a whole number >= 0."""
-    value: Any = request.args.get("max_age_ms")
+def parse_kind(raw: str) -> str:
+    """Binance's name of a kind (any case but a kline's interval), or a 404."""
+    kind = kinds.resolve_kind(raw)
+    if kind is None:
+        raise ApiError(404, f"Unknown stream kind {raw[:40]!r}; kinds: {', '.join(kinds.KINDS)}.")
+    return kind
+
+
+def params() -> dict[str, Any]:
+    """Query parameters, overridden by a JSON object body; a 400 if the body is not one."""
+    out: dict[str, Any] = dict(request.args)
     raw_body = request.get_data(cache=False)
     if raw_body.strip():
         try:
@@ -54,7 +68,12 @@ def parse_max_age_ms() -> int | None:
             raise ApiError(400, "Request body must be a JSON object.") from None
         if not isinstance(doc, dict):
             raise ApiError(400, "Request body must be a JSON object.")
-        value = doc.get("max_age_ms", value)
+        out.update(doc)
+    return out
+
+
+def parse_max_age_ms(value: Any) -> int | None:
+    """``max_age_ms``: a whole number of milliseconds >= 0, or None; a 400 otherwise."""
     if value is None:
         return None
     if isinstance(value, str) and value.isdigit():
@@ -64,57 +83,52 @@ def parse_max_age_ms() -> int | None:
     return int(value)
 
 
-def fresh(record: dict[str, Any] | None, symbol: str, max_age_ms: int | None) -> dict[str, Any]:
-    """The record with its ``age_ms``, or the stale error (500) if it cannot be vouched for."""
-    if record is None:
-        raise ApiError(500, f"No current data for {symbol}: its stream is not live, or it is not streamed.")
-    age_ms = max(0, int(time.time() * 1000) - record["as_of"])
-    if max_age_ms is not None and age_ms > max_age_ms:
-        raise ApiError(
-            500, f"{symbol} was last confirmed current {age_ms} ms ago, over max_age_ms={max_age_ms}."
-        )
-    record["age_ms"] = age_ms
-    return record
-
-
-def current(kind: str, symbol: str, max_age_ms: int | None) -> dict[str, Any]:
-    """The current record of a stream; streams it on demand if nobody did yet.
-
-    No value: an unknown symbol is a 404 (with the closest listed one), a listed one that does
-    not trade a 409, a streamed one whose value is not current the stale 500. A trading symbol
-    nobody streams yet is asked for, and the request waits up to DEMAND_WAIT_MS for its first
-    value (503 with Retry-After if it does not come).
-    """
-    snapshots = store()
+def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[str, Any]]:
+    """The current records, or our JSON error for why not."""
     try:
-        record = snapshots.snapshot(kind, symbol)
-        if record is not None:
-            return fresh(record, symbol, max_age_ms)
-        found = snapshots.lookup(kind, symbol)
-        if not found.catalog_loaded:
-            raise ApiError(503, "The symbol list is not loaded yet; try again shortly.", RETRY)
-        if found.status is None:
-            close = snapshots.suggest(symbol)
-            hint = f" Did you mean {close}?" if close else ""
-            raise ApiError(404, f"Unknown symbol {symbol}.{hint}")
-        if found.status != TRADING:
-            raise ApiError(409, f"{symbol} is not trading (status {found.status}).")
-        if found.stream_state == LIVE:
-            return fresh(None, symbol, max_age_ms)
-        if found.stream_state is None:
-            snapshots.demand(kind, symbol)
-        record = snapshots.wait(kind, symbol, settings().demand_wait_ms / 1000)
-    except StoreUnavailable:
-        raise ApiError(503, "Data store unavailable; try again shortly.", RETRY) from None
-    if record is None:
-        raise ApiError(503, f"{symbol} is being subscribed; try again in a moment.", RETRY)
-    return fresh(record, symbol, max_age_ms)
+        return lookup.current(
+            store(), kinds.key_kind(kind), symbols, max_age_ms, settings().demand_wait_ms / 1000
+        )
+    except lookup.UnknownSymbol as exc:
+        raise ApiError(404, str(exc)) from None
+    except lookup.NotTrading as exc:
+        raise ApiError(409, str(exc)) from None
+    except lookup.Stale as exc:
+        raise ApiError(500, str(exc)) from None
+    except lookup.Unavailable as exc:
+        raise ApiError(503, str(exc), RETRY) from None
+
+
+def _post_only() -> None:
+    if request.method != "POST":
+        raise ApiError(400, f"{request.method} not supported.")
 
 
 @bp.route("/snapshot/<symbol>", methods=METHODS, provide_automatic_options=False)
-def snapshot(symbol: str) -> dict[str, Any]:
-    """The latest bookTicker of ``symbol`` (BTC_USDT, BTCUSDT, btc_usdt or btcusdt)."""
-    if request.method != "POST":
-        raise ApiError(400, f"{request.method} not supported.")
+@bp.route("/snapshot/<symbol>/<kind>", methods=METHODS, provide_automatic_options=False)
+def snapshot(symbol: str, kind: str = kinds.BOOK_TICKER) -> dict[str, Any]:
+    """The latest value of one stream of ``symbol`` (BTC_USDT, BTCUSDT, btc_usdt or btcusdt)."""
+    _post_only()
     exchange_symbol = parse_symbol(symbol)
-    return current(BOOK_TICKER, exchange_symbol, parse_max_age_ms())
+    name = parse_kind(kind)
+    [record] = current(name, [exchange_symbol], parse_max_age_ms(params().get("max_age_ms")))
+    return record
+
+
+@bp.route("/snapshots", methods=METHODS, provide_automatic_options=False)
+def snapshots() -> dict[str, Any]:
+    """Several symbols of one kind, read at one instant: ``{"symbols": [...], "kind": "..."}``."""
+    _post_only()
+    given = params()
+    raw = given.get("symbols")
+    if isinstance(raw, str):
+        raw = [s for s in raw.split(",") if s]
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
+        raise ApiError(400, "symbols must be a list of symbols (or, in the query, comma-separated).")
+    if len(raw) > MAX_SYMBOLS:
+        raise ApiError(400, f"At most {MAX_SYMBOLS} symbols a request.")
+    symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
+    kind_given = given.get("kind", kinds.BOOK_TICKER)
+    name = parse_kind(kind_given if isinstance(kind_given, str) else "")
+    records = current(name, symbols, parse_max_age_ms(given.get("max_age_ms")))
+    return {"kind": name, "snapshots": records}

@@ -1,0 +1,96 @@
+"""The current value of a stream, or why there is none: shared by every API of the server.
+
+Each API (ours, the Binance-compatible one, live push) turns the exceptions below into its
+own error shape.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from contract.keys import LIVE
+from server.store import SnapshotStore, StoreUnavailable
+
+TRADING = "TRADING"
+
+
+class NoValue(Exception):
+    """No current value can be served; the message says why, for the user."""
+
+
+class Unavailable(NoValue):
+    """Try again shortly: Redis is down, the symbol list is not loaded, or a stream is starting."""
+
+
+class UnknownSymbol(NoValue):
+    """The exchange lists no such symbol."""
+
+    def __init__(self, symbol: str, suggestion: str | None) -> None:
+        hint = f" Did you mean {suggestion}?" if suggestion else ""
+        super().__init__(f"Unknown symbol {symbol}.{hint}")
+        self.symbol = symbol
+        self.suggestion = suggestion
+
+
+class NotTrading(NoValue):
+    """The symbol is listed but does not trade now."""
+
+    def __init__(self, symbol: str, status: str) -> None:
+        super().__init__(f"{symbol} is not trading (status {status}).")
+        self.status = status
+
+
+class Stale(NoValue):
+    """The stream is carried but its value cannot be vouched for (recently enough)."""
+
+
+def with_age(record: dict[str, Any], symbol: str, max_age_ms: int | None) -> dict[str, Any]:
+    """The record with its ``age_ms``; Stale if it was confirmed longer ago than ``max_age_ms``."""
+    age_ms = max(0, int(time.time() * 1000) - record["as_of"])
+    if max_age_ms is not None and age_ms > max_age_ms:
+        raise Stale(f"{symbol} was last confirmed current {age_ms} ms ago, over max_age_ms={max_age_ms}.")
+    record["age_ms"] = age_ms
+    return record
+
+
+def current(
+    store: SnapshotStore, kind: str, symbols: list[str], max_age_ms: int | None, wait_s: float
+) -> list[dict[str, Any]]:
+    """The current records of ``symbols`` (one kind's key segment), read in one round trip.
+
+    Symbols nobody streams yet are asked for, and the call waits up to ``wait_s`` for their
+    first values. Raises a NoValue if any symbol has no current value.
+    """
+    try:
+        records = store.snapshots(kind, symbols)
+        missing = [s for s, r in zip(symbols, records, strict=True) if r is None]
+        if missing:
+            _explain(store, kind, missing)
+            found = store.wait(kind, symbols, wait_s)
+            records = [r if r is not None else found.get(s) for s, r in zip(symbols, records, strict=True)]
+    except StoreUnavailable:
+        raise Unavailable("Data store unavailable; try again shortly.") from None
+    late = [s for s, r in zip(symbols, records, strict=True) if r is None]
+    if late:
+        raise Unavailable(
+            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} being subscribed; try again in a moment."
+        )
+    return [with_age(r, s, max_age_ms) for s, r in zip(symbols, records, strict=True) if r is not None]
+
+
+def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> None:
+    """Raise why these have no value, or ask for the ones nobody streams yet (and return)."""
+    lookups = store.lookup(kind, symbols)
+    if not lookups[0].catalog_loaded:
+        raise Unavailable("The symbol list is not loaded yet; try again shortly.")
+    for symbol, found in zip(symbols, lookups, strict=True):
+        if found.status is None:
+            raise UnknownSymbol(symbol, store.suggest(symbol))
+        if found.status != TRADING:
+            raise NotTrading(symbol, found.status)
+    stale = [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state == LIVE]
+    if stale:
+        listed = ", ".join(stale)
+        raise Stale(f"No current data for {listed}: its stream is not live, or it is not streamed.")
+    store.demand(kind, [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state is None])

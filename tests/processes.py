@@ -6,6 +6,7 @@ stopped by the fixture that started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -266,3 +267,70 @@ class Gunicorn(Process):
         """``POST /snapshot/<symbol>``: (status, JSON body)."""
         status, _, doc = http("POST", f"{self.url}/snapshot/{symbol}{query}", body)
         return status, doc
+
+
+class EventStream:
+    """A real HTTP client reading a Server-Sent Events stream on a thread of its own."""
+
+    def __init__(self, url: str) -> None:
+        import http.client
+        import queue
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        self.conn.connect()
+        self.sock = self.conn.sock
+        self.conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = dict(self.response.getheaders())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        if self.status == 200:
+            self._reader.start()
+
+    def _read(self) -> None:
+        event: dict[str, Any] = {}
+        try:
+            while True:
+                line = self.response.readline()
+                if not line:
+                    return
+                text = line.decode().rstrip("\n")
+                if text.startswith(":"):
+                    self.events.put({"comment": text[1:].strip()})
+                elif text == "":
+                    if event:
+                        self.events.put(event)
+                    event = {}
+                else:
+                    field, _, value = text.partition(":")
+                    event[field] = value.strip()
+        except (OSError, ValueError, AttributeError):  # AttributeError: closed under our feet
+            return
+
+    def next(self, timeout_s: float, where: Any = None) -> dict[str, Any]:
+        """The next event (or comment) that matches ``where``; fails at the deadline."""
+        import queue
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                item = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no matching event within {timeout_s} s") from None
+            if "data" in item and item.get("event") in ("snapshot", "stale"):
+                item["json"] = orjson.loads(item["data"])
+            if where is None or where(item):
+                return item
+
+    def close(self) -> None:
+        """Hang up (shutting the socket down wakes the reader thread)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.response.close()
+        self.conn.close()
+        if self._reader.is_alive():
+            self._reader.join(5)

@@ -66,8 +66,10 @@ def current(
         records = store.snapshots(kind, symbols)
         missing = [s for s, r in zip(symbols, records, strict=True) if r is None]
         if missing:
-            _explain(store, kind, missing)
-            found = store.wait(kind, symbols, wait_s)
+            arrived = _explain(store, kind, missing)
+            still = [s for s in missing if s not in arrived]
+            found = store.wait(kind, still, wait_s) if still else {}
+            found.update(arrived)
             records = [r if r is not None else found.get(s) for s, r in zip(symbols, records, strict=True)]
     except StoreUnavailable:
         raise Unavailable("Data store unavailable; try again shortly.") from None
@@ -79,9 +81,15 @@ def current(
     return [with_age(r, s, max_age_ms) for s, r in zip(symbols, records, strict=True) if r is not None]
 
 
-def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> None:
-    """Raise why these have no value, or ask for the ones nobody streams yet (and return)."""
+def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, dict[str, Any]]:
+    """Raise why these have no value, or ask for the ones nobody streams yet; returns the values
+    that arrived in the meantime."""
     lookups = store.lookup(kind, symbols)
+    arrived = {s: found.record for s, found in zip(symbols, lookups, strict=True) if found.record is not None}
+    lookups = [found for found in lookups if found.record is None]
+    symbols = [s for s in symbols if s not in arrived]
+    if not lookups:
+        return arrived
     if not lookups[0].catalog_loaded:
         raise Unavailable("The symbol list is not loaded yet; try again shortly.")
     for symbol, found in zip(symbols, lookups, strict=True):
@@ -94,3 +102,4 @@ def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> None:
         listed = ", ".join(stale)
         raise Stale(f"No current data for {listed}: its stream is not live, or it is not streamed.")
     store.demand(kind, [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state is None])
+    return arrived

@@ -56,11 +56,12 @@ def redis_client(url: str) -> redis.Redis:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """What Redis knows of a symbol that has no current value."""
+    """What Redis knows of a symbol that had no current value a moment ago."""
 
     catalog_loaded: bool
     status: str | None  # TRADING, BREAK, ... or None if the exchange does not list it
     stream_state: str | None  # pending / live, or None if not streamed
+    record: dict[str, Any] | None  # read again with the rest: it may have arrived since
 
 
 class SnapshotStore:
@@ -100,13 +101,23 @@ class SnapshotStore:
         return [_decode(key, raw) for key, raw in zip(keys, raws, strict=True)]
 
     def lookup(self, kind: str, symbols: list[str]) -> list[Lookup]:
-        """Is each symbol listed, trading, and streamed (or about to be)?"""
+        """Is each symbol listed, trading, and streamed (or about to be)?
+
+        The values are read again after the stream states, in the same round trip: the
+        messenger writes a first value before it marks a stream live, so a value found
+        missing here with its stream live really is not current.
+        """
+        keys = [snapshot_key(kind, s) for s in symbols]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(SYMBOLS_KEY, symbols)
         pipe.exists(SYMBOLS_KEY)
-        pipe.hmget(STREAMS_KEY, [snapshot_key(kind, s) for s in symbols])
-        statuses, loaded, states = self._execute(pipe)
-        return [Lookup(bool(loaded), _text(st), _text(sr)) for st, sr in zip(statuses, states, strict=True)]
+        pipe.hmget(STREAMS_KEY, keys)
+        pipe.mget(keys)
+        statuses, loaded, states, raws = self._execute(pipe)
+        return [
+            Lookup(bool(loaded), _text(status), _text(state), _decode(key, raw))
+            for status, state, key, raw in zip(statuses, states, keys, raws, strict=True)
+        ]
 
     def demand(self, kind: str, symbols: list[str]) -> None:
         """Ask the messenger to stream these, now."""

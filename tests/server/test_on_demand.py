@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, PENDING, STREAMS_KEY, SYMBOLS_KEY
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, STREAMS_KEY, SYMBOLS_KEY
 from server import create_app
 from tests.server.test_snapshot import record
 
@@ -120,3 +120,21 @@ def test_a_symbol_in_use_is_counted_as_demand_now_and_then(
     time.sleep(0.01)
     assert client.post("/snapshot/BTCUSDT").status_code == 200
     assert fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT") == first  # not on every request
+
+
+def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake_redis: redis.Redis) -> None:
+    from server import lookup
+    from server.store import SnapshotStore
+
+    class ReadJustBeforeTheWrite(SnapshotStore):
+        """The request's first read misses; the messenger then writes the value, then 'live'."""
+
+        def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
+            missed = super().snapshots(kind, symbols)
+            fake_redis.set(BNB, orjson.dumps(record(symbol="BNBBTC")), px=1000)
+            fake_redis.hset(STREAMS_KEY, BNB, LIVE)
+            return [None for _ in missed]
+
+    fake_redis.hset(STREAMS_KEY, BNB, PENDING)
+    [found] = lookup.current(ReadJustBeforeTheWrite(fake_redis), "bookticker", ["BNBBTC"], None, 0.0)
+    assert found["symbol"] == "BNBBTC"

@@ -6,6 +6,7 @@
 | ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
 | ``transmute:trades:<symbol>`` | list, TTL | messenger | the most recent trades, oldest first |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
+| ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
 | ``transmute:streams`` | hash | messenger | snapshot key -> ``pending`` / ``live``: what it streams |
 | ``transmute:symbols`` | hash | messenger | symbol -> status (TRADING, BREAK, ...) from exchangeInfo |
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
@@ -20,6 +21,9 @@ SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
 RECENT_TRADES_KEY_TEMPLATE = "transmute:trades:{symbol}"
 RECENT_TRADES_KEPT = 1000
 WATCHED_KEY = "transmute:watched"
+HEARTBEAT_KEY = "transmute:messenger"
+# Written every refresh (a third of SNAPSHOT_TTL_MS); gone this long after the messenger stops.
+HEARTBEAT_TTL_MS = 5000
 STREAMS_KEY = "transmute:streams"
 SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"

@@ -52,6 +52,8 @@ class Settings:
     port: int = _setting(3333, low=1, high=65535)
     # Gunicorn worker processes; 0: two per CPU core.
     web_concurrency: int = _setting(0, low=0, high=256)
+    # The messenger's Prometheus metrics (on HOST); 0: none.
+    metrics_port: int = _setting(9464, low=0, high=65535)
     log_level: str = _setting("INFO")
     log_format: str = _setting("text")
 

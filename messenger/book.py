@@ -58,6 +58,7 @@ class Write:
     source: str
     history_key: str | None = None
     new_items: list[Fields] = field(default_factory=list)
+    update: bool = True  # a new value (not a refresh of one already written)
 
 
 @dataclass(slots=True)
@@ -69,9 +70,10 @@ class Batch:
     # What we stream, for the server: key -> "pending"/"live", or None once no longer streamed.
     streams: dict[str, str | None] = field(default_factory=dict)
     streams_complete: bool = False  # ``streams`` is the whole set: replace what Redis holds
+    heartbeat: dict[str, Any] | None = None  # the messenger's own status, on refreshes
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.deletes or self.streams or self.streams_complete)
+        return bool(self.writes or self.deletes or self.streams or self.streams_complete or self.heartbeat)
 
 
 class Book:
@@ -310,11 +312,12 @@ class Book:
         """
         writes: list[Write] = []
         with self.lock:
+            updated: set[str] = set()
             if everything:
                 keys: set[str] | Any = self._entries.keys()
                 deletes = [k for k, e in self._entries.items() if not e.vouchers]
             else:
-                keys = self._dirty
+                keys = updated = self._dirty
                 # A key may have been invalidated and then vouched for again before this.
                 deletes = [k for k in self._gone if not self._entries[k].vouchers]
                 if refresh_older_than is not None:
@@ -350,6 +353,7 @@ class Book:
                         entry.source,
                         entry.history_key if entry.history_whole else None,
                         [item for _, item in entry.new_items] if entry.history_whole else [],
+                        key in updated,
                     )
                 )
                 if entry.history_whole:
@@ -362,6 +366,17 @@ class Book:
                 streams = {k: self._tracked.get(k) for k in self._tracked_changed}
             self._tracked_changed = set()
         return Batch(writes, deletes, streams, everything)
+
+    def freshness(self, now: float) -> tuple[int, int]:
+        """(keys streamed, of those: servable now)."""
+        limit = now - self.liveness_timeout_s
+        with self.lock:
+            fresh = 0
+            for key in self._tracked:
+                entry = self._entries.get(key)
+                if entry is not None and any(v.last_heard >= limit for v in entry.vouchers):
+                    fresh += 1
+            return len(self._tracked), fresh
 
     def __len__(self) -> int:
         with self.lock:

@@ -75,6 +75,7 @@ class Connection:
         self.close_reason = ""
         self.shutdown_announced = False
         self.frames = 0
+        self.kind_frames: dict[str, int] = {}  # market-data frames by stream kind
         self.malformed = 0
         self.unknown = 0
         self.refused = 0
@@ -233,6 +234,7 @@ class Connection:
         routes = self.routes
         on_frame = self.book.on_frame
         monotonic = time.monotonic
+        kind_frames = self.kind_frames
         while True:
             opcode, frame = recv(True)
             now = monotonic()
@@ -259,6 +261,8 @@ class Connection:
                 self._malformed(f"{route.stream}: {exc}", frame.data)
                 continue
             on_frame(self, route.key, order, fields, now, route.history_key)
+            name = route.kind.name
+            kind_frames[name] = kind_frames.get(name, 0) + 1
 
     def _other(self, raw: bytes, now: float) -> None:
         """A frame that is not market data: a reply to our request, an event, or garbage."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contract.settings import Settings
+from messenger import metrics
 from messenger.binance import BOOK_TICKER, StreamKind
 from messenger.book import Book
 from messenger.catalog import Catalog
@@ -53,6 +56,7 @@ class Messenger:
             settings.snapshot_ttl_ms,
             settings.refresh_interval_ms / 1000,
             watched=lambda: self.demand.watched,
+            status=self.status,
         )
         self.rest = BinanceRest(settings.binance_rest_url)
         self.seeder = Seeder(self.book, self.rest)
@@ -74,6 +78,12 @@ class Messenger:
         whatever users ask for, until a stop flag is set; then stop cleanly."""
         for part in (self.writer, self.seeder, self.catalog, self.demand):
             part.start()
+        if self.settings.metrics_port:
+            try:
+                metrics.serve(self, self.settings.host, self.settings.metrics_port)
+            except OSError as exc:
+                logger.warning("metrics: cannot listen on %s:%d (%s); running without",
+                               self.settings.host, self.settings.metrics_port, exc)  # fmt: skip
         everything = " and every trading symbol" if all_symbols else ""
         logger.info("messenger: pinned %s%s (%s); any other trading symbol and kind on demand",
                     ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip
@@ -110,6 +120,20 @@ class Messenger:
         added, removed = self.supervisor.set_routes(wanted.routes)
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
+
+    def status(self) -> dict[str, Any]:
+        """What the messenger is doing, for its heartbeat in Redis and the status page."""
+        tracked, fresh = self.book.freshness(time.monotonic())
+        conns = list(self.supervisor.conns)
+        return {
+            "pid": os.getpid(),
+            "connections": len(conns),
+            "streams": sum(len(c.subscribed) for c in conns),
+            "tracked": tracked,
+            "fresh": fresh,
+            "redis": self.writer.healthy,
+            "catalog_symbols": len(self.catalog.statuses or ()),
+        }
 
     def stop(self, force: bool = False) -> None:
         """Close connections and delete the keys we vouched for: they are no longer current."""

@@ -45,8 +45,8 @@ class Stats:
             frames,
             write_rate,
             self.book.older_dropped,
-            sum(c.malformed for c in conns),
-            sum(c.unknown for c in conns),
+            self.supervisor.total("malformed"),
+            self.supervisor.total("unknown"),
             "ok" if self.writer.healthy else "DOWN",
             dict(self.supervisor.reconnects) or "none",
         )

@@ -32,6 +32,7 @@ CONNECTION_WINDOW_S = 300.0
 # An old connection is closed at the latest this long after its successor was opened.
 HANDOVER_LIMIT_S = 60.0
 POLICY_VIOLATION = 1008
+COUNTERS = ("frames", "malformed", "unknown", "refused", "requests_sent", "pings_sent")
 
 
 class ConnectionBudget:
@@ -72,7 +73,10 @@ class Supervisor:
         self._handover_started: dict[Connection, float] = {}
         self._lifetime: dict[Connection, float] = {}
         self._retired: set[Connection] = set()
-        self.closed_frames = 0  # frames received by connections that are gone
+        # What connections that are gone had counted (their own counters go with them).
+        self.closed: Counter[str] = Counter()
+        self.closed_kind_frames: Counter[str] = Counter()
+        self.liveness_timeouts = 0
         self._liveness_s = settings.liveness_timeout_ms / 1000
 
     # -- what to carry ----------------------------------------------------------------
@@ -135,6 +139,7 @@ class Supervisor:
                 logger.warning("%s: nothing heard for %.1f s; presumed dead",
                                conn, now - conn.last_heard)  # fmt: skip
                 conn.abort(f"silent for {now - conn.last_heard:.1f} s")
+                self.liveness_timeouts += 1
                 self._reseed(self.book.release(conn))
             elif conn not in self._successor and not self._is_successor(conn):
                 opened_at = conn.opened_at or now
@@ -150,11 +155,25 @@ class Supervisor:
 
     def frames(self) -> int:
         """Frames received since start, on every connection."""
-        return self.closed_frames + sum(c.frames for c in self.conns)
+        return self.total("frames")
+
+    def total(self, counter: str) -> int:
+        """A connection counter (frames, malformed, unknown, refused, requests_sent, pings_sent)
+        summed over every connection since start."""
+        return self.closed[counter] + sum(int(getattr(c, counter)) for c in self.conns)
+
+    def kind_frames(self) -> Counter[str]:
+        """Market-data frames by stream kind since start."""
+        total = Counter(self.closed_kind_frames)
+        for conn in self.conns:
+            total.update(dict(conn.kind_frames))
+        return total
 
     def _closed(self, conn: Connection, now: float) -> None:
         self.conns.remove(conn)
-        self.closed_frames += conn.frames
+        for counter in COUNTERS:
+            self.closed[counter] += getattr(conn, counter)
+        self.closed_kind_frames.update(dict(conn.kind_frames))
         self._lifetime.pop(conn, None)
         self._reseed(self.book.release(conn))
         reason = conn.close_reason or "closed"

@@ -20,10 +20,11 @@ from typing import Any
 
 import redis
 
-from contract.keys import RECENT_TRADES_KEPT, STREAMS_KEY
+from contract.keys import HEARTBEAT_KEY, HEARTBEAT_TTL_MS, RECENT_TRADES_KEPT, STREAMS_KEY
 from contract.records import AS_OF, TS, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
+from messenger.histogram import Histogram
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Writer(Worker):
         ttl_ms: int,
         refresh_interval_s: float,
         watched: Callable[[], frozenset[str]] = frozenset,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__("redis-writer")
         self.book = book
@@ -46,11 +48,13 @@ class Writer(Worker):
         self.ttl_ms = ttl_ms
         self.refresh_interval_s = refresh_interval_s
         self.watched = watched
+        self.status = status
         self.writes = 0
         self.deletes = 0
         self.batches = 0
         self.errors = 0
         self.healthy = False
+        self.latency = Histogram()  # frame received -> value acknowledged by Redis
         self._backoff = Backoff(0.05, 2.0)
 
     def stop(self, timeout_s: float = 2.0) -> None:
@@ -75,6 +79,8 @@ class Writer(Worker):
                 refresh_before = now - self.refresh_interval_s / 2
                 next_refresh = now + self.refresh_interval_s
             batch = self.book.take(now, refresh_before, everything)
+            if refresh_before is not None and self.status is not None:
+                batch.heartbeat = self.status()
             if batch:
                 try:
                     self.write(batch)
@@ -127,7 +133,14 @@ class Writer(Worker):
         dropped = [k for k, v in batch.streams.items() if v is None]
         if dropped:
             pipe.hdel(STREAMS_KEY, *dropped)
+        if batch.heartbeat is not None:
+            heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
+            pipe.set(HEARTBEAT_KEY, encode_record(heartbeat), px=HEARTBEAT_TTL_MS)
         pipe.execute()
+        done = time.monotonic()
+        for w in batch.writes:
+            if w.update:
+                self.latency.observe(done - w.changed)
         self.writes += len(batch.writes)
         self.deletes += len(batch.deletes)
         self.batches += 1

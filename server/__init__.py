@@ -1,45 +1,22 @@
-"""The HTTP side: a Flask app that answers from Redis. Gunicorn runs ``server:create_app()``."""
+"""The HTTP side: a Flask app that answers from Redis. Gunicorn runs ``server:create_app()``.
+
+Importing the package loads nothing else, so gunicorn's configuration (server.gunicorn_conf)
+can prepare the environment, such as Prometheus's multiprocess directory, before the
+application and its libraries are imported in the workers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-import redis
-from flask import Flask
-from flask.json.provider import JSONProvider
-
-from contract.settings import Settings
-from server import binance_api, errors, push, views
-from server.store import SnapshotStore, redis_client
-
-# Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
-MAX_BODY_BYTES = 16 * 1024
-
-
-class OrjsonProvider(JSONProvider):
-    """Flask's JSON through orjson: faster, and it never turns a price string into a float."""
-
-    def dumps(self, obj: Any, **kwargs: Any) -> str:
-        return orjson.dumps(obj).decode()
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+if TYPE_CHECKING:
+    import redis
+    from flask import Flask
 
 
 def create_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | None = None) -> Flask:
     """The application: defaults, then the environment, then ``overrides`` (tests)."""
-    settings = Settings.from_env(**dict(overrides or {}))
-    app = Flask(__name__)
-    app.json = OrjsonProvider(app)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["transmute.settings"] = settings
-    client = client or redis_client(settings.redis_url)
-    app.extensions["transmute.store"] = SnapshotStore(client)
-    app.extensions["transmute.hub"] = push.Hub(client)
-    errors.register(app)
-    app.register_blueprint(views.bp)
-    app.register_blueprint(binance_api.bp)
-    app.register_blueprint(push.bp)
-    return app
+    from server.app import build_app  # noqa: PLC0415 (deliberately late: see the module docstring)
+
+    return build_app(overrides, client)

@@ -9,13 +9,14 @@ from gunicorn.app.base import BaseApplication
 
 from contract.settings import Settings, SettingsError
 from server import create_app
-from server.gunicorn_conf import options
 
 
 class Server(BaseApplication):  # type: ignore[misc]
     """Gunicorn's documented custom-application hook, loading ``create_app()``."""
 
     def __init__(self, settings: Settings) -> None:
+        from server.gunicorn_conf import options  # noqa: PLC0415 (after the settings were checked)
+
         self._options = options(settings)
         super().__init__()
 

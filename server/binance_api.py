@@ -19,7 +19,7 @@ from flask import Blueprint, Response, request
 
 from contract import kinds
 from contract.symbols import InvalidSymbol, normalize_symbol
-from server import lookup
+from server import lookup, metrics
 from server.store import StoreUnavailable
 from server.views import settings, store
 
@@ -110,6 +110,9 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
         return lookup.current(store(), key_kind, symbols, None, settings().demand_wait_ms / 1000)
     except lookup.UnknownSymbol:
         raise BinanceError(*INVALID_SYMBOL) from None
+    except lookup.Stale as exc:
+        metrics.STALE.labels("binance").inc()
+        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
     except lookup.NoValue as exc:
         raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
     except StoreUnavailable as exc:

@@ -1,16 +1,56 @@
-"""Gunicorn settings from the same environment as the app: ``gunicorn -c python:server.gunicorn_conf``."""
+"""Gunicorn settings from the same environment as the app: ``gunicorn -c python:server.gunicorn_conf``.
+
+Also prepares Prometheus's multiprocess directory before any worker imports the application,
+and tells prometheus_client when a worker is gone, so ``/metrics`` adds up the live ones.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from contract.logs import logging_config
 from contract.settings import Settings
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_dir() -> Path:
+    """The directory worker processes write their metrics to (made if the environment names none)."""
+    path = os.environ.get(METRICS_DIR_ENV)
+    if not path:
+        path = tempfile.mkdtemp(prefix="transmute-metrics-")
+        os.environ[METRICS_DIR_ENV] = path
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
+def on_starting(server: Any) -> None:
+    """Start counting from zero: samples of an earlier run would add up with ours."""
+    for stale in metrics_dir().glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its gauges no longer count."""
+    from prometheus_client import multiprocess  # noqa: PLC0415 (never imported by the arbiter before)
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory if it is a temporary one of ours."""
+    path = metrics_dir()
+    if path.name.startswith("transmute-metrics-"):
+        shutil.rmtree(path, ignore_errors=True)
+
 
 def options(settings: Settings) -> dict[str, Any]:
     """Gunicorn's settings for this service."""
+    metrics_dir()
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.web_concurrency or 2 * (os.cpu_count() or 1),
@@ -24,6 +64,9 @@ def options(settings: Settings) -> dict[str, Any]:
         "keepalive": 5,
         # Several servers may share a host (tests, benchmarks); gunicornc is not used.
         "control_socket_disable": True,
+        "on_starting": on_starting,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
     }
 
 

@@ -29,7 +29,7 @@ from flask import Blueprint, Response, current_app
 from contract import kinds
 from contract.keys import DEMAND_CHANNEL, WATCHED_KEY, snapshot_key
 from contract.records import MalformedRecord, decode_record
-from server import lookup
+from server import lookup, metrics
 from server.errors import ApiError
 from server.store import SnapshotStore, StoreUnavailable
 from server.views import RETRY, parse_kind, parse_symbol, settings, store
@@ -254,4 +254,5 @@ class Follower:
     def _gone(self, why: str) -> Iterator[str]:
         if not self.stale:
             self.stale = True
+            metrics.STALE.labels("push").inc()
             yield _event("stale", {"status_code": 500, "error": f"No current data for {self.symbol}: {why}."})

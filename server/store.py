@@ -30,6 +30,7 @@ from contract.keys import (
     snapshot_key,
 )
 from contract.records import MalformedRecord, decode_record
+from server import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class SnapshotStore:
         """Ask the messenger to stream these, now."""
         if not symbols:
             return
+        metrics.SPAWNS.labels(kind).inc(len(symbols))
         members = [demand_member(kind, s) for s in symbols]
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(DEMAND_KEY, dict.fromkeys(members, int(time.time() * 1000)))

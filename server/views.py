@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, request
 from contract import kinds
 from contract.settings import Settings
 from contract.symbols import InvalidSymbol, normalize_symbol
-from server import lookup
+from server import lookup, metrics
 from server.errors import ApiError
 from server.store import SnapshotStore
 
@@ -94,6 +94,7 @@ def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[
     except lookup.NotTrading as exc:
         raise ApiError(409, str(exc)) from None
     except lookup.Stale as exc:
+        metrics.STALE.labels("snapshot").inc()
         raise ApiError(500, str(exc)) from None
     except lookup.Unavailable as exc:
         raise ApiError(503, str(exc), RETRY) from None

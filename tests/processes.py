@@ -229,6 +229,7 @@ def messenger_env(sim: Simulator, redis_url: str, **settings: Any) -> dict[str, 
         "RECONNECT_MAX_MS": "1000",
         "STATS_INTERVAL_S": "1",
         "LOG_LEVEL": "INFO",
+        "METRICS_PORT": "0",
     }
     env.update({k.upper(): str(v) for k, v in settings.items()})
     return env

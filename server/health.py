@@ -1,0 +1,43 @@
+"""Health for load balancers: ``GET /healthz`` (the process is up) and ``GET /readyz`` (it can serve)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis
+from flask import Blueprint
+
+from contract.keys import HEARTBEAT_KEY
+from server.views import store
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """200 while the process answers; touches nothing else."""
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[dict[str, Any], int]:
+    """200 while Redis answers and the messenger's heartbeat is fresh; 503 with the reason otherwise.
+
+    Also says how much of what the messenger streams is fresh (servable) right now.
+    """
+    try:
+        raw = store().client.get(HEARTBEAT_KEY)
+    except redis.RedisError as exc:
+        return {"status": "unavailable", "reason": f"redis does not answer: {exc}"}, 503
+    if raw is None:
+        return {"status": "unavailable", "reason": "no fresh messenger heartbeat"}, 503
+    beat = orjson.loads(raw)
+    tracked, fresh = beat.get("tracked", 0), beat.get("fresh", 0)
+    return {
+        "status": "ready",
+        "messenger": beat,
+        "heartbeat_age_ms": max(0, int(time.time() * 1000) - beat.get("ts", 0)),
+        "fresh_share": round(fresh / tracked, 4) if tracked else None,
+    }, 200

@@ -1,0 +1,48 @@
+"""``/healthz`` and ``/readyz``, as a load balancer sees them."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis
+
+from contract.keys import HEARTBEAT_KEY
+from server import create_app
+from tests.processes import free_port
+
+
+def test_healthz_is_200_even_without_redis() -> None:
+    app = create_app({"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    response = app.test_client().get("/healthz")
+    assert (response.status_code, response.get_json()) == (200, {"status": "ok"})
+
+
+def test_readyz_is_503_without_redis() -> None:
+    app = create_app({"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["reason"].startswith("redis does not answer")
+
+
+def test_readyz_is_503_without_a_messenger_heartbeat(fake_redis: redis.Redis) -> None:
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable", "reason": "no fresh messenger heartbeat"}
+
+
+def test_readyz_is_200_with_a_fresh_heartbeat_and_says_how_much_is_fresh(fake_redis: redis.Redis) -> None:
+    beat = {
+        "pid": 1,
+        "connections": 2,
+        "streams": 10,
+        "tracked": 8,
+        "fresh": 6,
+        "ts": int(time.time() * 1000),
+    }
+    fake_redis.set(HEARTBEAT_KEY, orjson.dumps(beat), px=5000)
+    body = create_app(client=fake_redis).test_client().get("/readyz").get_json()
+    assert body["status"] == "ready"
+    assert body["fresh_share"] == 0.75
+    assert body["messenger"]["connections"] == 2
+    assert 0 <= body["heartbeat_age_ms"] < 1000

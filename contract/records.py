@@ -7,11 +7,14 @@ Two timestamps say how current it is (epoch milliseconds, the messenger's clock)
 - ``as_of``: up to when it is known to be current: the last time the connection that
   carries it was heard from. A quiet symbol's ``ts`` stays old while ``as_of`` moves on.
 
+``source`` says where the value came from (``stream``, or ``rest`` for a seed), ``connection``
+which of the messenger's connections vouches for it.
+
 Example (bookTicker)::
 
     {"symbol": "BTCUSDT", "bid_price": "25.35190000", "bid_quantity": "31.21000000",
      "ask_price": "25.36520000", "ask_quantity": "40.66000000", "update_id": 400900217,
-     "ts": 1700000000123, "as_of": 1700000000456, "source": "stream"}
+     "ts": 1700000000123, "as_of": 1700000000456, "source": "stream", "connection": 1}
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ class Write:
     changed: float
     heard: float
     source: str
+    connection: int = 0  # the vouching connection heard from last
     history_key: str | None = None
     new_items: list[Fields] = field(default_factory=list)
     update: bool = True  # a new value (not a refresh of one already written)
@@ -340,7 +341,8 @@ class Book:
                 entry = self._entries[key]
                 if not entry.vouchers or entry.fields is None:
                     continue
-                heard = max(v.last_heard for v in entry.vouchers)
+                voucher = max(entry.vouchers, key=lambda v: v.last_heard)
+                heard = voucher.last_heard
                 if heard < limit:
                     continue
                 entry.written = now
@@ -351,6 +353,7 @@ class Book:
                         entry.changed,
                         heard,
                         entry.source,
+                        voucher.id,
                         entry.history_key if entry.history_whole else None,
                         [item for _, item in entry.new_items] if entry.history_whole else [],
                         key in updated,

@@ -113,6 +113,7 @@ class Writer(Worker):
                 # Known current when it arrived, and whenever its connection spoke since.
                 AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
                 "source": w.source,
+                "connection": w.connection,
             }
             value = encode_record(record)
             pipe.set(w.key, value, px=ttl)

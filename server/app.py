@@ -11,7 +11,7 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
-from server import binance_api, errors, health, metrics, push, views
+from server import binance_api, errors, health, metrics, pages, push, views
 from server.store import SnapshotStore, redis_client
 
 # Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
@@ -43,5 +43,6 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.register_blueprint(binance_api.bp)
     app.register_blueprint(push.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(pages.bp)
     metrics.register(app)
     return app

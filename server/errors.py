@@ -41,9 +41,11 @@ def register(app: Flask) -> None:
         return body(exc.status_code, exc.error), exc.status_code, exc.headers
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+    def http_error(exc: HTTPException) -> tuple[dict[str, Any], int, list[tuple[str, str]]]:
         code = exc.code or 500
-        return body(code, exc.description or exc.name), code
+        # Keep the exception's own headers (a 405's Allow), but not its HTML content type.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return body(code, exc.description or exc.name), code, headers
 
     @app.errorhandler(Exception)
     def crash(exc: Exception) -> tuple[dict[str, Any], int]:

@@ -24,7 +24,7 @@ from server.store import SnapshotStore
 bp = Blueprint("snapshot", __name__)
 
 # Every method reaches the views, so that each gets the contract's JSON 400, not a 405.
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 MAX_SYMBOLS = 100
 RETRY = {"Retry-After": "1"}
 
@@ -72,10 +72,11 @@ def params() -> dict[str, Any]:
     return out
 
 
-def parse_max_age_ms(value: Any) -> int | None:
-    """``max_age_ms``: a whole number of milliseconds >= 0, or None; a 400 otherwise."""
-    if value is None:
+def parse_max_age_ms(given: dict[str, Any]) -> int | None:
+    """``max_age_ms`` if given: a whole number of milliseconds >= 0 (a 400 for anything else)."""
+    if "max_age_ms" not in given:
         return None
+    value = given["max_age_ms"]
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if type(value) is not int or value < 0:
@@ -112,7 +113,7 @@ def snapshot(symbol: str, kind: str = kinds.BOOK_TICKER) -> dict[str, Any]:
     _post_only()
     exchange_symbol = parse_symbol(symbol)
     name = parse_kind(kind)
-    [record] = current(name, [exchange_symbol], parse_max_age_ms(params().get("max_age_ms")))
+    [record] = current(name, [exchange_symbol], parse_max_age_ms(params()))
     return record
 
 
@@ -131,5 +132,5 @@ def snapshots() -> dict[str, Any]:
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
     kind_given = given.get("kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
-    records = current(name, symbols, parse_max_age_ms(given.get("max_age_ms")))
+    records = current(name, symbols, parse_max_age_ms(given))
     return {"kind": name, "snapshots": records}

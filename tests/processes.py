@@ -335,3 +335,86 @@ class EventStream:
         self.conn.close()
         if self._reader.is_alive():
             self._reader.join(5)
+
+
+class Browser:
+    """Headless Chromium (Debian's), driven over the DevTools protocol with websocket-client."""
+
+    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic")  # fmt: skip
+
+    def __init__(self, log_dir: Path) -> None:
+        import websocket
+
+        binary = shutil.which("chromium") or shutil.which("chromium-browser")
+        if binary is None:
+            raise RuntimeError("chromium is not installed (apt-get install chromium); .ci/run installs it")
+        self.profile = log_dir / f"chromium-{free_port()}"
+        argv = [
+            binary,
+            *self.FLAGS,
+            "--remote-debugging-port=0",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "DevTools listening on" in line:
+                port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+                break
+        else:
+            raise RuntimeError("chromium did not start")
+        _, _, targets = http("GET", f"http://127.0.0.1:{port}/json/list")
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=10, suppress_origin=True)
+        self._ids = 0
+
+    def send(self, method: str, **params: Any) -> Any:
+        """Call a DevTools method; its result."""
+        self._ids += 1
+        self.ws.send(orjson.dumps({"id": self._ids, "method": method, "params": params}).decode())
+        while True:
+            reply = orjson.loads(self.ws.recv())
+            if reply.get("id") == self._ids:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def open(self, url: str, width: int = 1200, height: int = 800, mobile: bool = False) -> None:
+        """Load a page at a window size."""
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+        self.send("Page.navigate", url=url)
+
+    def text(self, script: str) -> Any:
+        """The value of a JavaScript expression on the page."""
+        result = self.send("Runtime.evaluate", expression=script, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def screenshot(self, path: Path) -> Path:
+        """Save a PNG of the page."""
+        import base64
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+        return path
+
+    def close(self) -> None:
+        """Quit Chromium."""
+        with contextlib.suppress(OSError):
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        shutil.rmtree(self.profile, ignore_errors=True)

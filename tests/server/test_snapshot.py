@@ -118,7 +118,7 @@ def test_a_huge_path_is_json_not_a_crash(client: FlaskClient) -> None:
     assert response.get_json()["error"].startswith("Invalid symbol: symbol is too long")
 
 
-@pytest.mark.parametrize("path", ["/", "/snapshot", "/snapshot/", "/snapshot/BTC/USDT", "/nope"])
+@pytest.mark.parametrize("path", ["/snapshot", "/snapshot/", "/snapshot/BTC/USDT", "/nope"])
 def test_unknown_routes_are_404_json(client: FlaskClient, path: str) -> None:
     response = client.post(path)
     assert response.status_code == 404
@@ -140,7 +140,8 @@ def test_max_age_in_the_query_or_body_turns_an_old_confirmation_into_the_stale_e
 
 @pytest.mark.parametrize(
     ("query", "body"),
-    [("?max_age_ms=-1", None), ("?max_age_ms=soon", None), ("", b'{"max_age_ms": 1.5}'),
+    [("?max_age_ms=-1", None), ("?max_age_ms=soon", None), ("?max_age_ms=", None),
+     ("", b'{"max_age_ms": null}'), ("", b'{"max_age_ms": 1.5}'),
      ("", b'{"max_age_ms": "x"}'), ("", b"{not json"), ("", b"[1, 2]")],
 )  # fmt: skip
 def test_bad_max_age_or_body_is_400(
@@ -168,3 +169,10 @@ def test_the_app_starts_without_redis_and_answers_503_json_until_it_is_there() -
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.get_json() == {"status_code": 503, "error": "Data store unavailable; try again shortly."}
+
+
+def test_a_method_no_route_takes_is_405_json_with_allow(client: FlaskClient) -> None:
+    response = client.open("/healthz", method="DELETE")
+    assert response.status_code == 405
+    assert response.get_json()["status_code"] == 405
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "HEAD"}

@@ -1,0 +1,349 @@
+"""The OpenAPI 3 description of every route, parameter, response and error of the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contract import kinds
+
+Doc = dict[str, Any]
+
+STRING, INTEGER = {"type": "string"}, {"type": "integer"}
+PRICE = {
+    "type": "string",
+    "description": "Exactly as Binance sent it (never through a float)",
+    "example": "25.35190000",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
+}
+
+
+def _obj(required: list[str], props: Doc, extra: bool = False) -> Doc:
+    return {"type": "object", "required": required, "properties": props, "additionalProperties": extra}
+
+
+def _ref(name: str) -> Doc:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Doc, description: str, headers: Doc | None = None) -> Doc:
+    out: Doc = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+FRESHNESS = {
+    "ts": {**INTEGER, "description": "When the value last changed (epoch ms)"},
+    "as_of": {
+        **INTEGER,
+        "description": "Up to when it is known to be current: its connection was last heard from",
+    },
+    "age_ms": {**INTEGER, "minimum": 0, "description": "now - as_of"},
+    "source": {
+        "type": "string",
+        "enum": ["stream", "rest"],
+        "description": "stream, or a REST seed after a connect",
+    },
+}
+SCHEMAS: Doc = {
+    "ApiError": _obj(["status_code", "error"], {"status_code": INTEGER, "error": STRING}),
+    "BinanceError": _obj(["code", "msg"], {"code": INTEGER, "msg": STRING}),
+    "BookTicker": _obj(
+        ["symbol", "bid_price", "bid_quantity", "ask_price", "ask_quantity", "update_id", *FRESHNESS],
+        {
+            "symbol": {**STRING, "example": "BTCUSDT"},
+            "bid_price": PRICE,
+            "bid_quantity": PRICE,
+            "ask_price": PRICE,
+            "ask_quantity": PRICE,
+            "update_id": {"type": ["integer", "null"]},
+            **FRESHNESS,
+        },
+        extra=True,
+    ),
+    "Record": _obj(["symbol", *FRESHNESS], {"symbol": STRING, **FRESHNESS}, extra=True),
+    "Snapshots": _obj(
+        ["kind", "snapshots"], {"kind": STRING, "snapshots": {"type": "array", "items": _ref("Record")}}
+    ),
+    "Health": _obj(["status"], {"status": STRING}),
+    "Ready": _obj(
+        ["status"],
+        {
+            "status": STRING,
+            "reason": STRING,
+            "messenger": {"type": "object"},
+            "heartbeat_age_ms": INTEGER,
+            "fresh_share": {"type": ["number", "null"]},
+        },
+    ),
+    "BinanceBookTicker": _obj(
+        ["symbol", "bidPrice", "bidQty", "askPrice", "askQty"],
+        {"symbol": STRING, "bidPrice": PRICE, "bidQty": PRICE, "askPrice": PRICE, "askQty": PRICE},
+    ),
+    "BinancePrice": _obj(["symbol", "price"], {"symbol": STRING, "price": PRICE}),
+    "Binance24hr": {
+        "type": "object",
+        "required": ["symbol", "lastPrice", "openPrice"],
+        "additionalProperties": True,
+    },
+    "BinanceAvgPrice": _obj(
+        ["mins", "price", "closeTime"], {"mins": INTEGER, "price": PRICE, "closeTime": INTEGER}
+    ),
+    "BinanceDepth": _obj(
+        ["lastUpdateId", "bids", "asks"],
+        {
+            "lastUpdateId": INTEGER,
+            "bids": {"type": "array", "items": {"type": "array", "items": STRING}},
+            "asks": {"type": "array", "items": {"type": "array", "items": STRING}},
+        },
+    ),
+    "BinanceTrade": _obj(
+        ["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"],
+        {
+            "id": INTEGER,
+            "price": PRICE,
+            "qty": PRICE,
+            "quoteQty": PRICE,
+            "time": INTEGER,
+            "isBuyerMaker": {"type": "boolean"},
+            "isBestMatch": {"type": "boolean"},
+        },
+    ),
+    "BinanceExchangeInfo": {
+        "type": "object",
+        "required": ["timezone", "serverTime", "symbols"],
+        "additionalProperties": True,
+    },
+}
+
+SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}(_[A-Za-z0-9]{1,20})?$"
+SYMBOL = {
+    "name": "symbol",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 21},
+    "description": "BTC_USDT, BTCUSDT, btc_usdt or btcusdt",
+    "example": "BTC_USDT",
+}
+KIND = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 32},
+    "description": f"One of {', '.join(kinds.KINDS)} (any case; a kline's interval exactly)",
+    "example": "kline_1m",
+}
+MAX_AGE = {
+    "name": "max_age_ms",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Answer the stale error unless the value was confirmed current this recently",
+}
+BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"max_age_ms": {"type": "integer", "minimum": 0}}}
+        }
+    },
+}
+
+E400 = _json(_ref("ApiError"), "Another method than POST, a malformed symbol, a bad max_age_ms or body")
+E404 = _json(_ref("ApiError"), "An unknown symbol (with the closest listed one) or kind")
+E409 = _json(_ref("ApiError"), "A listed symbol that does not trade now")
+E413 = _json(_ref("ApiError"), "A body over 16 KiB")
+E500 = _json(
+    _ref("ApiError"),
+    "Stale: the symbol is streamed but its value is not current, or not as recent as max_age_ms",
+)
+E503 = _json(
+    _ref("ApiError"),
+    "Redis down, no symbol list yet, or a first value that did not come in time",
+    RETRY_AFTER,
+)
+OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "500": E500, "503": E503}
+
+
+def _not_post(params: list[Doc]) -> Doc:
+    """Every other method: the contract's 400 (``{"error": "GET not supported."}``)."""
+    op = {"summary": "Not supported (400)", "parameters": params, "responses": {"400": E400}}
+    return {method: op for method in ("get", "put", "patch", "delete", "options", "head", "trace")}
+
+
+def _snapshot(path_params: list[Doc], schema: Doc, summary: str) -> Doc:
+    post = {
+        "summary": summary,
+        "parameters": [*path_params, MAX_AGE],
+        "requestBody": BODY,
+        "responses": {"200": _json(schema, "The current value"), **OUR_ERRORS},
+    }
+    return {"post": post, **_not_post(path_params)}
+
+
+def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -> Doc:
+    body = {"oneOf": [schema, {"type": "array", "items": schema}]} if many else schema
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "200": _json(body, "Binance's shape"),
+                "400": _json(
+                    _ref("BinanceError"),
+                    "Invalid symbol (-1121) or parameter (-1100, -1102, -1128, -1130, -1139)",
+                ),
+                "503": _json(
+                    _ref("BinanceError"),
+                    "No value can be vouched for now (-1001); never an old one",
+                    RETRY_AFTER,
+                ),
+            },
+        }
+    }
+
+
+def _query(name: str, description: str, schema: Doc | None = None, required: bool = False) -> Doc:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema or STRING,
+        "description": description,
+    }
+
+
+ONE = _query("symbol", "One symbol, e.g. BTCUSDT")
+MANY = _query("symbols", 'A JSON list, e.g. ["BTCUSDT","BNBBTC"]', {"type": "string", "pattern": r"^\[.+\]$"})
+REQUIRED = _query("symbol", "The symbol, e.g. BTCUSDT", required=True)
+TEXT = {"description": "Text", "content": {"text/plain": {"schema": STRING}}}
+HTML = {"description": "A page", "content": {"text/html": {"schema": STRING}}}
+EVENTS = {
+    "description": "Server-Sent Events: `snapshot` (the record), `stale`, and a heartbeat comment every 3 s",
+    "content": {"text/event-stream": {"schema": STRING}},
+}
+STREAM_ERRORS = {"404": E404, "409": E409, "503": E503}
+
+PATHS: Doc = {
+    "/snapshot/{symbol}": _snapshot([SYMBOL], _ref("BookTicker"), "The best bid and ask of a symbol"),
+    "/snapshot/{symbol}/{kind}": _snapshot(
+        [SYMBOL, KIND], _ref("Record"), "The latest value of any stream kind"
+    ),
+    "/snapshots": {
+        "post": {
+            "summary": "Several symbols of one kind, read at one instant",
+            "parameters": [
+                _query("symbols", "Comma-separated (or a JSON list in the body)"),
+                _query("kind", "A stream kind; default bookTicker"),
+                MAX_AGE,
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["symbols"],
+                            "properties": {
+                                "symbols": {
+                                    "type": "array",
+                                    "items": {"type": "string", "maxLength": 64},
+                                    "minItems": 1,
+                                    "maxItems": 100,
+                                },
+                                "kind": {"type": "string", "minLength": 1, "maxLength": 32},
+                                "max_age_ms": {"type": "integer", "minimum": 0},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {"200": _json(_ref("Snapshots"), "Every value, in the order asked"), **OUR_ERRORS},
+        },
+        **_not_post([]),
+    },
+    "/stream/{symbol}": {
+        "get": {
+            "summary": "Follow a symbol's best bid and ask (live push)",
+            "parameters": [SYMBOL],
+            "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
+        }
+    },
+    "/stream/{symbol}/{kind}": {
+        "get": {
+            "summary": "Follow any stream kind (live push)",
+            "parameters": [SYMBOL, KIND],
+            "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
+        }
+    },
+    "/api/v3/ping": _binance("Test connectivity", {"type": "object", "additionalProperties": False}, []),
+    "/api/v3/time": _binance("Server time", _obj(["serverTime"], {"serverTime": INTEGER}), []),
+    "/api/v3/exchangeInfo": _binance(
+        "Symbols and rules, as Binance last sent them", _ref("BinanceExchangeInfo"), [ONE, MANY]
+    ),
+    "/api/v3/ticker/bookTicker": _binance(
+        "Best bid and ask (none: every symbol streamed)", _ref("BinanceBookTicker"), [ONE, MANY], many=True
+    ),
+    "/api/v3/ticker/price": _binance("Last price", _ref("BinancePrice"), [ONE, MANY], many=True),
+    "/api/v3/ticker/24hr": _binance(
+        "Rolling 24 h statistics",
+        _ref("Binance24hr"),
+        [ONE, MANY, _query("type", "FULL (default) or MINI")],
+        many=True,
+    ),
+    "/api/v3/avgPrice": _binance("Average price", _ref("BinanceAvgPrice"), [REQUIRED]),
+    "/api/v3/depth": _binance(
+        "Top of the order book (up to 20 levels)",
+        _ref("BinanceDepth"),
+        [REQUIRED, _query("limit", "1 to 20 (default 20)", INTEGER)],
+    ),
+    "/api/v3/trades": _binance(
+        "Recent trades, oldest first",
+        {"type": "array", "items": _ref("BinanceTrade")},
+        [REQUIRED, _query("limit", "1 to 1000 (default 500)", INTEGER)],
+    ),
+    "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
+    "/readyz": {
+        "get": {
+            "summary": "Redis answers and the messenger's heartbeat is fresh",
+            "responses": {
+                "200": _json(_ref("Ready"), "Ready, with the share of streamed keys that are fresh"),
+                "503": _json(_ref("Ready"), "Not ready, with the reason"),
+            },
+        }
+    },
+    "/metrics": {"get": {"summary": "Prometheus metrics of every worker", "responses": {"200": TEXT}}},
+    "/openapi.json": {
+        "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}
+    },
+    "/docs": {"get": {"summary": "This document, as a page", "responses": {"200": HTML}}},
+    "/": {"get": {"summary": "The status page (streamed symbols, live)", "responses": {"200": HTML}}},
+    "/status.json": {
+        "get": {
+            "summary": "What the status page shows",
+            "responses": {
+                "200": _json(
+                    {"type": "object", "required": ["messenger", "symbols"]}, "The streamed symbols"
+                ),
+                "503": _json(_ref("ApiError"), "Redis does not answer", RETRY_AFTER),
+            },
+        }
+    },
+}
+
+
+def document() -> Doc:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Transmute",
+            "version": "1",
+            "description": "Live Binance market data over plain HTTP. Every value is vouched for by a live "
+            "connection to Binance; what cannot be is never served.",
+        },
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    }

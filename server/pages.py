@@ -1,0 +1,64 @@
+"""Pages for people and the machine-readable description: ``/``, ``/status.json``, ``/docs``,
+``/openapi.json``. Nothing is loaded from outside: the pages carry their own style and script."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, render_template
+
+from contract.keys import HEARTBEAT_KEY
+from contract.kinds import key_kind
+from server import openapi
+from server.errors import ApiError
+from server.store import StoreUnavailable
+from server.views import RETRY, store
+
+bp = Blueprint("pages", __name__)
+BOOK_TICKER = key_kind("bookTicker")
+
+
+@bp.get("/")
+def status_page() -> str:
+    """The status page: streamed symbols with bid/ask, age and connection, live."""
+    return render_template("status.html")
+
+
+@bp.get("/status.json")
+def status() -> dict[str, Any]:
+    """What the status page shows: the messenger's heartbeat and every streamed bookTicker."""
+    snapshots = store()
+    try:
+        beat = snapshots.client.get(HEARTBEAT_KEY)
+        symbols = snapshots.streamed(BOOK_TICKER)
+        records = snapshots.snapshots(BOOK_TICKER, symbols) if symbols else []
+    except (StoreUnavailable, OSError) as exc:
+        raise ApiError(503, f"Data store unavailable: {exc}", RETRY) from None
+    now = int(time.time() * 1000)
+    rows = []
+    for symbol, record in zip(symbols, records, strict=True):
+        row: dict[str, Any] = {"symbol": symbol, "fresh": record is not None}
+        if record is not None:
+            row.update(
+                {
+                    k: record.get(k)
+                    for k in ("bid_price", "bid_quantity", "ask_price", "ask_quantity", "connection")
+                }
+            )
+            row["age_ms"] = max(0, now - record["as_of"])
+        rows.append(row)
+    return {"messenger": orjson.loads(beat) if beat else None, "symbols": rows}
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The OpenAPI 3 description."""
+    return Response(orjson.dumps(openapi.document()), mimetype="application/json")
+
+
+@bp.get("/docs")
+def docs() -> str:
+    """The OpenAPI description as a page."""
+    return render_template("docs.html", doc=openapi.document())

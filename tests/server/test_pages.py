@@ -1,0 +1,76 @@
+"""The status page, its data, and the API description pages."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import orjson
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from contract.keys import HEARTBEAT_KEY, PENDING, STREAMS_KEY
+from server import create_app
+from server.openapi import document
+from tests.server.test_binance_api import BOOK, put
+
+
+@pytest.fixture
+def app(fake_redis: redis.Redis) -> Flask:
+    put(fake_redis, "bookticker", "BTCUSDT", **BOOK, connection=3)
+    fake_redis.hset(STREAMS_KEY, "transmute:bookticker:ethbtc", PENDING)  # streamed, no value yet
+    beat = {
+        "connections": 1,
+        "streams": 2,
+        "tracked": 2,
+        "fresh": 1,
+        "redis": True,
+        "ts": int(time.time() * 1000),
+    }
+    fake_redis.set(HEARTBEAT_KEY, orjson.dumps(beat))
+    return create_app(client=fake_redis)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def test_status_data_lists_every_streamed_symbol_with_bid_ask_age_and_connection(client: FlaskClient) -> None:
+    body = client.get("/status.json").get_json()
+    assert body["messenger"]["connections"] == 1
+    btc, eth = body["symbols"]
+    assert (btc["symbol"], btc["bid_price"], btc["ask_price"], btc["connection"]) == (
+        "BTCUSDT",
+        "1.10000000",
+        "1.20000000",
+        3,
+    )
+    assert btc["fresh"] is True
+    assert 0 <= btc["age_ms"] < 5000
+    assert eth == {"symbol": "ETHBTC", "fresh": False}
+
+
+@pytest.mark.parametrize("path", ["/", "/docs"])
+def test_pages_load_nothing_from_outside(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/html")
+    html = response.get_data(as_text=True)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    assert '<meta name="viewport"' in html  # readable on a phone
+
+
+def test_the_docs_page_shows_every_operation(client: FlaskClient) -> None:
+    html = client.get("/docs").get_data(as_text=True)
+    for path, operations in document()["paths"].items():
+        assert f"<code>{path}</code>" in html
+        assert all(f"{method.upper()}</span> <code>{path}</code>" in html for method in operations)
+
+
+def test_the_openapi_document_is_served_as_json(client: FlaskClient) -> None:
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.")
+    assert doc == orjson.loads(orjson.dumps(document()))

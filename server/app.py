@@ -32,6 +32,8 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     """The application: defaults, then the environment, then ``overrides`` (tests)."""
     settings = Settings.from_env(**dict(overrides or {}))
     app = Flask(__name__)
+    # Never in debug mode, whatever the environment says (Flask reads FLASK_DEBUG by itself).
+    app.debug = False
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["transmute.settings"] = settings

@@ -77,6 +77,10 @@ class Batch:
         return bool(self.writes or self.deletes or self.streams or self.streams_complete or self.heartbeat)
 
 
+def _heard(conn: Voucher) -> float:
+    return conn.last_heard
+
+
 class Book:
     """Thread-safe store of the latest records; the single source of what may be served."""
 
@@ -130,7 +134,9 @@ class Book:
             if conn not in entry.vouchers:
                 self._vouch(conn, entry)
             self._dirty.add(key)
-        self.wake.set()
+        # The writer clears the event before it takes: skipping set() while it is set loses nothing.
+        if not self.wake.is_set():
+            self.wake.set()
         return True
 
     def seed(
@@ -337,30 +343,29 @@ class Book:
                     history.append(entry.history_key)
             deletes.extend(history)
             limit = now - self.liveness_timeout_s
+            entries = self._entries
             for key in keys:
-                entry = self._entries[key]
-                if not entry.vouchers or entry.fields is None:
+                entry = entries[key]
+                vouchers = entry.vouchers
+                if not vouchers or entry.fields is None:
                     continue
-                voucher = max(entry.vouchers, key=lambda v: v.last_heard)
+                # Usually one connection vouches; the latest heard of several says the most.
+                voucher = next(iter(vouchers)) if len(vouchers) == 1 else max(vouchers, key=_heard)
                 heard = voucher.last_heard
                 if heard < limit:
                     continue
                 entry.written = now
-                writes.append(
-                    Write(
-                        key,
-                        entry.fields,
-                        entry.changed,
-                        heard,
-                        entry.source,
-                        voucher.id,
-                        entry.history_key if entry.history_whole else None,
-                        [item for _, item in entry.new_items] if entry.history_whole else [],
-                        key in updated,
-                    )
-                )
-                if entry.history_whole:
-                    entry.new_items = []
+                if entry.history_key is None:
+                    write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
+                else:
+                    whole = entry.history_whole
+                    items = [item for _, item in entry.new_items] if whole else []
+                    write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id,
+                                  entry.history_key if whole else None, items)  # fmt: skip
+                    if whole:
+                        entry.new_items = []
+                write.update = key in updated
+                writes.append(write)
             self._dirty = set()
             self._gone = set()
             if everything:

@@ -90,6 +90,11 @@ def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, d
     symbols = [s for s in symbols if s not in arrived]
     if not lookups:
         return arrived
+    # A stream that had values and has none now is stale, whatever else is or is not known.
+    stale = [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state == LIVE]
+    if stale:
+        listed = ", ".join(stale)
+        raise Stale(f"No current data for {listed}: its stream is not live, or it is not streamed.")
     if not lookups[0].catalog_loaded:
         raise Unavailable("The symbol list is not loaded yet; try again shortly.")
     for symbol, found in zip(symbols, lookups, strict=True):
@@ -97,9 +102,5 @@ def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, d
             raise UnknownSymbol(symbol, store.suggest(symbol))
         if found.status != TRADING:
             raise NotTrading(symbol, found.status)
-    stale = [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state == LIVE]
-    if stale:
-        listed = ", ".join(stale)
-        raise Stale(f"No current data for {listed}: its stream is not live, or it is not streamed.")
     store.demand(kind, [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state is None])
     return arrived

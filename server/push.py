@@ -175,8 +175,8 @@ def stream(symbol: str, kind: str = kinds.BOOK_TICKER) -> Response:
 def _explain_or_ask(snapshots: SnapshotStore, key_kind: str, symbol: str) -> None:
     """A 404/409/503 now if the stream can never start; ask for it if nobody streams it yet."""
     [found] = snapshots.lookup(key_kind, [symbol])
-    if found.record is not None:
-        return
+    if found.record is not None or found.stream_state is not None:
+        return  # current, or streamed: the stream says when it is (again)
     if not found.catalog_loaded:
         raise ApiError(503, "The symbol list is not loaded yet; try again shortly.", RETRY)
     if found.status is None:

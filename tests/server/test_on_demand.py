@@ -138,3 +138,13 @@ def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake
     fake_redis.hset(STREAMS_KEY, BNB, PENDING)
     [found] = lookup.current(ReadJustBeforeTheWrite(fake_redis), "bookticker", ["BNBBTC"], None, 0.0)
     assert found["symbol"] == "BNBBTC"
+
+
+def test_a_streamed_symbol_without_a_value_is_stale_even_before_the_symbol_list_is_known(
+    fake_redis: redis.Redis, client: FlaskClient
+) -> None:
+    fake_redis.delete(SYMBOLS_KEY)  # the messenger died before writing the list, after a first value
+    fake_redis.hset(STREAMS_KEY, BNB, LIVE)
+    response = client.post("/snapshot/BNBBTC")
+    assert response.status_code == 500
+    assert response.get_json()["error"].startswith("No current data for BNBBTC")

@@ -7,6 +7,7 @@ stream, so overlapping connections see the same events with the same update ids,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -97,6 +98,7 @@ class Exchange:
         for stream in list(session.streams):
             self.unsubscribe(session, stream)
         self.closed_sessions.append(session.describe())
+        self.notify_drained()  # a flood may be waiting for this one
 
     def subscribe(self, session: Session, stream: str) -> None:
         """Start delivering a stream to a connection."""
@@ -228,7 +230,8 @@ class Exchange:
         # Send as fast as the slowest subscriber reads, no faster.
         while any(s.backlogged() for s in self.sessions.values()):
             self._drained.clear()
-            await self._drained.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), 0.1)
         await asyncio.sleep(0)
 
     def notify_drained(self) -> None:

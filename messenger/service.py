@@ -140,5 +140,6 @@ class Messenger:
         logger.info("messenger: stopping%s", " now" if force else "")
         for part in (self.seeder, self.catalog, self.demand):
             part.stop()
-        self.supervisor.close_all(timeout_s=0.0 if force else 2.0)
-        self.writer.stop(timeout_s=0.5 if force else 3.0)
+        # Readers are not waited for long: the book has let go of their connections already.
+        self.supervisor.close_all(timeout_s=0.0 if force else 0.5)
+        self.writer.stop(timeout_s=0.5 if force else 2.0)

@@ -26,6 +26,12 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def symbol_list_loaded(client: redis.Redis, timeout_s: float = 10) -> None:
+    """Wait for the messenger's symbol list (exchangeInfo) in Redis: until it is there, the server
+    rightly answers 503 for any symbol it does not stream yet."""
+    wait_until(lambda: client.exists("transmute:symbols"), timeout_s, what="the symbol list")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:

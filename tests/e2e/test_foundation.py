@@ -92,7 +92,7 @@ def test_sigterm_stops_cleanly_and_takes_its_values_with_it(
     messenger = messenger_factory(sim, "btcusdt")
     wait_until(lambda: gunicorn.snapshot("BTC_USDT")[0] == 200, 5)
     messenger.signal(signal.SIGTERM)
-    assert messenger.proc is not None and messenger.proc.wait(5) == 0
+    assert messenger.proc is not None and messenger.proc.wait(10) == 0  # within docker's stop timeout
     assert gunicorn.snapshot("BTC_USDT")[0] == 500  # no longer vouched for: gone at once
     assert "messenger: stopping" in messenger.log()
 

@@ -11,7 +11,7 @@ import pytest
 from binance.error import ClientError
 from binance.spot import Spot
 
-from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, wait_until
+from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -41,6 +41,7 @@ def test_every_kind_is_served_on_demand_with_the_exchanges_values(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
 ) -> None:
     messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
     wait_until(lambda: gunicorn.snapshot("BTCUSDT")[0] == 200, 5)
     for kind in KINDS:
         status, body = gunicorn.snapshot(f"ETHBTC/{kind}")
@@ -78,6 +79,7 @@ def test_an_existing_binance_client_works_unchanged_against_transmute(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
 ) -> None:
     messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
     wait_until(lambda: gunicorn.snapshot("BTCUSDT")[0] == 200, 5)
     client = Spot(base_url=gunicorn.url, timeout=10)  # binance-connector, Binance's own Python client
     assert client.ping() == {}
@@ -149,6 +151,7 @@ def test_live_push_of_a_kind_nobody_streams_starts_it(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any, streams: Any
 ) -> None:
     messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
     wait_until(lambda: gunicorn.snapshot("BTCUSDT")[0] == 200, 5)
     stream = streams(f"{gunicorn.url}/stream/LTCBTC/depth5")
     first = stream.next(5, is_snapshot)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import Gunicorn, Messenger, Simulator, free_port, http, wait_until
+from tests.processes import Gunicorn, Messenger, Simulator, free_port, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -74,6 +74,7 @@ def test_the_servers_metrics_add_up_every_worker(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
 ) -> None:
     messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
     wait_until(lambda: gunicorn.snapshot("BTCUSDT")[0] == 200, 5)
     before = http("GET", f"{gunicorn.url}/metrics")[2]
     route = "/snapshot/<symbol>"

@@ -375,6 +375,75 @@ def agg_trade_from_rest(entry: Any, symbol: str) -> tuple[Order, Fields]:
     return fields["agg_trade_id"], fields
 
 
+def kline_from_rest(row: Any, symbol: str, interval: str) -> Fields:
+    """Record fields from the last ``GET /api/v3/klines`` row (no trade ids, no event time).
+
+    Sample row::
+
+        [1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100", "148976.11427815",
+         1499644799999, "2434.19055334", 308, "1756.87402397", "28.46694368", "0"]
+    """
+    try:
+        t, o, h, low, c, v, close_time, q, n, taker_base, taker_quote = row[:11]
+    except (TypeError, ValueError):
+        raise MalformedFrame("klines row is not a list of at least 11 fields") from None
+    fields = {"open_time": t, "close_time": close_time, "interval": interval, "first_trade_id": None,
+              "last_trade_id": None, "open": o, "close": c, "high": h, "low": low, "volume": v, "trades": n,
+              "closed": False, "quote_volume": q, "taker_buy_base_volume": taker_base,
+              "taker_buy_quote_volume": taker_quote, "symbol": symbol, "event_time": None}  # fmt: skip
+    if not all(type(x) is str for x in (o, h, low, c, v, q, taker_base, taker_quote)) or type(t) is not int:
+        raise MalformedFrame("klines row has a field of the wrong type")
+    return fields
+
+
+# GET /api/v3/ticker/24hr names -> ours (the full form also fills a miniTicker record).
+TICKER_REST = {
+    "symbol": "symbol", "priceChange": "price_change", "priceChangePercent": "price_change_percent",
+    "weightedAvgPrice": "weighted_avg_price", "prevClosePrice": "prev_close_price", "lastPrice": "close",
+    "lastQty": "last_quantity", "bidPrice": "bid_price", "bidQty": "bid_quantity", "askPrice": "ask_price",
+    "askQty": "ask_quantity", "openPrice": "open", "highPrice": "high", "lowPrice": "low", "volume": "volume",
+    "quoteVolume": "quote_volume", "openTime": "open_time", "closeTime": "close_time",
+    "firstId": "first_trade_id", "lastId": "last_trade_id", "count": "trades",
+}  # fmt: skip
+MINI_FROM_TICKER = ("symbol", "close", "open", "high", "low", "volume", "quote_volume")
+
+
+def ticker_from_rest(entry: Any, mini: bool) -> Fields:
+    """Record fields (ticker, or with ``mini`` miniTicker) from one ``GET /api/v3/ticker/24hr`` entry."""
+    try:
+        fields = {ours: entry[theirs] for theirs, ours in TICKER_REST.items()}
+    except (KeyError, TypeError):
+        raise MalformedFrame("24hr REST entry lacks a field") from None
+    fields["event_time"] = fields["close_time"]
+    if mini:
+        fields = {k: fields[k] for k in (*MINI_FROM_TICKER, "event_time")}
+    return fields
+
+
+def avg_price_from_rest(doc: Any, symbol: str) -> Fields:
+    """Record fields from ``GET /api/v3/avgPrice``: ``{"mins": 5, "price": "9.35", "closeTime": ...}``."""
+    try:
+        mins, price, close_time = doc["mins"], doc["price"], doc["closeTime"]
+    except (KeyError, TypeError):
+        raise MalformedFrame("avgPrice REST answer lacks a field") from None
+    if type(price) is not str:
+        raise MalformedFrame("avgPrice REST price is not a string")
+    return {
+        "symbol": symbol,
+        "event_time": None,
+        "interval": f"{mins}m",
+        "price": price,
+        "last_trade_time": close_time,
+    }
+
+
+def depth_from_rest(doc: Any, symbol: str, levels: int) -> tuple[Order, Fields]:
+    """Record fields from ``GET /api/v3/depth``, cut to a partial book's levels."""
+    order, fields = parse_depth(doc, symbol)
+    fields["bids"], fields["asks"] = fields["bids"][:levels], fields["asks"][:levels]
+    return order, fields
+
+
 def response_error(msg: dict[str, Any]) -> str | None:
     """The error text of a reply to our request, in either form Binance uses, else None.
 

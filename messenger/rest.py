@@ -60,6 +60,16 @@ class BinanceRest:
             raise RestError("bookTicker answer is not a list")
         return body
 
+    def tickers_24hr(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """``GET /api/v3/ticker/24hr`` for these symbols (weight 2 to 40; many: all, weight 80)."""
+        params = {}
+        if len(symbols) <= MAX_LISTED_SYMBOLS:
+            params["symbols"] = orjson.dumps(sorted(symbols)).decode()
+        body = self.get("/api/v3/ticker/24hr", params)
+        if not isinstance(body, list):
+            raise RestError("24hr answer is not a list")
+        return body
+
     def recent(self, path: str, symbol: str, limit: int) -> list[Any]:
         """``GET /api/v3/trades`` (weight 25) or ``/api/v3/aggTrades`` (weight 4): oldest first."""
         body = self.get(path, {"symbol": symbol, "limit": str(limit)})

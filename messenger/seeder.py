@@ -1,13 +1,13 @@
 """Seeds values over REST for keys a connection carries but has no value for yet.
 
-A quiet symbol may not change, or trade, for minutes, so after a (re)connect or a new
-subscription its stream stays silent and nothing could be served. The kinds Binance pushes
-only on change are seeded from their REST twins: bookTicker with one call for many symbols
-(``GET /api/v3/ticker/bookTicker``, weight 4), trade (``/api/v3/trades``, weight 25, which
-also fills the recent-trades list) and aggTrade (``/api/v3/aggTrades``, weight 4) one symbol
-a call. Kinds pushed on a timer (tickers, klines, depth, average price) arrive within their
-period without REST. The book applies a seed only while no streamed value is current, so
-REST never overwrites a newer streamed one; the REST client pauses when Binance says so.
+After a (re)connect or a new subscription a stream says nothing until its next change or tick:
+a quiet symbol's bookTicker may not change for minutes, a kline comes every 2 s. So every
+kind is seeded from its REST twin at once: bookTicker (``/api/v3/ticker/bookTicker``) and the
+24 h tickers (``/api/v3/ticker/24hr``) with one call for many symbols; trades (which also
+start the list of recent trades), aggregate trades, average price, depth and klines one symbol
+a call, a few a round. The book applies a seed only while no streamed value is current, so
+REST never overwrites a newer streamed one; the REST client pauses when Binance says so, and
+when the minute's weight nears its budget.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from contract.keys import RECENT_TRADES_KEPT
@@ -27,7 +28,11 @@ from messenger.binance import (
     MalformedFrame,
     Order,
     agg_trade_from_rest,
+    avg_price_from_rest,
     book_ticker_from_rest,
+    depth_from_rest,
+    kline_from_rest,
+    ticker_from_rest,
     trade_from_rest,
 )
 from messenger.book import Book, Voucher
@@ -41,7 +46,6 @@ logger = logging.getLogger(__name__)
 GATHER_S = 0.02
 # Kinds seeded one symbol a call take at most this many calls a round, so others get a turn.
 CALLS_PER_ROUND = 20
-SEEDED_KINDS = frozenset({BOOK_TICKER.name, TRADE.name, "aggTrade"})
 
 Job = tuple[Voucher, Route]
 Seed = tuple[Order, Fields, list[tuple[Order, Fields]] | None]  # order, fields, recent items
@@ -67,8 +71,8 @@ class Seeder(Worker):
             self._cond.notify()
 
     def request(self, conn: Voucher, routes: Sequence[Route]) -> None:
-        """Seed these routes on behalf of ``conn`` (kinds pushed on a timer need none)."""
-        jobs = [(conn, r) for r in routes if r.kind.name in SEEDED_KINDS]
+        """Seed these routes on behalf of ``conn``."""
+        jobs = [(conn, r) for r in routes]
         if jobs:
             with self._cond:
                 self._jobs.extend(jobs)
@@ -105,7 +109,7 @@ class Seeder(Worker):
     def _seed(self, kind: str, jobs: list[Job]) -> bool:
         """Fetch and apply one kind's seeds; False (and the jobs back in the queue) on failure."""
         symbols = sorted({route.symbol for _, route in jobs})
-        if kind != BOOK_TICKER.name and len(symbols) > CALLS_PER_ROUND:
+        if kind not in (BOOK_TICKER.name, "ticker", "miniTicker") and len(symbols) > CALLS_PER_ROUND:
             later = set(symbols[CALLS_PER_ROUND:])
             self._requeue([job for job in jobs if job[1].symbol in later])
             jobs = [job for job in jobs if job[1].symbol not in later]
@@ -135,33 +139,58 @@ class Seeder(Worker):
         return True
 
     def _fetch(self, kind: str, symbols: list[str]) -> dict[str, Seed]:
+        """REST values of one kind: one call for many symbols where Binance has one."""
         seeds: dict[str, Seed] = {}
-        if kind == BOOK_TICKER.name:
-            for entry in self.rest.book_tickers(symbols):
-                self._add(seeds, entry.get("symbol") if isinstance(entry, dict) else None,
-                          lambda e=entry: (None, book_ticker_from_rest(e), None))  # fmt: skip
+        if kind in (BOOK_TICKER.name, "ticker", "miniTicker"):
+            batch = (
+                self.rest.book_tickers(symbols)
+                if kind == BOOK_TICKER.name
+                else self.rest.tickers_24hr(symbols)
+            )
+            wanted = set(symbols)
+            for entry in batch:
+                symbol = entry.get("symbol") if isinstance(entry, dict) else None
+                if symbol in wanted:
+                    self._keep(seeds, symbol, partial(_from_batch, kind, entry))
             return seeds
         for symbol in symbols:
-            if kind == TRADE.name:
-                trades = self.rest.recent("/api/v3/trades", symbol, RECENT_TRADES_KEPT)
-                self._add(seeds, symbol, lambda t=trades, s=symbol: _latest_with_items(t, s))
-            else:
-                aggs = self.rest.recent("/api/v3/aggTrades", symbol, 1)
-                self._add(seeds, symbol, lambda a=aggs, s=symbol: (*agg_trade_from_rest(a[-1], s), None))
+            self._keep(seeds, symbol, partial(self._fetch_one, kind, symbol))
         return seeds
 
+    def _fetch_one(self, kind: str, symbol: str) -> Seed:
+        """One symbol's REST value of a kind that Binance serves a symbol a call."""
+        rest = self.rest
+        if kind == TRADE.name:
+            return _latest_with_items(rest.recent("/api/v3/trades", symbol, RECENT_TRADES_KEPT), symbol)
+        if kind == "aggTrade":
+            return (*agg_trade_from_rest(rest.recent("/api/v3/aggTrades", symbol, 1)[-1], symbol), None)
+        if kind == "avgPrice":
+            return None, avg_price_from_rest(rest.get("/api/v3/avgPrice", {"symbol": symbol}), symbol), None
+        if kind.startswith("depth"):
+            levels = int(kind.removeprefix("depth"))
+            doc = rest.get("/api/v3/depth", {"symbol": symbol, "limit": str(levels)})
+            return (*depth_from_rest(doc, symbol, levels), None)
+        interval = kind.removeprefix("kline_")
+        rows = rest.get("/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": "1"})
+        return None, kline_from_rest(rows[-1], symbol, interval), None
+
     @staticmethod
-    def _add(seeds: dict[str, Seed], symbol: Any, make: Any) -> None:
-        if not isinstance(symbol, str):
-            return
+    def _keep(seeds: dict[str, Seed], symbol: Any, fetch: Callable[[], Seed]) -> None:
+        """Fetch one seed into ``seeds``; a malformed or empty answer is logged and skipped."""
         try:
-            seeds[symbol] = make()
-        except (MalformedFrame, IndexError) as exc:
-            logger.warning("seed: skipping %s: %s", symbol, exc or "nothing traded")
+            seeds[symbol] = fetch()
+        except (MalformedFrame, IndexError, KeyError, TypeError) as exc:
+            logger.warning("seed: skipping %s: %s", symbol, exc or "nothing to seed from")
 
     def _requeue(self, jobs: list[Job]) -> None:
         with self._cond:
             self._jobs[:0] = jobs
+
+
+def _from_batch(kind: str, entry: Any) -> Seed:
+    if kind == BOOK_TICKER.name:
+        return None, book_ticker_from_rest(entry), None
+    return None, ticker_from_rest(entry, mini=kind == "miniTicker"), None
 
 
 def _latest_with_items(trades: list[Any], symbol: str) -> Seed:

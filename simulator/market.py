@@ -254,17 +254,41 @@ class Market:
 
     def ticker_payload(self, symbol: str) -> bytes:
         """``<symbol>@ticker``."""
+        return orjson.dumps({"e": "24hrTicker", "E": _now_ms(), "s": symbol, **self._ticker(symbol)})
+
+    def _ticker(self, symbol: str) -> dict[str, Any]:
         m = self.market(symbol)
         now, mini = _now_ms(), self._mini(symbol)
         last = _parse(mini["c"])
         change = last - m.open_price
         first = m.trades[0].id if m.trades else 0
-        return orjson.dumps({
-            "e": "24hrTicker", "E": now, "s": symbol, "p": ("-" if change < 0 else "") + _fmt(abs(change)),
-            "P": f"{100 * change / m.open_price:.3f}", "w": _fmt(m.avg_price), "x": _fmt(m.open_price),
-            "Q": _fmt(m.trades[-1].qty if m.trades else 0), "b": _fmt(m.book.bid), "B": _fmt(m.book.bid_qty),
-            "a": _fmt(m.book.ask), "A": _fmt(m.book.ask_qty), **mini, "O": now - 86_400_000, "C": now,
-            "F": first, "L": m.next_trade_id - 1, "n": m.count})  # fmt: skip
+        book, last_qty = m.book, m.trades[-1].qty if m.trades else 0
+        return {
+            "p": ("-" if change < 0 else "") + _fmt(abs(change)), "P": f"{100 * change / m.open_price:.3f}",
+            "w": _fmt(m.avg_price), "x": _fmt(m.open_price), "Q": _fmt(last_qty), "b": _fmt(book.bid),
+            "B": _fmt(book.bid_qty), "a": _fmt(book.ask), "A": _fmt(book.ask_qty), **mini,
+            "O": now - 86_400_000, "C": now, "F": first, "L": m.next_trade_id - 1, "n": m.count}  # fmt: skip
+
+    def ticker_rest(self, symbol: str) -> dict[str, Any]:
+        """``GET /api/v3/ticker/24hr`` (FULL) for a symbol."""
+        t = self._ticker(symbol)
+        return {"symbol": symbol, **{name: t[letter] for name, letter in TICKER_REST_NAMES.items()}}
+
+    def klines_rest(self, symbol: str, interval: str) -> list[list[Any]]:
+        """``GET /api/v3/klines?limit=1``: the current candle as Binance's row."""
+        c = self.candle(symbol, interval)
+        return [[c.start, _fmt(c.open), _fmt(c.high), _fmt(c.low), _fmt(c.close), _fmt(c.volume),
+                 c.start + c.interval_ms - 1, _fmt(c.quote_volume), c.trades, _fmt(c.taker_buy_volume),
+                 _fmt(c.taker_buy_quote), "0"]]  # fmt: skip
+
+    def avg_price_rest(self, symbol: str) -> dict[str, Any]:
+        """``GET /api/v3/avgPrice``."""
+        m = self.market(symbol)
+        return {
+            "mins": 5,
+            "price": _fmt(m.avg_price),
+            "closeTime": m.trades[-1].time if m.trades else _now_ms(),
+        }
 
     def avg_price_payload(self, symbol: str) -> bytes:
         """``<symbol>@avgPrice``."""
@@ -293,6 +317,14 @@ class Market:
     def recent_agg_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
         """``GET /api/v3/aggTrades``: the most recent aggregate trades, oldest first."""
         return [_agg(t) for t in list(self.market(symbol).trades)[-limit:]]
+
+
+TICKER_REST_NAMES = {
+    "priceChange": "p", "priceChangePercent": "P", "weightedAvgPrice": "w", "prevClosePrice": "x",
+    "lastPrice": "c", "lastQty": "Q", "bidPrice": "b", "bidQty": "B", "askPrice": "a", "askQty": "A",
+    "openPrice": "o", "highPrice": "h", "lowPrice": "l", "volume": "v", "quoteVolume": "q", "openTime": "O",
+    "closeTime": "C", "firstId": "F", "lastId": "L", "count": "n",
+}  # fmt: skip
 
 
 def _agg(trade: Trade) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from simulator.exchange import Exchange
+from simulator.market import INTERVAL_MS
 
 EXCHANGE: web.AppKey[Exchange] = web.AppKey("exchange", Exchange)
 
@@ -157,6 +158,71 @@ async def agg_trades(request: web.Request) -> web.StreamResponse:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _one_symbol(request: web.Request) -> str | web.Response:
+    symbol = request.query.get("symbol")
+    if not symbol:
+        return binance_error(
+            400, -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+        )
+    if symbol not in request.app[EXCHANGE].catalog:
+        return binance_error(400, -1121, "Invalid symbol.")
+    return symbol
+
+
+@weighed(lambda r: 2)
+async def klines(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/klines`` (the current candle only: Transmute asks with limit=1)."""
+    symbol = _one_symbol(request)
+    if isinstance(symbol, web.Response):
+        return symbol
+    interval = request.query.get("interval", "")
+    if interval not in INTERVAL_MS:
+        return binance_error(400, -1120, "Invalid interval.")
+    return _json(request.app[EXCHANGE].market.klines_rest(symbol, interval))
+
+
+@weighed(lambda r: 2)
+async def avg_price(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/avgPrice``."""
+    symbol = _one_symbol(request)
+    if isinstance(symbol, web.Response):
+        return symbol
+    return _json(request.app[EXCHANGE].market.avg_price_rest(symbol))
+
+
+@weighed(lambda r: 5)
+async def depth(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/depth`` (up to 100 levels)."""
+    symbol = _one_symbol(request)
+    if isinstance(symbol, web.Response):
+        return symbol
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        return binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
+    return web.Response(
+        body=request.app[EXCHANGE].market.depth_payload(symbol, int(raw)), content_type="application/json"
+    )
+
+
+@weighed(lambda r: 2 if "symbol" in r.query else 40 if "symbols" in r.query else 80)
+async def ticker_24hr(request: web.Request) -> web.StreamResponse:
+    """``GET /api/v3/ticker/24hr``: one symbol, a list, or every trading symbol."""
+    exchange = request.app[EXCHANGE]
+    names, problem = _parse_symbols(request, exchange)
+    if problem is not None:
+        return problem
+    market = exchange.market
+    if "symbol" in request.query and names:
+        return _json(market.ticker_rest(names[0]))
+    return _json(
+        [market.ticker_rest(n) for n in (names if names is not None else exchange.catalog.trading())]
+    )
+
+
 def add_routes(app: web.Application) -> None:
     """Mount the REST endpoints."""
     app.router.add_get("/api/v3/ping", ping)
@@ -165,3 +231,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v3/ticker/bookTicker", book_ticker)
     app.router.add_get("/api/v3/trades", trades)
     app.router.add_get("/api/v3/aggTrades", agg_trades)
+    app.router.add_get("/api/v3/klines", klines)
+    app.router.add_get("/api/v3/avgPrice", avg_price)
+    app.router.add_get("/api/v3/depth", depth)
+    app.router.add_get("/api/v3/ticker/24hr", ticker_24hr)

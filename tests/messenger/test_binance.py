@@ -13,9 +13,13 @@ from messenger.binance import (
     BOOK_TICKER,
     KINDS,
     MalformedFrame,
+    avg_price_from_rest,
     book_ticker_from_rest,
+    depth_from_rest,
+    kline_from_rest,
     parse_book_ticker,
     response_error,
+    ticker_from_rest,
 )
 
 DATA = Path(__file__).parent.parent / "data"
@@ -182,3 +186,43 @@ def test_depth_levels_must_be_pairs_of_strings() -> None:
     for bad in ([["1", 2]], [["1"]], "x", [[1.5, "2"]]):
         with pytest.raises(MalformedFrame):
             KINDS["depth5"].parse({"lastUpdateId": 1, "bids": bad, "asks": []}, "X")
+
+
+def test_rest_twins_of_the_timed_kinds_give_the_streams_record_shapes() -> None:
+    row = [1499040000000, "0.01634790", "0.80000000", "0.01575800", "0.01577100", "148976.11427815",
+           1499644799999, "2434.19055334", 308, "1756.87402397", "28.46694368", "0"]  # fmt: skip
+    kline = kline_from_rest(row, "BNBBTC", "1M")
+    candle = {"t": 1, "T": 2, "s": "BNBBTC", "i": "1M", "f": 1, "L": 2, "o": "1", "c": "1", "h": "1",
+              "l": "1", "v": "1", "n": 1, "x": False, "q": "1", "V": "1", "Q": "1"}  # fmt: skip
+    streamed = KINDS["kline_1M"].parse({"E": 1, "s": "BNBBTC", "k": candle}, "BNBBTC")[1]
+    assert set(kline) == set(streamed)
+    assert (kline["open"], kline["close"], kline["trades"], kline["interval"]) == (
+        "0.01634790",
+        "0.01577100",
+        308,
+        "1M",
+    )
+
+    entry = {"symbol": "BNBBTC", "priceChange": "-94.99999800", "priceChangePercent": "-95.960",
+             "weightedAvgPrice": "0.29628482", "prevClosePrice": "0.10002000", "lastPrice": "4.00000200",
+             "lastQty": "200.00000000", "bidPrice": "4.00000000", "bidQty": "100.00000000",
+             "askPrice": "4.00000200", "askQty": "100.00000000", "openPrice": "99.00000000",
+             "highPrice": "100.00000000", "lowPrice": "0.10000000", "volume": "8913.30000000",
+             "quoteVolume": "15.30000000", "openTime": 1499783499040, "closeTime": 1499869899040,
+             "firstId": 28385, "lastId": 28460, "count": 76}  # fmt: skip
+    full = ticker_from_rest(entry, mini=False)
+    assert set(full) == set(KINDS["ticker"].parse(SAMPLES["ticker"], "BNBBTC")[1])
+    assert full["close"] == "4.00000200"
+    mini = ticker_from_rest(entry, mini=True)
+    assert set(mini) == set(KINDS["miniTicker"].parse(SAMPLES["miniTicker"], "BNBBTC")[1])
+
+    avg = avg_price_from_rest({"mins": 5, "price": "9.35751834", "closeTime": 1694061154503}, "BTCUSDT")
+    assert set(avg) == set(KINDS["avgPrice"].parse(SAMPLES["avgPrice"], "BTCUSDT")[1])
+    assert (avg["price"], avg["interval"]) == ("9.35751834", "5m")
+
+    order, book = depth_from_rest(
+        {"lastUpdateId": 9, "bids": [["1", "1"]] * 30, "asks": [["2", "1"]] * 30}, "X", 5
+    )
+    assert (order, len(book["bids"]), len(book["asks"])) == (9, 5, 5)
+    with pytest.raises(MalformedFrame):
+        kline_from_rest(["x"], "X", "1m")

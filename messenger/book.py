@@ -92,6 +92,9 @@ class Book:
         self._dirty: set[str] = set()
         self._gone: set[str] = set()
         self._vouched: dict[Voucher, set[str]] = {}
+        # Keys handed to the writer, least recently first: the ones due for a refresh are at
+        # the front, so finding them costs as many steps as there are, not one per key.
+        self._by_written: dict[str, None] = {}
         self._pending: dict[Voucher, dict[str, float]] = {}
         self._tracked: dict[str, str] = {}  # keys we stream -> PENDING until first served, then LIVE
         self._tracked_changed: set[str] = set()
@@ -328,12 +331,7 @@ class Book:
                 # A key may have been invalidated and then vouched for again before this.
                 deletes = [k for k in self._gone if not self._entries[k].vouchers]
                 if refresh_older_than is not None:
-                    keys = keys | {
-                        k
-                        for ks in self._vouched.values()
-                        for k in ks
-                        if self._entries[k].written < refresh_older_than
-                    }
+                    keys = keys | self._due(refresh_older_than)
             # A list of recent items is only whole while its stream is: it goes with its key.
             history = []
             for key in deletes:
@@ -343,7 +341,7 @@ class Book:
                     history.append(entry.history_key)
             deletes.extend(history)
             limit = now - self.liveness_timeout_s
-            entries = self._entries
+            entries, by_written = self._entries, self._by_written
             for key in keys:
                 entry = entries[key]
                 vouchers = entry.vouchers
@@ -353,8 +351,11 @@ class Book:
                 voucher = next(iter(vouchers)) if len(vouchers) == 1 else max(vouchers, key=_heard)
                 heard = voucher.last_heard
                 if heard < limit:
+                    by_written.setdefault(key, None)  # refreshed again if its connection is heard
                     continue
                 entry.written = now
+                by_written.pop(key, None)
+                by_written[key] = None
                 if entry.history_key is None:
                     write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
                 else:
@@ -374,6 +375,19 @@ class Book:
                 streams = {k: self._tracked.get(k) for k in self._tracked_changed}
             self._tracked_changed = set()
         return Batch(writes, deletes, streams, everything)
+
+    def _due(self, written_before: float) -> set[str]:
+        """Keys last written before ``written_before``. They leave the order; each one written
+        (or vouched for by a silent connection) goes back at its end, one vouched for by none
+        when it gets a new value."""
+        due = set()
+        for key in self._by_written:
+            if self._entries[key].written >= written_before:
+                break
+            due.add(key)
+        for key in due:
+            del self._by_written[key]
+        return due
 
     def freshness(self, now: float) -> tuple[int, int]:
         """(keys streamed, of those: servable now)."""

@@ -29,12 +29,11 @@ from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-# Writes are spaced by about 40 us per value written last time, between 1 and 4 ms: light
-# load is written within a millisecond; a flood of a few symbols coalesces (only the latest
-# value of a key is written), so the writer never takes most of the process's one GIL.
-MIN_WRITE_INTERVAL_S = 0.001
+# A write waits at least as long after the previous one as that one took, and at least 1 ms
+# (at most 4): light load is written within a millisecond, a flood of a few symbols coalesces
+# (only a key's latest value is written), and the writer never holds most of the one GIL.
+MIN_WRITE_INTERVAL_S = 0.0005
 MAX_WRITE_INTERVAL_S = 0.004
-WRITE_INTERVAL_PER_VALUE_S = 0.00004
 
 
 class Writer(Worker):
@@ -76,25 +75,25 @@ class Writer(Worker):
     def run(self) -> None:
         """Write changes at once and refresh live values, until stopped."""
         everything = True
-        next_refresh = time.monotonic()
+        next_heartbeat = time.monotonic()
+        # Every batch also refreshes the values written a refresh interval ago or more, so the
+        # refreshes spread out instead of arriving all at once; waking at least twice an
+        # interval, no live value goes unwritten longer than 1.5 intervals (half its TTL).
+        wake_every = self.refresh_interval_s / 2
         while True:
-            self.book.wake.wait(max(0.0, next_refresh - time.monotonic()))
+            self.book.wake.wait(wake_every)
             self.book.wake.clear()
             stopping = self._stopping.is_set()
             now = time.monotonic()
-            refresh_before = None
-            if now >= next_refresh:
-                # Values written in the last half interval are still fresh enough.
-                refresh_before = now - self.refresh_interval_s / 2
-                next_refresh = now + self.refresh_interval_s
             # Let changes gather for a moment (see MIN_WRITE_INTERVAL_S).
             wait = self._last_write + self._interval - now
             if wait > 0 and not stopping:
                 time.sleep(wait)
                 now = time.monotonic()
-            batch = self.book.take(now, refresh_before, everything)
-            if refresh_before is not None and self.status is not None:
+            batch = self.book.take(now, now - self.refresh_interval_s, everything)
+            if now >= next_heartbeat and self.status is not None:
                 batch.heartbeat = self.status()
+                next_heartbeat = now + self.refresh_interval_s
             if batch:
                 try:
                     self.write(batch)
@@ -111,7 +110,8 @@ class Writer(Worker):
 
     def write(self, batch: Batch) -> None:
         """Send one batch in one round trip: deletions, values with their TTL, then stream states."""
-        offset_ms = (time.time() - time.monotonic()) * 1000
+        started = time.monotonic()
+        offset_ms = (time.time() - started) * 1000
         commands: list[tuple[Any, ...]] = []
         add = commands.append
         watched = self.watched()
@@ -152,9 +152,7 @@ class Writer(Worker):
             add(("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", HEARTBEAT_TTL_MS))
         self._send(commands)
         done = self._last_write = time.monotonic()
-        self._interval = min(
-            MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, len(batch.writes) * WRITE_INTERVAL_PER_VALUE_S)
-        )
+        self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:
             if w.update:
                 self.latency.observe(done - w.changed)

@@ -69,6 +69,28 @@ def test_a_silent_connection_vouches_for_nothing_even_before_it_is_declared_dead
     assert written(book, 6.5, refresh=6.5) == {}  # heard 5.5 s ago: left to expire
 
 
+def test_a_silent_connection_heard_again_has_its_values_refreshed_again() -> None:
+    book, conn = Book(5.0), Conn(1.0)
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
+    written(book, 1.0)
+    assert written(book, 6.5, refresh=6.5) == {}
+    conn.last_heard = 7.0  # a late pong, before the connection was given up
+    assert written(book, 7.0, refresh=7.0) == {KEY: "1.0"}
+
+
+def test_refreshes_come_due_one_by_one_not_all_at_once() -> None:
+    book, conn = Book(5.0), Conn(1.0)
+    book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
+    written(book, 1.0)
+    book.on_frame(conn, QUIET, 1, {**fields("2.0", 1), "symbol": "BNBBTC"}, 2.0)
+    conn.last_heard = 2.0
+    written(book, 2.0)
+    conn.last_heard = 3.0
+    assert written(book, 3.0, refresh=1.5) == {KEY: "1.0"}  # only the one written before 1.5
+    assert written(book, 3.1, refresh=2.5) == {QUIET: "2.0"}
+    assert written(book, 3.2, refresh=2.5) == {}  # both written since
+
+
 def test_losing_the_last_voucher_deletes_the_key_at_once() -> None:
     book, a, b = Book(5.0), Conn(1.0), Conn(1.0)
     book.on_frame(a, KEY, 1, fields("1.0", 1), 1.0)

@@ -7,6 +7,7 @@ exchange misbehave on purpose.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -111,7 +112,8 @@ async def put_book(request: web.Request) -> web.Response:
         symbol, doc["bid_price"], doc["bid_quantity"], doc["ask_price"], doc["ask_quantity"]
     )
     receivers = exchange.publish_book(symbol, book.payload())
-    return _json({**book.strings(), "receivers": receivers})
+    # When it was handed to the connections (epoch ms): where a latency measurement starts.
+    return _json({**book.strings(), "receivers": receivers, "published_at_ms": time.time() * 1000})
 
 
 async def get_book(request: web.Request) -> web.Response:

@@ -1,0 +1,179 @@
+"""Freshness: how long from the exchange sending a frame until a client can read it over HTTP.
+
+    python -m bench.freshness [--samples 400] [--repeats 3] [--symbols 2000] [--rate 10]
+
+The simulator streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
+messenger runs ``--all`` and the server runs as shipped (gunicorn, gevent). A probe then, again
+and again, makes the simulator send a new top of book for BTCUSDT and polls until the new
+``update_id`` is readable. Samples alternate between two readers, side by side in one run:
+
+- ``http``: ``POST /snapshot/BTC_USDT`` on a kept-alive connection, what a client sees;
+- ``redis``: ``GET`` of the key straight from Redis (the baseline: how fresh Redis is).
+
+A latency is counted from the simulator handing the frame to its connections to the end of the
+first read that returned it, so it includes the probe's own last read (an upper bound). The
+messenger's own share (frame received -> acknowledged by Redis) is read from its histogram
+metric over the same samples, as the upper bound of the bucket holding its 99th percentile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.stack import medians, percentile, redis_and_simulator, rounded, running
+from tests.processes import Gunicorn, Messenger, free_port, messenger_env, wait_until
+from tests.processes import http as http_get
+
+RECORDED_TRADING = 1262  # trading symbols in the recorded exchangeInfo; the simulator adds the rest
+KEY = "transmute:bookticker:btcusdt"
+GIVE_UP_S = 2.0
+BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
+
+
+def latency_buckets(metrics_port: int) -> dict[float, float]:
+    """The messenger's frame-to-Redis histogram: upper bound (s) -> observations at or below it."""
+    text = http_get("GET", f"http://127.0.0.1:{metrics_port}/metrics")[2]
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(BUCKET):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound (ms) of the first bucket holding the q-th percentile of what came in between."""
+    total = after[float("inf")] - before.get(float("inf"), 0.0)
+    for bound in sorted(after):
+        if after[bound] - before.get(bound, 0.0) >= q / 100 * total:
+            return bound * 1000
+    return float("inf")
+
+
+class HttpReader:
+    """``POST /snapshot/BTC_USDT`` on one kept-alive connection: the update id served."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+
+    def __call__(self) -> int:
+        self.conn.request("POST", "/snapshot/BTC_USDT")
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return -1
+        update_id: int | None = orjson.loads(body)["update_id"]
+        return update_id or -1
+
+
+class RedisReader:
+    """``GET`` of the key: the update id in Redis."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(self) -> int:
+        raw = self.client.get(KEY)
+        if raw is None:
+            return -1
+        update_id: int | None = orjson.loads(raw)["update_id"]
+        return update_id or -1
+
+
+def sample(sim_conn: http.client.HTTPConnection, reader: Any, n: int) -> float | None:
+    """Send a new top of book; seconds until ``reader`` returns it (None: never, within GIVE_UP_S)."""
+    doc = {
+        "symbol": "BTCUSDT",
+        "bid_price": f"{40000 + n % 1000}.01000000",
+        "bid_quantity": "1.00000000",
+        "ask_price": f"{40000 + n % 1000}.02000000",
+        "ask_quantity": "1.00000000",
+    }
+    sim_conn.request("POST", "/_sim/book", orjson.dumps(doc), {"Content-Type": "application/json"})
+    sent = orjson.loads(sim_conn.getresponse().read())
+    published_s: float = sent["published_at_ms"] / 1000
+    while time.time() - published_s < GIVE_UP_S:
+        if reader() >= sent["u"]:
+            return time.time() - published_s
+    return None
+
+
+def run_once(symbols: int, rate: float, samples: int) -> dict[str, float]:
+    """One measurement: p50/p99 in ms for each reader, and the rate actually streamed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp)
+        extra = str(max(0, symbols - RECORDED_TRADING))
+        redis_server, sim = redis_and_simulator(logs, "--rate", str(rate), "--extra-symbols", extra)
+        metrics_port = free_port()
+        env = messenger_env(
+            sim, redis_server.url, STATS_INTERVAL_S=60, LOG_LEVEL="WARNING", METRICS_PORT=metrics_port
+        )
+        messenger = Messenger(logs, env, "--all")
+        gunicorn = Gunicorn(logs, redis_server.url, workers=2 * (os.cpu_count() or 1))
+        with running(redis_server, sim, messenger, gunicorn):
+            client = redis_server.client()
+            wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
+            time.sleep(1.0)  # seeds done: the steady stream
+            state0, t0, buckets0 = sim.state(), time.monotonic(), latency_buckets(metrics_port)
+            sim_conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
+            readers = {"http": HttpReader(gunicorn.port), "redis": RedisReader(client)}
+            latencies: dict[str, list[float]] = {"http": [], "redis": []}
+            missed = 0
+            for n in range(samples):
+                name = "http" if n % 2 == 0 else "redis"
+                latency = sample(sim_conn, readers[name], n)
+                if latency is None:
+                    missed += 1
+                else:
+                    latencies[name].append(latency * 1000)
+                time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
+            state1, t1, buckets1 = sim.state(), time.monotonic(), latency_buckets(metrics_port)
+        sent = sum(s["frames_sent"] for s in state1["sessions"]) - sum(
+            s["frames_sent"] for s in state0["sessions"]
+        )
+    return {
+        "http_p50_ms": percentile(latencies["http"], 50),
+        "http_p99_ms": percentile(latencies["http"], 99),
+        "redis_p50_ms": percentile(latencies["redis"], 50),
+        "redis_p99_ms": percentile(latencies["redis"], 99),
+        "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
+        "frames_per_s": sent / (t1 - t0),
+        "missed": float(missed),
+    }
+
+
+def run(symbols: int = 2000, rate: float = 10.0, samples: int = 400, repeats: int = 3) -> dict[str, Any]:
+    """Medians over ``repeats`` runs, with the HTTP path's ratio to reading Redis directly."""
+    row: dict[str, Any] = {
+        "symbols": symbols,
+        **medians([run_once(symbols, rate, samples) for _ in range(repeats)]),
+    }
+    row["http_p99_over_redis_p99"] = row["http_p99_ms"] / row["redis_p99_ms"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__)
+    parser.add_argument("--symbols", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(json.dumps(rounded(run(args.symbols, args.rate, args.samples, args.repeats))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

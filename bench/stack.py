@@ -1,0 +1,63 @@
+"""The service's processes for a benchmark: started in order, always stopped, figures from /proc."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from tests.processes import RedisServer, Simulator
+
+
+class Stoppable(Protocol):
+    """A process a benchmark starts."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout_s: float = 10.0) -> int | None: ...
+
+
+@contextmanager
+def running(*processes: Stoppable) -> Iterator[None]:
+    """Start each in turn; stop every one started, last first, however the block ends."""
+    with ExitStack() as stack:
+        for process in processes:
+            process.start()
+            stack.callback(process.stop)
+        yield
+
+
+def redis_and_simulator(logs: Path, *sim_args: str) -> tuple[RedisServer, Simulator]:
+    """A private redis-server and a simulator (not started)."""
+    return RedisServer(logs), Simulator(logs, *sim_args)
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, RSS bytes) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    rss = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    rss_kb = int(rss[1]) if rss else 0
+    return ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of samples, by the nearest rank."""
+    ordered = sorted(samples)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Metric by metric, the median over repeated runs."""
+    return {metric: statistics.median(run[metric] for run in runs) for metric in runs[0]}
+
+
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """Floats to three decimals, for printing."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}

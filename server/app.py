@@ -12,6 +12,7 @@ from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
 from server import binance_api, errors, health, metrics, pages, push, views
+from server.fast import FastSnapshots
 from server.store import SnapshotStore, redis_client
 
 # Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
@@ -38,7 +39,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["transmute.settings"] = settings
     client = client or redis_client(settings.redis_url)
-    app.extensions["transmute.store"] = SnapshotStore(client)
+    store = app.extensions["transmute.store"] = SnapshotStore(client)
     app.extensions["transmute.hub"] = push.Hub(client)
     errors.register(app)
     app.register_blueprint(views.bp)
@@ -47,4 +48,6 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     metrics.register(app)
+    # The most common request, answered before Flask when it can be (see server/fast.py).
+    app.wsgi_app = FastSnapshots(app.wsgi_app, store)  # type: ignore[method-assign]
     return app

@@ -10,6 +10,7 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
 from server import create_app
@@ -176,3 +177,27 @@ def test_a_method_no_route_takes_is_405_json_with_allow(client: FlaskClient) -> 
     assert response.status_code == 405
     assert response.get_json()["status_code"] == 405
     assert set(response.headers["Allow"].split(", ")) >= {"GET", "HEAD"}
+
+
+def served_count() -> float:
+    labels = {"route": "/snapshot/<symbol>", "method": "POST", "status": "200"}
+    return REGISTRY.get_sample_value("transmute_http_requests_total", labels) or 0.0
+
+
+def test_the_plain_request_gets_the_same_answer_as_one_the_flask_view_takes(
+    client: FlaskClient, stored: dict[str, Any]
+) -> None:
+    plain = client.post("/snapshot/btc_usdt")  # answered before Flask (server/fast.py)
+    with_query = client.post("/snapshot/btc_usdt?max_age_ms=60000")  # answered by the view
+    assert plain.status_code == with_query.status_code == 200
+    assert plain.content_type == with_query.content_type == "application/json"
+    fast, view = plain.get_json(), with_query.get_json()
+    assert abs(fast.pop("age_ms") - view.pop("age_ms")) <= 50
+    assert fast == view == stored
+
+
+def test_every_answer_is_counted_whichever_path_gives_it(client: FlaskClient, stored: dict[str, Any]) -> None:
+    before = served_count()
+    client.post("/snapshot/BTC_USDT")
+    client.post("/snapshot/BTC_USDT", json={"max_age_ms": 60000})
+    assert served_count() == before + 2

@@ -12,8 +12,12 @@ $(VENV)/.runtime: requirements.txt requirements-sim.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-sim.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+$(VENV)/.dev: requirements-dev.txt requirements-bench.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.runtime
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
 ## run: messenger + server on :3333 against Binance (starts a local redis-server if none answers)
@@ -30,6 +34,11 @@ test: $(VENV)/.dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## bench: every benchmark beside its baseline (~15 min); writes bench/results/{results.md,.json,.png}
+bench: $(VENV)/.bench
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.run
 
 ## check: exactly what CI runs
 check: test

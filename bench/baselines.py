@@ -2,17 +2,20 @@
 
     python -m bench.baselines ceiling <ws_url> <seconds> <stream>...
     python -m bench.baselines poc <ws_url> <seconds> <redis_url> <stream>...
+    python -m bench.baselines first <ws_url> <seconds> <stream>...
 
 ``ceiling``: a bare websocket-client receive loop, nothing else: the fastest any reader of this
 feed with this library can be. ``poc``: the proof of concept's pattern: per frame, parse it,
 write one JSON document, then set its expiry in a second command. Both subscribe the same way
 the messenger does (at most 1,024 streams a connection, a thread per connection) and print
-one JSON line: frames read and CPU seconds used.
+one JSON line: frames read and CPU seconds used. ``first`` (the scale benchmark's baseline)
+reads until every stream has sent a frame, and says how long that took and its peak RSS.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import threading
 import time
@@ -24,10 +27,18 @@ import websocket
 STREAMS_PER_CONNECTION = 1024
 
 
-def read(ws_url: str, streams: list[str], seconds: float, on_frame: Callable[[bytes], None]) -> int:
-    """Read frames for ``seconds`` over as many connections as the streams need; frames read."""
+def read(
+    ws_url: str,
+    streams: list[str],
+    seconds: float,
+    on_frame: Callable[[bytes], None],
+    done: threading.Event | None = None,
+) -> int:
+    """Read frames for ``seconds`` (or until ``done``) over as many connections as the streams
+    need; frames read."""
     counts: list[int] = []
     deadline = time.monotonic() + seconds
+    done = done or threading.Event()
     groups = [streams[i : i + STREAMS_PER_CONNECTION] for i in range(0, len(streams), STREAMS_PER_CONNECTION)]
 
     def run(group: list[str]) -> None:
@@ -36,7 +47,7 @@ def read(ws_url: str, streams: list[str], seconds: float, on_frame: Callable[[by
             ws.send(json.dumps({"method": "SUBSCRIBE", "params": group[1:], "id": 1}))
         n = 0
         recv = ws.recv_data_frame
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not done.is_set():
             opcode, frame = recv(True)
             if opcode == websocket.ABNF.OPCODE_TEXT:
                 on_frame(frame.data)
@@ -58,6 +69,21 @@ def main(argv: list[str]) -> int:
     cpu0 = time.process_time()
     if mode == "ceiling":
         frames = read(ws_url, argv[3:], seconds, lambda data: None)
+    elif mode == "first":
+        started, unseen, lock, done = time.monotonic(), set(argv[3:]), threading.Lock(), threading.Event()
+
+        def first(data: bytes) -> None:
+            stream = json.loads(data).get("stream")
+            with lock:
+                unseen.discard(stream)
+                if not unseen:
+                    done.set()
+
+        frames = read(ws_url, argv[3:], seconds, first, done)
+        elapsed = time.monotonic() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"seconds_until_all_seen": elapsed, "unseen": len(unseen), "rss_peak_mb": peak_mb}))
+        return 0
     else:
         client = redis.Redis.from_url(argv[3])
 

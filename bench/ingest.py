@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import RECORDED_TRADING, proc_stats
+from bench.scale import RECORDED_TRADING
+from bench.stack import proc_stats
 from tests.processes import Messenger, RedisServer, Simulator, free_port, http, messenger_env, wait_until
 
 SYNTHETIC = 800  # enough for 2,000 trading symbols

@@ -1,38 +1,33 @@
 """Scale: ``--all`` on N simulated symbols at an aggregate rate; how fast, how big, how lossy.
 
-    python -m bench.scale [--symbols 2000] [--rate 10] [--steady 20]
+    python -m bench.scale [--symbols 2000] [--rate 10] [--steady 20] [--repeats 3]
 
 Starts a private redis-server, the simulator (the recorded 1,262 trading symbols plus synthetic
 ones up to N, each updating ``rate`` times a second) and ``python -m messenger --all``. Reports the
 seconds until every symbol is servable (its key is in Redis), then, over ``steady`` seconds of
 steady state: the frames/s the simulator sent and the messenger read, the messenger's RSS and
 CPU, and frames lost (sent by the exchange but never read: slow-consumer drops and backlog).
+The baseline, in the same run on the same feed: a bare websocket-client reader subscribing the
+same streams the same way, timed until each has sent a frame, with its peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import re
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.processes import Messenger, RedisServer, Simulator, messenger_env, wait_until
+from bench.stack import medians, proc_stats, rounded
+from tests.processes import Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
 RECORDED_TRADING = 1262
 FRAMES_TOTAL = re.compile(r"frames/s \((\d+) in all\)")
-
-
-def proc_stats(pid: int) -> tuple[float, int]:
-    """(CPU seconds used, RSS bytes) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    rss = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
-    rss_kb = int(rss[1]) if rss else 0
-    return ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024
 
 
 def sent_frames(sim: Simulator) -> tuple[int, int]:
@@ -48,8 +43,19 @@ def read_frames(messenger: Messenger) -> int:
     return int(totals[-1]) if totals else 0
 
 
-def run(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
-    """One measurement; returns the figures."""
+def baseline(sim: Simulator, symbols: int) -> dict[str, float]:
+    """The bare reader on the same feed: seconds until every symbol has sent a frame, peak RSS."""
+    _, _, info = http("GET", f"{sim.rest_url}/api/v3/exchangeInfo")
+    streams = [f"{s['symbol'].lower()}@bookTicker" for s in info["symbols"] if s["status"] == "TRADING"]
+    argv = [sys.executable, "-m", "bench.baselines", "first", sim.ws_url, "60", *streams[:symbols]]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=90)
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert doc["unseen"] == 0, doc
+    return {"seconds_until_all_seen": doc["seconds_until_all_seen"], "rss_peak_mb": doc["rss_peak_mb"]}
+
+
+def run_once(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
+    """One measurement of the messenger and then of the baseline; returns the figures."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         redis_server = RedisServer(logs)
@@ -89,7 +95,12 @@ def run(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
             sent_total, replies = sent_frames(sim)
             read_total = read_frames(messenger)
             state = sim.state()
+            messenger.stop()
+            sim.market(rate=rate)
+            bare = baseline(sim, symbols)
             return {
+                "bare_seconds_until_all_seen": round(bare["seconds_until_all_seen"], 2),
+                "bare_rss_peak_mb": round(bare["rss_peak_mb"], 1),
                 "symbols": symbols,
                 "connections": len(state["sessions"]),
                 "max_streams_per_connection": max(len(s["streams"]) for s in state["sessions"]),
@@ -101,7 +112,7 @@ def run(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
                 "messenger_rss_mb": round(rss / 2**20, 1),
                 "messenger_rss_peak_mb": round(rss_peak / 2**20, 1),
                 "messenger_cpu_percent_of_a_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
-                "violations": [v for s in state["sessions"] + state["closed"] for v in s["violations"]],
+                "violations": len([v for s in state["sessions"] + state["closed"] for v in s["violations"]]),
                 "rejected_connections": state["rejected_connections"],
             }
         finally:
@@ -109,17 +120,26 @@ def run(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
                 process.stop()
 
 
+def run(symbols: int = 2000, rate: float = 10.0, steady_s: float = 20.0, repeats: int = 3) -> dict[str, Any]:
+    """Medians over ``repeats`` runs (the worst for losses and limit violations)."""
+    runs = [run_once(symbols, rate, steady_s) for _ in range(repeats)]
+    row: dict[str, Any] = medians(runs)
+    for worst in ("frames_lost", "violations", "rejected_connections"):
+        row[worst] = max(r[worst] for r in runs)
+    row["servable_ratio_to_bare"] = row["seconds_until_all_servable"] / row["bare_seconds_until_all_seen"]
+    row["rss_ratio_to_bare"] = row["messenger_rss_peak_mb"] / row["bare_rss_peak_mb"]
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run and print the figures."""
+    """Run and print one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--symbols", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady state to measure")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    figures = run(args.symbols, args.rate, args.steady)
-    width = max(map(len, figures))
-    for name, value in figures.items():
-        print(f"{name:<{width}}  {value}")
+    print(json.dumps(rounded(run(args.symbols, args.rate, args.steady, args.repeats))))
     return 0
 
 

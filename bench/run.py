@@ -1,0 +1,174 @@
+"""Every benchmark, side by side with its baseline, into a table and a chart: ``make bench``.
+
+    python -m bench.run [--repeats 3] [--quick] [--out bench/results]
+
+Writes ``results.json`` (every figure), ``results.md`` (the table, with each target met or
+missed) and ``results.png`` (the chart) to ``--out``. Each figure is a median over ``repeats``
+runs, each run measuring the service and its baseline in turn on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import freshness, ingest, scale, serving
+from bench.stack import rounded
+
+
+def measure(repeats: int, quick: bool) -> dict[str, Any]:
+    """Run the four benchmarks; ``quick`` shortens each run (for a smoke check, not for figures)."""
+    seconds = 2.0 if quick else 5.0
+    return {
+        "ingest": [rounded(r) for r in ingest.run([1, 100, 2000], seconds, repeats)],
+        "freshness": rounded(freshness.run(samples=100 if quick else 400, repeats=repeats)),
+        "serving": rounded(serving.run(seconds=3 if quick else 10, repeats=repeats)),
+        "scale": rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
+    }
+
+
+def verdict(value: float, target: float, higher_is_better: bool) -> str:
+    """'met' or how far it is from the target."""
+    met = value >= target if higher_is_better else value <= target
+    return "met" if met else f"missed by {abs(value - target) / target:.0%}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table with the issue's targets."""
+    rows: list[tuple[str, ...]] = [
+        ("benchmark", "figure", "service", "baseline", "ratio", "target", "verdict")
+    ]
+    rows.append(("---",) * 7)
+
+    def add(*cells: str) -> None:
+        rows.append(cells)
+
+    for r in results["ingest"]:
+        name, rate = f"ingest, {r['symbols']} symbols", f"{r['messenger_frames_per_s']:,.0f}"
+        ceiling, poc, lost = r["ratio_to_ceiling"], r["ratio_to_poc"], r["frames_lost_max"]
+        add(name, "frames/s into Redis", rate, f"ceiling {r['ceiling_frames_per_s']:,.0f}",
+            f"{ceiling:.2f}", ">= 0.85", verdict(ceiling, 0.85, True))  # fmt: skip
+        add(name, "frames/s into Redis", rate, f"POC {r['poc_frames_per_s']:,.0f}",
+            f"{poc:.1f}x", ">= 5x", verdict(poc, 5, True))  # fmt: skip
+        add(name, "CPU us/frame; frames lost", f"{r['messenger_cpu_us_per_frame']:.1f}; {lost:.0f}",
+            f"ceiling {r['ceiling_cpu_us_per_frame']:.1f}; POC {r['poc_cpu_us_per_frame']:.1f}", "",
+            "0 lost", "met" if lost == 0 else f"{lost:.0f} lost")  # fmt: skip
+    f = results["freshness"]
+    add(f"freshness, {f['frames_per_s']:,.0f} frames/s", "sent -> readable, p50 / p99 ms",
+        f"HTTP {f['http_p50_ms']:.1f} / {f['http_p99_ms']:.1f}",
+        f"Redis {f['redis_p50_ms']:.1f} / {f['redis_p99_ms']:.1f}",
+        f"{f['http_p99_over_redis_p99']:.2f}", "p99 <= 5", verdict(f["http_p99_ms"], 5, False))  # fmt: skip
+    s = results["serving"]
+    name = f"serving, wrk {s['connections']} connections"
+    add(name, "requests/s", f"{s['server_requests_per_s']:,.0f}", f"bare {s['bare_requests_per_s']:,.0f}",
+        f"{s['ratio_to_bare']:.2f}", ">= 0.80", verdict(s["ratio_to_bare"], 0.8, True))  # fmt: skip
+    add(name, "p50 / p99 ms", f"{s['server_p50_ms']:.1f} / {s['server_p99_ms']:.1f}",
+        f"bare {s['bare_p50_ms']:.1f} / {s['bare_p99_ms']:.1f}", "", "p99 <= 20",
+        verdict(s["server_p99_ms"], 20, False))  # fmt: skip
+    c = results["scale"]
+    name = f"scale, --all {c['symbols']:,} symbols"
+    add(name, "s until all servable", f"{c['seconds_until_all_servable']:.2f}",
+        f"bare {c['bare_seconds_until_all_seen']:.2f}", f"{c['servable_ratio_to_bare']:.2f}", "<= 10",
+        verdict(c["seconds_until_all_servable"], 10, False))  # fmt: skip
+    rss = c["messenger_rss_peak_mb"]
+    add(name, "peak RSS MB", f"{rss:.0f}", f"bare {c['bare_rss_peak_mb']:.0f}",
+        f"{c['rss_ratio_to_bare']:.2f}", "<= 150", verdict(rss, 150, False))  # fmt: skip
+    cpu, lost = c["messenger_cpu_percent_of_a_core"], c["frames_lost"]
+    add(name, "frames/s read; lost; CPU", f"{c['frames_per_s_read']:,.0f}; {lost}; {cpu:.0f}% of a core",
+        "", "", "0 lost", "met" if lost == 0 else f"{lost} lost")  # fmt: skip
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Four panels: ingest, freshness, serving, scale; each beside its baseline and target."""
+    import matplotlib  # noqa: PLC0415 (only the benchmarks need it: requirements-bench.txt)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ((a, b), (c, d)) = plt.subplots(2, 2, figsize=(12, 8))
+    rows = results["ingest"]
+    x = range(len(rows))
+    for i, (reader, label) in enumerate(
+        (("ceiling", "bare websocket-client"), ("messenger", "messenger"), ("poc", "POC pattern"))
+    ):
+        a.bar(
+            [j + (i - 1) * 0.27 for j in x],
+            [r[f"{reader}_frames_per_s"] / 1000 for r in rows],
+            0.27,
+            label=label,
+        )
+    a.set_xticks(list(x), [f"{r['symbols']} symbols" for r in rows])
+    a.set_ylabel("thousand frames/s into Redis")
+    a.set_title("Ingest (flood)")
+    a.set_ylim(0, 1.3 * max(r["ceiling_frames_per_s"] for r in rows) / 1000)
+    a.legend(ncols=3, fontsize="small")
+    f = results["freshness"]
+    b.bar([0, 1], [f["redis_p50_ms"], f["http_p50_ms"]], 0.35, label="p50")
+    b.bar([0.35, 1.35], [f["redis_p99_ms"], f["http_p99_ms"]], 0.35, label="p99")
+    b.axhline(5, color="red", linestyle="--", label="target p99")
+    b.set_xticks([0.17, 1.17], ["readable in Redis", "readable over HTTP"])
+    b.set_ylabel("ms after the frame was sent")
+    b.set_title(f"Freshness at {f['frames_per_s']:,.0f} frames/s")
+    b.legend()
+    s = results["serving"]
+    c.bar([0, 1], [s["bare_requests_per_s"], s["server_requests_per_s"]], color=["grey", "tab:blue"])
+    c.axhline(0.8 * s["bare_requests_per_s"], color="red", linestyle="--", label="target: 80% of bare")
+    c.set_xticks(
+        [0, 1], [f"bare WSGI\np99 {s['bare_p99_ms']:.0f} ms", f"server\np99 {s['server_p99_ms']:.0f} ms"]
+    )
+    c.set_ylabel("requests/s")
+    c.set_title(f"Serving, wrk {s['connections']} connections")
+    c.legend()
+    g = results["scale"]
+    d.bar(
+        [0, 1],
+        [g["bare_seconds_until_all_seen"], g["seconds_until_all_servable"]],
+        color=["grey", "tab:blue"],
+    )
+    d.axhline(10, color="red", linestyle="--", label="target 10 s")
+    d.set_xticks(
+        [0, 1],
+        [
+            f"bare reader\n{g['bare_rss_peak_mb']:.0f} MB",
+            f"messenger --all\n{g['messenger_rss_peak_mb']:.0f} MB",
+        ],
+    )
+    d.set_ylabel("seconds until all 2,000 symbols are there")
+    d.set_title("Scale (RSS under the bars; target 150 MB)")
+    d.legend()
+    fig.suptitle(f"Transmute benchmarks, medians of {results['repeats']} runs ({results['machine']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure, then write the JSON, the table and the chart."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "repeats": args.repeats,
+        "machine": f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}",
+        **measure(args.repeats, args.quick),
+    }
+    results["minutes"] = round((time.monotonic() - started) / 60, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(table(results))
+    chart(results, args.out / "results.png")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -110,16 +110,19 @@ async def exchange_info(request: web.Request) -> web.StreamResponse:
 @weighed(lambda r: 2 if "symbol" in r.query else 4)
 async def book_ticker(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/ticker/bookTicker``: one symbol, a list, or every trading symbol."""
+    market = request.app[EXCHANGE].market
+    return _one_or_many(request, lambda name: market.book(name).rest())
+
+
+def _one_or_many(request: web.Request, render: Callable[[str], Any]) -> web.Response:
+    """``symbol=``: one document; ``symbols=[...]``: a list; neither: every trading symbol's."""
     exchange = request.app[EXCHANGE]
     names, problem = _parse_symbols(request, exchange)
     if problem is not None:
         return problem
-    market = exchange.market
     if "symbol" in request.query and names:
-        body: Any = market.book(names[0]).rest()
-    else:
-        body = [market.book(n).rest() for n in (names if names is not None else exchange.catalog.trading())]
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+        return _json(render(names[0]))
+    return _json([render(n) for n in (names if names is not None else exchange.catalog.trading())])
 
 
 def _recent(request: web.Request) -> tuple[str, int] | web.Response:
@@ -211,16 +214,7 @@ async def depth(request: web.Request) -> web.StreamResponse:
 @weighed(lambda r: 2 if "symbol" in r.query else 40 if "symbols" in r.query else 80)
 async def ticker_24hr(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/ticker/24hr``: one symbol, a list, or every trading symbol."""
-    exchange = request.app[EXCHANGE]
-    names, problem = _parse_symbols(request, exchange)
-    if problem is not None:
-        return problem
-    market = exchange.market
-    if "symbol" in request.query and names:
-        return _json(market.ticker_rest(names[0]))
-    return _json(
-        [market.ticker_rest(n) for n in (names if names is not None else exchange.catalog.trading())]
-    )
+    return _one_or_many(request, request.app[EXCHANGE].market.ticker_rest)
 
 
 def add_routes(app: web.Application) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from contract import kinds
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import metrics
 from server.lookup import with_age
@@ -24,7 +25,7 @@ from server.store import SnapshotStore, StoreUnavailable
 
 PREFIX = "/snapshot/"
 ROUTE = "/snapshot/<symbol>"  # the view's rule, for metrics
-KIND = "bookticker"
+KIND = kinds.key_kind(kinds.BOOK_TICKER)
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -49,8 +50,7 @@ class FastSnapshots:
             return self.app(environ, start_response)  # the view says why there is none
         body = orjson.dumps(with_age(record, symbol, None))
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        metrics.REQUESTS.labels(ROUTE, "POST", "200").inc()
-        metrics.LATENCY.labels(ROUTE).observe(time.perf_counter() - started)
+        metrics.observe(ROUTE, "POST", 200, started)
         return [body]
 
     @staticmethod

@@ -44,13 +44,17 @@ def register(app: Flask) -> None:
     @app.after_request
     def count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        start = g.get("metrics_start")
-        if start is not None:
-            LATENCY.labels(route).observe(time.perf_counter() - start)
+        observe(route, request.method, response.status_code, g.get("metrics_start"))
         return response
 
     app.register_blueprint(bp)
+
+
+def observe(route: str, method: str, status: int, started: float | None) -> None:
+    """Count one answered request and, if its start (``time.perf_counter()``) is known, time it."""
+    REQUESTS.labels(route, method, str(status)).inc()
+    if started is not None:
+        LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
 @bp.get("/metrics")

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 # Let requests from connections that subscribe together share one REST call.
 GATHER_S = 0.02
+# Kinds Binance serves for many symbols in one call; the others are seeded a symbol a call.
+BATCHED_KINDS = frozenset({BOOK_TICKER.name, "ticker", "miniTicker"})
 # Kinds seeded one symbol a call take at most this many calls a round, so others get a turn.
 CALLS_PER_ROUND = 20
 
@@ -109,7 +111,7 @@ class Seeder(Worker):
     def _seed(self, kind: str, jobs: list[Job]) -> bool:
         """Fetch and apply one kind's seeds; False (and the jobs back in the queue) on failure."""
         symbols = sorted({route.symbol for _, route in jobs})
-        if kind not in (BOOK_TICKER.name, "ticker", "miniTicker") and len(symbols) > CALLS_PER_ROUND:
+        if kind not in BATCHED_KINDS and len(symbols) > CALLS_PER_ROUND:
             later = set(symbols[CALLS_PER_ROUND:])
             self._requeue([job for job in jobs if job[1].symbol in later])
             jobs = [job for job in jobs if job[1].symbol not in later]
@@ -141,7 +143,7 @@ class Seeder(Worker):
     def _fetch(self, kind: str, symbols: list[str]) -> dict[str, Seed]:
         """REST values of one kind: one call for many symbols where Binance has one."""
         seeds: dict[str, Seed] = {}
-        if kind in (BOOK_TICKER.name, "ticker", "miniTicker"):
+        if kind in BATCHED_KINDS:
             batch = (
                 self.rest.book_tickers(symbols)
                 if kind == BOOK_TICKER.name

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import sys
 import tempfile
@@ -31,11 +30,18 @@ from typing import Any
 
 import orjson
 
-from bench.stack import medians, percentile, redis_and_simulator, rounded, running
+from bench.stack import (
+    frames_sent,
+    medians,
+    percentile,
+    redis_and_simulator,
+    rounded,
+    running,
+    trading_symbols,
+)
 from tests.processes import Gunicorn, Messenger, free_port, messenger_env, wait_until
 from tests.processes import http as http_get
 
-RECORDED_TRADING = 1262  # trading symbols in the recorded exchangeInfo; the simulator adds the rest
 KEY = "transmute:bookticker:btcusdt"
 GIVE_UP_S = 2.0
 BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
@@ -113,19 +119,18 @@ def run_once(symbols: int, rate: float, samples: int) -> dict[str, float]:
     """One measurement: p50/p99 in ms for each reader, and the rate actually streamed."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
-        extra = str(max(0, symbols - RECORDED_TRADING))
-        redis_server, sim = redis_and_simulator(logs, "--rate", str(rate), "--extra-symbols", extra)
+        redis_server, sim = redis_and_simulator(logs, "--rate", str(rate), *trading_symbols(symbols))
         metrics_port = free_port()
         env = messenger_env(
             sim, redis_server.url, STATS_INTERVAL_S=60, LOG_LEVEL="WARNING", METRICS_PORT=metrics_port
         )
         messenger = Messenger(logs, env, "--all")
-        gunicorn = Gunicorn(logs, redis_server.url, workers=2 * (os.cpu_count() or 1))
+        gunicorn = Gunicorn(logs, redis_server.url, workers=None)
         with running(redis_server, sim, messenger, gunicorn):
             client = redis_server.client()
             wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
             time.sleep(1.0)  # seeds done: the steady stream
-            state0, t0, buckets0 = sim.state(), time.monotonic(), latency_buckets(metrics_port)
+            (sent0, _), t0, buckets0 = frames_sent(sim), time.monotonic(), latency_buckets(metrics_port)
             sim_conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
             readers = {"http": HttpReader(gunicorn.port), "redis": RedisReader(client)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
@@ -138,17 +143,14 @@ def run_once(symbols: int, rate: float, samples: int) -> dict[str, float]:
                 else:
                     latencies[name].append(latency * 1000)
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
-            state1, t1, buckets1 = sim.state(), time.monotonic(), latency_buckets(metrics_port)
-        sent = sum(s["frames_sent"] for s in state1["sessions"]) - sum(
-            s["frames_sent"] for s in state0["sessions"]
-        )
+            (sent1, _), t1, buckets1 = frames_sent(sim), time.monotonic(), latency_buckets(metrics_port)
     return {
         "http_p50_ms": percentile(latencies["http"], 50),
         "http_p99_ms": percentile(latencies["http"], 99),
         "redis_p50_ms": percentile(latencies["redis"], 50),
         "redis_p99_ms": percentile(latencies["redis"], 99),
         "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
-        "frames_per_s": sent / (t1 - t0),
+        "frames_per_s": (sent1 - sent0) / (t1 - t0),
         "missed": float(missed),
     }
 

@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.scale import RECORDED_TRADING
-from bench.stack import proc_stats
+from bench.stack import frames_sent, proc_stats, trading_symbols
 from tests.processes import Messenger, RedisServer, Simulator, free_port, http, messenger_env, wait_until
-
-SYNTHETIC = 800  # enough for 2,000 trading symbols
 
 
 def symbols_for(sim: Simulator, n: int) -> list[str]:
@@ -34,12 +31,6 @@ def symbols_for(sim: Simulator, n: int) -> list[str]:
     trading = sorted(s["symbol"] for s in info["symbols"] if s["status"] == "TRADING")
     trading.remove("BTCUSDT")
     return ["BTCUSDT", *trading][:n]
-
-
-def sent(sim: Simulator) -> int:
-    """Frames the simulator has sent, over every connection so far."""
-    state = sim.state()
-    return sum(s["frames_sent"] for s in state["sessions"] + state["closed"])
 
 
 def baseline(
@@ -57,12 +48,11 @@ def baseline(
     }
 
 
-def messenger_frames(port: int) -> tuple[float, float]:
-    """(market-data frames read, control replies read) from the messenger's metrics."""
+def messenger_frames(port: int) -> float:
+    """Market-data frames the messenger has read, from its metrics."""
     text = http("GET", f"http://127.0.0.1:{port}/metrics")[2]
-    frames = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                 if line.startswith("transmute_messenger_frames_total{"))  # fmt: skip
-    return frames, 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("transmute_messenger_frames_total{"))  # fmt: skip
 
 
 def messenger_run(
@@ -74,7 +64,7 @@ def messenger_run(
     messenger = Messenger(logs, env, *symbols)
     client = redis_server.client()
     client.flushall()
-    sent_before = sent(sim)
+    sent_before = frames_sent(sim)[0]
     messenger.start()
     try:
         wait_until(
@@ -84,15 +74,15 @@ def messenger_run(
         pid = messenger.proc.pid
         time.sleep(1.0)  # subscriptions and seeds done: steady flood
         cpu0, _ = proc_stats(pid)
-        frames0, _ = messenger_frames(port)
+        frames0 = messenger_frames(port)
         t0 = time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - t0
         cpu1, rss = proc_stats(pid)
-        frames1, _ = messenger_frames(port)
+        frames1 = messenger_frames(port)
         sim.market(flood=False, rate=0)  # stop, let it drain, then count exactly
         time.sleep(1.5)
-        lost = (sent(sim) - sent_before) - messenger_frames(port)[0]
+        lost = (frames_sent(sim)[0] - sent_before) - messenger_frames(port)
         sim.market(flood=True)
         return {
             "frames_per_s": (frames1 - frames0) / elapsed,
@@ -110,7 +100,7 @@ def run(counts: list[int], seconds: float, repeats: int) -> list[dict[str, Any]]
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         redis_server = RedisServer(logs)
-        sim = Simulator(logs, "--flood", "--extra-symbols", str(SYNTHETIC))
+        sim = Simulator(logs, "--flood", *trading_symbols(max(counts)))
         redis_server.start()
         sim.start()
         try:
@@ -148,5 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    assert RECORDED_TRADING + SYNTHETIC >= 2000
     sys.exit(main())

@@ -23,18 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.stack import medians, proc_stats, rounded
+from bench.stack import frames_sent, medians, proc_stats, rounded, trading_symbols
 from tests.processes import Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
-RECORDED_TRADING = 1262
 FRAMES_TOTAL = re.compile(r"frames/s \((\d+) in all\)")
-
-
-def sent_frames(sim: Simulator) -> tuple[int, int]:
-    """(market data frames sent, replies to requests sent) over every connection, open or closed."""
-    state = sim.state()
-    sessions = state["sessions"] + state["closed"]
-    return sum(s["frames_sent"] for s in sessions), sum(s["request_count"] for s in sessions)
 
 
 def read_frames(messenger: Messenger) -> int:
@@ -59,7 +51,7 @@ def run_once(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         redis_server = RedisServer(logs)
-        sim = Simulator(logs, "--rate", str(rate), "--extra-symbols", str(max(0, symbols - RECORDED_TRADING)))
+        sim = Simulator(logs, "--rate", str(rate), *trading_symbols(symbols))
         processes: list[Any] = [redis_server, sim]
         try:
             redis_server.start()
@@ -78,7 +70,7 @@ def run_once(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
             pid = messenger.proc.pid
             time.sleep(2.0)  # settle: seeds done, first stats lines out
             cpu0, _ = proc_stats(pid)
-            sent0, _ = sent_frames(sim)
+            sent0, _ = frames_sent(sim)
             read0 = read_frames(messenger)
             t0 = time.monotonic()
             rss_peak = 0
@@ -87,12 +79,12 @@ def run_once(symbols: int, rate: float, steady_s: float) -> dict[str, Any]:
                 time.sleep(0.5)
             elapsed = time.monotonic() - t0
             cpu1, rss = proc_stats(pid)
-            sent1, _ = sent_frames(sim)
+            sent1, _ = frames_sent(sim)
             read1 = read_frames(messenger)
             # Stop the market and let the messenger drain: every frame sent must have been read.
             sim.market(rate=0)
             time.sleep(2.5)
-            sent_total, replies = sent_frames(sim)
+            sent_total, replies = frames_sent(sim)
             read_total = read_frames(messenger)
             state = sim.state()
             messenger.stop()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,20 +28,14 @@ POST = 'wrk.method = "POST"\n'
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def workers() -> int:
-    """As shipped: two per core."""
-    return 2 * (os.cpu_count() or 1)
-
-
 class BareApp(Gunicorn):
     """The baseline app under the same gunicorn config as the server."""
 
     def __init__(self, log_dir: Path, redis_url: str) -> None:
-        super().__init__(log_dir, redis_url, workers=workers())
-        self.argv = [*self.argv[:-1], "bench.bare_wsgi:app"]
+        super().__init__(log_dir, redis_url, workers=None, app="bench.bare_wsgi:app")
 
     def start(self) -> None:
-        """Start and wait until it answers."""
+        """Start and wait until it answers (it has no 400 for Gunicorn.start to wait for)."""
         Process.start(self)
         wait_until(lambda: http("POST", f"{self.url}/snapshot/BTC_USDT")[0] == 200, 20, what="the bare app")
 
@@ -88,14 +81,14 @@ def run(seconds: float = 10.0, connections: int = 50, repeats: int = 3) -> dict[
             client = redis_server.client()
             wait_until(lambda: client.exists("transmute:bookticker:btcusdt"), 20, what="BTCUSDT in Redis")
             for _ in range(repeats):
-                for name, app in (("server", Gunicorn(logs, redis_server.url, workers=workers())),
+                for name, app in (("server", Gunicorn(logs, redis_server.url, workers=None)),
                                   ("bare", BareApp(logs, redis_server.url))):  # fmt: skip
                     with running(app):
                         load(f"{app.url}/snapshot/BTC_USDT", 2, connections, script)  # warm up
                         runs[name].append(load(f"{app.url}/snapshot/BTC_USDT", seconds, connections, script))
                     time.sleep(0.5)  # let the port and the CPU settle
     server, bare = medians(runs["server"]), medians(runs["bare"])
-    row: dict[str, Any] = {"connections": connections, "workers": workers()}
+    row: dict[str, Any] = {"connections": connections}
     row.update({f"server_{k}": v for k, v in server.items()})
     row.update({f"bare_{k}": v for k, v in bare.items()})
     row["ratio_to_bare"] = server["requests_per_s"] / bare["requests_per_s"]

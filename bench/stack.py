@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from tests.processes import RedisServer, Simulator
 
+RECORDED_TRADING = 1262  # trading symbols in the recorded exchangeInfo
+
 
 class Stoppable(Protocol):
     """A process a benchmark starts."""
@@ -35,6 +37,18 @@ def running(*processes: Stoppable) -> Iterator[None]:
 def redis_and_simulator(logs: Path, *sim_args: str) -> tuple[RedisServer, Simulator]:
     """A private redis-server and a simulator (not started)."""
     return RedisServer(logs), Simulator(logs, *sim_args)
+
+
+def trading_symbols(n: int) -> list[str]:
+    """Simulator arguments for at least ``n`` trading symbols: the recorded ones, then synthetic."""
+    return ["--extra-symbols", str(max(0, n - RECORDED_TRADING))]
+
+
+def frames_sent(sim: Simulator) -> tuple[int, int]:
+    """(market data frames sent, replies to requests sent) over every connection, open or closed."""
+    state = sim.state()
+    sessions = state["sessions"] + state["closed"]
+    return sum(s["frames_sent"] for s in sessions), sum(s["request_count"] for s in sessions)
 
 
 def proc_stats(pid: int) -> tuple[float, int]:

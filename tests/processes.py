@@ -253,11 +253,22 @@ class Messenger(Process):
 class Gunicorn(Process):
     """The server as shipped: gunicorn with our config, on a free port."""
 
-    def __init__(self, log_dir: Path, redis_url: str, workers: int = 2, **settings: Any) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        redis_url: str,
+        workers: int | None = 2,
+        app: str = "server:create_app()",
+        **settings: Any,
+    ) -> None:
+        """``workers=None``: as many as the shipped config chooses; ``app``: another WSGI app
+        under the same config (a benchmark's baseline)."""
         self.port = free_port()
-        env = {"REDIS_URL": redis_url, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers)}
+        env = {"REDIS_URL": redis_url, "PORT": str(self.port)}
+        if workers is not None:
+            env["WEB_CONCURRENCY"] = str(workers)
         env.update({k.upper(): str(v) for k, v in settings.items()})
-        argv = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", "server:create_app()"]
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:server.gunicorn_conf", app]
         super().__init__(f"gunicorn-{self.port}", argv, log_dir, env)
 
     @property

@@ -5,6 +5,7 @@
 | ``transmute:<kind>:<symbol>`` | string, TTL | messenger | the latest record (contract.records) |
 | ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
 | ``transmute:trades:<symbol>`` | list, TTL | messenger | the most recent trades, oldest first |
+| ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
 | ``transmute:streams`` | hash | messenger | snapshot key -> ``pending`` / ``live``: what it streams |
@@ -20,6 +21,13 @@ from __future__ import annotations
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
 RECENT_TRADES_KEY_TEMPLATE = "transmute:trades:{symbol}"
 RECENT_TRADES_KEPT = 1000
+# A live connection of one messenger run (an id of its own per start): written while the
+# connection is heard from, with SNAPSHOT_TTL_MS. A record names the one that vouches for it
+# (contract.records.VOUCHER) and is served only while that key exists.
+VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
+# Records outlive their last write by this much at most: a bound on what a messenger that died
+# leaves behind, not on freshness (that is the voucher's TTL). Renewed well before it runs out.
+RECORD_TTL_MS = 600_000
 WATCHED_KEY = "transmute:watched"
 HEARTBEAT_KEY = "transmute:messenger"
 # Written every refresh (a third of SNAPSHOT_TTL_MS); gone this long after the messenger stops.
@@ -38,6 +46,11 @@ LIVE = "live"
 def snapshot_key(kind: str, symbol: str) -> str:
     """Key of the latest record of one kind (its key segment) for one symbol (in any case)."""
     return SNAPSHOT_KEY_TEMPLATE.format(kind=kind, symbol=symbol.lower())
+
+
+def voucher_key(messenger: str, connection: int) -> str:
+    """Key of one live connection's liveness: ``transmute:voucher:5f3a9c1e:3``."""
+    return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection=connection)
 
 
 def recent_trades_key(symbol: str) -> str:

@@ -10,9 +10,16 @@ Two timestamps say how current it is (epoch milliseconds, the messenger's clock)
 ``source`` says where the value came from (``stream``, or ``rest`` for a seed), ``connection``
 which of the messenger's connections vouches for it.
 
+In Redis a record starts with ``voucher``: the key of that connection's liveness
+(contract.keys.voucher_key). The server serves a record only while that key exists, and
+takes ``as_of`` as the later of the record's and the connection's last word (the key's value):
+so a quiet value stays servable without being rewritten, and stops being servable within
+SNAPSHOT_TTL_MS of its connection's or its messenger's death. ``voucher`` is not served.
+
 Example (bookTicker)::
 
-    {"symbol": "BTCUSDT", "bid_price": "25.35190000", "bid_quantity": "31.21000000",
+    {"voucher": "transmute:voucher:5f3a9c1e:1",
+     "symbol": "BTCUSDT", "bid_price": "25.35190000", "bid_quantity": "31.21000000",
      "ask_price": "25.36520000", "ask_quantity": "40.66000000", "update_id": 400900217,
      "ts": 1700000000123, "as_of": 1700000000456, "source": "stream", "connection": 1}
 """
@@ -25,6 +32,7 @@ import orjson
 
 TS = "ts"
 AS_OF = "as_of"
+VOUCHER = "voucher"  # always the first field, so that Redis can read it without parsing JSON
 SOURCE_STREAM = "stream"
 SOURCE_REST = "rest"
 

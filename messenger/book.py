@@ -1,10 +1,13 @@
 """The latest value of every key, and which live connections vouch that it is current.
 
-The freshness rule lives here. A connection *vouches* for a key once it is subscribed and
-has caught up on it: it delivered a frame for it, a REST seed fetched after its subscription
-was applied, or a connection that already vouched was heard from after the subscription
-(make before break). While any vouching connection is alive, the value is current however
-long ago it changed; when the last one goes, the key is invalidated at once.
+The freshness rule lives here. The supervisor *assigns* keys to a connection and takes them
+back; only a connection a key is assigned to can carry it (once subscribed) or vouch for it,
+whatever its reader thread still hands over, so a stream given up can never be vouched for
+again. A connection *vouches* for a key once it is subscribed and has caught up on it: it
+delivered a frame for it, a REST seed fetched after its subscription was applied, or a
+connection that already vouched was heard from after the subscription (make before break). While
+any vouching connection is alive, the value is current however long ago it changed; when the
+last one goes, the key is invalidated at once.
 
 Updates are applied only when their order (an update id, a trade id, an event time) is newer,
 whichever connection brings them.
@@ -40,6 +43,7 @@ class Entry:
     u: Order = None
     changed: float = 0.0  # monotonic time the value last changed
     written: float = 0.0  # monotonic time it was last handed to the writer
+    named: Voucher | None = None  # the connection the value in Redis says vouches for it
     source: str = SOURCE_STREAM
     vouchers: set[Voucher] = field(default_factory=set)
     history_key: str | None = None  # for kinds that keep recent items (trades)
@@ -56,10 +60,11 @@ class Write:
     changed: float
     heard: float
     source: str
-    connection: int = 0  # the vouching connection heard from last
+    connection: int = 0  # the connection it names as its voucher (see Batch.vouchers)
     history_key: str | None = None
     new_items: list[Fields] = field(default_factory=list)
     update: bool = True  # a new value (not a refresh of one already written)
+    renew: bool = False  # only its expiry is due: Redis holds this very record already
 
 
 @dataclass(slots=True)
@@ -72,9 +77,16 @@ class Batch:
     streams: dict[str, str | None] = field(default_factory=dict)
     streams_complete: bool = False  # ``streams`` is the whole set: replace what Redis holds
     heartbeat: dict[str, Any] | None = None  # the messenger's own status, on refreshes
+    # Live connections whose liveness must be (re)announced: id -> when last heard (monotonic).
+    vouchers: dict[int, float] = field(default_factory=dict)
+    # Connections let go of: their liveness is withdrawn.
+    retired_vouchers: list[int] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.deletes or self.streams or self.streams_complete or self.heartbeat)
+        return bool(
+            self.writes or self.deletes or self.streams or self.streams_complete or self.heartbeat
+            or self.vouchers or self.retired_vouchers
+        )  # fmt: skip
 
 
 def _heard(conn: Voucher) -> float:
@@ -96,12 +108,17 @@ class Book:
         # the front, so finding them costs as many steps as there are, not one per key.
         self._by_written: dict[str, None] = {}
         self._pending: dict[Voucher, dict[str, float]] = {}
+        # Keys the supervisor gave each connection: vouched and pending keys are always among them.
+        self._assigned: dict[Voucher, set[str]] = {}
         self._tracked: dict[str, str] = {}  # keys we stream -> PENDING until first served, then LIVE
         self._tracked_changed: set[str] = set()
         # Connections let go of: a frame their reader thread still hands over is ignored.
         self._released: weakref.WeakSet[Voucher] = weakref.WeakSet()
+        self._announced: weakref.WeakSet[Voucher] = weakref.WeakSet()  # liveness written to Redis
+        self._retired: list[int] = []  # ids of released connections, for the writer
         self.accepted = 0
         self.older_dropped = 0
+        self.unassigned_dropped = 0  # frames for a key their connection no longer carries
         self.seeds_applied = 0
 
     # -- values coming in -------------------------------------------------------------
@@ -115,11 +132,12 @@ class Book:
         in the recent-items list there.
         """
         with self.lock:
-            if conn in self._released:
+            if key not in self._vouched.get(conn, ()) and key not in self._pending.get(conn, ()):
+                # Not (or no longer) subscribed on conn: a frame its reader looked up before the
+                # stream was taken back, or one that overtook its SUBSCRIBE reply.
+                self.unassigned_dropped += 1
                 return False
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = self._entries[key] = Entry(key)
+            entry = self._entries[key]
             if u is not None and entry.u is not None and u <= entry.u:
                 # Older or duplicate (overlapping connections): never go back. It still shows
                 # that conn was subscribed before the current value, so it may join vouching.
@@ -195,15 +213,28 @@ class Book:
 
     # -- connections carrying keys ----------------------------------------------------
 
+    def assign(self, conn: Voucher, keys: list[str]) -> None:
+        """The supervisor gives ``conn`` these keys to carry (once subscribed: see ``carry``)."""
+        with self.lock:
+            if conn not in self._released:
+                self._assigned.setdefault(conn, set()).update(keys)
+
     def carry(self, conn: Voucher, keys: list[str], since: float) -> list[str]:
-        """``conn`` is subscribed to ``keys`` since ``since``; returns the keys that need a seed."""
+        """``conn`` is subscribed to ``keys`` since ``since``; returns the keys that need a seed.
+
+        Keys no longer assigned to ``conn`` are ignored: the exchange's confirmation of a stream
+        we have given up since must not bring it back.
+        """
         need: list[str] = []
         with self.lock:
-            if conn in self._released:
+            assigned = self._assigned.get(conn)
+            if assigned is None:
                 return need
             pending = self._pending.setdefault(conn, {})
             self._vouched.setdefault(conn, set())
             for key in keys:
+                if key not in assigned:
+                    continue
                 entry = self._entries.get(key)
                 if entry is None:
                     entry = self._entries[key] = Entry(key)
@@ -234,21 +265,29 @@ class Book:
     def release(self, conn: Voucher, keys: list[str] | None = None) -> list[tuple[Voucher, str]]:
         """``conn`` no longer carries ``keys`` (None: any key; it closed or died).
 
-        Keys left with no voucher are invalidated at once. Returns the (connection, key) pairs
-        that another live connection carries but cannot vouch for yet: they need a seed.
+        They are no longer assigned to it, so nothing ``conn``'s reader still hands over can
+        vouch for them again. Keys left with no voucher are invalidated at once; a key another
+        connection still vouches for is written again, naming that one. Returns the
+        (connection, key) pairs that another live connection carries but cannot vouch for
+        yet: they need a seed.
         """
         reseed: list[tuple[Voucher, str]] = []
         with self.lock:
             vouched = self._vouched.get(conn, set())
             pending = self._pending.get(conn, {})
+            assigned = self._assigned.get(conn, set())
             if keys is None:
-                keys = list(vouched | pending.keys())
+                keys = list(vouched | pending.keys() | assigned)
                 self._vouched.pop(conn, None)
                 self._pending.pop(conn, None)
+                self._assigned.pop(conn, None)
                 self._released.add(conn)
+                self._announced.discard(conn)
+                self._retired.append(conn.id)
             for key in keys:
                 pending.pop(key, None)
                 vouched.discard(key)
+                assigned.discard(key)
                 entry = self._entries.get(key)
                 if entry is None or conn not in entry.vouchers:
                     continue
@@ -257,6 +296,8 @@ class Book:
                     self._gone.add(key)
                     self._dirty.discard(key)
                     reseed.extend((c, key) for c, p in self._pending.items() if key in p)
+                elif entry.named is conn:
+                    self._dirty.add(key)  # Redis names conn: name one that still vouches
         self.wake.set()
         return reseed
 
@@ -313,12 +354,21 @@ class Book:
 
     # -- what the writer takes --------------------------------------------------------
 
-    def take(self, now: float, refresh_older_than: float | None, everything: bool = False) -> Batch:
+    def take(
+        self, now: float, refresh_older_than: float | None, everything: bool = False, announce: bool = False
+    ) -> Batch:
         """Changed values (and, with ``refresh_older_than``, values written before it) to write.
 
-        ``everything``: every servable value and every known key that is not (after Redis
+        A value names one connection that vouches for it; Redis holds each live connection's
+        liveness under a short TTL, and the server serves a value only while the connection it
+        names is live there. So a quiet value is never rewritten to stay servable: it is only
+        renewed now and then against leaks (``refresh_older_than``), and rewritten when the
+        connection it names lets go of it while another one still vouches.
+
+        ``announce``: the liveness of every live connection is due. ``everything``: every
+        servable value, every live connection and every known key that is not (after Redis
         came back). A value whose every voucher has gone silent past the liveness timeout is
-        never handed out, even before the supervisor notices: it is left to expire.
+        never handed out, even before the supervisor notices.
         """
         writes: list[Write] = []
         with self.lock:
@@ -336,26 +386,37 @@ class Book:
             history = []
             for key in deletes:
                 entry = self._entries[key]
-                entry.new_items, entry.history_whole = [], False
+                entry.new_items, entry.history_whole, entry.named = [], False, None
                 if entry.history_key is not None:
                     history.append(entry.history_key)
             deletes.extend(history)
             limit = now - self.liveness_timeout_s
-            entries, by_written = self._entries, self._by_written
+            entries, by_written, announced = self._entries, self._by_written, self._announced
+            vouchers: dict[int, float] = {}
             for key in keys:
                 entry = entries[key]
-                vouchers = entry.vouchers
-                if not vouchers or entry.fields is None:
+                candidates = entry.vouchers
+                if not candidates or entry.fields is None:
                     continue
-                # Usually one connection vouches; the latest heard of several says the most.
-                voucher = next(iter(vouchers)) if len(vouchers) == 1 else max(vouchers, key=_heard)
+                named = entry.named
+                if named is not None and named in candidates and named.last_heard >= limit:
+                    voucher = named  # Redis names it already: a renewal needs no rewrite
+                elif len(candidates) == 1:
+                    voucher = next(iter(candidates))
+                else:
+                    voucher = max(candidates, key=_heard)  # the latest heard of several
                 heard = voucher.last_heard
                 if heard < limit:
                     by_written.setdefault(key, None)  # refreshed again if its connection is heard
                     continue
+                if voucher not in announced:
+                    vouchers[voucher.id] = heard
+                    announced.add(voucher)
                 entry.written = now
                 by_written.pop(key, None)
                 by_written[key] = None
+                renew = key not in updated and voucher is named and not everything
+                entry.named = voucher
                 if entry.history_key is None:
                     write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
                 else:
@@ -366,15 +427,22 @@ class Book:
                     if whole:
                         entry.new_items = []
                 write.update = key in updated
+                write.renew = renew
                 writes.append(write)
+            if announce or everything:
+                for conn in self._vouched:
+                    if conn.last_heard >= limit:
+                        vouchers[conn.id] = conn.last_heard
+                        announced.add(conn)
             self._dirty = set()
             self._gone = set()
+            retired, self._retired = self._retired, []
             if everything:
                 streams: dict[str, str | None] = dict(self._tracked)
             else:
                 streams = {k: self._tracked.get(k) for k in self._tracked_changed}
             self._tracked_changed = set()
-        return Batch(writes, deletes, streams, everything)
+        return Batch(writes, deletes, streams, everything, vouchers=vouchers, retired_vouchers=retired)
 
     def _due(self, written_before: float) -> set[str]:
         """Keys last written before ``written_before``. They leave the order; each one written

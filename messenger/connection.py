@@ -92,6 +92,7 @@ class Connection:
         self._url_streams: list[str] = []
         self._in_url: set[str] = set()
         self._thread = threading.Thread(target=self._run, name=f"conn-{self.id}", daemon=True)
+        book.assign(self, self._keys(streams))
 
     def __repr__(self) -> str:
         return f"conn {self.id}"
@@ -147,10 +148,11 @@ class Connection:
 
     def add_streams(self, streams: list[str]) -> None:
         """Carry more streams: queued for SUBSCRIBE."""
-        for stream in streams:
-            if stream not in self.streams:
-                self.streams[stream] = None
-                self._to_subscribe.append(stream)
+        added = [s for s in streams if s not in self.streams]
+        self.book.assign(self, self._keys(added))
+        for stream in added:
+            self.streams[stream] = None
+            self._to_subscribe.append(stream)
 
     def remove_streams(self, streams: list[str]) -> None:
         """Stop carrying streams: the book lets go of them now, UNSUBSCRIBE follows."""
@@ -160,7 +162,11 @@ class Connection:
             self._leaving.add(stream)
             if stream in self.subscribed or stream in self._in_url:
                 self._to_unsubscribe.append(stream)
-        self.book.release(self, [self.routes[s].key for s in gone if s in self.routes])
+        self.book.release(self, self._keys(gone))
+
+    def _keys(self, streams: list[str]) -> list[str]:
+        routes = self.routes
+        return [routes[s].key for s in streams if s in routes]
 
     def pump(self, now: float) -> None:
         """Send what is due within the message budget: unsubscribes, subscribes, then a ping."""

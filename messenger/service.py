@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -49,12 +50,16 @@ class Messenger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.book = Book(settings.liveness_timeout_ms / 1000)
+        # Names this run's connections in Redis: a restarted messenger never inherits the liveness
+        # of a dead one's connection that happened to have the same number.
+        self.id = secrets.token_hex(4)
         self.demand = DemandReader(redis_client(settings), settings.demand_idle_s)
         self.writer = Writer(
             self.book,
             redis_client(settings),
             settings.snapshot_ttl_ms,
             settings.refresh_interval_ms / 1000,
+            self.id,
             watched=lambda: self.demand.watched,
             status=self.status,
         )

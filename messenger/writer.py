@@ -1,14 +1,16 @@
 """The Redis writer: one thread that turns the book into keys, values and TTLs.
 
-Changed values are written as soon as the previous write returns, so writes batch
-themselves under load and stay immediate when quiet. Every value a live connection vouches
-for is rewritten well inside its TTL with a new ``as_of``; invalidated keys are deleted.
-Each value goes out with its TTL in one command (``SET key value PX ttl``), a batch in one
-round trip. A value that a live-push client watches is also published on a channel named after
-its key (an empty message when it is withdrawn); trades also go to a bounded list of recent
-ones. If Redis fails, the writer retries with backoff and rewrites everything once it is back
-(a list of recent trades then refills as trades happen); the WebSocket connections are not
-touched.
+Changed values are written as soon as the previous write returns, so writes batch themselves
+under load and stay immediate when quiet. Each record names the connection that vouches for it,
+and each live connection's liveness key is rewritten well inside SNAPSHOT_TTL_MS: that, not the
+values, is what keeps quiet values servable, so the steady work does not grow with the number of
+keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
+Invalidated keys are deleted. Each value goes out with its TTL in one command (``SET key value
+PX ttl``), a batch in one round trip. A value that a live-push client watches is also published
+on a channel named after its key (an empty message when it is withdrawn); trades also go to a
+bounded list of recent ones. If Redis fails, the writer retries with backoff and rewrites
+everything once it is back (a list of recent trades then refills as trades happen); the
+WebSocket connections are not touched.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from typing import Any
 
 import redis
 
-from contract.keys import HEARTBEAT_KEY, HEARTBEAT_TTL_MS, RECENT_TRADES_KEPT, STREAMS_KEY
-from contract.records import AS_OF, TS, encode_record
+from contract.keys import (
+    HEARTBEAT_KEY,
+    HEARTBEAT_TTL_MS,
+    RECENT_TRADES_KEPT,
+    RECORD_TTL_MS,
+    STREAMS_KEY,
+    voucher_key,
+)
+from contract.records import AS_OF, TS, VOUCHER, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
 from messenger.histogram import Histogram
@@ -34,6 +43,8 @@ logger = logging.getLogger(__name__)
 # (only a key's latest value is written), and the writer never holds most of the one GIL.
 MIN_WRITE_INTERVAL_S = 0.0005
 MAX_WRITE_INTERVAL_S = 0.004
+# Records are renewed once a third of their TTL has passed since they were last written.
+RECORD_RENEW_S = RECORD_TTL_MS / 3000
 
 
 class Writer(Worker):
@@ -45,6 +56,7 @@ class Writer(Worker):
         client: redis.Redis,
         ttl_ms: int,
         refresh_interval_s: float,
+        messenger_id: str,
         watched: Callable[[], frozenset[str]] = frozenset,
         status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -53,6 +65,7 @@ class Writer(Worker):
         self.client = client
         self.ttl_ms = ttl_ms
         self.refresh_interval_s = refresh_interval_s
+        self.messenger_id = messenger_id
         self.watched = watched
         self.status = status
         self.writes = 0
@@ -73,12 +86,12 @@ class Writer(Worker):
         self.client.close()
 
     def run(self) -> None:
-        """Write changes at once and refresh live values, until stopped."""
+        """Write changes at once and announce live connections, until stopped."""
         everything = True
-        next_heartbeat = time.monotonic()
-        # Every batch also refreshes the values written a refresh interval ago or more, so the
-        # refreshes spread out instead of arriving all at once; waking at least twice an
-        # interval, no live value goes unwritten longer than 1.5 intervals (half its TTL).
+        next_heartbeat = next_announce = time.monotonic()
+        # Waking at least twice a refresh interval, no live connection's liveness goes
+        # unwritten longer than 1.5 intervals (half its TTL). Every batch also renews the records
+        # written RECORD_RENEW_S ago or more, so renewals spread out instead of coming at once.
         wake_every = self.refresh_interval_s / 2
         while True:
             self.book.wake.wait(wake_every)
@@ -90,7 +103,10 @@ class Writer(Worker):
             if wait > 0 and not stopping:
                 time.sleep(wait)
                 now = time.monotonic()
-            batch = self.book.take(now, now - self.refresh_interval_s, everything)
+            announce = now >= next_announce
+            if announce:
+                next_announce = now + self.refresh_interval_s
+            batch = self.book.take(now, now - RECORD_RENEW_S, everything, announce)
             if now >= next_heartbeat and self.status is not None:
                 batch.heartbeat = self.status()
                 next_heartbeat = now + self.refresh_interval_s
@@ -118,26 +134,35 @@ class Writer(Worker):
         if batch.deletes:
             add(("DEL", *batch.deletes))
             commands.extend(("PUBLISH", key, b"") for key in batch.deletes if key in watched)
-        ttl = self.ttl_ms
+        ttl, messenger = self.ttl_ms, self.messenger_id
+        # Liveness first: a record is never written before the connection it names is live.
+        for conn_id, heard in batch.vouchers.items():
+            add(("SET", voucher_key(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
         for w in batch.writes:
-            record = {
-                **w.fields,
-                TS: int(w.changed * 1000 + offset_ms),
-                # Known current when it arrived, and whenever its connection spoke since.
-                AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
-                "source": w.source,
-                "connection": w.connection,
-            }
-            value = encode_record(record)
-            add(("SET", w.key, value, "PX", ttl))
-            if w.key in watched:
-                add(("PUBLISH", w.key, value))
+            if w.renew:
+                add(("PEXPIRE", w.key, RECORD_TTL_MS))
+            else:
+                record = {
+                    VOUCHER: voucher_key(messenger, w.connection),
+                    **w.fields,
+                    TS: int(w.changed * 1000 + offset_ms),
+                    # Known current when it arrived; the voucher carries when its connection spoke since.
+                    AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
+                    "source": w.source,
+                    "connection": w.connection,
+                }
+                value = encode_record(record)
+                add(("SET", w.key, value, "PX", RECORD_TTL_MS))
+                if w.key in watched:
+                    add(("PUBLISH", w.key, value))
             if w.history_key is not None:
                 if w.new_items:
                     items = w.new_items[-RECENT_TRADES_KEPT:]
                     add(("RPUSH", w.history_key, *(encode_record(item) for item in items)))
                     add(("LTRIM", w.history_key, -RECENT_TRADES_KEPT, -1))
-                add(("PEXPIRE", w.history_key, ttl))
+                add(("PEXPIRE", w.history_key, RECORD_TTL_MS))
+        if batch.retired_vouchers:
+            add(("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.
         if batch.streams_complete:
             add(("DEL", STREAMS_KEY))

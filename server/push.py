@@ -28,7 +28,7 @@ from flask import Blueprint, Response, current_app
 
 from contract import kinds
 from contract.keys import DEMAND_CHANNEL, WATCHED_KEY, snapshot_key
-from contract.records import MalformedRecord, decode_record
+from contract.records import VOUCHER, MalformedRecord, decode_record
 from server import lookup, metrics
 from server.errors import ApiError
 from server.store import SnapshotStore, StoreUnavailable
@@ -233,6 +233,7 @@ class Follower:
             record = decode_record(data)
         except MalformedRecord:
             return
+        record.pop(VOUCHER, None)  # just written: its connection vouched for it a moment ago
         yield from self._value(record)
 
     def _value(self, record: dict[str, Any]) -> Iterator[str]:

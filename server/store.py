@@ -1,7 +1,8 @@
 """Reading snapshots, the symbol list and stream states from Redis; registering demand.
 
 The only place the server reads or writes Redis (live push listens through push.py's hub).
-Every call is one round trip, for any number of symbols.
+Every call is one round trip, for any number of symbols. Records are read through the shared
+read rule (contract.servable): one that its connection no longer vouches for is not there.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from contract.keys import (
     recent_trades_key,
     snapshot_key,
 )
-from contract.records import MalformedRecord, decode_record
+from contract.records import MalformedRecord
+from contract.servable import CurrentReader, pairs, servable
 from server import metrics
 
 logger = logging.getLogger(__name__)
@@ -70,12 +72,16 @@ class SnapshotStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._current = CurrentReader(client)
+        # Streams counted as demand in the last TOUCH_EVERY_S: pruned as they age, so it holds
+        # only what was asked for in the last second or so, however many symbols were ever asked.
         self._touched: dict[str, float] = {}
+        self._next_prune = 0.0
         self._symbols: tuple[float, tuple[str, ...]] = (0.0, ())
         self._lock = threading.Lock()
 
     def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
-        """The current records (None where there is none), read at one instant (MGET).
+        """The current records (None where there is none), read at one instant (one script).
 
         Now and then (per process, at most every TOUCH_EVERY_S per stream) a request is also
         counted as demand in the same round trip, so a symbol in use is never dropped as idle.
@@ -89,17 +95,24 @@ class SnapshotStore:
         ]
         try:
             if due:
-                for member in due:
-                    self._touched[member] = now
+                self._touch(due, now)
                 pipe = self.client.pipeline(transaction=False)
-                pipe.mget(keys)
+                self._current(keys, pipe)
                 pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)))
-                raws = pipe.execute()[0]
+                flat = pipe.execute()[0]
             else:
-                raws = self.client.mget(keys)
+                flat = self._current(keys)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return [_decode(key, raw) for key, raw in zip(keys, raws, strict=True)]
+        return [_decode(key, pair) for key, pair in zip(keys, pairs(flat), strict=True)]
+
+    def _touch(self, members: list[str], now: float) -> None:
+        touched = self._touched
+        if now >= self._next_prune:
+            self._touched = touched = {m: t for m, t in touched.items() if now - t < TOUCH_EVERY_S}
+            self._next_prune = now + TOUCH_EVERY_S
+        for member in members:
+            touched[member] = now
 
     def lookup(self, kind: str, symbols: list[str]) -> list[Lookup]:
         """Is each symbol listed, trading, and streamed (or about to be)?
@@ -113,11 +126,11 @@ class SnapshotStore:
         pipe.hmget(SYMBOLS_KEY, symbols)
         pipe.exists(SYMBOLS_KEY)
         pipe.hmget(STREAMS_KEY, keys)
-        pipe.mget(keys)
-        statuses, loaded, states, raws = self._execute(pipe)
+        self._current(keys, pipe)
+        statuses, loaded, states, flat = self._execute(pipe)
         return [
-            Lookup(bool(loaded), _text(status), _text(state), _decode(key, raw))
-            for status, state, key, raw in zip(statuses, states, keys, raws, strict=True)
+            Lookup(bool(loaded), _text(status), _text(state), _decode(key, pair))
+            for status, state, key, pair in zip(statuses, states, keys, pairs(flat), strict=True)
         ]
 
     def demand(self, kind: str, symbols: list[str]) -> None:
@@ -130,9 +143,7 @@ class SnapshotStore:
         pipe.zadd(DEMAND_KEY, dict.fromkeys(members, int(time.time() * 1000)))
         pipe.publish(DEMAND_CHANNEL, members[0])
         self._execute(pipe)
-        now = time.monotonic()
-        for member in members:
-            self._touched[member] = now
+        self._touch(members, time.monotonic())
 
     def wait(
         self, kind: str, symbols: list[str] | tuple[str, ...], timeout_s: float
@@ -142,13 +153,13 @@ class SnapshotStore:
         keys = [snapshot_key(kind, s) for s in symbols]
         while True:
             try:
-                raws = self.client.mget(keys)
+                flat = self._current(keys)
             except redis.RedisError as exc:
                 raise StoreUnavailable(str(exc)) from exc
             found = {
                 s: r
-                for s, k, raw in zip(symbols, keys, raws, strict=True)
-                if (r := _decode(k, raw)) is not None
+                for s, k, pair in zip(symbols, keys, pairs(flat), strict=True)
+                if (r := _decode(k, pair)) is not None
             }
             if len(found) == len(symbols) or time.monotonic() >= deadline:
                 return found
@@ -227,11 +238,9 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decode(key: str, raw: Any) -> dict[str, Any] | None:
-    if raw is None:
-        return None
+def _decode(key: str, pair: tuple[Any, Any]) -> dict[str, Any] | None:
     try:
-        return decode_record(raw)
+        return servable(*pair)
     except MalformedRecord as exc:
         logger.error("store: %s holds no valid record (%s)", key, exc)
         return None

@@ -20,6 +20,13 @@ class Conn:
     id: int = field(default_factory=lambda: next(_ids))
 
 
+def on(book: Book, *conns: Conn, since: float = 0.0) -> None:
+    """The supervisor assigned KEY and QUIET to each of ``conns``, subscribed since ``since``."""
+    for conn in conns:
+        book.assign(conn, [KEY, QUIET])
+        book.carry(conn, [KEY, QUIET], since)
+
+
 def fields(bid: str, u: int | None = None) -> dict[str, object]:
     return {"symbol": "BTCUSDT", "bid_price": bid, "update_id": u}
 
@@ -33,6 +40,7 @@ def written(book: Book, now: float, refresh: float | None = None) -> dict[str, s
 
 def test_newer_update_is_written_older_and_duplicate_are_dropped() -> None:
     book, conn = Book(5.0), Conn(last_heard=1.0)
+    on(book, conn)
     assert book.on_frame(conn, KEY, 10, fields("1.0", 10), 1.0)
     assert not book.on_frame(conn, KEY, 9, fields("0.9", 9), 1.1)
     assert not book.on_frame(conn, KEY, 10, fields("1.0", 10), 1.2)
@@ -44,6 +52,7 @@ def test_newer_update_is_written_older_and_duplicate_are_dropped() -> None:
 
 def test_overlapping_connections_never_take_a_value_back() -> None:
     book, old, new = Book(5.0), Conn(1.0), Conn(1.0)
+    on(book, old, new)
     book.on_frame(old, KEY, 100, fields("1.00", 100), 1.0)
     book.on_frame(new, KEY, 100, fields("1.00", 100), 1.0)  # the same event on both
     book.on_frame(new, KEY, 101, fields("1.01", 101), 1.1)
@@ -54,6 +63,7 @@ def test_overlapping_connections_never_take_a_value_back() -> None:
 
 def test_a_quiet_value_is_refreshed_while_its_connection_is_heard_from() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.carry(conn, [KEY], since=1.0)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
@@ -64,6 +74,7 @@ def test_a_quiet_value_is_refreshed_while_its_connection_is_heard_from() -> None
 
 def test_a_silent_connection_vouches_for_nothing_even_before_it_is_declared_dead() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
     assert written(book, 6.5, refresh=6.5) == {}  # heard 5.5 s ago: left to expire
@@ -71,6 +82,7 @@ def test_a_silent_connection_vouches_for_nothing_even_before_it_is_declared_dead
 
 def test_a_silent_connection_heard_again_has_its_values_refreshed_again() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
     assert written(book, 6.5, refresh=6.5) == {}
@@ -80,6 +92,7 @@ def test_a_silent_connection_heard_again_has_its_values_refreshed_again() -> Non
 
 def test_refreshes_come_due_one_by_one_not_all_at_once() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
     book.on_frame(conn, QUIET, 1, {**fields("2.0", 1), "symbol": "BNBBTC"}, 2.0)
@@ -92,22 +105,30 @@ def test_refreshes_come_due_one_by_one_not_all_at_once() -> None:
 
 
 def test_losing_the_last_voucher_deletes_the_key_at_once() -> None:
-    book, a, b = Book(5.0), Conn(1.0), Conn(1.0)
-    book.on_frame(a, KEY, 1, fields("1.0", 1), 1.0)
-    book.on_frame(b, KEY, 1, fields("1.0", 1), 1.0)
-    written(book, 1.0)
-    assert book.release(a) == []
-    assert written(book, 1.1) == {}  # b still vouches
-    book.release(b)
-    assert written(book, 1.2) == {KEY: "DELETED"}
+    book, a, b, c = Book(5.0), Conn(1.0), Conn(1.0), Conn(1.0)
+    on(book, a, b, c)
+    for conn in (a, b, c):
+        book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
+    [first] = book.take(1.0, None).writes
+    named = next(conn for conn in (a, b, c) if conn.id == first.connection)
+    bystander, last = (conn for conn in (a, b, c) if conn is not named)
+    assert book.release(bystander) == []
+    assert written(book, 1.1) == {}  # Redis names one that still vouches: nothing to do
+    assert book.release(named) == []
+    [write] = book.take(1.2, None).writes  # the last one still vouches: Redis must name it now
+    assert (write.key, write.connection, write.renew) == (KEY, last.id, False)
+    book.release(last)
+    assert written(book, 1.3) == {KEY: "DELETED"}
 
 
 def test_a_seed_fills_a_quiet_symbol_after_a_reconnect() -> None:
     book, old = Book(5.0), Conn(1.0)
+    on(book, old)
     book.on_frame(old, QUIET, 5, fields("5.0", 5), 1.0)
     book.release(old)
     written(book, 1.0)
     new = Conn(2.0)
+    book.assign(new, [KEY, QUIET])
     assert book.carry(new, [QUIET], since=2.0) == [QUIET]
     assert book.seed(new, QUIET, fields("5.5"), requested_at=2.1, now=2.2)
     assert written(book, 2.2) == {QUIET: "5.5"}
@@ -119,6 +140,7 @@ def test_a_seed_fills_a_quiet_symbol_after_a_reconnect() -> None:
 
 def test_a_seed_never_overwrites_a_streamed_value() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.carry(conn, [KEY], since=1.0)
     book.on_frame(conn, KEY, 7, fields("7.0", 7), 1.2)  # arrives while the REST call is out
     assert not book.seed(conn, KEY, fields("6.9"), requested_at=1.1, now=1.3)
@@ -127,6 +149,7 @@ def test_a_seed_never_overwrites_a_streamed_value() -> None:
 
 def test_a_seed_for_a_connection_that_died_is_not_applied() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.carry(conn, [KEY], since=1.0)
     book.release(conn)
     assert not book.seed(conn, KEY, fields("1.0"), requested_at=1.1, now=1.2)
@@ -135,8 +158,10 @@ def test_a_seed_for_a_connection_that_died_is_not_applied() -> None:
 
 def test_make_before_break_hands_over_when_the_old_connection_is_heard_after_the_subscribe() -> None:
     book, old = Book(5.0), Conn(1.0)
+    on(book, old)
     book.on_frame(old, QUIET, 1, fields("1.0", 1), 1.0)
     new = Conn(2.0)
+    book.assign(new, [KEY, QUIET])
     assert book.carry(new, [QUIET], since=2.0) == []  # old vouches: no seed needed
     assert book.inherit() == 0  # old not heard since new subscribed: not yet
     old.last_heard = 2.1  # old answers a ping: nothing changed before 2.0 went missing
@@ -147,8 +172,10 @@ def test_make_before_break_hands_over_when_the_old_connection_is_heard_after_the
 
 def test_no_handover_from_a_connection_that_went_silent() -> None:
     book, old = Book(5.0), Conn(1.0)
+    on(book, old)
     book.on_frame(old, QUIET, 1, fields("1.0", 1), 1.0)
     new = Conn(3.0)
+    book.assign(new, [KEY, QUIET])
     book.carry(new, [QUIET], since=3.0)
     assert book.inherit() == 0
     reseed = book.release(old)  # declared dead
@@ -158,6 +185,7 @@ def test_no_handover_from_a_connection_that_went_silent() -> None:
 
 def test_a_key_invalidated_then_vouched_again_is_written_not_deleted() -> None:
     book, a, b = Book(5.0), Conn(1.0), Conn(1.0)
+    on(book, a, b)
     book.on_frame(a, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
     book.release(a)
@@ -167,6 +195,7 @@ def test_a_key_invalidated_then_vouched_again_is_written_not_deleted() -> None:
 
 def test_unsubscribing_some_keys_lets_go_of_those_only() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     book.on_frame(conn, QUIET, 1, fields("2.0", 1), 1.0)
     written(book, 1.0)
@@ -177,6 +206,7 @@ def test_unsubscribing_some_keys_lets_go_of_those_only() -> None:
 
 def test_after_redis_comes_back_everything_is_rewritten_and_dead_keys_deleted() -> None:
     book, a, b = Book(5.0), Conn(1.0), Conn(1.0)
+    on(book, a, b)
     book.on_frame(a, KEY, 1, fields("1.0", 1), 1.0)
     book.on_frame(b, QUIET, 1, fields("2.0", 1), 1.0)
     written(book, 1.0)
@@ -188,6 +218,7 @@ def test_after_redis_comes_back_everything_is_rewritten_and_dead_keys_deleted() 
 
 def test_a_connection_let_go_of_cannot_bring_a_value_back() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), 1.0)
     written(book, 1.0)
     book.release(conn)  # closed or declared dead; its reader thread may still hold a frame
@@ -205,6 +236,7 @@ def trade(n: int) -> dict[str, object]:
 
 def test_recent_trades_wait_for_rest_then_come_in_order_once_each() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.carry(conn, [KEY], since=1.0)
     book.on_frame(conn, KEY, 10, trade(10), 1.1, TRADES)  # the stream beats the REST call
     book.on_frame(conn, KEY, 11, trade(11), 1.2, TRADES)
@@ -220,6 +252,7 @@ def test_recent_trades_wait_for_rest_then_come_in_order_once_each() -> None:
 
 def test_a_seed_starts_the_list_and_the_stream_continues_it() -> None:
     book, conn = Book(5.0), Conn(1.0)
+    on(book, conn)
     book.carry(conn, [KEY], since=1.0)
     assert book.seed(conn, KEY, trade(3), 1.1, 1.2, u=3, history=(TRADES, [(n, trade(n)) for n in (1, 2, 3)]))
     assert not book.on_frame(conn, KEY, 3, trade(3), 1.3, TRADES)  # already in the list

@@ -1,4 +1,7 @@
-"""The Redis writer: values with their TTL, refreshes, deletions, and surviving a Redis restart."""
+"""The Redis writer: values, connection liveness, deletions, and surviving a Redis restart.
+
+What a user would be served is read through the server's read rule (contract.servable).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,17 @@ import orjson
 import pytest
 import redis
 
+from contract.keys import RECORD_TTL_MS, voucher_key
+from contract.servable import CurrentReader, pairs, servable
 from contract.settings import Settings
 from messenger.book import Book
 from messenger.service import redis_client
 from messenger.writer import Writer
-from tests.messenger.test_book import KEY, QUIET, Conn, fields
+from tests.messenger.test_book import KEY, QUIET, Conn, fields, on
 from tests.processes import RedisServer, wait_until
 
 TTL_MS = 600
+RUN = "testrun1"
 
 
 @pytest.fixture
@@ -26,7 +32,7 @@ def book() -> Book:
 
 
 def start_writer(book: Book, client: redis.Redis) -> Writer:
-    writer = Writer(book, client, ttl_ms=TTL_MS, refresh_interval_s=TTL_MS / 3000)
+    writer = Writer(book, client, ttl_ms=TTL_MS, refresh_interval_s=TTL_MS / 3000, messenger_id=RUN)
     writer.start()
     return writer
 
@@ -43,28 +49,41 @@ def stored(client: redis.Redis, key: str) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
+def served(client: redis.Redis, key: str) -> Any:
+    """What the server would serve for ``key`` now (None: nothing)."""
+    [pair] = pairs(CurrentReader(client)([key]))
+    return servable(*pair)
+
+
 def test_a_value_lands_with_its_ttl_in_one_write(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
     conn = Conn(time.monotonic())
+    on(book, conn)
     before = int(time.time() * 1000)
     book.on_frame(conn, KEY, 42, fields("25.35190000", 42), time.monotonic())
-    record = wait_until(lambda: stored(any_redis, KEY), 2)
+    record = wait_until(lambda: served(any_redis, KEY), 2)
     assert record["bid_price"] == "25.35190000"
     assert record["update_id"] == 42
     assert record["source"] == "stream"
+    assert "voucher" not in record
     assert before - 5 <= record["ts"] <= record["as_of"] <= int(time.time() * 1000) + 5
-    assert 0 < any_redis.pttl(KEY) <= TTL_MS
+    assert stored(any_redis, KEY)["voucher"] == voucher_key(RUN, conn.id)
+    assert TTL_MS < any_redis.pttl(KEY) <= RECORD_TTL_MS  # a bound on leftovers, not on freshness
+    assert 0 < any_redis.pttl(voucher_key(RUN, conn.id)) <= TTL_MS
 
 
 def test_a_live_quiet_value_outlives_its_ttl(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
     conn = Conn(time.monotonic())
+    on(book, conn)
     book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
-    first = wait_until(lambda: stored(any_redis, QUIET), 2)
+    first = wait_until(lambda: served(any_redis, QUIET), 2)
+    written = stored(any_redis, QUIET)
     deadline = time.monotonic() + 3 * TTL_MS / 1000
     while time.monotonic() < deadline:
         conn.last_heard = time.monotonic()  # pongs keep coming; the symbol never changes
-        assert any_redis.exists(QUIET)
+        assert served(any_redis, QUIET) is not None
         time.sleep(0.05)
-    last = stored(any_redis, QUIET)
+    assert stored(any_redis, QUIET) == written  # servable without being rewritten
+    last = served(any_redis, QUIET)
     assert last is not None
     assert last["ts"] == first["ts"]
     assert last["as_of"] >= first["as_of"] + 2 * TTL_MS - 100
@@ -75,26 +94,30 @@ def test_a_value_whose_connection_goes_silent_expires_within_the_ttl(
 ) -> None:
     book.liveness_timeout_s = 0.3
     conn = Conn(time.monotonic())
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
-    wait_until(lambda: any_redis.exists(KEY), 2)
+    wait_until(lambda: served(any_redis, KEY), 2)
     silent_since = time.monotonic()
-    wait_until(lambda: not any_redis.exists(KEY), 2)
+    wait_until(lambda: served(any_redis, KEY) is None, 2)
     assert time.monotonic() - silent_since <= 0.3 + TTL_MS / 1000 + 0.2
 
 
 def test_an_invalidated_key_is_deleted_at_once(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
     conn = Conn(time.monotonic())
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
     wait_until(lambda: any_redis.exists(KEY), 2)
     released = time.monotonic()
     book.release(conn)
     wait_until(lambda: not any_redis.exists(KEY), 1)
     assert time.monotonic() - released < 0.1
+    wait_until(lambda: not any_redis.exists(voucher_key(RUN, conn.id)), 1)
 
 
 def test_stopping_deletes_what_was_released(book: Book, any_redis: redis.Redis) -> None:
     writer = start_writer(book, any_redis)
     conn = Conn(time.monotonic())
+    on(book, conn)
     book.on_frame(conn, KEY, 1, fields("1.0", 1), time.monotonic())
     wait_until(lambda: any_redis.exists(KEY), 2)
     book.release(conn)
@@ -109,8 +132,9 @@ def test_redis_restart_is_survived_and_everything_rewritten(book: Book, redis_se
     writer = start_writer(book, client)
     try:
         conn = Conn(time.monotonic())
+        on(book, conn)
         book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
-        wait_until(lambda: client.exists(QUIET), 2)
+        wait_until(lambda: served(client, QUIET), 2)
         redis_server.stop()
         conn.last_heard = time.monotonic()
         wait_until(lambda: not writer.healthy, 3, what="the writer to notice")
@@ -119,10 +143,10 @@ def test_redis_restart_is_survived_and_everything_rewritten(book: Book, redis_se
 
         def rewritten() -> bool:
             conn.last_heard = time.monotonic()  # the connection keeps talking meanwhile
-            return bool(back.exists(QUIET))
+            return served(back, QUIET) is not None
 
         wait_until(rewritten, 5)
-        assert stored(back, QUIET)["bid_price"] == "1.0"
+        assert served(back, QUIET)["bid_price"] == "1.0"
         assert writer.errors >= 1
         back.close()
     finally:

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY, recent_trades_key
 from server import create_app
+from tests.records import vouched
 
 
 def now_ms() -> int:
@@ -22,7 +23,7 @@ def now_ms() -> int:
 def put(client: redis.Redis, kind: str, symbol: str, **fields: Any) -> None:
     record = {"symbol": symbol, **fields, "ts": now_ms() - 10, "as_of": now_ms(), "source": "stream"}
     key = f"transmute:{kind}:{symbol.lower()}"
-    client.set(key, orjson.dumps(record), px=5000)
+    vouched(client, key, record, px=5000)
     client.hset(STREAMS_KEY, key, LIVE)
 
 

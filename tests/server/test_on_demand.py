@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from flask import Flask
@@ -15,6 +14,7 @@ from flask.testing import FlaskClient
 
 from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, STREAMS_KEY, SYMBOLS_KEY
 from server import create_app
+from tests.records import vouched
 from tests.server.test_snapshot import record
 
 BNB = "transmute:bookticker:bnbbtc"
@@ -92,7 +92,7 @@ def test_the_first_value_that_arrives_while_waiting_is_answered(
 ) -> None:
     def messenger() -> None:
         time.sleep(0.1)  # the messenger subscribing and seeding
-        fake_redis.set(BNB, orjson.dumps(record(symbol="BNBBTC", source="rest")), px=1000)
+        vouched(fake_redis, BNB, record(symbol="BNBBTC", source="rest"), px=1000)
 
     thread = threading.Thread(target=messenger)
     thread.start()
@@ -113,7 +113,7 @@ def test_a_symbol_being_subscribed_is_waited_for_without_asking_again(
 def test_a_symbol_in_use_is_counted_as_demand_now_and_then(
     fake_redis: redis.Redis, client: FlaskClient
 ) -> None:
-    fake_redis.set("transmute:bookticker:btcusdt", orjson.dumps(record()), px=5000)
+    vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=5000)
     assert client.post("/snapshot/BTCUSDT").status_code == 200
     first: Any = fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT")
     assert first is not None
@@ -131,7 +131,7 @@ def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake
 
         def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
             missed = super().snapshots(kind, symbols)
-            fake_redis.set(BNB, orjson.dumps(record(symbol="BNBBTC")), px=1000)
+            vouched(fake_redis, BNB, record(symbol="BNBBTC"), px=1000)
             fake_redis.hset(STREAMS_KEY, BNB, LIVE)
             return [None for _ in missed]
 

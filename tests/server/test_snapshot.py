@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
 from server import create_app
 from tests.processes import free_port
+from tests.records import vouched
 
 KEY = "transmute:bookticker:btcusdt"
 
@@ -52,7 +53,7 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def stored(fake_redis: redis.Redis) -> dict[str, Any]:
     doc = record()
-    fake_redis.set(KEY, orjson.dumps(doc), px=1000)
+    vouched(fake_redis, KEY, doc, px=1000)
     return doc
 
 
@@ -69,7 +70,7 @@ def test_post_answers_the_stored_value_for_every_spelling(
 
 
 def test_prices_come_back_as_the_exact_strings(client: FlaskClient, fake_redis: redis.Redis) -> None:
-    fake_redis.set(KEY, orjson.dumps(record(bid_price="0.00000001", ask_price="100000.10000000")))
+    vouched(fake_redis, KEY, record(bid_price="0.00000001", ask_price="100000.10000000"))
     body = orjson.loads(client.post("/snapshot/BTC_USDT").data)
     assert (body["bid_price"], body["ask_price"]) == ("0.00000001", "100000.10000000")
 
@@ -84,7 +85,7 @@ def test_a_streamed_symbol_without_a_current_value_is_a_500_json_error(client: F
 
 
 def test_expired_value_is_a_500(client: FlaskClient, fake_redis: redis.Redis) -> None:
-    fake_redis.set(KEY, orjson.dumps(record()), px=1)
+    vouched(fake_redis, KEY, record(), px=1)
     time.sleep(0.01)
     assert client.post("/snapshot/BTC_USDT").status_code == 500
 
@@ -129,7 +130,7 @@ def test_unknown_routes_are_404_json(client: FlaskClient, path: str) -> None:
 def test_max_age_in_the_query_or_body_turns_an_old_confirmation_into_the_stale_error(
     client: FlaskClient, fake_redis: redis.Redis
 ) -> None:
-    fake_redis.set(KEY, orjson.dumps(record(as_of=int(time.time() * 1000) - 3000)))
+    vouched(fake_redis, KEY, record(as_of=int(time.time() * 1000) - 3000))
     assert client.post("/snapshot/BTC_USDT?max_age_ms=10000").status_code == 200
     for response in (
         client.post("/snapshot/BTC_USDT?max_age_ms=1000"),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, scale, serving
+from bench import freshness, ingest, renewal, scale, serving
 from bench.stack import rounded
 
 
@@ -30,6 +30,7 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
         "freshness": rounded(freshness.run(samples=100 if quick else 400, repeats=repeats)),
         "serving": rounded(serving.run(seconds=3 if quick else 10, repeats=repeats)),
         "scale": rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
+        "renewal": renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
     }
 
 
@@ -82,7 +83,17 @@ def table(results: dict[str, Any]) -> str:
     cpu, lost = c["messenger_cpu_percent_of_a_core"], c["frames_lost"]
     add(name, "frames/s read; lost; CPU", f"{c['frames_per_s_read']:,.0f}; {lost}; {cpu:.0f}% of a core",
         "", "", "0 lost", "met" if lost == 0 else f"{lost} lost")  # fmt: skip
+    for r in results.get("renewal", []):
+        ours, base = r["vouched"], r["per_value"]
+        lapses = ours["lapses"]
+        add(f"renewal, {r['keys']:,} quiet keys", "lapses; writer CPU; writes/s", _renewal(ours),
+            f"per value: {_renewal(base)}", "", "0 lapses at >= 50,000",
+            "met" if lapses == 0 else f"{lapses:,} lapses")  # fmt: skip
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
+
+
+def _renewal(r: dict[str, Any]) -> str:
+    return f"{r['lapses']:,}; {r['writer_cpu_share']:.1%}; {r['redis_writes_per_s']:,.0f}"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from contract.keys import HEARTBEAT_KEY, HEARTBEAT_TTL_MS, RECENT_TRADES_KEPT, STREAMS_KEY
+from contract.keys import HEARTBEAT_KEY, RECENT_TRADES_KEPT, STREAMS_KEY
 from contract.records import AS_OF, TS, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
@@ -149,7 +149,7 @@ class Writer(Worker):
             add(("HDEL", STREAMS_KEY, *dropped))
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
-            add(("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", HEARTBEAT_TTL_MS))
+            add(("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", ttl))
         self._send(commands)
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))

@@ -7,6 +7,7 @@ SYMBOLS ?= btcusdt
 .PHONY: run demo test check lint bench clean
 
 # The runtime virtualenv (messenger, server, simulator), rebuilt when requirements change.
+# tests/deploy/test_runtime.py builds one with this very rule and runs `make demo` / `make run` on it.
 $(VENV)/.runtime: requirements.txt requirements-sim.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-sim.txt
@@ -20,7 +21,8 @@ $(VENV)/.bench: requirements-bench.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-## run: messenger + server on :3333 against Binance (starts a local redis-server if none answers)
+## run: messenger + server on :3333 against Binance (starts a local redis-server if none answers;
+## restarts the messenger if it dies; Ctrl-C stops everything)
 run: $(VENV)/.runtime
 	VENV=$(VENV) scripts/run-local $(SYMBOLS)
 

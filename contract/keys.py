@@ -30,8 +30,8 @@ VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
 RECORD_TTL_MS = 600_000
 WATCHED_KEY = "transmute:watched"
 HEARTBEAT_KEY = "transmute:messenger"
-# Written every refresh (a third of SNAPSHOT_TTL_MS); gone this long after the messenger stops.
-HEARTBEAT_TTL_MS = 5000
+# Written every refresh (a third of SNAPSHOT_TTL_MS) with the values' TTL, SNAPSHOT_TTL_MS: it is
+# gone as soon as they are when the messenger dies, so /readyz says so as soon as /snapshot does.
 STREAMS_KEY = "transmute:streams"
 SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"

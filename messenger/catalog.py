@@ -16,7 +16,8 @@ import redis
 
 from contract.keys import EXCHANGE_INFO_KEY, SYMBOLS_KEY
 from messenger.backoff import Backoff
-from messenger.rest import BinanceRest, RateLimited, RestError
+from messenger.reachability import REST, Reachability
+from messenger.rest import EXCHANGE_INFO_PATH, BinanceRest, RateLimited, RestError
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -40,11 +41,14 @@ def statuses_of(exchange_info: dict[str, Any]) -> dict[str, str]:
 class Catalog(Worker):
     """The latest symbol list; ``version`` moves on whenever it changes."""
 
-    def __init__(self, rest: BinanceRest, client: redis.Redis, refresh_s: float) -> None:
+    def __init__(
+        self, rest: BinanceRest, client: redis.Redis, refresh_s: float, reach: Reachability | None = None
+    ) -> None:
         super().__init__("catalog")
         self.rest = rest
         self.client = client
         self.refresh_s = refresh_s
+        self.reach = reach or Reachability()
         self.statuses: dict[str, str] | None = None
         self.trading: frozenset[str] | None = None
         self.version = 0
@@ -64,12 +68,19 @@ class Catalog(Worker):
 
     def _fetch(self) -> float:
         """Fetch the list; returns the seconds until the next fetch."""
+        url = self.rest.base_url + EXCHANGE_INFO_PATH
         try:
             doc = self.rest.exchange_info()
+        except RateLimited as exc:
+            logger.warning("catalog: exchangeInfo: %s", exc)
+            return exc.retry_after_s
         except RestError as exc:
-            delay = exc.retry_after_s if isinstance(exc, RateLimited) else self._backoff.next_delay()
-            logger.warning("catalog: exchangeInfo failed (%s); retrying in %.0f s", exc, delay)
-            return min(delay, self.refresh_s) if not isinstance(exc, RateLimited) else delay
+            # Not a traceback: what failed, where, and when the next try is.
+            self.reach.failed(REST, url, exc.what)
+            delay = min(self._backoff.next_delay(), self.refresh_s)
+            logger.warning("catalog: exchangeInfo failed: %s; retrying in %.0f s", exc, delay)
+            return delay
+        self.reach.reached(REST, url)
         self._backoff.reset()
         self.fetches += 1
         statuses = statuses_of(doc)

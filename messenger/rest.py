@@ -24,10 +24,19 @@ WEIGHT_LIMIT_PER_MINUTE = 6000
 WEIGHT_BUDGET_SHARE = 0.5
 # Above this many symbols one "all symbols" call (weight 4) beats a long symbols=[...] URL.
 MAX_LISTED_SYMBOLS = 100
+EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 
 
 class RestError(Exception):
-    """The call failed (network, HTTP error, or a body that is not the expected JSON)."""
+    """The call failed (network, HTTP error, or a body that is not the expected JSON).
+
+    ``url`` is what was called (without its query), ``what`` what went wrong, in plain words.
+    """
+
+    def __init__(self, what: str, url: str = "") -> None:
+        super().__init__(f"{url}: {what}" if url else what)
+        self.what = what
+        self.url = url
 
 
 class RateLimited(RestError):
@@ -79,9 +88,9 @@ class BinanceRest:
 
     def exchange_info(self) -> dict[str, Any]:
         """``GET /api/v3/exchangeInfo`` (weight 20)."""
-        body = self.get("/api/v3/exchangeInfo", {})
+        body = self.get(EXCHANGE_INFO_PATH, {})
         if not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
-            raise RestError("exchangeInfo answer has no symbol list")
+            raise RestError("the answer has no symbol list", self.base_url + EXCHANGE_INFO_PATH)
         return body
 
     def get(self, path: str, params: dict[str, str]) -> Any:
@@ -92,8 +101,8 @@ class BinanceRest:
             raise RateLimited(wait, "REST paused")
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         # The scheme is http(s): Settings checks BINANCE_REST_URL at start.
-        url = self.base_url + path + query
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+        where = self.base_url + path
+        request = urllib.request.Request(where + query, headers={"Accept": "application/json"})  # noqa: S310
         self.calls += 1
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
@@ -105,13 +114,15 @@ class BinanceRest:
                 retry_after = _retry_after(exc.headers.get("Retry-After"))
                 self._block(retry_after)
                 raise RateLimited(retry_after, f"HTTP {exc.code} from {path}") from None
-            raise RestError(f"HTTP {exc.code} from {path}: {exc.read()[:200]!r}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise RestError(f"{path}: {exc}") from None
+            raise RestError(f"HTTP {exc.code} {exc.read()[:200]!r}", where) from None
+        except urllib.error.URLError as exc:
+            raise RestError(f"cannot connect ({exc.reason})", where) from None
+        except OSError as exc:  # the connection broke, or the answer was late
+            raise RestError(f"no answer ({exc or type(exc).__name__})", where) from None
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise RestError(f"{path}: answer is not JSON") from None
+            raise RestError("the answer is not JSON", where) from None
 
     def _note_weight(self, header: str | None) -> None:
         if header is None or not header.isdigit():

@@ -18,8 +18,10 @@ from messenger import metrics
 from messenger.binance import BOOK_TICKER, StreamKind
 from messenger.book import Book
 from messenger.catalog import Catalog
+from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
 from messenger.planner import plan
+from messenger.reachability import WEBSOCKET, Reachability
 from messenger.rest import BinanceRest
 from messenger.seeder import Seeder
 from messenger.signals import StopFlags
@@ -65,7 +67,8 @@ class Messenger:
         )
         self.rest = BinanceRest(settings.binance_rest_url)
         self.seeder = Seeder(self.book, self.rest)
-        self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s)
+        self.reach = Reachability()
+        self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
         self.supervisor = Supervisor(settings, self.book, self.seeder)
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
         self._planned_for: tuple[int, int] | None = None
@@ -96,6 +99,7 @@ class Messenger:
             while not flags.stop.is_set():
                 now = time.monotonic()
                 self._replan(pinned, all_symbols, kinds, now)
+                self._watch_connects()
                 self.supervisor.tick(now)
                 self.stats.maybe_log(now)
                 flags.stop.wait(TICK_S)
@@ -126,13 +130,34 @@ class Messenger:
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
 
+    def _watch_connects(self) -> None:
+        """Tell ``reach`` whether connections get through (before the supervisor forgets the ones
+        that did not)."""
+        url = self.settings.binance_ws_url
+        for conn in self.supervisor.conns:
+            if conn.state == OPEN:
+                self.reach.reached(WEBSOCKET, url)
+            elif conn.state == CLOSED and conn.close_reason.startswith("connect"):
+                self.reach.failed(WEBSOCKET, url, conn.close_reason)
+
     def status(self) -> dict[str, Any]:
-        """What the messenger is doing, for its heartbeat in Redis and the status page."""
-        tracked, fresh = self.book.freshness(time.monotonic())
+        """What the messenger is doing, for its heartbeat in Redis and the status page.
+
+        ``binance``: ``connected`` while a connection is live, ``unreachable`` while none is and the
+        last attempts failed (``binance_errors`` says where and how), ``connecting`` otherwise.
+        """
+        now = time.monotonic()
+        tracked, fresh = self.book.freshness(now)
         conns = list(self.supervisor.conns)
+        live = sum(1 for c in conns if c.alive(now, self.settings.liveness_timeout_ms / 1000))
+        errors = self.reach.failures()
         return {
             "pid": os.getpid(),
+            "binance": "connected" if live else "unreachable" if errors else "connecting",
+            "binance_errors": errors,
             "connections": len(conns),
+            "live_connections": live,
+            "streams_wanted": len(self.supervisor.routes),
             "streams": sum(len(c.subscribed) for c in conns),
             "tracked": tracked,
             "fresh": fresh,

@@ -24,7 +24,6 @@ import redis
 
 from contract.keys import (
     HEARTBEAT_KEY,
-    HEARTBEAT_TTL_MS,
     RECENT_TRADES_KEPT,
     RECORD_TTL_MS,
     STREAMS_KEY,
@@ -174,7 +173,7 @@ class Writer(Worker):
             add(("HDEL", STREAMS_KEY, *dropped))
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
-            add(("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", HEARTBEAT_TTL_MS))
+            add(("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", ttl))
         self._send(commands)
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))

@@ -21,9 +21,22 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
+def not_ready(beat: dict[str, Any]) -> str | None:
+    """Why a messenger with this heartbeat cannot serve, or None if it can: it needs the symbol list
+    and, while it has streams to carry, a live connection to Binance."""
+    errors = beat.get("binance_errors") or []
+    unreachable = f" (Binance unreachable: {'; '.join(errors)})" if errors else ""
+    if beat.get("streams_wanted") and not beat.get("live_connections"):
+        return f"the messenger has no live connection to Binance{unreachable}"
+    if beat.get("catalog_symbols") == 0:
+        return f"the messenger has no symbol list from Binance yet{unreachable}"
+    return None
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int]:
-    """200 while Redis answers and the messenger's heartbeat is fresh; 503 with the reason otherwise.
+    """200 while Redis answers, the messenger's heartbeat is fresh and the messenger is connected to
+    Binance with its symbol list; 503 with the reason otherwise.
 
     Also says how much of what the messenger streams is fresh (servable) right now.
     """
@@ -35,9 +48,13 @@ def readyz() -> tuple[dict[str, Any], int]:
         return {"status": "unavailable", "reason": "no fresh messenger heartbeat"}, 503
     beat = orjson.loads(raw)
     tracked, fresh = beat.get("tracked", 0), beat.get("fresh", 0)
-    return {
+    body = {
         "status": "ready",
         "messenger": beat,
         "heartbeat_age_ms": max(0, int(time.time() * 1000) - beat.get("ts", 0)),
         "fresh_share": round(fresh / tracked, 4) if tracked else None,
-    }, 200
+    }
+    reason = not_ready(beat)
+    if reason is not None:
+        return {**body, "status": "unavailable", "reason": reason}, 503
+    return body, 200

@@ -46,24 +46,40 @@ FRESHNESS = {
         "enum": ["stream", "rest"],
         "description": "stream, or a REST seed after a connect",
     },
+    "connection": {
+        **INTEGER,
+        "description": "Which of the messenger's connections to Binance vouches for it",
+    },
 }
+REQUIRED_FRESHNESS = ["ts", "as_of", "age_ms", "source"]
 SCHEMAS: Doc = {
     "ApiError": _obj(["status_code", "error"], {"status_code": INTEGER, "error": STRING}),
     "BinanceError": _obj(["code", "msg"], {"code": INTEGER, "msg": STRING}),
     "BookTicker": _obj(
-        ["symbol", "bid_price", "bid_quantity", "ask_price", "ask_quantity", "update_id", *FRESHNESS],
+        [
+            "symbol",
+            "bid_price",
+            "bid_quantity",
+            "ask_price",
+            "ask_quantity",
+            "update_id",
+            *REQUIRED_FRESHNESS,
+        ],
         {
-            "symbol": {**STRING, "example": "BTCUSDT"},
+            "symbol": {**STRING, "example": "BTCUSDT", "description": "Binance's spelling"},
             "bid_price": PRICE,
             "bid_quantity": PRICE,
             "ask_price": PRICE,
             "ask_quantity": PRICE,
-            "update_id": {"type": ["integer", "null"]},
+            "update_id": {
+                "type": ["integer", "null"],
+                "description": "Binance's order book update id u (null right after a REST seed)",
+            },
             **FRESHNESS,
         },
         extra=True,
     ),
-    "Record": _obj(["symbol", *FRESHNESS], {"symbol": STRING, **FRESHNESS}, extra=True),
+    "Record": _obj(["symbol", *REQUIRED_FRESHNESS], {"symbol": STRING, **FRESHNESS}, extra=True),
     "Snapshots": _obj(
         ["kind", "snapshots"], {"kind": STRING, "snapshots": {"type": "array", "items": _ref("Record")}}
     ),
@@ -71,11 +87,15 @@ SCHEMAS: Doc = {
     "Ready": _obj(
         ["status"],
         {
-            "status": STRING,
-            "reason": STRING,
-            "messenger": {"type": "object"},
+            "status": {**STRING, "description": "ready or unavailable"},
+            "reason": {**STRING, "description": "Why not: Redis, no heartbeat, Binance unreachable, ..."},
+            "messenger": {
+                "type": "object",
+                "description": "The messenger's last heartbeat: binance (connected, connecting or "
+                "unreachable), binance_errors, live_connections, streams, fresh, redis, ...",
+            },
             "heartbeat_age_ms": INTEGER,
-            "fresh_share": {"type": ["number", "null"]},
+            "fresh_share": {"type": ["number", "null"], "description": "Share of streamed keys servable now"},
         },
     ),
     "BinanceBookTicker": _obj(
@@ -167,9 +187,12 @@ E503 = _json(
 OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "500": E500, "503": E503}
 
 
+NOT_SUPPORTED = "Not supported (400)"
+
+
 def _not_post(params: list[Doc]) -> Doc:
     """Every other method: the contract's 400 (``{"error": "GET not supported."}``)."""
-    op = {"summary": "Not supported (400)", "parameters": params, "responses": {"400": E400}}
+    op = {"summary": NOT_SUPPORTED, "parameters": params, "responses": {"400": E400}}
     return {method: op for method in ("get", "put", "patch", "delete", "options", "head", "trace")}
 
 
@@ -307,7 +330,7 @@ PATHS: Doc = {
     "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
     "/readyz": {
         "get": {
-            "summary": "Redis answers and the messenger's heartbeat is fresh",
+            "summary": "Redis answers, the messenger's heartbeat is fresh, and it is connected to Binance",
             "responses": {
                 "200": _json(_ref("Ready"), "Ready, with the share of streamed keys that are fresh"),
                 "503": _json(_ref("Ready"), "Not ready, with the reason"),
@@ -333,6 +356,20 @@ PATHS: Doc = {
     },
 }
 
+# Tags group the operations on /docs, in this order.
+OURS, BINANCE, OPERATING = "Snapshots and live push", "Binance-compatible API", "Operating it"
+TAGS = [
+    {"name": OURS, "description": "Transmute's own API: the current value of any stream, and each update."},
+    {"name": BINANCE, "description": "The same data in Binance's REST shapes and error codes."},
+    {"name": OPERATING, "description": "Health, readiness, metrics, the status page and this description."},
+]
+
+
+def _tag(path: str) -> str:
+    if path.startswith("/api/"):
+        return BINANCE
+    return OURS if path.startswith(("/snapshot", "/stream")) else OPERATING
+
 
 def document() -> Doc:
     """The whole OpenAPI 3.1 document."""
@@ -344,6 +381,10 @@ def document() -> Doc:
             "description": "Live Binance market data over plain HTTP. Every value is vouched for by a live "
             "connection to Binance; what cannot be is never served.",
         },
-        "paths": PATHS,
+        "tags": TAGS,
+        "paths": {
+            path: {method: {**op, "tags": [_tag(path)]} for method, op in operations.items()}
+            for path, operations in PATHS.items()
+        },
         "components": {"schemas": SCHEMAS},
     }

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, render_template
 
 from contract.keys import HEARTBEAT_KEY
 from contract.kinds import key_kind
+from server import docs as guide
 from server import openapi
 from server.errors import ApiError
 from server.store import StoreUnavailable
@@ -60,5 +61,6 @@ def openapi_json() -> Response:
 
 @bp.get("/docs")
 def docs() -> str:
-    """The OpenAPI description as a page."""
-    return render_template("docs.html", doc=openapi.document())
+    """The OpenAPI description as a page: contents, errors, operations, response shapes."""
+    doc = openapi.document()
+    return render_template("docs.html", doc=doc, groups=guide.groups(doc), shapes=guide.shapes(doc))

@@ -46,3 +46,38 @@ def test_readyz_is_200_with_a_fresh_heartbeat_and_says_how_much_is_fresh(fake_re
     assert body["fresh_share"] == 0.75
     assert body["messenger"]["connections"] == 2
     assert 0 <= body["heartbeat_age_ms"] < 1000
+
+
+def beat(**fields: object) -> bytes:
+    """A messenger heartbeat as it writes it."""
+    doc = {"connections": 1, "live_connections": 1, "streams_wanted": 2, "streams": 2, "tracked": 2,
+           "fresh": 2, "redis": True, "catalog_symbols": 1695, "binance": "connected", "binance_errors": [],
+           "ts": int(time.time() * 1000), **fields}  # fmt: skip
+    return orjson.dumps(doc)
+
+
+def test_readyz_is_503_while_the_messenger_has_no_live_connection_and_says_why(
+    fake_redis: redis.Redis,
+) -> None:
+    error = "wss://stream.binance.com:9443: connect failed: [Errno -2] Name or service not known"
+    fake_redis.set(HEARTBEAT_KEY, beat(live_connections=0, binance="unreachable", binance_errors=[error]))
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "unavailable"
+    assert body["reason"] == f"the messenger has no live connection to Binance (Binance unreachable: {error})"
+    assert body["messenger"]["binance"] == "unreachable"
+
+
+def test_readyz_is_503_until_the_messenger_has_the_symbol_list(fake_redis: redis.Redis) -> None:
+    fake_redis.set(HEARTBEAT_KEY, beat(catalog_symbols=0))
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert (response.status_code, response.get_json()["reason"]) == (
+        503,
+        "the messenger has no symbol list from Binance yet",
+    )
+
+
+def test_readyz_is_200_with_a_live_connection_and_the_symbol_list(fake_redis: redis.Redis) -> None:
+    fake_redis.set(HEARTBEAT_KEY, beat())
+    assert create_app(client=fake_redis).test_client().get("/readyz").status_code == 200

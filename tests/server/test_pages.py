@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from contract.keys import HEARTBEAT_KEY, PENDING, STREAMS_KEY
 from server import create_app
-from server.openapi import document
+from server.openapi import NOT_SUPPORTED, document
 from tests.server.test_binance_api import BOOK, put
 
 
@@ -63,11 +63,31 @@ def test_pages_load_nothing_from_outside(client: FlaskClient, path: str) -> None
     assert '<meta name="viewport"' in html  # readable on a phone
 
 
-def test_the_docs_page_shows_every_operation(client: FlaskClient) -> None:
+def test_the_docs_page_leads_with_contents_and_folds_the_refused_methods(client: FlaskClient) -> None:
     html = client.get("/docs").get_data(as_text=True)
+    contents, body = html.split('<h2 id="errors">', 1)
     for path, operations in document()["paths"].items():
-        assert f"<code>{path}</code>" in html
-        assert all(f"{method.upper()}</span> <code>{path}</code>" in html for method in operations)
+        for method, op in operations.items():
+            heading = f"{method.upper()}</span> <code>{path}</code>"
+            if op["summary"] == NOT_SUPPORTED:  # one line under the path, not an operation of its own
+                assert heading not in body
+                folded = rf"<code>{re.escape(path)}</code></h3>\s*<p>[^<]*<span[^>]*>Any other method \([^)]*"
+                assert re.search(folded + method.upper(), body), (method, path)
+            else:
+                assert heading in contents, f"{method} {path} is not in the contents"
+                assert body.count(heading) == 1, f"{method} {path}"
+    assert NOT_SUPPORTED not in html
+
+
+def test_the_docs_page_shows_every_response_shape_field_by_field(client: FlaskClient) -> None:
+    html = client.get("/docs").get_data(as_text=True)
+    for name, schema in document()["components"]["schemas"].items():
+        assert f'<h3 id="shape-{name}">' in html
+        shape = html.split(f'<h3 id="shape-{name}">', 1)[1].split("<h3", 1)[0]
+        for field in schema.get("properties", {}):
+            assert f"<td><code>{field}</code></td>" in shape, f"{name}.{field}"
+    snapshot = html.split('id="post-snapshot-symbol"', 1)[1].split("<h3", 1)[0]
+    assert '<td>200</td><td>The current value</td><td><a href="#shape-BookTicker">BookTicker</a>' in snapshot
 
 
 def test_the_openapi_document_is_served_as_json(client: FlaskClient) -> None:

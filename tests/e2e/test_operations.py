@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from contract.settings import Settings
 from tests.processes import Gunicorn, Messenger, Simulator, free_port, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -41,8 +43,11 @@ def test_readiness_follows_the_messengers_heartbeat(
     assert ready["status"] == "ready"
     ready = wait_until(lambda: (r := http("GET", f"{gunicorn.url}/readyz")[2])["fresh_share"] == 1.0 and r, 5)
     assert (ready["messenger"]["connections"], ready["messenger"]["tracked"]) == (1, 2)
+    killed = time.monotonic()
     messenger.kill()
-    wait_until(lambda: http("GET", f"{gunicorn.url}/readyz")[0] == 503, 7, what="the heartbeat to lapse")
+    wait_until(lambda: http("GET", f"{gunicorn.url}/readyz")[0] == 503, 5, what="the heartbeat to lapse")
+    # Like the snapshots: within SNAPSHOT_TTL_MS (the default, 1 s) + 1 s of the messenger dying.
+    assert time.monotonic() - killed <= Settings().snapshot_ttl_ms / 1000 + 1
 
 
 def test_the_messengers_metrics_say_what_it_does(

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 from contract import kinds
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import lookup, metrics
+from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.views import settings, store
 
@@ -92,9 +93,16 @@ def _limit(default: int, allowed: Callable[[int], bool], hint: str) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not allowed(int(raw)):
+    value = whole_number(raw)
+    if value is None:
+        raise BinanceError(
+            400,
+            -1100,
+            f"Illegal characters found in parameter 'limit'; legal range is '^[0-9]{{1,{MAX_DIGITS}}}$'.",
+        )
+    if not allowed(value):
         raise BinanceError(400, -1130, f"Data sent for parameter 'limit' is not valid. {hint}")
-    return int(raw)
+    return value
 
 
 def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:

@@ -111,7 +111,8 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     try:
         if symbols is None:
             streamed = store().streamed(key_kind)
-            found = store().snapshots(key_kind, streamed) if streamed else []
+            # Listing everything streamed is no one's use of each symbol: it keeps none streamed.
+            found = store().snapshots(key_kind, streamed, touch=False) if streamed else []
             return [
                 lookup.with_age(r, s, None) for s, r in zip(streamed, found, strict=True) if r is not None
             ]

@@ -33,7 +33,8 @@ def status() -> dict[str, Any]:
     try:
         beat = snapshots.client.get(HEARTBEAT_KEY)
         symbols = snapshots.streamed(BOOK_TICKER)
-        records = snapshots.snapshots(BOOK_TICKER, symbols) if symbols else []
+        # Watching the status page is no one's use of each symbol: it keeps none streamed.
+        records = snapshots.snapshots(BOOK_TICKER, symbols, touch=False) if symbols else []
     except (StoreUnavailable, OSError) as exc:
         raise ApiError(503, f"Data store unavailable: {exc}", RETRY) from None
     now = int(time.time() * 1000)

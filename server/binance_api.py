@@ -20,6 +20,7 @@ from flask import Blueprint, Response, request
 from contract import kinds
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import lookup, metrics
+from server.errors import STORE_DOWN, store_down
 from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.views import settings, store
@@ -125,7 +126,8 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     except lookup.NoValue as exc:
         raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
     except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
 
 
 def _one_or_many(symbols: list[str] | None, docs: list[dict[str, Any]]) -> Response:
@@ -154,7 +156,8 @@ def exchange_info() -> Response:
     try:
         doc = store().exchange_info()
     except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Exchange information unavailable: {exc}") from None
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Exchange information unavailable: {STORE_DOWN}") from None
     if doc is None:
         raise BinanceError(503, -1001, "Exchange information is not loaded yet; try again shortly.")
     doc["serverTime"] = int(time.time() * 1000)
@@ -241,7 +244,8 @@ def trades() -> Response:
     try:
         items = store().recent_trades(symbol, limit, settings().demand_wait_ms / 1000)
     except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
     if items is None:
         raise BinanceError(503, -1001, f"Recent trades of {symbol} are being fetched; try again shortly.")
     return _json([

@@ -15,12 +15,15 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import redis
 from flask import Blueprint, Response, request
 
 from contract import kinds
+from contract.keys import EXCHANGE_INFO_KEY
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import lookup, metrics
 from server.errors import STORE_DOWN, store_down
+from server.exchange_info import Versions
 from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.views import settings, store
@@ -40,6 +43,8 @@ class BinanceError(Exception):
 
 
 INVALID_SYMBOL = (400, -1121, "Invalid symbol.")
+# Per process: the last exchangeInfo document, prepared to answer from.
+EXCHANGE_INFO = Versions()
 
 
 def _json(doc: Any) -> Response:
@@ -151,22 +156,19 @@ def server_time() -> Response:
 
 @bp.get("/exchangeInfo")
 def exchange_info() -> Response:
-    """The exchange's symbols and rules, as last fetched by the messenger."""
+    """The exchange's symbols and rules as the messenger last fetched them (ETag, gzip: exchange_info.py)."""
     symbols = _symbols_param()
     try:
-        doc = store().exchange_info()
-    except StoreUnavailable as exc:
+        raw = store().client.get(EXCHANGE_INFO_KEY)
+    except redis.RedisError as exc:
         store_down(request.path, exc)
         raise BinanceError(503, -1001, f"Exchange information unavailable: {STORE_DOWN}") from None
-    if doc is None:
+    version = EXCHANGE_INFO.current(raw if isinstance(raw, bytes) else None)
+    if version is None:
         raise BinanceError(503, -1001, "Exchange information is not loaded yet; try again shortly.")
-    doc["serverTime"] = int(time.time() * 1000)
-    if symbols is not None:
-        listed = {s["symbol"]: s for s in doc.get("symbols", [])}
-        if not all(s in listed for s in symbols):
-            raise BinanceError(*INVALID_SYMBOL)
-        doc["symbols"] = [listed[s] for s in symbols]
-    return _json(doc)
+    if symbols is not None and not all(s in version.symbols for s in symbols):
+        raise BinanceError(*INVALID_SYMBOL)
+    return version.answer(request, symbols, int(time.time() * 1000))
 
 
 @bp.get("/ticker/bookTicker")

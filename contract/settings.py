@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+# redis-py also takes a password as a query parameter.
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 class SettingsError(ValueError):
@@ -124,6 +127,24 @@ def _coerce(name: str, f: dataclasses.Field[Any], raw: Any) -> Any:
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
-    parts = urlsplit(url)
+    problem = f"{name}={masked(url)!r} must be a {'/'.join(schemes)}:// URL with a host"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no port)
+    except ValueError:
+        # Not chained: urlsplit's own message may quote the URL, password and all.
+        raise SettingsError(f"{problem} and a valid port") from None
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
-        raise SettingsError(f"{name}={url!r} must be a {'/'.join(schemes)}:// URL with a host")
+        raise SettingsError(problem)
+
+
+def masked(url: str) -> str:
+    """The URL with its password (or a lone user part, which Redis may take for one) as ``***``."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
+    at = url.rfind("@")  # the last one: an unencoded "@" in a password is still hidden
+    if at < 0:
+        return url
+    start = url.find("//")
+    start = start + 2 if 0 <= start < at else 0
+    user, colon, _ = url[start:at].partition(":")
+    return f"{url[:start]}{user + colon if colon else ''}***{url[at:]}"

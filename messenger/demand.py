@@ -69,14 +69,35 @@ class DemandReader(Worker):
             forget, self._forget = self._forget, set()
         if forget:
             self.client.zrem(DEMAND_KEY, *forget)
-        # Idle ones go by score, so a request that just came in is never removed with them.
-        self.client.zremrangebyscore(DEMAND_KEY, "-inf", f"({(time.time() - self.idle_s) * 1000:.0f}")
         now_ms = time.time() * 1000
+        idle_before_ms = round(now_ms - self.idle_s * 1000)
+        # Idle ones go by score, so a request that just came in is never removed with them.
+        self.client.zremrangebyscore(DEMAND_KEY, "-inf", f"({idle_before_ms}")
         self.client.zremrangebyscore(WATCHED_KEY, "-inf", f"({now_ms:.0f}")
         watching: Any = self.client.zrange(WATCHED_KEY, 0, -1)
         self.watched = frozenset(k.decode() if isinstance(k, bytes) else str(k) for k in watching)
         rows: Any = self.client.zrange(DEMAND_KEY, 0, -1, withscores=True)
         latest = {m.decode() if isinstance(m, bytes) else str(m): float(s) for m, s in rows}
+        self._restore(latest, forget, idle_before_ms)
         if latest != self.latest:
             self.latest = latest
             self.version += 1
+
+    def _restore(self, latest: dict[str, float], forgotten: set[str], idle_before_ms: int) -> None:
+        """Put back what Redis lost (a restart, a flush) of the demand this reader last saw.
+
+        Only this reader removes members (idle or forgotten ones); any other it knew of that is
+        gone now was lost, not dropped. Each goes back with the time of its last request, so a
+        stream in use keeps flowing and an idle one still goes DEMAND_IDLE_S after that request.
+        GT keeps a newer request the server may have written meanwhile.
+        """
+        lost = {
+            member: last_ms
+            for member, last_ms in self.latest.items()
+            if member not in latest and member not in forgotten and last_ms >= idle_before_ms
+        }
+        if not lost:
+            return
+        self.client.zadd(DEMAND_KEY, lost, gt=True)
+        latest.update(lost)
+        logger.warning("demand: restored %d requested stream(s) Redis had lost (restarted?)", len(lost))

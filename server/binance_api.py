@@ -15,11 +15,16 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import redis
 from flask import Blueprint, Response, request
 
 from contract import kinds
+from contract.keys import EXCHANGE_INFO_KEY
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import lookup, metrics
+from server.errors import STORE_DOWN, store_down
+from server.exchange_info import Versions
+from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.views import settings, store
 
@@ -38,6 +43,8 @@ class BinanceError(Exception):
 
 
 INVALID_SYMBOL = (400, -1121, "Invalid symbol.")
+# Per process: the last exchangeInfo document, prepared to answer from.
+EXCHANGE_INFO = Versions()
 
 
 def _json(doc: Any) -> Response:
@@ -92,9 +99,16 @@ def _limit(default: int, allowed: Callable[[int], bool], hint: str) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not allowed(int(raw)):
+    value = whole_number(raw)
+    if value is None:
+        raise BinanceError(
+            400,
+            -1100,
+            f"Illegal characters found in parameter 'limit'; legal range is '^[0-9]{{1,{MAX_DIGITS}}}$'.",
+        )
+    if not allowed(value):
         raise BinanceError(400, -1130, f"Data sent for parameter 'limit' is not valid. {hint}")
-    return int(raw)
+    return value
 
 
 def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
@@ -103,7 +117,8 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     try:
         if symbols is None:
             streamed = store().streamed(key_kind)
-            found = store().snapshots(key_kind, streamed) if streamed else []
+            # Listing everything streamed is no one's use of each symbol: it keeps none streamed.
+            found = store().snapshots(key_kind, streamed, touch=False) if streamed else []
             return [
                 lookup.with_age(r, s, None) for s, r in zip(streamed, found, strict=True) if r is not None
             ]
@@ -116,7 +131,8 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     except lookup.NoValue as exc:
         raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
     except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
 
 
 def _one_or_many(symbols: list[str] | None, docs: list[dict[str, Any]]) -> Response:
@@ -140,21 +156,19 @@ def server_time() -> Response:
 
 @bp.get("/exchangeInfo")
 def exchange_info() -> Response:
-    """The exchange's symbols and rules, as last fetched by the messenger."""
+    """The exchange's symbols and rules as the messenger last fetched them (ETag, gzip: exchange_info.py)."""
     symbols = _symbols_param()
     try:
-        doc = store().exchange_info()
-    except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Exchange information unavailable: {exc}") from None
-    if doc is None:
+        raw = store().client.get(EXCHANGE_INFO_KEY)
+    except redis.RedisError as exc:
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Exchange information unavailable: {STORE_DOWN}") from None
+    version = EXCHANGE_INFO.current(raw if isinstance(raw, bytes) else None)
+    if version is None:
         raise BinanceError(503, -1001, "Exchange information is not loaded yet; try again shortly.")
-    doc["serverTime"] = int(time.time() * 1000)
-    if symbols is not None:
-        listed = {s["symbol"]: s for s in doc.get("symbols", [])}
-        if not all(s in listed for s in symbols):
-            raise BinanceError(*INVALID_SYMBOL)
-        doc["symbols"] = [listed[s] for s in symbols]
-    return _json(doc)
+    if symbols is not None and not all(s in version.symbols for s in symbols):
+        raise BinanceError(*INVALID_SYMBOL)
+    return version.answer(request, symbols, int(time.time() * 1000))
 
 
 @bp.get("/ticker/bookTicker")
@@ -232,7 +246,8 @@ def trades() -> Response:
     try:
         items = store().recent_trades(symbol, limit, settings().demand_wait_ms / 1000)
     except StoreUnavailable as exc:
-        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
     if items is None:
         raise BinanceError(503, -1001, f"Recent trades of {symbol} are being fetched; try again shortly.")
     return _json([

@@ -4,6 +4,8 @@ Binance-compatible ``/api/v3/``, Binance's ``{"code": ..., "msg": "..."}``."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from flask import Flask, request
@@ -13,7 +15,14 @@ BINANCE_PREFIX = "/api/v3/"
 # Binance's "an unknown error occurred" and "internal error" codes, for HTTP errors in its shape.
 BINANCE_CODES = {404: -1000, 405: -1000, 413: -1000, 500: -1001}
 
+# What a client is told when Redis does not answer: never redis-py's text (addresses, ports).
+STORE_DOWN = "Data store unavailable; try again shortly."
+# Redis being down fails every request: its cause is logged at most this often per place and process.
+STORE_DOWN_LOG_EVERY_S = 10.0
+
 logger = logging.getLogger(__name__)
+_store_down_logged: dict[str, float] = {}
+_store_down_lock = threading.Lock()
 
 
 class ApiError(Exception):
@@ -51,3 +60,13 @@ def register(app: Flask) -> None:
     def crash(exc: Exception) -> tuple[dict[str, Any], int]:
         logger.exception("server: unhandled error")
         return body(500, "internal error"), 500
+
+
+def store_down(where: str, exc: BaseException) -> None:
+    """Log why Redis did not answer, for operators; the client gets STORE_DOWN and no details."""
+    now = time.monotonic()
+    with _store_down_lock:
+        if now - _store_down_logged.get(where, -1e9) < STORE_DOWN_LOG_EVERY_S:
+            return
+        _store_down_logged[where] = now
+    logger.warning("server: %s: Redis does not answer (%s)", where, exc)

@@ -56,7 +56,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "workers": settings.web_concurrency or 2 * (os.cpu_count() or 1),
         # gevent: each open live-push stream (and each request waiting for a symbol to start)
         # is a greenlet, not a thread; a worker holds thousands.
-        "worker_class": "gevent",
+        "worker_class": "server.gunicorn_worker.JsonErrorWorker",  # gevent's, answering its errors in JSON
         "worker_connections": 2000,
         # Long request lines reach Flask (which answers them in JSON) up to gunicorn's maximum.
         "limit_request_line": 8190,

@@ -10,6 +10,7 @@ import redis
 from flask import Blueprint
 
 from contract.keys import HEARTBEAT_KEY
+from server.errors import store_down
 from server.views import store
 
 bp = Blueprint("health", __name__)
@@ -43,7 +44,8 @@ def readyz() -> tuple[dict[str, Any], int]:
     try:
         raw = store().client.get(HEARTBEAT_KEY)
     except redis.RedisError as exc:
-        return {"status": "unavailable", "reason": f"redis does not answer: {exc}"}, 503
+        store_down("/readyz", exc)
+        return {"status": "unavailable", "reason": "redis does not answer"}, 503
     if raw is None:
         return {"status": "unavailable", "reason": "no fresh messenger heartbeat"}, 503
     beat = orjson.loads(raw)

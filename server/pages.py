@@ -7,13 +7,14 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from flask import Blueprint, Response, render_template
 
 from contract.keys import HEARTBEAT_KEY
 from contract.kinds import key_kind
 from server import docs as guide
 from server import openapi
-from server.errors import ApiError
+from server.errors import STORE_DOWN, ApiError, store_down
 from server.store import StoreUnavailable
 from server.views import RETRY, store
 
@@ -34,9 +35,11 @@ def status() -> dict[str, Any]:
     try:
         beat = snapshots.client.get(HEARTBEAT_KEY)
         symbols = snapshots.streamed(BOOK_TICKER)
-        records = snapshots.snapshots(BOOK_TICKER, symbols) if symbols else []
-    except (StoreUnavailable, OSError) as exc:
-        raise ApiError(503, f"Data store unavailable: {exc}", RETRY) from None
+        # Watching the status page is no one's use of each symbol: it keeps none streamed.
+        records = snapshots.snapshots(BOOK_TICKER, symbols, touch=False) if symbols else []
+    except (StoreUnavailable, redis.RedisError) as exc:
+        store_down("/status.json", exc)
+        raise ApiError(503, STORE_DOWN, RETRY) from None
     now = int(time.time() * 1000)
     rows = []
     for symbol, record in zip(symbols, records, strict=True):

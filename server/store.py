@@ -80,17 +80,19 @@ class SnapshotStore:
         self._symbols: tuple[float, tuple[str, ...]] = (0.0, ())
         self._lock = threading.Lock()
 
-    def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
+    def snapshots(self, kind: str, symbols: list[str], touch: bool = True) -> list[dict[str, Any] | None]:
         """The current records (None where there is none), read at one instant (one script).
 
         Now and then (per process, at most every TOUCH_EVERY_S per stream) a request is also
         counted as demand in the same round trip, so a symbol in use is never dropped as idle.
+        ``touch=False``: a read that is no one's use of these symbols (a list of everything
+        streamed, the status page), so it must not keep them streamed.
         """
         keys = [snapshot_key(kind, s) for s in symbols]
         now = time.monotonic()
         due = [
             m
-            for m in (demand_member(kind, s) for s in symbols)
+            for m in (demand_member(kind, s) for s in symbols if touch)
             if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S
         ]
         try:

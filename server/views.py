@@ -19,6 +19,7 @@ from contract.settings import Settings
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import lookup, metrics
 from server.errors import ApiError
+from server.params import MAX_DIGITS, whole_number
 from server.store import SnapshotStore
 
 bp = Blueprint("snapshot", __name__)
@@ -27,6 +28,9 @@ bp = Blueprint("snapshot", __name__)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 MAX_SYMBOLS = 100
 RETRY = {"Retry-After": "1"}
+MAX_AGE_ERROR = (
+    f"max_age_ms must be a whole number of milliseconds, 0 or more, of at most {MAX_DIGITS} digits."
+)
 
 
 def store() -> SnapshotStore:
@@ -73,15 +77,15 @@ def params() -> dict[str, Any]:
 
 
 def parse_max_age_ms(given: dict[str, Any]) -> int | None:
-    """``max_age_ms`` if given: a whole number of milliseconds >= 0 (a 400 for anything else)."""
+    """``max_age_ms`` if given: a JSON integer >= 0, or 1 to 20 ASCII digits (a 400 for anything else)."""
     if "max_age_ms" not in given:
         return None
     value = given["max_age_ms"]
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = whole_number(value)
     if type(value) is not int or value < 0:
-        raise ApiError(400, "max_age_ms must be a whole number of milliseconds, 0 or more.")
-    return int(value)
+        raise ApiError(400, MAX_AGE_ERROR)
+    return value
 
 
 def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[str, Any]]:

@@ -129,8 +129,8 @@ def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake
     class ReadJustBeforeTheWrite(SnapshotStore):
         """The request's first read misses; the messenger then writes the value, then 'live'."""
 
-        def snapshots(self, kind: str, symbols: list[str]) -> list[dict[str, Any] | None]:
-            missed = super().snapshots(kind, symbols)
+        def snapshots(self, kind: str, symbols: list[str], touch: bool = True) -> list[dict[str, Any] | None]:
+            missed = super().snapshots(kind, symbols, touch)
             vouched(fake_redis, BNB, record(symbol="BNBBTC"), px=1000)
             fake_redis.hset(STREAMS_KEY, BNB, LIVE)
             return [None for _ in missed]

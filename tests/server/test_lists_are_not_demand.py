@@ -1,0 +1,47 @@
+"""Reading every streamed symbol (the status page, a ticker list without ``symbol``) is no one's
+use of each: it must not count as demand, or every on-demand stream would stay forever while
+anyone watches the status page. Asking for a symbol by name still does."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from contract.keys import DEMAND_KEY
+from server import create_app
+from tests.server.test_binance_api import BOOK, TICKER, put
+
+LISTS = ["/status.json", "/api/v3/ticker/bookTicker", "/api/v3/ticker/price", "/api/v3/ticker/24hr"]
+
+
+@pytest.fixture
+def client(fake_redis: redis.Redis) -> FlaskClient:
+    for symbol in ("BTCUSDT", "ETHBTC"):
+        put(fake_redis, "bookticker", symbol, **BOOK)
+        put(fake_redis, "ticker", symbol, **TICKER)
+    return create_app(client=fake_redis).test_client()
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_a_list_of_everything_streamed_counts_as_no_demand(
+    client: FlaskClient, fake_redis: redis.Redis, path: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert len(response.get_json()["symbols"] if path == "/status.json" else response.get_json()) == 2
+    assert fake_redis.zrange(DEMAND_KEY, 0, -1) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "member"),
+    [
+        ("/api/v3/ticker/bookTicker?symbol=ETHBTC", b"bookticker:ETHBTC"),
+        ("/api/v3/ticker/price?symbol=ETHBTC", b"ticker:ETHBTC"),
+    ],
+)
+def test_asking_for_a_symbol_by_name_still_counts_as_its_demand(
+    client: FlaskClient, fake_redis: redis.Redis, path: str, member: bytes
+) -> None:
+    assert client.get(path).status_code == 200
+    assert fake_redis.zrange(DEMAND_KEY, 0, -1) == [member]

@@ -1,0 +1,122 @@
+"""Numeric parameters (``max_age_ms``, ``limit``) take ASCII digits only, and at most 20 of them.
+
+Python's ``int()`` takes ``"٣"`` (Arabic-Indic three), ``str.isdigit()`` takes ``"²"`` and
+``"①"``, and ``int()`` refuses more than 4,300 digits: each once reached a view as a 500 with a
+traceback in the log, or was taken as a number. Every one is the parameter's documented 400.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from urllib.parse import quote
+
+import fakeredis
+import pytest
+import redis
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
+from server import create_app
+from server.params import whole_number
+from tests.records import vouched
+
+NOT_NUMBERS = [
+    "²",  # isdigit() says yes, int() says no
+    "①",
+    "٣",  # int() says 3
+    "１０",  # fullwidth 10
+    "5\n",
+    " 5",
+    "+5",
+    "-0",
+    "5.0",
+    "1e3",
+    "0x10",
+    "1_000",
+    "",
+    "9" * 21,  # over Binance's 20 digits
+    "1" * 5000,  # over int()'s 4,300
+]
+
+
+MAX_AGE_400 = {
+    "status_code": 400,
+    "error": "max_age_ms must be a whole number of milliseconds, 0 or more, of at most 20 digits.",
+}
+LIMIT_1100 = {
+    "code": -1100,
+    "msg": "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+}
+
+
+def make_client(as_of_ago_ms: int = 100, voucher_px: int | None = 60_000) -> FlaskClient:
+    """BTCUSDT streamed, its value confirmed ``as_of_ago_ms`` ago; ETHBTC listed."""
+    fake: redis.Redis = fakeredis.FakeRedis()
+    now = int(time.time() * 1000)
+    record = {"symbol": "BTCUSDT", "bid_price": "1.0", "bid_quantity": "1.0", "ask_price": "1.1",
+              "ask_quantity": "1.0", "update_id": 1, "ts": now - 1000, "as_of": now - as_of_ago_ms,
+              "source": "stream"}  # fmt: skip
+    vouched(fake, "transmute:bookticker:btcusdt", record, px=voucher_px)
+    fake.hset(STREAMS_KEY, "transmute:bookticker:btcusdt", LIVE)
+    fake.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "ETHBTC": "TRADING"})
+    return create_app({"demand_wait_ms": 0}, client=fake).test_client()
+
+
+@pytest.fixture
+def client() -> FlaskClient:
+    return make_client()
+
+
+@pytest.mark.parametrize("raw", NOT_NUMBERS)
+def test_max_age_ms_that_is_not_ascii_digits_is_our_400(client: FlaskClient, raw: str) -> None:
+    for response in (
+        client.post(f"/snapshot/BTC_USDT?max_age_ms={quote(raw)}"),
+        client.post("/snapshot/BTC_USDT", json={"max_age_ms": raw}),
+        client.post(f"/snapshots?symbols=BTC_USDT&max_age_ms={quote(raw)}"),
+    ):
+        assert (response.status_code, response.get_json()) == (400, MAX_AGE_400)
+
+
+@pytest.mark.parametrize("raw", ["0", "007", "60000", "9" * 20])
+def test_max_age_ms_in_ascii_digits_is_taken(client: FlaskClient, raw: str) -> None:
+    response = client.post(f"/snapshot/BTC_USDT?max_age_ms={raw}")
+    # The stored value was confirmed 100 ms ago: 0 and 7 ms are too strict (500), the rest serve it.
+    assert response.status_code == (500 if int(raw) < 100 else 200)
+
+
+@pytest.mark.parametrize("raw", NOT_NUMBERS)
+@pytest.mark.parametrize("endpoint", ["depth", "trades"])
+def test_limit_that_is_not_ascii_digits_is_binance_1100(client: FlaskClient, endpoint: str, raw: str) -> None:
+    response = client.get(f"/api/v3/{endpoint}?symbol=ETHBTC&limit={quote(raw)}")
+    assert (response.status_code, response.get_json()) == (400, LIMIT_1100)
+
+
+def test_limit_in_ascii_digits_out_of_range_is_binance_1130(client: FlaskClient) -> None:
+    response = client.get("/api/v3/depth?symbol=ETHBTC&limit=" + "9" * 20)
+    assert (response.status_code, response.get_json()["code"]) == (400, -1130)
+
+
+@pytest.fixture(scope="module")
+def ageless_client() -> FlaskClient:
+    """A value whose age stays 0, vouched for as long as the tests run."""
+    return make_client(as_of_ago_ms=-(10**9), voucher_px=None)
+
+
+@given(st.one_of(st.text(max_size=25), st.text(alphabet=st.characters(categories=["Nd", "No", "Nl"]))))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_text_is_a_400_unless_it_is_1_to_20_ascii_digits(ageless_client: FlaskClient, raw: str) -> None:
+    number = 1 <= len(raw) <= 20 and all(c in string.digits for c in raw)
+    snapshot = ageless_client.post(f"/snapshot/BTC_USDT?max_age_ms={quote(raw)}")
+    depth = ageless_client.get(f"/api/v3/depth?symbol=ETHBTC&limit={quote(raw)}")
+    if number:
+        assert snapshot.status_code == 200
+        # 1 to 20 levels are asked of the messenger (nothing comes: 503); more are Binance's -1130.
+        expected = (503, -1001) if 1 <= int(raw) <= 20 else (400, -1130)
+        assert (depth.status_code, depth.get_json()["code"]) == expected
+    else:
+        assert (snapshot.status_code, snapshot.get_json()) == (400, MAX_AGE_400)
+        assert (depth.status_code, depth.get_json()) == (400, LIMIT_1100)
+    assert whole_number(raw) == (int(raw) if number else None)

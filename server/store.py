@@ -23,7 +23,6 @@ from redis.retry import Retry
 from contract.keys import (
     DEMAND_CHANNEL,
     DEMAND_KEY,
-    EXCHANGE_INFO_KEY,
     STREAMS_KEY,
     SYMBOLS_KEY,
     demand_member,
@@ -194,15 +193,6 @@ class SnapshotStore:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
-
-    def exchange_info(self) -> dict[str, Any] | None:
-        """The last exchangeInfo document the messenger fetched, or None."""
-        try:
-            raw = self.client.get(EXCHANGE_INFO_KEY)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        doc: dict[str, Any] | None = orjson.loads(raw) if raw else None
-        return doc
 
     def suggest(self, symbol: str) -> str | None:
         """The listed symbol closest to an unknown one, if any is close."""

@@ -93,7 +93,8 @@ class SnapshotStore:
                     self._touched[member] = now
                 pipe = self.client.pipeline(transaction=False)
                 pipe.mget(keys)
-                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)))
+                # Only refreshed (XX): new demand goes through server.admission's limits.
+                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
                 raws = pipe.execute()[0]
             else:
                 raws = self.client.mget(keys)

@@ -13,6 +13,7 @@
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
 | ``transmute:demand`` | sorted set | server | ``<kind>:<SYMBOL>`` scored by its last request (epoch ms) |
 | ``transmute:demand`` | channel | server | a demand was registered: look now |
+| ``transmute:client:<address>`` | hash, TTL | server | a client's budget of new on-demand streams |
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"
 DEMAND_KEY = "transmute:demand"
 DEMAND_CHANNEL = "transmute:demand"
+# A token bucket per client address (tokens, when last counted), for new on-demand streams.
+CLIENT_BUDGET_KEY_TEMPLATE = "transmute:client:{address}"
 
 # States in STREAMS_KEY: subscribed but no value yet since, or served at least once since.
 PENDING = "pending"
@@ -69,3 +72,8 @@ def parse_demand_member(member: str) -> tuple[str, str] | None:
     if not sep or not kind or not symbol:
         return None
     return kind, symbol
+
+
+def client_budget_key(address: str) -> str:
+    """Key of one client's budget of new on-demand streams (server.admission)."""
+    return CLIENT_BUDGET_KEY_TEMPLATE.format(address=address)

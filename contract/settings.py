@@ -50,6 +50,16 @@ class Settings:
     demand_wait_ms: int = _setting(3000, low=0, high=60_000)
     # Symbols nobody asked for in this long are unsubscribed (pinned ones never).
     demand_idle_s: float = _setting(300, low=2, high=7 * 24 * 3600)
+    # On-demand streams carried at most (pinned ones apart); a request that would start more is
+    # refused (429). 1,000 fit one connection, so on-demand load holds at most one (see README).
+    demand_max_streams: int = _setting(1000, low=0, high=100_000)
+    # New on-demand streams one client may start: this many a second on average, in bursts of up
+    # to DEMAND_CLIENT_BURST (a whole /snapshots request of 100 new symbols); then 429.
+    demand_client_streams_per_s: float = _setting(10, low=0.01, high=100_000)
+    demand_client_burst: int = _setting(100, low=1, high=100_000)
+    # Proxies in front of the server, each appending the address it saw to X-Forwarded-For: the
+    # client is the address that many entries from its end. 0: no proxy; the client is the peer.
+    trusted_proxy_hops: int = _setting(0, low=0, high=10)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)

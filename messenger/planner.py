@@ -1,5 +1,7 @@
 """What to stream: pinned symbols (of the pinned kinds), every trading symbol with ``--all``,
-and whatever users ask for, of any kind.
+and whatever users ask for, of any kind: at most ``max_demand`` streams of it, the most recently
+asked for first, whatever the demand set holds (the server refuses more, but several servers or
+a direct write to Redis must not make the messenger carry more either).
 
 A pure function of its inputs, so every rule is tested on its own.
 """
@@ -19,6 +21,8 @@ class Plan:
     """The streams to carry, and what to tell about the rest."""
 
     routes: dict[str, Route] = field(default_factory=dict)
+    pinned: set[str] = field(default_factory=set)  # the streams carried whatever users ask
+    over_cap: int = 0  # streams asked for but left out: more than max_demand were
     invalid_demand: list[str] = field(default_factory=list)  # names no trading symbol or kind
     not_trading: list[str] = field(default_factory=list)  # pinned, but not trading now
 
@@ -31,6 +35,7 @@ def plan(
     now_ms: float,
     idle_ms: float,
     pinned_kinds: Iterable[StreamKind] = (BOOK_TICKER,),
+    max_demand: int | None = None,
 ) -> Plan:
     """The wanted streams. Until the symbol list is known, only pinned symbols are streamed."""
     kinds = list(pinned_kinds)
@@ -46,6 +51,8 @@ def plan(
         for pinned_kind in kinds:
             route = route_for(symbol, pinned_kind)
             out.routes.setdefault(route.stream, route)
+    out.pinned = set(out.routes)
+    asked: dict[str, tuple[float, Route]] = {}
     for member, last_ms in demand.items():
         parsed = parse_demand_member(member)
         demanded = KINDS_BY_KEY.get(parsed[0]) if parsed else None
@@ -53,5 +60,12 @@ def plan(
             out.invalid_demand.append(member)
         elif trading is not None and now_ms - last_ms <= idle_ms:
             route = route_for(parsed[1], demanded)
-            out.routes.setdefault(route.stream, route)
+            previous = asked.get(route.stream)
+            if route.stream not in out.pinned and (previous is None or last_ms > previous[0]):
+                asked[route.stream] = (last_ms, route)
+    recent_first = sorted(asked.values(), key=lambda item: (-item[0], item[1].stream))
+    kept = recent_first if max_demand is None else recent_first[:max_demand]
+    out.over_cap = len(recent_first) - len(kept)
+    for _, route in kept:
+        out.routes[route.stream] = route
     return out

@@ -74,6 +74,7 @@ class Messenger:
         self._planned_for: tuple[int, int] | None = None
         self._next_plan = 0.0
         self._not_trading_logged: set[str] = set()
+        self._over_cap = 0  # demanded streams left out by the last plan (DEMAND_MAX_STREAMS)
 
     def run(
         self,
@@ -119,6 +120,7 @@ class Messenger:
             time.time() * 1000,
             self.settings.demand_idle_s * 1000,
             kinds,
+            self.settings.demand_max_streams,
         )
         if wanted.invalid_demand:
             self.demand.forget(wanted.invalid_demand)
@@ -126,6 +128,11 @@ class Messenger:
         if fresh:
             logger.warning("messenger: not streaming %s: not trading on the exchange", ", ".join(fresh))
             self._not_trading_logged.update(fresh)
+        if bool(wanted.over_cap) != bool(self._over_cap):  # logged when it starts and ends
+            logger.warning("messenger: %d streams asked for are left out: at most %d are carried on demand",
+                           wanted.over_cap, self.settings.demand_max_streams)  # fmt: skip
+        self._over_cap = wanted.over_cap
+        self.supervisor.pin(wanted.pinned)
         added, removed = self.supervisor.set_routes(wanted.routes)
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))

@@ -61,6 +61,7 @@ class Supervisor:
         self.book = book
         self.seeder = seeder
         self.routes: dict[str, Route] = {}  # every stream we carry, read by the connections
+        self.pinned: frozenset[str] = frozenset()  # of those, the ones carried whatever users ask
         self.conns: list[Connection] = []
         self.owner: dict[str, Connection] = {}
         self.reconnects: Counter[str] = Counter()
@@ -238,13 +239,25 @@ class Supervisor:
                 self._reopen.pop(0)
         if not self._unplaced:
             return
-        cap = self.settings.max_streams_per_connection
         streams = [s for s in self._unplaced if s not in self.owner]
+        # Pinned streams never share a connection with on-demand ones, so the SUBSCRIBE and
+        # UNSUBSCRIBE churn of on-demand streams, its message budget and its reconnects never
+        # touch them. Pinned ones first: they get the connection budget first.
+        left = self._place_group([s for s in streams if s in self.pinned], True, now)
+        left += self._place_group([s for s in streams if s not in self.pinned], False, now)
+        self._unplaced = dict.fromkeys(left)
+
+    def _place_group(self, streams: list[str], pinned: bool, now: float) -> list[str]:
+        """Put streams of one group (pinned or on demand) on that group's connections with room,
+        then on new ones while connections may be opened; returns those left unplaced."""
+        cap = self.settings.max_streams_per_connection
         for conn in self.conns:
+            if not streams:
+                return streams
             room = cap - len(conn.streams)
             # A connection still connecting takes them too: it subscribes them once open.
             usable = conn.state != CLOSED and conn not in self._successor and conn not in self._retired
-            if streams and room > 0 and usable:
+            if room > 0 and usable and self._carries_pinned(conn) == pinned:
                 batch, streams = streams[:room], streams[room:]
                 conn.add_streams(batch)
                 for stream in batch:
@@ -254,7 +267,15 @@ class Supervisor:
             if self._open(batch, now) is None:
                 break
             streams = streams[cap:]
-        self._unplaced = dict.fromkeys(streams)
+        return streams
+
+    def _carries_pinned(self, conn: Connection) -> bool:
+        """Whether a connection is one of the pinned streams' (placement keeps the groups apart)."""
+        return any(stream in self.pinned for stream in conn.streams)
+
+    def pin(self, streams: Iterable[str]) -> None:
+        """The streams carried whatever users ask: placed apart from on-demand ones."""
+        self.pinned = frozenset(streams)
 
     def _open(self, streams: list[str], now: float) -> Connection | None:
         if not self.budget.take(now):

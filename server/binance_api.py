@@ -21,12 +21,12 @@ from flask import Blueprint, Response, request
 from contract import kinds
 from contract.keys import EXCHANGE_INFO_KEY
 from contract.symbols import InvalidSymbol, normalize_symbol
-from server import lookup, metrics
+from server import admission, lookup, metrics
 from server.errors import STORE_DOWN, store_down
 from server.exchange_info import Versions
 from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
-from server.views import settings, store
+from server.views import MAX_SYMBOLS, settings, store
 
 bp = Blueprint("binance", __name__, url_prefix="/api/v3")
 
@@ -37,9 +37,10 @@ TRADES_DEFAULT, TRADES_MAX = 500, 1000
 class BinanceError(Exception):
     """An error in Binance's shape: HTTP status, Binance's code and message."""
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after_s: int = 1) -> None:
         super().__init__(msg)
         self.status, self.code, self.msg = status, code, msg
+        self.retry_after_s = retry_after_s
 
 
 INVALID_SYMBOL = (400, -1121, "Invalid symbol.")
@@ -56,8 +57,8 @@ def binance_error(exc: BinanceError) -> Response:
     """Binance's error body."""
     response = _json({"code": exc.code, "msg": exc.msg})
     response.status_code = exc.status
-    if exc.status == 503:
-        response.headers["Retry-After"] = "1"
+    if exc.status in (429, 503):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 
@@ -114,6 +115,8 @@ def _limit(default: int, allowed: Callable[[int], bool], hint: str) -> int:
 def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     """The current records of a kind for these symbols, or for every symbol streamed in it."""
     key_kind = kinds.key_kind(kind)
+    if symbols is not None and len(symbols) > MAX_SYMBOLS:  # each may start a stream, as in /snapshots
+        raise BinanceError(400, -1101, f"Too many values for parameter 'symbols'; at most {MAX_SYMBOLS}.")
     try:
         if symbols is None:
             streamed = store().streamed(key_kind)
@@ -133,6 +136,8 @@ def _records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     except StoreUnavailable as exc:
         store_down(request.path, exc)
         raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
+    except admission.Refused as exc:
+        raise BinanceError(429, -1003, str(exc), exc.retry_after_s) from None
 
 
 def _one_or_many(symbols: list[str] | None, docs: list[dict[str, Any]]) -> Response:

@@ -1,7 +1,7 @@
 """The current value of a stream, or why there is none: shared by every API of the server.
 
-Each API (ours, the Binance-compatible one, live push) turns the exceptions below into its
-own error shape.
+Each API (ours, the Binance-compatible one, live push) turns the exceptions below, and
+server.admission's Refused, into its own error shape.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from contract.keys import LIVE
+from server import admission
 from server.store import SnapshotStore, StoreUnavailable
 
 TRADING = "TRADING"
@@ -102,5 +103,8 @@ def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, d
             raise UnknownSymbol(symbol, store.suggest(symbol))
         if found.status != TRADING:
             raise NotTrading(symbol, found.status)
-    store.demand(kind, [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state is None])
+    # Raises admission.Refused (429) rather than start streams over a limit.
+    admission.ask(
+        store, kind, [s for s, found in zip(symbols, lookups, strict=True) if found.stream_state is None]
+    )
     return arrived

@@ -32,6 +32,11 @@ LATENCY = Histogram(
 )
 STALE = Counter("transmute_stale_answers", "Answers that had no current value to give", ["api"])
 SPAWNS = Counter("transmute_on_demand_spawns", "Streams asked of the messenger on demand", ["kind"])
+REFUSALS = Counter(
+    "transmute_on_demand_refusals",
+    "Requests refused (429) for starting new streams over a limit: cap or client_rate",
+    ["reason"],
+)
 
 
 def register(app: Flask) -> None:

@@ -184,7 +184,12 @@ E503 = _json(
     "Redis down, no symbol list yet, or a first value that did not come in time",
     RETRY_AFTER,
 )
-OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "500": E500, "503": E503}
+E429 = _json(
+    _ref("ApiError"),
+    "It would start streams beyond the limits of streaming on demand; none started",
+    RETRY_AFTER,
+)
+OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "429": E429, "500": E500, "503": E503}
 
 
 NOT_SUPPORTED = "Not supported (400)"
@@ -216,7 +221,12 @@ def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -
                 "200": _json(body, "Binance's shape"),
                 "400": _json(
                     _ref("BinanceError"),
-                    "Invalid symbol (-1121) or parameter (-1100, -1102, -1128, -1130, -1139)",
+                    "Invalid symbol (-1121) or parameter (-1100, -1101, -1102, -1128, -1130, -1139)",
+                ),
+                "429": _json(
+                    _ref("BinanceError"),
+                    "It would start streams beyond the limits of streaming on demand (-1003)",
+                    RETRY_AFTER,
                 ),
                 "503": _json(
                     _ref("BinanceError"),
@@ -247,7 +257,7 @@ EVENTS = {
     "description": "Server-Sent Events: `snapshot` (the record), `stale`, and a heartbeat comment every 3 s",
     "content": {"text/event-stream": {"schema": STRING}},
 }
-STREAM_ERRORS = {"404": E404, "409": E409, "503": E503}
+STREAM_ERRORS = {"404": E404, "409": E409, "429": E429, "503": E503}
 
 PATHS: Doc = {
     "/snapshot/{symbol}": _snapshot([SYMBOL], _ref("BookTicker"), "The best bid and ask of a symbol"),

@@ -29,7 +29,7 @@ from flask import Blueprint, Response, current_app
 from contract import kinds
 from contract.keys import DEMAND_CHANNEL, WATCHED_KEY, snapshot_key
 from contract.records import VOUCHER, MalformedRecord, decode_record
-from server import lookup, metrics
+from server import admission, lookup, metrics
 from server.errors import ApiError
 from server.store import SnapshotStore, StoreUnavailable
 from server.views import RETRY, parse_kind, parse_symbol, settings, store
@@ -184,7 +184,10 @@ def _explain_or_ask(snapshots: SnapshotStore, key_kind: str, symbol: str) -> Non
     if found.status != lookup.TRADING:
         raise ApiError(409, str(lookup.NotTrading(symbol, found.status)))
     if found.stream_state is None:
-        snapshots.demand(key_kind, [symbol])
+        try:
+            admission.ask(snapshots, key_kind, [symbol])
+        except admission.Refused as exc:
+            raise ApiError(429, str(exc), exc.headers) from None
 
 
 class Follower:

@@ -21,7 +21,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contract.keys import (
-    DEMAND_CHANNEL,
     DEMAND_KEY,
     STREAMS_KEY,
     SYMBOLS_KEY,
@@ -31,7 +30,6 @@ from contract.keys import (
 )
 from contract.records import MalformedRecord
 from contract.servable import CurrentReader, pairs, servable
-from server import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +97,8 @@ class SnapshotStore:
                 self._touch(due, now)
                 pipe = self.client.pipeline(transaction=False)
                 self._current(keys, pipe)
-                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)))
+                # Only refreshed (XX): new demand goes through server.admission's limits.
+                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
                 flat = pipe.execute()[0]
             else:
                 flat = self._current(keys)
@@ -133,18 +132,6 @@ class SnapshotStore:
             Lookup(bool(loaded), _text(status), _text(state), _decode(key, pair))
             for status, state, key, pair in zip(statuses, states, keys, pairs(flat), strict=True)
         ]
-
-    def demand(self, kind: str, symbols: list[str]) -> None:
-        """Ask the messenger to stream these, now."""
-        if not symbols:
-            return
-        metrics.SPAWNS.labels(kind).inc(len(symbols))
-        members = [demand_member(kind, s) for s in symbols]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(DEMAND_KEY, dict.fromkeys(members, int(time.time() * 1000)))
-        pipe.publish(DEMAND_CHANNEL, members[0])
-        self._execute(pipe)
-        self._touch(members, time.monotonic())
 
     def wait(
         self, kind: str, symbols: list[str] | tuple[str, ...], timeout_s: float

@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, request
 from contract import kinds
 from contract.settings import Settings
 from contract.symbols import InvalidSymbol, normalize_symbol
-from server import lookup, metrics
+from server import admission, lookup, metrics
 from server.errors import ApiError
 from server.params import MAX_DIGITS, whole_number
 from server.store import SnapshotStore
@@ -103,6 +103,8 @@ def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[
         raise ApiError(500, str(exc)) from None
     except lookup.Unavailable as exc:
         raise ApiError(503, str(exc), RETRY) from None
+    except admission.Refused as exc:
+        raise ApiError(429, str(exc), exc.headers) from None
 
 
 def _post_only() -> None:

@@ -79,3 +79,27 @@ def test_pinned_kinds_apply_to_every_pinned_symbol_and_demand_may_ask_for_any_ki
         "btcusdt@bookTicker", "btcusdt@trade", "ethbtc@kline_1M", "bnbbtc@depth5@100ms"}  # fmt: skip
     assert wanted.routes["btcusdt@trade"].history_key == "transmute:trades:btcusdt"
     assert wanted.routes["ethbtc@kline_1M"].key == "transmute:kline_1M:ethbtc"
+
+
+def test_demand_over_the_cap_keeps_the_most_recently_asked_for() -> None:
+    demand = {"bookticker:ETHBTC": NOW - 3, "trade:ETHBTC": NOW - 1, "bookticker:BNBBTC": NOW - 2}
+    wanted = plan([], False, demand, TRADING, NOW, IDLE, max_demand=2)
+    assert set(wanted.routes) == {"ethbtc@trade", "bnbbtc@bookTicker"}
+    assert wanted.over_cap == 1
+    assert plan([], False, demand, TRADING, NOW, IDLE, max_demand=3).over_cap == 0
+
+
+def test_pinned_streams_do_not_count_against_the_cap_on_demand() -> None:
+    demand = {"bookticker:BTCUSDT": NOW, "bookticker:ETHBTC": NOW - 1, "bookticker:BNBBTC": NOW - 2}
+    wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE, max_demand=1)
+    assert set(wanted.routes) == streams("BTCUSDT", "ETHBTC")
+    assert wanted.pinned == streams("BTCUSDT")
+    assert plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE, max_demand=0).routes.keys() == streams(
+        "BTCUSDT"
+    )
+
+
+def test_idle_demand_does_not_count_against_the_cap() -> None:
+    demand = {"bookticker:ETHBTC": NOW - IDLE - 1, "bookticker:BNBBTC": NOW - IDLE + 1}
+    wanted = plan([], False, demand, TRADING, NOW, IDLE, max_demand=1)
+    assert (set(wanted.routes), wanted.over_cap) == (streams("BNBBTC"), 0)

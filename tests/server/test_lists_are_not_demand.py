@@ -20,7 +20,16 @@ def client(fake_redis: redis.Redis) -> FlaskClient:
     for symbol in ("BTCUSDT", "ETHBTC"):
         put(fake_redis, "bookticker", symbol, **BOOK)
         put(fake_redis, "ticker", symbol, **TICKER)
+        # Both streamed on demand, last asked for long ago: about to go idle.
+        fake_redis.zadd(DEMAND_KEY, {f"bookticker:{symbol}": LONG_AGO, f"ticker:{symbol}": LONG_AGO})
     return create_app(client=fake_redis).test_client()
+
+
+LONG_AGO = 1
+
+
+def demand(client: redis.Redis) -> dict[bytes, float]:
+    return dict(client.zrange(DEMAND_KEY, 0, -1, withscores=True))
 
 
 @pytest.mark.parametrize("path", LISTS)
@@ -30,7 +39,7 @@ def test_a_list_of_everything_streamed_counts_as_no_demand(
     response = client.get(path)
     assert response.status_code == 200
     assert len(response.get_json()["symbols"] if path == "/status.json" else response.get_json()) == 2
-    assert fake_redis.zrange(DEMAND_KEY, 0, -1) == []
+    assert set(demand(fake_redis).values()) == {LONG_AGO}  # none refreshed: they still go idle
 
 
 @pytest.mark.parametrize(
@@ -44,4 +53,5 @@ def test_asking_for_a_symbol_by_name_still_counts_as_its_demand(
     client: FlaskClient, fake_redis: redis.Redis, path: str, member: bytes
 ) -> None:
     assert client.get(path).status_code == 200
-    assert fake_redis.zrange(DEMAND_KEY, 0, -1) == [member]
+    refreshed = {m for m, score in demand(fake_redis).items() if score > LONG_AGO}
+    assert refreshed == {member}

@@ -114,12 +114,23 @@ def test_a_symbol_in_use_is_counted_as_demand_now_and_then(
     fake_redis: redis.Redis, client: FlaskClient
 ) -> None:
     vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=5000)
+    fake_redis.zadd(DEMAND_KEY, {"bookticker:BTCUSDT": 1})  # asked for on demand, long ago
     assert client.post("/snapshot/BTCUSDT").status_code == 200
     first: Any = fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT")
-    assert first is not None
+    assert first > time.time() * 1000 - 5000
     time.sleep(0.01)
     assert client.post("/snapshot/BTCUSDT").status_code == 200
     assert fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT") == first  # not on every request
+
+
+def test_reading_a_value_never_adds_demand_only_admission_does(
+    fake_redis: redis.Redis, client: FlaskClient
+) -> None:
+    """A value served (a pinned symbol's, say) is not turned into on-demand streams: only the
+    admission of a new stream adds to the demand set, within its limits."""
+    vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=5000)
+    assert client.post("/snapshots", json={"symbols": ["BTCUSDT", "BNBBTC"]}).status_code == 503
+    assert fake_redis.zrange(DEMAND_KEY, 0, -1) == [b"bookticker:BNBBTC"]
 
 
 def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake_redis: redis.Redis) -> None:

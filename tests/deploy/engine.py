@@ -27,9 +27,14 @@ def docker(*args: str, timeout_s: float = 60, check: bool = True) -> str:
 def engine_answers() -> bool:
     """Whether a Docker engine answers the client."""
     try:
-        return docker("version", "--format", "{{.Server.Version}}", timeout_s=10, check=False) != ""
+        result = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         return False
+    # Without an engine the client still prints the template (an empty line), and exits 1.
+    return result.returncode == 0 and result.stdout.strip() != ""
 
 
 class Engine:

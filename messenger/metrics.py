@@ -1,19 +1,28 @@
-"""The messenger's Prometheus metrics, on ``METRICS_PORT``.
+"""The messenger's Prometheus metrics and health check, on ``METRICS_PORT``.
 
-Read at scrape time from the counters the parts keep anyway, so the hot path pays nothing for
-them: frames by kind, Redis writes and errors, reconnects by reason, connections and streams
-per connection, control messages sent, liveness timeouts, frame-to-Redis latency, freshness.
+``/healthz`` answers 200 only while at least one connection to Binance is live (open, and heard
+from within ``LIVENESS_TIMEOUT_MS``), else 503: what a container's healthcheck asks. Every other
+path is the metrics, read at scrape time from the counters the parts keep anyway, so the hot
+path pays nothing for them: frames by kind, Redis writes and errors, reconnects by reason,
+connections and streams per connection, control messages sent, liveness timeouts,
+frame-to-Redis latency, freshness.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, start_http_server
+import orjson
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -94,9 +103,45 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, doc, value=value)
 
 
+def live_connections(messenger: Messenger) -> int:
+    """Connections open and heard from within the liveness timeout."""
+    now, timeout_s = time.monotonic(), messenger.settings.liveness_timeout_ms / 1000
+    return sum(conn.alive(now, timeout_s) for conn in list(messenger.supervisor.conns))
+
+
+def app(messenger: Messenger, registry: CollectorRegistry) -> WSGIApplication:
+    """``/healthz``, and the metrics on every other path."""
+    metrics = make_wsgi_app(registry)
+
+    def respond(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            scrape: Iterable[bytes] = metrics(environ, start_response)
+            return scrape
+        live = live_connections(messenger)
+        body = orjson.dumps({"live_connections": live})
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response("200 OK" if live else "503 Service Unavailable", headers)
+        return [body]
+
+    return respond
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes and health checks are not news."""
+
+
 def serve(messenger: Messenger, host: str, port: int) -> None:
-    """Serve ``/metrics`` on a thread of prometheus_client's."""
+    """Serve ``/metrics`` and ``/healthz`` on a thread of their own."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(MessengerCollector(messenger))
-    start_http_server(port, addr=host, registry=registry)
-    logger.info("metrics: on http://%s:%d/metrics", host, port)
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(str(address[0]), port, app(messenger, registry), Server, _QuietHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    logger.info("metrics: on http://%s:%d/metrics (health: /healthz)", host, port)

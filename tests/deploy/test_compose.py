@@ -6,6 +6,8 @@ engine; the resolved file is then checked for what the README promises.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import shutil
 import subprocess
@@ -15,16 +17,21 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.settings import Settings
 from tests.processes import ROOT
 
 DOCKERFILES = ("Dockerfile.messenger", "Dockerfile.server", "Dockerfile.simulator")
+# Every variable docker-compose.yml reads (``${NAME:-default}``), and COMPOSE_PROFILES from .env.
+COMPOSE_VARS = {"COMPOSE_PROFILES"} | set(re.findall(r"\$\{(\w+)", (ROOT / "docker-compose.yml").read_text()))
 
 
 def compose(*args: str) -> str:
+    """docker-compose on the repository's files, with the defaults (none of its variables set)."""
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is not installed (apt-get install docker-compose); .ci/run installs it"
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARS}
     result = subprocess.run(
-        [binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [binary, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -65,7 +72,9 @@ def test_the_messengers_point_at_binance_and_at_the_simulator(services: dict[str
 
 def test_redis_is_healthchecked_and_never_published(services: dict[str, Any]) -> None:
     redis = services["redis"]
-    assert redis["image"].startswith("redis:")
+    python_base = re.search(r"^FROM python:\S+-(\w+)$", (ROOT / DOCKERFILES[0]).read_text(), re.MULTILINE)
+    assert python_base, "the Dockerfiles' base names its Debian release"
+    assert re.fullmatch(rf"redis:[\d.]+-{python_base[1]}", redis["image"]), "Redis on the same Debian"
     assert "ports" not in redis
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     for name in ("messenger", "messenger-sim", "server"):
@@ -102,3 +111,52 @@ def test_every_compose_build_uses_an_existing_dockerfile(services: dict[str, Any
     for svc in services.values():
         if "build" in svc:
             assert (Path(svc["build"]["context"]) / svc["build"]["dockerfile"]).is_file()
+
+
+def test_every_service_has_a_healthcheck_that_means_something(services: dict[str, Any]) -> None:
+    tests = {name: " ".join(svc["healthcheck"]["test"]) for name, svc in services.items()}
+    assert "redis-cli ping" in tests["redis"]
+    assert "127.0.0.1:3333/healthz" in tests["server"]
+    assert "127.0.0.1:9443/api/v3/ping" in tests["simulator"]
+    for name in ("messenger", "messenger-sim"):  # a live connection, asked on the metrics port
+        assert "127.0.0.1:9464/healthz" in tests[name]
+        assert str(services[name]["environment"]["METRICS_PORT"]) == "9464"
+        assert services[name]["environment"]["HOST"] == "0.0.0.0"
+    assert services["messenger-sim"]["depends_on"]["simulator"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_builds_take_an_extra_ca_and_a_package_index_empty_by_default(
+    name: str, services: dict[str, Any]
+) -> None:
+    text = (ROOT / name).read_text()
+    assert re.search(r'^ARG EXTRA_CA_CERTS=""$', text, re.MULTILINE)
+    assert re.search(r'^ARG PIP_INDEX_URL=""$', text, re.MULTILINE)
+    assert 'PIP_CERT=/tmp/ca.pem PIP_INDEX_URL="${PIP_INDEX_URL:-https://pypi.org/simple}"' in text
+    assert "--no-compile" not in text, "bytecode is compiled at build time, not at every start"
+    built = [svc for svc in services.values() if svc.get("build", {}).get("dockerfile") == name]
+    assert built and all(svc["build"]["args"] == {"EXTRA_CA_CERTS": "", "PIP_INDEX_URL": ""} for svc in built)
+
+
+def test_every_variable_compose_reads_is_documented_in_the_readme_and_env_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Docker Compose") : readme.index("## How it works")]
+    example = (ROOT / ".env.example").read_text()
+    for name in sorted(COMPOSE_VARS | {"SIM_PORT", "SIM_RATE"}):
+        assert f"`{name}`" in section, f"{name} is not in the README's Docker Compose section"
+        assert re.search(rf"^{name}=", example, re.MULTILINE), f"{name} is missing from .env.example"
+    assert (
+        "`SIM_PORT`" in readme[: readme.index("## Use it")]
+        and "`SIM_RATE`" in readme[: readme.index("## Use it")]
+    )
+
+
+def test_env_example_says_which_settings_compose_ignores() -> None:
+    """A setting in .env.example that compose does not pass on says so in its comment block."""
+    example = (ROOT / ".env.example").read_text()
+    settings = {f.name.upper() for f in dataclasses.fields(Settings)} | {"SIM_PORT"}
+    for name in sorted(settings - COMPOSE_VARS):
+        block = re.search(rf"((?:^#.*\n)+)(?:^\w+=.*\n)*^{name}=", example, re.MULTILINE)
+        assert block and "ompose ignores it" in block[1], (
+            f".env.example: {name} is ignored by compose: say so"
+        )

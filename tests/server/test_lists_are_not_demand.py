@@ -4,6 +4,8 @@ anyone watches the status page. Asking for a symbol by name still does."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from flask.testing import FlaskClient
@@ -29,7 +31,8 @@ LONG_AGO = 1
 
 
 def demand(client: redis.Redis) -> dict[bytes, float]:
-    return dict(client.zrange(DEMAND_KEY, 0, -1, withscores=True))
+    rows: Any = client.zrange(DEMAND_KEY, 0, -1, withscores=True)
+    return dict(rows)
 
 
 @pytest.mark.parametrize("path", LISTS)

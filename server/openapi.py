@@ -154,6 +154,7 @@ BODY = {
 E400 = _json(_ref("ApiError"), "Another method than POST, a malformed symbol, a bad max_age_ms or body")
 E404 = _json(_ref("ApiError"), "An unknown symbol (with the closest listed one) or kind")
 E409 = _json(_ref("ApiError"), "A listed symbol that does not trade now")
+E408 = _json(_ref("ApiError"), "A body not all there BODY_TIMEOUT_MS after the headers (connection closed)")
 E413 = _json(_ref("ApiError"), "A body over 16 KiB")
 E500 = _json(
     _ref("ApiError"),
@@ -164,7 +165,7 @@ E503 = _json(
     "Redis down, no symbol list yet, or a first value that did not come in time",
     RETRY_AFTER,
 )
-OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "500": E500, "503": E503}
+OUR_ERRORS = {"400": E400, "404": E404, "408": E408, "409": E409, "413": E413, "500": E500, "503": E503}
 
 
 def _not_post(params: list[Doc]) -> Doc:

@@ -14,7 +14,9 @@ bytes of a declared 100 and waits for its answer:
 - ``sustained``: every socket the server cuts is opened again at once, for ``--seconds``.
 
 Prints one JSON line: per phase the normal client's p50, p99 and worst latency (ms), requests,
-answers other than 200 and errors, when the short body was answered and with what, and what
+answers other than 200 and errors, over the whole phase and (``held_*``) from when the attack
+held 99 % of its sockets until the server cut the first one (``sustained``: to the end); when the
+short body was answered and with what; the server's CPU and how busy the machine was; and what
 the attack saw (sockets opened, answers, most held at once). Raises the open-file limit it needs.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -44,15 +47,39 @@ def server_cpu_s(server: Gunicorn) -> float:
     return sum(proc_stats(p)[0] for p in [pid, *children])
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks, from /proc/stat."""
+    ticks = [float(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def watch(attacker: AttackProcess, sockets: int, until: float) -> dict[str, float]:
+    """When the attack first held 99 % of its sockets, and when the server first cut one."""
+    seen: dict[str, float] = {}
+
+    def poll() -> None:
+        while time.monotonic() < until and len(seen) < 2:
+            if "held_at" not in seen and attacker.sending() >= 0.99 * sockets:
+                seen["held_at"] = time.monotonic()
+            if "cut_at" not in seen and attacker.answered() > 0:
+                seen["cut_at"] = time.monotonic()
+            time.sleep(0.01)
+
+    threading.Thread(target=poll, daemon=True).start()
+    return seen
+
+
 def phase(server: Gunicorn, seconds: float, attack: tuple[int, float, bool] | None) -> dict[str, Any]:
     """One phase: the normal client and the short body, beside the attack if there is one; with the
-    CPU the server used meanwhile and the load average (1 min) of the machine as it began."""
-    attacker = None
+    CPU the server used meanwhile, how busy the machine was, and its load average as it began."""
+    attacker, marks = None, {}
     if attack is not None:
         attacker = AttackProcess(server.port, *attack)
         attacker.start()
+        marks = watch(attacker, attack[0], time.monotonic() + seconds)
         time.sleep(0.5)  # the attack is under way
-    cpu_before, load_before = server_cpu_s(server), os.getloadavg()[0]
+    cpu_before, load_before, busy_before = server_cpu_s(server), os.getloadavg()[0], machine_busy()
     short: dict[str, Any] = {}
     waiter = threading.Thread(target=lambda: short.update(answer=short_body(server.port, timeout_s=60)))
     waiter.start()
@@ -61,6 +88,8 @@ def phase(server: Gunicorn, seconds: float, attack: tuple[int, float, bool] | No
     stats = attacker.stop() if attacker is not None else None
     row: dict[str, Any] = {
         "server_cpu_s": server_cpu_s(server) - cpu_before,
+        # How busy the whole machine was meanwhile (1.0: every core, all the time).
+        "machine_busy": (machine_busy()[0] - busy_before[0]) / (machine_busy()[1] - busy_before[1]),
         "load_average": load_before,
         "p50_ms": seen.p(50),
         "p99_ms": seen.p(99),
@@ -71,6 +100,12 @@ def phase(server: Gunicorn, seconds: float, attack: tuple[int, float, bool] | No
     }
     elapsed, status, _ = short.get("answer", (float("nan"), 0, None))
     row["short_body_s"], row["short_body_status"] = elapsed, status
+    if "held_at" in marks:
+        # While every socket was held: until the first cut, or (sustained) to the end.
+        held = (marks["held_at"], marks.get("cut_at", math.inf) if not attack or not attack[2] else math.inf)
+        row["held_s"] = min(held[1], time.monotonic()) - held[0]
+        row["held_requests"] = seen.count(*held)
+        row["held_p50_ms"], row["held_p99_ms"] = seen.p(50, *held), seen.p(99, *held)
     if stats is not None:
         row["attack"] = {**asdict(stats), "answered": {str(k): n for k, n in stats.answered.items()}}
     return row

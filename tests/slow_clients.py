@@ -251,15 +251,20 @@ class Latencies:
     """A normal client's requests: how long each took, and what each answered."""
 
     ms: list[float] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # when each began (time.monotonic())
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
-    def p(self, q: float) -> float:
-        """The q-th percentile (0-100) in ms, by the nearest rank."""
-        if not self.ms:
+    def p(self, q: float, since: float = 0.0, until: float = math.inf) -> float:
+        """The q-th percentile (0-100) in ms, by the nearest rank, of requests begun in [since, until)."""
+        ordered = sorted(ms for ms, at in zip(self.ms, self.at, strict=True) if since <= at < until)
+        if not ordered:
             return float("nan")
-        ordered = sorted(self.ms)
         return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
+
+    def count(self, since: float = 0.0, until: float = math.inf) -> int:
+        """Requests begun in [since, until)."""
+        return sum(1 for at in self.at if since <= at < until)
 
 
 def normal_client(
@@ -269,6 +274,7 @@ def normal_client(
     seen = Latencies()
     until = time.monotonic() + seconds
     while time.monotonic() < until:
+        seen.at.append(time.monotonic())
         started = time.perf_counter()
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
         try:

@@ -45,6 +45,7 @@ class Reopen:
     streams: list[str]
     at: float
     backoff: Backoff  # the ended connection's, carried on to its replacement
+    promised: float  # when its log line said the reconnect would be (an IP-wide wait included)
 
 
 class Supervisor:
@@ -66,6 +67,7 @@ class Supervisor:
         self._rand = rand
         self._backoffs: dict[Connection, Backoff] = {}  # each connection's own
         self._replace_at: dict[Connection, float] = {}  # a failed replacement is tried again then
+        self._held_said = 0.0  # the IP-wide wait last announced to reconnects already due
         self._successor: dict[Connection, Connection] = {}
         self._handover_started: dict[Connection, float] = {}
         self._lifetime: dict[Connection, float] = {}
@@ -212,7 +214,7 @@ class Supervisor:
         for stream in streams:
             del self.owner[stream]
         if streams:
-            self._reopen.append(Reopen(streams, at, backoff))
+            self._reopen.append(Reopen(streams, at, backoff, max(at, self.admission.closed_until()[0])))
         logger.warning("%s: %s; reconnecting in %s", conn, reason, self._wait(at, now))
 
     def _new_backoff(self) -> Backoff:
@@ -225,6 +227,16 @@ class Supervisor:
         if gate > at:
             return f"{gate - now:.1f} s (waiting for {why})"
         return f"{at - now:.1f} s"
+
+    def _say_held(self, due: list[Reopen], now: float) -> None:
+        """Reconnects due now wait for an IP-wide gate their log line did not know of: say so, once."""
+        until, why = self.admission.closed_until()
+        late = [e for e in due if e.promised < until]
+        if late and until != self._held_said and why != "the connection budget":  # that one says it
+            self._held_said = until
+            logger.warning(
+                "conn: %d reconnect(s) due now wait %.1f s more for %s", len(late), until - now, why
+            )
 
     def _replace(self, conn: Connection, now: float, why: str) -> None:
         if now < self._replace_at.get(conn, 0.0) or not self.admission.is_open(now):
@@ -245,8 +257,11 @@ class Supervisor:
                 self._handover_started[old] = float("inf")
 
     def _place(self, now: float) -> None:
-        if self.admission.is_open(now):
-            for entry in [e for e in self._reopen if e.at <= now]:
+        due = [e for e in self._reopen if e.at <= now]
+        if due and not self.admission.is_open(now):
+            self._say_held(due, now)
+        elif due:
+            for entry in due:
                 streams = [s for s in entry.streams if s in self.routes and s not in self.owner]
                 if streams and self._open(streams, now, entry.backoff) is None:
                     break

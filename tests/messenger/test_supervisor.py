@@ -244,6 +244,25 @@ def test_a_rest_429_holds_new_connections_for_its_retry_after(harness: Harness) 
     assert harness.carrier("LTCBTC") is not None
 
 
+def test_an_ip_wide_wait_that_comes_after_a_reconnect_was_announced_is_logged_when_it_holds_it(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    conn = harness.carrier("LTCBTC")
+    assert conn is not None
+    conn.dropped()
+    harness.run_for(TICK_S)
+    assert logged_delay(caplog, conn) == pytest.approx(MIN_S, abs=0.06)
+    harness.seeder.rest.ip_wait_until = harness.now + 5.0  # a REST call got a 429 meanwhile
+    harness.run_for(1.0)
+    held = [r.getMessage() for r in caplog.records if "reconnect(s) due now wait" in r.getMessage()]
+    assert len(held) == 1 and re.fullmatch(
+        r"conn: 1 reconnect\(s\) due now wait 4\.\d s more for Binance's Retry-After on REST", held[0]
+    ), held
+    harness.run_for(4.5)
+    assert harness.carrier("LTCBTC") is not None
+
+
 def test_the_connection_budget_stays_ip_wide(harness: Harness) -> None:
     budget = harness.sup.admission.budget
     budget.limit = len(budget._attempts)  # spent: every connection so far was an attempt

@@ -65,6 +65,8 @@ class Settings:
     port: int = _setting(3333, low=1, high=65535)
     # Gunicorn worker processes; 0: two per CPU core.
     web_concurrency: int = _setting(0, low=0, high=256)
+    # A request body must be all there this long after its headers, or it is a 408.
+    body_timeout_ms: int = _setting(5000, low=100, high=600_000)
     # The messenger's Prometheus metrics (on HOST); 0: none.
     metrics_port: int = _setting(9464, low=0, high=65535)
     log_level: str = _setting("INFO")

@@ -73,6 +73,9 @@ class Connection:
         self.subscribed_at: float | None = None  # when its first streams were confirmed
         self.close_code: int | None = None
         self.close_reason = ""
+        # A handshake Binance refused: its HTTP status and Retry-After header (429, 418: per IP).
+        self.refused_status: int | None = None
+        self.retry_after: str | None = None
         self.shutdown_announced = False
         self.frames = 0
         self.kind_frames: dict[str, int] = {}  # market-data frames by stream kind
@@ -215,6 +218,12 @@ class Connection:
     def _run(self) -> None:
         try:
             ws = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT_S, skip_utf8_validation=True)
+        except websocket.WebSocketBadStatusException as exc:
+            self.refused_status = exc.status_code
+            self.retry_after = (exc.resp_headers or {}).get("retry-after")
+            self.close_reason = self.close_reason or f"connect refused: HTTP {exc.status_code}"
+            self.state = CLOSED
+            return
         except (websocket.WebSocketException, OSError) as exc:
             self.close_reason = self.close_reason or f"connect failed: {exc}"
             self.state = CLOSED

@@ -56,6 +56,9 @@ class BinanceRest:
         self.used_weight = 0
         self.calls = 0
         self.rate_limited = 0
+        # Until when Binance itself said to wait (429/418; monotonic): limits and bans are per
+        # IP, so the supervisor opens no new WebSocket connection before then either.
+        self.ip_wait_until = 0.0
         self._blocked_until = 0.0
         self._lock = threading.Lock()
 
@@ -111,8 +114,8 @@ class BinanceRest:
         except urllib.error.HTTPError as exc:
             if exc.code in (429, 418):
                 self.rate_limited += 1
-                retry_after = _retry_after(exc.headers.get("Retry-After"))
-                self._block(retry_after)
+                retry_after = retry_after_s(exc.headers.get("Retry-After"))
+                self._block(retry_after, by_binance=True)
                 raise RateLimited(retry_after, f"HTTP {exc.code} from {path}") from None
             raise RestError(f"HTTP {exc.code} {exc.read()[:200]!r}", where) from None
         except urllib.error.URLError as exc:
@@ -133,12 +136,16 @@ class BinanceRest:
             self._block(60.0)
             logger.warning("rest: used weight %d this minute; pausing REST calls", self.used_weight)
 
-    def _block(self, seconds: float) -> None:
+    def _block(self, seconds: float, by_binance: bool = False) -> None:
         with self._lock:
-            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+            until = time.monotonic() + seconds
+            self._blocked_until = max(self._blocked_until, until)
+            if by_binance:
+                self.ip_wait_until = max(self.ip_wait_until, until)
 
 
-def _retry_after(header: str | None) -> float:
+def retry_after_s(header: str | None) -> float:
+    """Seconds a 429/418's ``Retry-After`` asks for (at least 1; 60 when absent or unreadable)."""
     try:
         return max(1.0, float(header)) if header else 60.0
     except ValueError:

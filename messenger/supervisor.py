@@ -2,9 +2,13 @@
 
 - Liveness: a connection that has sent nothing (no data, no pong to our pings) for
   ``LIVENESS_TIMEOUT_MS`` is presumed dead; its keys are invalidated at once and it is replaced.
-- Reconnects back off exponentially with jitter, capped; longer after a 1008 "Too many
-  requests" close; reset once a connection has subscribed and been heard from. New
-  connections stay within Binance's 300 per 5 minutes.
+- Reconnects back off exponentially with jitter, capped, each connection on its own: one
+  connection's trouble (a drop, a 1008 "Too many requests" close, which backs off longest)
+  never delays replacing another. A backoff resets once its connection has subscribed and
+  been heard from.
+- What Binance counts per IP holds back every new connection: a handshake refused with
+  HTTP 429 or 418 (or a REST call answered so) until its ``Retry-After`` has passed, and the
+  budget of 300 new connections per 5 minutes.
 - Before the 24 h cut, or when the server announces a shutdown, a connection is replaced
   make-before-break: the successor subscribes, catches up, and only then is the old one closed.
 """
@@ -14,10 +18,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from contract.settings import Settings
+from messenger.admission import Admission
 from messenger.backoff import Backoff
 from messenger.book import Book, Voucher
 from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection
@@ -26,37 +32,28 @@ from messenger.seeder import Seeder
 
 logger = logging.getLogger(__name__)
 
-# Binance allows 300 connection attempts per 5 minutes per IP; keep a margin for restarts.
-CONNECTIONS_PER_WINDOW = 250
-CONNECTION_WINDOW_S = 300.0
 # An old connection is closed at the latest this long after its successor was opened.
 HANDOVER_LIMIT_S = 60.0
 POLICY_VIOLATION = 1008
 COUNTERS = ("frames", "malformed", "unknown", "refused", "requests_sent", "pings_sent")
 
 
-class ConnectionBudget:
-    """A sliding window of connection attempts."""
+@dataclass
+class Reopen:
+    """The streams of a connection that ended, to be carried again from ``at`` on."""
 
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._attempts: deque[float] = deque()
-
-    def take(self, now: float) -> bool:
-        """Spend one attempt if the window allows it."""
-        while self._attempts and now - self._attempts[0] >= self.window_s:
-            self._attempts.popleft()
-        if len(self._attempts) >= self.limit:
-            return False
-        self._attempts.append(now)
-        return True
+    streams: list[str]
+    at: float
+    backoff: Backoff  # the ended connection's, carried on to its replacement
+    promised: float  # when its log line said the reconnect would be (an IP-wide wait included)
 
 
 class Supervisor:
     """Owns the connections; driven by ``tick()`` from one thread."""
 
-    def __init__(self, settings: Settings, book: Book, seeder: Seeder) -> None:
+    def __init__(
+        self, settings: Settings, book: Book, seeder: Seeder, rand: Callable[[], float] = random.random
+    ) -> None:
         self.settings = settings
         self.book = book
         self.seeder = seeder
@@ -65,11 +62,13 @@ class Supervisor:
         self.conns: list[Connection] = []
         self.owner: dict[str, Connection] = {}
         self.reconnects: Counter[str] = Counter()
-        self.budget = ConnectionBudget(CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)
+        self.admission = Admission(lambda: seeder.rest.ip_wait_until)
         self._unplaced: dict[str, None] = {}
-        self._reopen: list[list[str]] = []
-        self._next_open_at = 0.0
-        self._backoff = Backoff(settings.reconnect_min_ms / 1000, settings.reconnect_max_ms / 1000)
+        self._reopen: list[Reopen] = []
+        self._rand = rand
+        self._backoffs: dict[Connection, Backoff] = {}  # each connection's own
+        self._replace_at: dict[Connection, float] = {}  # a failed replacement is tried again then
+        self._held_said = 0.0  # the IP-wide wait last announced to reconnects already due
         self._successor: dict[Connection, Connection] = {}
         self._handover_started: dict[Connection, float] = {}
         self._lifetime: dict[Connection, float] = {}
@@ -176,8 +175,14 @@ class Supervisor:
             self.closed[counter] += getattr(conn, counter)
         self.closed_kind_frames.update(dict(conn.kind_frames))
         self._lifetime.pop(conn, None)
+        self._replace_at.pop(conn, None)
+        backoff = self._backoffs.pop(conn, None) or self._new_backoff()
         self._reseed(self.book.release(conn))
         reason = conn.close_reason or "closed"
+        wait_s = self.admission.refused(conn.refused_status, conn.retry_after, now)
+        if wait_s is not None:
+            logger.warning("%s: Binance refused the connection (HTTP %d); no new connection for %.1f s "
+                           "(its Retry-After)", conn, conn.refused_status, wait_s)  # fmt: skip
         if conn in self._retired:
             self._retired.discard(conn)
             logger.info("%s: closed (%s)", conn, reason)
@@ -190,10 +195,10 @@ class Supervisor:
             return
         predecessor = self._predecessor(conn)
         if conn.healthy():
-            self._backoff.reset()
+            backoff.reset()
+        # A 1008 is about this connection (it sent too much): it alone waits the longest.
         floor = self.settings.reconnect_max_ms / 1000 if conn.close_code == POLICY_VIOLATION else 0.0
-        delay = self._backoff.next_delay(floor)
-        self._next_open_at = max(self._next_open_at, now + delay)
+        at = now + backoff.next_delay(floor)
         if predecessor is not None:  # a successor failed: the old connection still carries
             self._successor.pop(predecessor)
             self._handover_started.pop(predecessor, None)
@@ -203,19 +208,41 @@ class Supervisor:
                 if self.owner.get(stream) is conn:
                     del self.owner[stream]
                     self._unplaced[stream] = None
-            logger.warning("%s: replacement failed (%s); retrying in %.1f s", conn, reason, delay)
+            self._replace_at[predecessor] = at
+            logger.warning("%s: replacement failed (%s); retrying in %s", conn, reason, self._wait(at, now))
             return
         streams = [s for s in conn.streams if self.owner.get(s) is conn]
         for stream in streams:
             del self.owner[stream]
         if streams:
-            self._reopen.append(streams)
-        logger.warning("%s: %s; reconnecting in %.1f s", conn, reason, delay)
+            self._reopen.append(Reopen(streams, at, backoff, max(at, self.admission.closed_until()[0])))
+        logger.warning("%s: %s; reconnecting in %s", conn, reason, self._wait(at, now))
+
+    def _new_backoff(self) -> Backoff:
+        settings = self.settings
+        return Backoff(settings.reconnect_min_ms / 1000, settings.reconnect_max_ms / 1000, self._rand)
+
+    def _wait(self, at: float, now: float) -> str:
+        """How long until a connection due ``at`` is opened, and what it waits for if not its backoff."""
+        gate, why = self.admission.closed_until()
+        if gate > at:
+            return f"{gate - now:.1f} s (waiting for {why})"
+        return f"{at - now:.1f} s"
+
+    def _say_held(self, due: list[Reopen], now: float) -> None:
+        """Reconnects due now wait for an IP-wide gate their log line did not know of: say so, once."""
+        until, why = self.admission.closed_until()
+        late = [e for e in due if e.promised < until]
+        if late and until != self._held_said and why != "the connection budget":  # that one says it
+            self._held_said = until
+            logger.warning(
+                "conn: %d reconnect(s) due now wait %.1f s more for %s", len(late), until - now, why
+            )
 
     def _replace(self, conn: Connection, now: float, why: str) -> None:
-        if now < self._next_open_at:
+        if now < self._replace_at.get(conn, 0.0) or not self.admission.is_open(now):
             return
-        successor = self._open(list(conn.streams), now)
+        successor = self._open(list(conn.streams), now, self._backoffs.get(conn))
         if successor is None:
             return
         self._successor[conn] = successor
@@ -231,12 +258,15 @@ class Supervisor:
                 self._handover_started[old] = float("inf")
 
     def _place(self, now: float) -> None:
-        if now >= self._next_open_at:
-            while self._reopen:
-                streams = [s for s in self._reopen[0] if s in self.routes and s not in self.owner]
-                if streams and self._open(streams, now) is None:
+        due = [e for e in self._reopen if e.at <= now]
+        if due and not self.admission.is_open(now):
+            self._say_held(due, now)
+        elif due:
+            for entry in due:
+                streams = [s for s in entry.streams if s in self.routes and s not in self.owner]
+                if streams and self._open(streams, now, entry.backoff) is None:
                     break
-                self._reopen.pop(0)
+                self._reopen.remove(entry)
         if not self._unplaced:
             return
         streams = [s for s in self._unplaced if s not in self.owner]
@@ -262,7 +292,7 @@ class Supervisor:
                 conn.add_streams(batch)
                 for stream in batch:
                     self.owner[stream] = conn
-        while streams and now >= self._next_open_at:
+        while streams and self.admission.is_open(now):
             batch = streams[:cap]
             if self._open(batch, now) is None:
                 break
@@ -277,11 +307,8 @@ class Supervisor:
         """The streams carried whatever users ask: placed apart from on-demand ones."""
         self.pinned = frozenset(streams)
 
-    def _open(self, streams: list[str], now: float) -> Connection | None:
-        if not self.budget.take(now):
-            logger.warning("conn: connection budget spent (%d per %.0f s); waiting",
-                           CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)  # fmt: skip
-            self._next_open_at = now + 1.0
+    def _open(self, streams: list[str], now: float, backoff: Backoff | None = None) -> Connection | None:
+        if not self.admission.take(now):
             return None
         conn = Connection(
             self.settings.binance_ws_url,
@@ -295,6 +322,7 @@ class Supervisor:
         # Jitter staggers the replacement of connections that were opened together.
         self._lifetime[conn] = max_age + random.uniform(0, min(0.02 * max_age, 1800.0))
         self.conns.append(conn)
+        self._backoffs[conn] = backoff or self._new_backoff()
         for stream in streams:
             self.owner[stream] = conn
         logger.info("%s: connecting to %s with %d streams", conn, self.settings.binance_ws_url, len(streams))

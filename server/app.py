@@ -12,6 +12,7 @@ from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
 from server import binance_api, errors, health, metrics, pages, push, views
+from server.body_deadline import BodyDeadline
 from server.fast import FastSnapshots
 from server.store import SnapshotStore, redis_client
 
@@ -48,6 +49,9 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     metrics.register(app)
-    # The most common request, answered before Flask when it can be (see server/fast.py).
-    app.wsgi_app = FastSnapshots(app.wsgi_app, store)  # type: ignore[method-assign]
+    # The most common request, answered before Flask when it can be (see server/fast.py); and
+    # before everything, every body read whole within a deadline (see server/body_deadline.py).
+    fast = FastSnapshots(app.wsgi_app, store)
+    deadline_s = settings.body_timeout_ms / 1000
+    app.wsgi_app = BodyDeadline(fast, MAX_BODY_BYTES, deadline_s)  # type: ignore[method-assign]
     return app

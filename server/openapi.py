@@ -174,6 +174,7 @@ BODY = {
 E400 = _json(_ref("ApiError"), "Another method than POST, a malformed symbol, a bad max_age_ms or body")
 E404 = _json(_ref("ApiError"), "An unknown symbol (with the closest listed one) or kind")
 E409 = _json(_ref("ApiError"), "A listed symbol that does not trade now")
+E408 = _json(_ref("ApiError"), "A body not all there BODY_TIMEOUT_MS after the headers (connection closed)")
 E413 = _json(_ref("ApiError"), "A body over 16 KiB")
 E500 = _json(
     _ref("ApiError"),
@@ -189,7 +190,9 @@ E429 = _json(
     "It would start streams beyond the limits of streaming on demand; none started",
     RETRY_AFTER,
 )
-OUR_ERRORS = {"400": E400, "404": E404, "409": E409, "413": E413, "429": E429, "500": E500, "503": E503}
+OUR_ERRORS = {
+    "400": E400, "404": E404, "408": E408, "409": E409, "413": E413, "429": E429, "500": E500, "503": E503,
+}  # fmt: skip
 
 
 NOT_SUPPORTED = "Not supported (400)"

@@ -35,6 +35,11 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return rest.binance_error(400, 2, "Invalid request: invalid stream")
     if len(names) > config.max_streams:
         return rest.binance_error(400, 4, "Too many subscriptions")
+    refusal = exchange.refuse_handshake()
+    if refusal is not None:  # Binance's answer to an IP over its limits (429) or banned (418)
+        status, retry_after = refusal
+        msg = "Too many requests." if status == 429 else "IP banned; retry after Retry-After."
+        return rest.binance_error(status, -1003, msg, headers={"Retry-After": retry_after})
     if not exchange.admit_connection():
         return rest.binance_error(429, -1003, "Too many connection attempts.")
     ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 FAULTS = (
     "drop", "stall", "unstall", "close", "cut", "shutdown", "slow_pong", "stale_update", "rest_429",
+    "connect_429",
 )  # fmt: skip
 
 
@@ -42,6 +43,7 @@ async def state(request: web.Request) -> web.Response:
             "sessions": [s.describe() for s in exchange.sessions.values()],
             "closed": list(exchange.closed_sessions),
             "rejected_connections": exchange.rejected_connections,
+            "refused_handshakes": exchange.refused_handshakes[-200:],
             "connection_attempts": len(exchange.connection_attempts),
             "control_messages": exchange.control_messages,
             "rest_requests": exchange.rest_requests[-200:],
@@ -62,6 +64,14 @@ async def fault(request: web.Request) -> web.Response:
     if name == "rest_429":
         exchange.rest_429 = {
             "remaining": int(doc.get("count", 1)),
+            "retry_after_s": float(doc.get("retry_after_s", 1)),
+        }
+    elif name == "connect_429":  # the next handshakes: {"count": 1, "retry_after_s": 5, "status": 418}
+        if doc.get("status", 429) not in (429, 418):
+            return _json({"error": "status must be 429 or 418"}, 400)
+        exchange.connect_refusal = {
+            "remaining": int(doc.get("count", 1)),
+            "status": int(doc.get("status", 429)),
             "retry_after_s": float(doc.get("retry_after_s", 1)),
         }
     elif name == "stale_update":

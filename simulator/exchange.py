@@ -60,6 +60,9 @@ class Exchange:
         self.rest_requests: list[dict[str, Any]] = []
         self.rest_weight: deque[tuple[float, int]] = deque()
         self.rest_429: dict[str, float] = {"remaining": 0, "retry_after_s": 0}
+        # The connect_429 fault: the next handshakes refused with this status and Retry-After.
+        self.connect_refusal: dict[str, float] = {"remaining": 0, "status": 429, "retry_after_s": 0}
+        self.refused_handshakes: list[float] = []  # when each was refused (epoch s)
         self.control_messages = 0
         self._next_session_id = 1
         self._rng = random.Random(config.seed)
@@ -81,6 +84,15 @@ class Exchange:
             return False
         self.connection_attempts.append(now)
         return True
+
+    def refuse_handshake(self) -> tuple[int, str] | None:
+        """(HTTP status, Retry-After) if the connect_429 fault refuses this handshake."""
+        fault = self.connect_refusal
+        if fault["remaining"] <= 0:
+            return None
+        fault["remaining"] -= 1
+        self.refused_handshakes.append(time.time())
+        return int(fault["status"]), str(int(fault["retry_after_s"] or 60))
 
     def new_session_id(self) -> int:
         """A fresh connection id."""

@@ -194,8 +194,8 @@ def test_make_demo_from_the_runtime_requirements_alone_serves_and_stops_quietly_
 ) -> None:
     """The issue's new user: `make demo` on a fresh clone, curl, Ctrl-C."""
     terminal.wait_for(r"run: serving on http://127\.0\.0\.1:\d+", 120)
-    # The shipped server settings: gevent's worker (JSON for gunicorn's own errors).
-    assert "Using worker: server.gunicorn_worker.JsonErrorWorker" in terminal.output()
+    # The shipped server settings: gevent's worker (batched accepts, JSON for gunicorn's errors).
+    assert "Using worker: server.gevent_worker.GeventWorker" in terminal.output()
     for symbol in ("BTC_USDT", "BNB_BTC"):  # the proof of concept's `messenger.py btcusdt bnbbtc`
         wait_until(partial(served, terminal, symbol), 10, what=f"200 for {symbol}")
     started = set(terminal.seen)

@@ -1,0 +1,84 @@
+"""Whether a new connection to Binance may be opened now: only what Binance counts per IP.
+
+Binance limits new WebSocket connections per IP (300 attempts per 5 minutes) and answers an IP
+that asks too much with HTTP 429, or 418 once it bans it, each with a ``Retry-After``. Those hold
+back every new connection. What happens to one connection (a drop, a 1008 close) does not: that
+is its own backoff's business (see messenger/supervisor.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from messenger.rest import retry_after_s
+
+logger = logging.getLogger(__name__)
+
+# Binance allows 300 connection attempts per 5 minutes per IP; keep a margin for restarts.
+CONNECTIONS_PER_WINDOW = 250
+CONNECTION_WINDOW_S = 300.0
+# When the budget is spent, look again this much later.
+BUDGET_RETRY_S = 1.0
+# Handshake answers that speak for the whole IP: rate limited, and banned.
+IP_WIDE_STATUSES = (429, 418)
+
+
+class ConnectionBudget:
+    """A sliding window of connection attempts."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._attempts: deque[float] = deque()
+
+    def take(self, now: float) -> bool:
+        """Spend one attempt if the window allows it."""
+        while self._attempts and now - self._attempts[0] >= self.window_s:
+            self._attempts.popleft()
+        if len(self._attempts) >= self.limit:
+            return False
+        self._attempts.append(now)
+        return True
+
+
+class Admission:
+    """The IP-wide gate in front of every new connection."""
+
+    def __init__(self, rest_wait_until: Callable[[], float]) -> None:
+        """``rest_wait_until``: until when the REST client was told to wait (monotonic)."""
+        self.budget = ConnectionBudget(CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S)
+        self._rest_wait_until = rest_wait_until
+        self._refused_until = 0.0
+        self._budget_until = 0.0
+
+    def refused(self, status: int | None, retry_after: str | None, now: float) -> float | None:
+        """A handshake was refused with ``status``: if that speaks for the IP, hold every new
+        connection for its ``Retry-After``; returns that wait, or None when it does not."""
+        if status not in IP_WIDE_STATUSES:
+            return None
+        wait_s = retry_after_s(retry_after)
+        self._refused_until = max(self._refused_until, now + wait_s)
+        return wait_s
+
+    def take(self, now: float) -> bool:
+        """Spend one connection attempt of the budget, if it allows one now."""
+        if self.budget.take(now):
+            return True
+        logger.warning("conn: connection budget spent (%d per %.0f s); no new connection for %.0f s",
+                       CONNECTIONS_PER_WINDOW, CONNECTION_WINDOW_S, BUDGET_RETRY_S)  # fmt: skip
+        self._budget_until = now + BUDGET_RETRY_S
+        return False
+
+    def closed_until(self) -> tuple[float, str]:
+        """Until when no new connection may be opened (monotonic), and what it waits for."""
+        return max(
+            (self._refused_until, "Binance's Retry-After"),
+            (self._rest_wait_until(), "Binance's Retry-After on REST"),
+            (self._budget_until, "the connection budget"),
+        )
+
+    def is_open(self, now: float) -> bool:
+        """Whether a new connection may be opened now."""
+        return now >= self.closed_until()[0]

@@ -11,6 +11,7 @@ steps are called in the order the race produced).
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ STREAM = "adxeth@bookTicker"
 class NoSeeder:
     def __init__(self) -> None:
         self.requests: list[Any] = []
+        self.rest = SimpleNamespace(ip_wait_until=0.0)  # Binance never asked us to wait
 
     def request(self, conn: Any, routes: Any) -> None:
         self.requests.append((conn, routes))

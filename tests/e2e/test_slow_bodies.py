@@ -87,8 +87,8 @@ def test_slow_bodies_are_cut_at_the_deadline_and_normal_clients_are_served_meanw
     assert (status, body) == (408, {"status_code": 408, "error": "Request body not received within 12 s."})
     assert DEADLINE_S - 0.1 <= elapsed <= DEADLINE_S + 1.0
     # And so is every attack socket: none is held past the deadline.
-    wait_until(lambda: attack.answered() == ATTACK_SOCKETS, 30, 0.05, what="every socket cut")
-    assert time.monotonic() - attack_started <= DEADLINE_S + 10
+    wait_until(lambda: attack.answered() == ATTACK_SOCKETS, 25, 0.05, what="every socket cut")
+    assert time.monotonic() - attack_started <= DEADLINE_S + 20
     stats = attack.stop()
     assert (stats.answered, stats.closed_unanswered) == ({408: ATTACK_SOCKETS}, 0)
 

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 REST_PREFIX = "rest:"
-DEFAULT_LIMIT = 500_000
+DEFAULT_LIMIT = 100_000
 DUMP_LIMIT = 50_000
 
 # -- the simulator's half --------------------------------------------------------------

@@ -5,8 +5,8 @@ REST answers the messenger seeds from), with when it was published and when it s
 exchange's current value (see ``simulator/record.py``). Meanwhile clients poll pinned and on-demand
 streams of several kinds every ~20 ms, and the test injects, in an order drawn from a logged seed:
 drops, stalls, a 1008 close, 24 h cuts, ``serverShutdown``, SIGKILL of the messenger (restarted),
-a Redis restart, bursts of about a thousand on-demand streams asked for at once (so that they go
-idle together) and asked for again once idle, and a demand flood over the cap.
+a Redis restart, bursts of about a thousand on-demand streams (waves of a few hundred asked for
+at once, which go idle together) asked for again once idle, and a demand flood over the cap.
 
 The bound. The README's freshness table gives, per fault, the longest a value that may no longer
 be right can be served: ``LIVENESS_TIMEOUT_MS`` (and a 50 ms check) for a stalled connection,
@@ -86,8 +86,10 @@ PINNED = ("BTCUSDT", "ETHBTC")
 PINNED_KINDS = ("bookTicker", "trade", "aggTrade", "depth5", "kline_1m", "ticker", "miniTicker", "avgPrice")
 STEADY_COUNT = 4  # on-demand symbols polled all along
 STEADY_KINDS = ("bookTicker", "aggTrade", "depth10", "kline_1s", "ticker")
-# A burst: 200 to 250 symbols x 5 kinds, asked for at once, so that they go idle together.
+# A burst: 200 to 250 symbols x 5 kinds, in 5 waves of a few hundred streams asked for at once.
 BURST_SYMBOLS = 250
+BURST_WAVES = 5
+BURST_WAVE_GAP_S = 0.6
 BURST_KINDS = ("bookTicker", "depth5", "kline_1m", "avgPrice", "miniTicker")
 FLOOD_KINDS = ("bookTicker", "miniTicker", "kline_5m")
 FLOOD_WITHOUT_CAP = 1500
@@ -438,10 +440,14 @@ class Chaos:
         self.redis.start()
 
     def burst(self) -> None:
+        """Hundreds of streams asked for at once, in waves further apart than the messenger reads
+        demand (0.5 s), so that each wave goes idle, and is unsubscribed, in a round of its own."""
         symbols = self.sample(self.rng.randint(BURST_SYMBOLS * 4 // 5, BURST_SYMBOLS))
         streams = [(s, k) for s in symbols for k in BURST_KINDS]
-        self.window("burst", f"{len(streams)} on-demand streams asked for at once, and again once idle")
-        self.ask_all(streams, "burst")
+        self.window("burst", f"{len(streams)} on-demand streams in {BURST_WAVES} waves, and again once idle")
+        for wave in range(BURST_WAVES):
+            self.ask_all([(s, k) for s in symbols[wave::BURST_WAVES] for k in BURST_KINDS], "burst")
+            time.sleep(BURST_WAVE_GAP_S)
         self.revisit(streams)
 
     def flood(self) -> None:

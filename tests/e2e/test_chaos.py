@@ -35,7 +35,6 @@ those. Run with ``-s`` to see the report.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import random
@@ -281,7 +280,9 @@ class Chaos:
                 return
 
     def stop(self) -> None:
-        """Stop every client; take the rest of the record."""
+        """Stop every client; take the rest of the record (once)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
@@ -305,7 +306,8 @@ class Chaos:
     def window(self, name: str, detail: str = "") -> None:
         """A fault begins: answers from now on count towards it."""
         self.windows.append((now_ms(), name, detail))
-        print(f"chaos: t+{(now_ms() - self.windows[0][0]) / 1000:6.1f} s  {name}: {detail}", flush=True)
+        line = f"chaos: t+{(now_ms() - self.windows[0][0]) / 1000:6.1f} s  {name} {detail}"
+        print(line.rstrip(), flush=True)
 
     # -- asking for many streams at once ------------------------------------------------
 
@@ -393,7 +395,7 @@ class Chaos:
         """Close a connection that carries no pinned stream with 1008, then drop the one that
         carries them: its reconnect must not wait out the other's 1008 backoff."""
         # More streams than one connection holds, kept asked for until the probe is over.
-        spill = [(s, "bookTicker") for s in self.sample(Settings().max_streams_per_connection)]
+        spill = [(s, "bookTicker") for s in self.sample(settings().max_streams_per_connection)]
         over = threading.Event()
 
         def keep_asking() -> None:
@@ -483,12 +485,16 @@ class Chaos:
         self.window("end")
 
 
+def settings() -> Settings:
+    """The settings the messenger and the server run with (the environment, then ours)."""
+    return Settings.from_env({**os.environ, **{name: str(value) for name, value in SETTINGS.items()}})
+
+
 def demand_cap() -> int:
     """The most on-demand streams the settings allow, if they cap them (0: no cap)."""
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    if "demand_max_streams" not in fields:
+    if "demand_max_streams" not in {f.name for f in dataclasses.fields(Settings)}:
         return 0
-    cap: int = getattr(Settings.from_env(SETTINGS), "demand_max_streams")  # noqa: B009 (may not exist)
+    cap: int = getattr(settings(), "demand_max_streams")  # noqa: B009 (a setting that may not exist yet)
     return cap
 
 
@@ -506,8 +512,7 @@ def chaos(started: Started, logs_dir: Path) -> Iterator[Chaos]:
     try:
         yield run
     finally:
-        with contextlib.suppress(Exception):
-            run.stop()
+        run.stop()  # before the processes: its clients talk to them
 
 
 # -- the report ---------------------------------------------------------------------------

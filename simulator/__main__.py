@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     )
     p.add_argument("--replay-speed", type=float, default=d.replay_speed, help="0: as fast as possible")
     p.add_argument(
+        "--record",
+        action="store_true",
+        default=env("SIM_RECORD") == "1",
+        help="keep a bounded log of every value published, read at GET /_sim/record (for tests)",
+    )
+    p.add_argument(
         "--ping-interval", type=float, default=float(env("SIM_PING_INTERVAL_S", d.ping_interval_s))
     )
     p.add_argument("--pong-timeout", type=float, default=float(env("SIM_PONG_TIMEOUT_S", d.pong_timeout_s)))
@@ -79,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     return SimConfig(
         host=a.host, port=a.port, exchange_info=a.exchange_info, extra_symbols=a.extra_symbols,
         seed=a.seed, rate=a.rate, flood=a.flood, replay=a.replay, replay_speed=a.replay_speed,
+        record=a.record,
         ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
         max_messages_per_s=a.max_messages_per_s, max_streams=a.max_streams,
         max_url_length=a.max_url_length, max_connection_age_s=a.max_connection_age,

@@ -24,6 +24,8 @@ class SimConfig:
     flood: bool = False
     replay: Path | None = None
     replay_speed: float = 1.0
+    # Keep a log of every value published, for a test's oracle (GET /_sim/record).
+    record: bool = False
     # Binance's limits (shared/binance-protocol.md section 1.2).
     ping_interval_s: float = 20.0
     pong_timeout_s: float = 60.0

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.record import DUMP_LIMIT
 from simulator.rest import EXCHANGE
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ async def state(request: web.Request) -> web.Response:
             "closed": list(exchange.closed_sessions),
             "rejected_connections": exchange.rejected_connections,
             "refused_handshakes": exchange.refused_handshakes[-200:],
+            "rest_rejected": exchange.rest_rejected,
+            "loop_lag_max_ms": round(exchange.loop_lag_max_s * 1000),
             "connection_attempts": len(exchange.connection_attempts),
             "control_messages": exchange.control_messages,
             "rest_requests": exchange.rest_requests[-200:],
@@ -146,6 +149,18 @@ async def listing(request: web.Request) -> web.Response:
     return _json({"symbol": entry["symbol"], "status": entry["status"]})
 
 
+async def recorded(request: web.Request) -> web.Response:
+    """What was published after cursor ``since`` (``?since=0&limit=50000``); 409 unless ``--record``."""
+    recorder = request.app[EXCHANGE].recorder
+    if recorder is None:
+        return _json({"error": "not recording: start the simulator with --record"}, 409)
+    try:
+        since, limit = int(request.query.get("since", "0")), int(request.query.get("limit", DUMP_LIMIT))
+    except ValueError:
+        return _json({"error": "since and limit must be integers"}, 400)
+    return web.Response(body=recorder.dump(since, limit), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     """Mount the control API."""
     app.router.add_get("/_sim/state", state)
@@ -154,3 +169,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/book", put_book)
     app.router.add_get("/_sim/book/{symbol}", get_book)
     app.router.add_post("/_sim/listing", listing)
+    app.router.add_get("/_sim/record", recorded)

@@ -21,6 +21,7 @@ import orjson
 from simulator.catalog import Catalog
 from simulator.config import SimConfig
 from simulator.market import Market
+from simulator.record import Recorder
 from simulator.streams import parse_stream
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Exchange:
         # The connect_429 fault: the next handshakes refused with this status and Retry-After.
         self.connect_refusal: dict[str, float] = {"remaining": 0, "status": 429, "retry_after_s": 0}
         self.refused_handshakes: list[float] = []  # when each was refused (epoch s)
+        self.rest_rejected = 0  # REST requests answered 429: a client over Binance's weight limit
+        self.loop_lag_max_s = 0.0
         self.control_messages = 0
         self._next_session_id = 1
         self._rng = random.Random(config.seed)
@@ -70,6 +73,8 @@ class Exchange:
         self.periodic: dict[str, tuple[str, str, int]] = {}  # stream -> symbol, kind, every N ticks
         self._active_dirty = True
         self._drained = asyncio.Event()
+        # What was published, for a test's oracle (--record); None: not kept.
+        self.recorder = Recorder() if config.record else None
 
     # -- connections ------------------------------------------------------------------
 
@@ -131,6 +136,8 @@ class Exchange:
             if not subs:
                 del self.subscribers[stream]
                 self.periodic.pop(stream, None)
+                if self.recorder is not None:
+                    self.recorder.left(stream)
         self._active_dirty = True
 
     def iter_sessions(self, session_id: int | None) -> Iterator[Session]:
@@ -152,6 +159,8 @@ class Exchange:
         subs = self.subscribers.get(stream)
         if not subs:
             return 0
+        if self.recorder is not None:
+            self.recorder.sent(stream, payload)
         combined: bytes | None = None
         for session in subs:
             if session.combined:
@@ -213,7 +222,10 @@ class Exchange:
         """Push the streams Binance sends on a timer: depth, tickers, average price, klines."""
         tick = 0
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(PERIODIC_TICK_S)
+            # How late the loop woke: how long everything the exchange does was held up.
+            self.loop_lag_max_s = max(self.loop_lag_max_s, time.monotonic() - asleep - PERIODIC_TICK_S)
             tick += 1
             for stream, (symbol, kind, every) in list(self.periodic.items()):
                 if tick % every == 0 and symbol in self.catalog:

@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator import record
 from simulator.exchange import Exchange
-from simulator.market import INTERVAL_MS
+from simulator.market import INTERVAL_MS, TICKER_REST_NAMES
 
 EXCHANGE: web.AppKey[Exchange] = web.AppKey("exchange", Exchange)
 
@@ -24,6 +25,13 @@ def binance_error(status: int, code: int, msg: str, headers: dict[str, str] | No
 
 def _dumps(doc: Any) -> str:
     return orjson.dumps(doc).decode()
+
+
+def _record(request: web.Request, stream: str, value: Callable[[], Any]) -> None:
+    """Keep what an answer said about ``stream``'s value, when the exchange records (``--record``)."""
+    recorder = request.app[EXCHANGE].recorder
+    if recorder is not None:
+        recorder.answered(stream, value())
 
 
 def _parse_symbols(request: web.Request, exchange: Exchange) -> tuple[list[str] | None, web.Response | None]:
@@ -66,6 +74,7 @@ def weighed(weight_of: Callable[[web.Request], int]) -> Callable[[Handler], Hand
             fault = exchange.rest_429
             if fault["remaining"] > 0 or used > exchange.config.rest_weight_limit:
                 fault["remaining"] = max(0, fault["remaining"] - 1)
+                exchange.rest_rejected += 1
                 retry_after = str(int(fault["retry_after_s"] or 60))
                 return binance_error(
                     429, -1003,
@@ -111,7 +120,13 @@ async def exchange_info(request: web.Request) -> web.StreamResponse:
 async def book_ticker(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/ticker/bookTicker``: one symbol, a list, or every trading symbol."""
     market = request.app[EXCHANGE].market
-    return _one_or_many(request, lambda name: market.book(name).rest())
+
+    def render(name: str) -> dict[str, str]:
+        book = market.book(name)
+        _record(request, f"{name.lower()}@bookTicker", book.payload)  # with its u: the same moment
+        return book.rest()
+
+    return _one_or_many(request, render)
 
 
 def _one_or_many(request: web.Request, render: Callable[[str], Any]) -> web.Response:
@@ -148,6 +163,8 @@ async def trades(request: web.Request) -> web.StreamResponse:
     if isinstance(parsed, web.Response):
         return parsed
     body = request.app[EXCHANGE].market.recent_trades(*parsed)
+    if body:
+        _record(request, f"{parsed[0].lower()}@trade", lambda: record.trade_value(body[-1]))
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -158,6 +175,8 @@ async def agg_trades(request: web.Request) -> web.StreamResponse:
     if isinstance(parsed, web.Response):
         return parsed
     body = request.app[EXCHANGE].market.recent_agg_trades(*parsed)
+    if body:
+        _record(request, f"{parsed[0].lower()}@aggTrade", lambda: body[-1])
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -185,7 +204,9 @@ async def klines(request: web.Request) -> web.StreamResponse:
     interval = request.query.get("interval", "")
     if interval not in INTERVAL_MS:
         return binance_error(400, -1120, "Invalid interval.")
-    return _json(request.app[EXCHANGE].market.klines_rest(symbol, interval))
+    rows = request.app[EXCHANGE].market.klines_rest(symbol, interval)
+    _record(request, f"{symbol.lower()}@kline_{interval}", lambda: record.kline_value(rows[-1]))
+    return _json(rows)
 
 
 @weighed(lambda r: 2)
@@ -194,7 +215,9 @@ async def avg_price(request: web.Request) -> web.StreamResponse:
     symbol = _one_symbol(request)
     if isinstance(symbol, web.Response):
         return symbol
-    return _json(request.app[EXCHANGE].market.avg_price_rest(symbol))
+    doc = request.app[EXCHANGE].market.avg_price_rest(symbol)
+    _record(request, f"{symbol.lower()}@avgPrice", lambda: record.avg_price_value(doc))
+    return _json(doc)
 
 
 @weighed(lambda r: 5)
@@ -206,15 +229,22 @@ async def depth(request: web.Request) -> web.StreamResponse:
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         return binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
-    return web.Response(
-        body=request.app[EXCHANGE].market.depth_payload(symbol, int(raw)), content_type="application/json"
-    )
+    body = request.app[EXCHANGE].market.depth_payload(symbol, int(raw))
+    _record(request, f"{symbol.lower()}@depth", lambda: body)  # the partial book streams' shape
+    return web.Response(body=body, content_type="application/json")
 
 
 @weighed(lambda r: 2 if "symbol" in r.query else 40 if "symbols" in r.query else 80)
 async def ticker_24hr(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/ticker/24hr``: one symbol, a list, or every trading symbol."""
-    return _one_or_many(request, request.app[EXCHANGE].market.ticker_rest)
+    market = request.app[EXCHANGE].market
+
+    def render(name: str) -> dict[str, Any]:
+        doc = market.ticker_rest(name)
+        _record(request, f"{name.lower()}@ticker", lambda: record.ticker_value(doc, TICKER_REST_NAMES))
+        return doc
+
+    return _one_or_many(request, render)
 
 
 def add_routes(app: web.Application) -> None:

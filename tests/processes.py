@@ -224,6 +224,12 @@ class Simulator(Process):
         book: dict[str, Any] = self.control("GET", f"book/{symbol}")
         return book
 
+    def recorded(self, since: int = 0) -> dict[str, Any]:
+        """What it published after cursor ``since`` (started with ``--record``): ``next``, ``lost``,
+        ``entries`` as ``[epoch_ms, stream, payload or None]``."""
+        dump: dict[str, Any] = self.control("GET", f"record?since={since}")
+        return dump
+
 
 def messenger_env(sim: Simulator, redis_url: str, **settings: Any) -> dict[str, str]:
     """The environment of a messenger pointed at ``sim`` and ``redis_url``, plus settings."""

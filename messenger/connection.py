@@ -34,9 +34,13 @@ OPCODE_PING = websocket.ABNF.OPCODE_PING
 OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 
 # Binance closes a connection that sends more than 5 messages a second (pings and pongs
-# count). We send at most 3 in any second; the library's pongs to the server's pings
+# count), by its own clock. A limit of 3 in any rolling second of ours still lets 3 go at t and
+# 3 more at t + 1.0, which arrive as 6 within a second whenever the second three travel no slower
+# than the first. So messages go evenly spaced instead: at most 3 a second in any window, on
+# either clock, give or take the network's jitter; the library's pongs to the server's pings
 # (one per 20 s) fit in the rest.
 MAX_SENT_PER_S = 3
+SEND_SPACING_S = 1.0 / MAX_SENT_PER_S + 0.01
 # Binance refuses connect URLs of more than about 8,000 characters; the rest go by SUBSCRIBE.
 MAX_URL_LENGTH = 4000
 STREAMS_PER_REQUEST = 200
@@ -89,7 +93,7 @@ class Connection:
         self._leaving: set[str] = set()  # unsubscribed: their last frames may still come
         self._requests: dict[int, tuple[str, list[str]]] = {}
         self._request_ids = itertools.count(1)
-        self._sent_at: deque[float] = deque()
+        self._last_sent = float("-inf")
         self._last_ping = 0.0
         self._ws: websocket.WebSocket | None = None
         self._url_streams: list[str] = []
@@ -175,17 +179,17 @@ class Connection:
         """Send what is due within the message budget: unsubscribes, subscribes, then a ping."""
         if self.state != OPEN:
             return
-        while self._sent_at and now - self._sent_at[0] >= 1.0:
-            self._sent_at.popleft()
         for queue, method in ((self._to_unsubscribe, "UNSUBSCRIBE"), (self._to_subscribe, "SUBSCRIBE")):
-            while queue and len(self._sent_at) < MAX_SENT_PER_S:
+            while queue and now - self._last_sent >= SEND_SPACING_S:
                 batch = [queue.popleft() for _ in range(min(STREAMS_PER_REQUEST, len(queue)))]
                 if method == "SUBSCRIBE":
+                    # One still subscribed is leaving (its UNSUBSCRIBE queued or unanswered): the
+                    # reply to that UNSUBSCRIBE queues it again (see _reply).
                     batch = [s for s in batch if s in self.streams and s not in self.subscribed]
                 if batch:
                     self._request(method, batch, now)
         quiet = now - max(self.last_heard, self._last_ping)
-        if quiet >= self.ping_interval_s and len(self._sent_at) < MAX_SENT_PER_S:
+        if quiet >= self.ping_interval_s and now - self._last_sent >= SEND_SPACING_S:
             self._send(lambda ws: ws.ping(str(int(time.time() * 1000))), now)
             self._last_ping = now
             self.pings_sent += 1
@@ -206,7 +210,7 @@ class Connection:
         ws = self._ws
         if ws is None:
             return
-        self._sent_at.append(now)
+        self._last_sent = now
         try:
             action(ws)
         except (websocket.WebSocketException, OSError) as exc:
@@ -322,12 +326,16 @@ class Connection:
         if problem is not None:
             self.refused += len(streams)
             logger.warning("%s: %s of %d streams refused: %s", self, method, len(streams), problem)
+            if method == "UNSUBSCRIBE":  # still subscribed: those wanted again meanwhile are carried
+                self._confirmed([s for s in streams if s in self.streams], now)
         elif method == "SUBSCRIBE":
             self._confirmed([s for s in streams if s in self.streams], now)
             logger.info("%s: subscribed %d streams (%d in all)", self, len(streams), len(self.subscribed))
         else:
             self.subscribed.difference_update(streams)
             self._leaving.difference_update(streams)
+            # Wanted again while they were leaving: their SUBSCRIBE waited for this reply.
+            self._to_subscribe.extend(s for s in streams if s in self.streams)
 
     def _confirmed(self, streams: list[str], since: float) -> None:
         """The exchange streams these to us from ``since`` on: vouch, or seed what is new."""

@@ -63,6 +63,12 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]
         util.write_error = write_json_error
         super().init_process()
 
+    def handle_quit(self, sig: int, frame: object) -> None:
+        """A quick stop (Ctrl-C, SIGQUIT): stop as a graceful one does (the master still ends it
+        after its graceful timeout). Gunicorn's own ends the worker with ``sys.exit`` inside a
+        greenlet, which gevent reports with two tracebacks on every Ctrl-C."""
+        self.alive = False
+
     def run(self) -> None:
         """Serve as gunicorn's gevent worker does, with batch-accepting servers."""
         # GeventWorker.run() makes its servers from this module-level name, in this process only.

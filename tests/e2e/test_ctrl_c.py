@@ -17,13 +17,16 @@ import pytest
 
 from tests.processes import ROOT, RedisServer, free_port, http, wait_until
 
+WORKERS = 2
+
 
 @pytest.mark.parametrize("module", ["server", "simulator"])
 def test_ctrl_c_stops_a_process_run_by_hand_without_a_traceback(
     module: str, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_server.url, "LOG_LEVEL": "INFO"}
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_server.url, "LOG_LEVEL": "INFO",
+           "WEB_CONCURRENCY": str(WORKERS)}  # fmt: skip
     argv = [sys.executable, "-m", module] + (["--port", str(port)] if module == "simulator" else [])
     log = tmp_path / f"{module}.log"
     with open(log, "wb") as out:
@@ -32,8 +35,17 @@ def test_ctrl_c_stops_a_process_run_by_hand_without_a_traceback(
     try:
         path = "/healthz" if module == "server" else "/api/v3/ping"
         wait_until(lambda: http("GET", f"http://127.0.0.1:{port}{path}")[0] == 200, 30, 0.1)
+        if module == "server":  # a user presses Ctrl-C once it runs, not while workers boot
+            booted = lambda: log.read_text(errors="replace").count("Booting worker") == WORKERS  # noqa: E731
+            wait_until(booted, 30, 0.1, what="every worker to boot")
+            wait_until(
+                lambda: all(http("GET", f"http://127.0.0.1:{port}{path}")[0] == 200 for _ in range(20)), 10
+            )
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(log.read_text(errors="replace")[-4000:]) from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -88,9 +88,10 @@ class Writer(Worker):
         """Write changes at once and announce live connections, until stopped."""
         everything = True
         next_heartbeat = next_announce = time.monotonic()
-        # Waking at least twice a refresh interval, no live connection's liveness goes
-        # unwritten longer than 1.5 intervals (half its TTL). Every batch also renews the records
-        # written RECORD_RENEW_S ago or more, so renewals spread out instead of coming at once.
+        # Liveness keys are one per connection, so they are rewritten every half refresh interval
+        # (a sixth of their TTL): waking that often, a live connection's liveness survives the
+        # writer being held up (a starved core, a long batch) for over half its TTL. Every batch
+        # also renews the records written RECORD_RENEW_S ago or more, spread out over time.
         wake_every = self.refresh_interval_s / 2
         while True:
             self.book.wake.wait(wake_every)
@@ -104,7 +105,7 @@ class Writer(Worker):
                 now = time.monotonic()
             announce = now >= next_announce
             if announce:
-                next_announce = now + self.refresh_interval_s
+                next_announce = now + wake_every
             batch = self.book.take(now, now - RECORD_RENEW_S, everything, announce)
             if now >= next_heartbeat and self.status is not None:
                 batch.heartbeat = self.status()

@@ -72,6 +72,14 @@ def renewed_later(book: Book, conn: Connection, key: str) -> bool:
     return any(w.key == key for w in batch.writes)
 
 
+def taken_back(supervisor: Supervisor, book: Book) -> Any:
+    """The stream went idle: taken back, its deletion written. Returns its route."""
+    route = supervisor.routes[STREAM]
+    supervisor.unwant([STREAM])
+    book.take(time.monotonic(), None)
+    return route
+
+
 def test_a_frame_looked_up_before_unsubscribe_and_delivered_after_cannot_vouch(
     world: tuple[Supervisor, Book, Connection],
 ) -> None:
@@ -91,9 +99,7 @@ def test_a_subscribe_reply_read_before_unsubscribe_and_applied_after_cannot_brin
     world: tuple[Supervisor, Book, Connection],
 ) -> None:
     supervisor, book, conn = world
-    route = supervisor.routes[STREAM]
-    supervisor.unwant([STREAM])
-    book.take(time.monotonic(), None)
+    route = taken_back(supervisor, book)
     # The reader had checked the stream was still carried, then applied the confirmation.
     assert book.carry(conn, [route.key], time.monotonic()) == []
     conn.last_heard = time.monotonic()
@@ -106,9 +112,7 @@ def test_the_stream_wanted_again_is_vouched_for_only_after_its_new_subscription(
     world: tuple[Supervisor, Book, Connection],
 ) -> None:
     supervisor, book, conn = world
-    route = supervisor.routes[STREAM]
-    supervisor.unwant([STREAM])
-    book.take(time.monotonic(), None)
+    route = taken_back(supervisor, book)
     supervisor.want([route])
     supervisor.tick(time.monotonic())  # placed on the same connection again: SUBSCRIBE queued
     assert supervisor.owner[STREAM] is conn

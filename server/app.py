@@ -11,7 +11,7 @@ from flask import Flask
 from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
-from server import binance_api, errors, health, metrics, pages, push, views
+from server import binance, errors, health, metrics, pages, push, views
 from server.body_deadline import BodyDeadline
 from server.fast import FastSnapshots
 from server.store import SnapshotStore, redis_client
@@ -44,7 +44,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.extensions["transmute.hub"] = push.Hub(client)
     errors.register(app)
     app.register_blueprint(views.bp)
-    app.register_blueprint(binance_api.bp)
+    app.register_blueprint(binance.bp)
     app.register_blueprint(push.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)

@@ -1,0 +1,43 @@
+"""Backfills: the server asks the messenger for history older than what Redis holds.
+
+The server only reads Redis; when a request reaches before a kept series (candles, trades,
+aggregate trades), it adds a request to BACKFILL_KEY (scored by when it asked, ZADD NX so that
+concurrent asks for the same range share one) and publishes on BACKFILL_CHANNEL. The messenger
+takes each request, fetches what is missing over REST (one call per 1,000 items, within its
+weight budget), puts it in front of the series and removes the request. The server waits up to
+DEMAND_WAIT_MS for the series to reach back far enough, else answers 503 with Retry-After.
+
+A request is ``<series>:<SYMBOL>:<reach>``: the series' kind segment (``kline_1m``, ``aggtrade``,
+``trade``), the symbol, and how far back it must reach (an open time in epoch ms for candles, an
+id for trades), e.g. ``kline_1h:BTCUSDT:1700000000000``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+BACKFILL_KEY = "transmute:backfill"
+BACKFILL_CHANNEL = "transmute:backfill"
+# A request not served in this long is dropped (a messenger that never took it, or gave up on it).
+BACKFILL_EXPIRY_MS = 60_000
+
+
+class Backfill(NamedTuple):
+    """One request: reach ``series`` of ``symbol`` back to ``reach`` (inclusive)."""
+
+    series: str
+    symbol: str
+    reach: int
+
+    def member(self) -> str:
+        """The member of BACKFILL_KEY naming this request."""
+        return f"{self.series}:{self.symbol}:{self.reach}"
+
+    @classmethod
+    def parse(cls, member: str) -> Backfill | None:
+        """The request a member names, or None if it names none."""
+        series, _, rest = member.partition(":")
+        symbol, _, reach = rest.partition(":")
+        if not series or not symbol or not reach.lstrip("-").isdigit():
+            return None
+        return cls(series, symbol, int(reach))

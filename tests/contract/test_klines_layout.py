@@ -25,7 +25,8 @@ def write(client: redis.Redis, mode: str, rows: list[list[Any]], keep: int = 5, 
     args: list[Any] = [mode, keep, cap, HISTORY_TTL_MS]
     for r in rows:
         args += [r[0], encode_row(r)]
-    result: int = client.eval(WRITE_SCRIPT, 2, klines_key("1m", "BTCUSDT"), origin_key("1m", "BTCUSDT"), *args)
+    keys = (klines_key("1m", "BTCUSDT"), origin_key("1m", "BTCUSDT"))
+    result: int = client.eval(WRITE_SCRIPT, 2, *keys, *args)
     return result
 
 

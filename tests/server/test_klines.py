@@ -134,7 +134,7 @@ def test_older_candles_than_kept_are_asked_of_the_messenger(
 ) -> None:
     keep(fake_redis, [row(n) for n in range(5, 10)])  # no origin: older ones exist
     assert get(client, startTime=T0, limit=2)[0] == 503
-    assert [m.decode() for m in fake_redis.zrange("transmute:backfill", 0, -1)] == [f"kline_1m:BTCUSDT:{T0}"]
+    assert fake_redis.zrange("transmute:backfill", 0, -1) == [f"kline_1m:BTCUSDT:{T0}".encode()]
     status, rows = get(client, startTime=T0 + 5 * MINUTE, limit=2)
     assert (status, rows) == (200, [row(5), row(6)])
 

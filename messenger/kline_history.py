@@ -94,6 +94,8 @@ class KlineHistory(Worker):
         """
         series = (symbol, fields["interval"])
         if fields["closed"]:
+            if self._next_open.get(series) == fields["open_time"]:  # the next frame opens after it
+                self._next_open[series] = fields["close_time"] + 1
             self._closed.append((series, row_from_record(fields)))
             self._wake.set()
         elif self._next_open.get(series, fields["open_time"]) != fields["open_time"]:

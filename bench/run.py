@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, renewal, scale, serving
+from bench import freshness, ingest, klines, renewal, scale, serving
 from bench.stack import rounded
 
 
 def measure(repeats: int, quick: bool) -> dict[str, Any]:
-    """Run the four benchmarks; ``quick`` shortens each run (for a smoke check, not for figures)."""
+    """Run the benchmarks; ``quick`` shortens each run (for a smoke check, not for figures)."""
     seconds = 2.0 if quick else 5.0
     return {
         "ingest": [rounded(r) for r in ingest.run([1, 100, 2000], seconds, repeats)],
@@ -31,6 +31,7 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
         "serving": rounded(serving.run(seconds=3 if quick else 10, repeats=repeats)),
         "scale": rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
         "renewal": renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
+        "klines": rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
     }
 
 
@@ -89,7 +90,27 @@ def table(results: dict[str, Any]) -> str:
         add(f"renewal, {r['keys']:,} quiet keys", "lapses; writer CPU; writes/s", _renewal(ours),
             f"per value: {_renewal(base)}", "", "0 lapses at >= 50,000",
             "met" if lapses == 0 else f"{lapses:,} lapses")  # fmt: skip
+    if "klines" in results:
+        rows += _klines_rows(results["klines"])
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
+
+
+def _klines_rows(k: dict[str, Any]) -> list[tuple[str, ...]]:
+    name = f"klines limit={k['rows']:,}, wrk {k['connections']}"
+    server = f"{k['server_p50_ms']:.1f} / {k['server_p99_ms']:.1f}"
+    bare, wrong = f"bare {k['bare_p50_ms']:.1f} / {k['bare_p99_ms']:.1f}", k["wrong_answers"]
+    per = "; ".join(f"{i} {k[f'bytes_per_candle_{i}']:.0f}" for i in klines.MEMORY_INTERVALS)
+    return [
+        (name, "requests/s", f"{k['server_requests_per_s']:,.0f}", f"bare {k['bare_requests_per_s']:,.0f}",
+         f"{k['ratio_to_bare']:.2f}", ">= 0.80", verdict(k["ratio_to_bare"], 0.8, True)),
+        (name, "p50 / p99 ms; wrong answers", f"{server}; {wrong}", bare,
+         "", f"0 wrong ({k['answers_checked']:,} checked)", "met" if wrong == 0 else f"{wrong} wrong"),
+        ("klines memory, 1,000 candles", "Redis bytes per candle", per, f"row {k['row_bytes_1m']:.0f} bytes",
+         f"{k['bytes_per_candle_1m'] / k['row_bytes_1m']:.2f}", "", ""),
+        (f"klines memory, {k['series']} series", "used_memory bytes per candle",
+         f"{k['used_memory_bytes_per_candle']:.0f}", "", "",
+         f"{k['used_memory_mb_per_1000_series']:.0f} MB per 1,000 series", ""),
+    ]  # fmt: skip
 
 
 def _renewal(r: dict[str, Any]) -> str:
@@ -97,13 +118,14 @@ def _renewal(r: dict[str, Any]) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Four panels: ingest, freshness, serving, scale; each beside its baseline and target."""
+    """Six panels: ingest, freshness, serving, scale, candles, candles' memory; each beside its
+    baseline and target."""
     import matplotlib  # noqa: PLC0415 (only the benchmarks need it: requirements-bench.txt)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ((a, b), (c, d)) = plt.subplots(2, 2, figsize=(12, 8))
+    fig, ((a, b, e), (c, d, h)) = plt.subplots(2, 3, figsize=(18, 8))
     rows = results["ingest"]
     x = range(len(rows))
     for i, (reader, label) in enumerate(
@@ -154,6 +176,27 @@ def chart(results: dict[str, Any], path: Path) -> None:
     d.set_ylabel("seconds until all 2,000 symbols are there")
     d.set_title("Scale (RSS under the bars; target 150 MB)")
     d.legend()
+    k = results.get("klines")
+    if k:
+        e.bar([0, 1], [k["bare_requests_per_s"], k["server_requests_per_s"]], color=["grey", "tab:blue"])
+        e.axhline(0.8 * k["bare_requests_per_s"], color="red", linestyle="--", label="target: 80% of bare")
+        e.set_xticks([0, 1], [f"bare WSGI, one GET\np99 {k['bare_p99_ms']:.0f} ms",
+                              f"server\np99 {k['server_p99_ms']:.0f} ms"])  # fmt: skip
+        e.set_ylabel("requests/s")
+        e.set_title(f"/api/v3/klines limit={k['rows']:,}, wrk {k['connections']} connections")
+        e.legend()
+        intervals = klines.MEMORY_INTERVALS
+        h.bar(range(len(intervals)), [k[f"bytes_per_candle_{i}"] for i in intervals], 0.4, label="in Redis")
+        h.bar([i + 0.4 for i in range(len(intervals))], [k[f"row_bytes_{i}"] for i in intervals], 0.4,
+              color="grey", label="the row's bytes")  # fmt: skip
+        h.set_xticks([i + 0.2 for i in range(len(intervals))], list(intervals))
+        h.set_ylim(0, 1.3 * max(k[f"bytes_per_candle_{i}"] for i in intervals))
+        h.set_ylabel("bytes per kept candle")
+        h.set_title("Candles' memory (a series of 1,000)")
+        h.legend()
+    else:
+        e.set_visible(False)
+        h.set_visible(False)
     fig.suptitle(f"Transmute benchmarks, medians of {results['repeats']} runs ({results['machine']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

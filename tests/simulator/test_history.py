@@ -115,7 +115,7 @@ def test_trade_and_aggregate_ids_run_on_without_a_gap_into_the_live_ones() -> No
     aggs = tape.aggs(tape.first_agg_at(T0 - 2 * HOUR_MS), tape.last_agg + 1)
     assert [a[0] for a in aggs] == list(range(aggs[0][0], tape.last_agg + 1))
     assert aggs[0][4] == lo  # the first aggregate at that instant starts with the first trade
-    covered = []
+    covered: list[int] = []
     for a, at, price, qty, first, last, maker in aggs:
         fills = [by_id[i] for i in range(first, last + 1)]
         assert a not in range(first, last + 1)  # aggregate ids are their own numbering

@@ -99,12 +99,13 @@ def test_klines_ranges_limits_and_errors_are_binances(sim: Simulator) -> None:
     quarter = ok(sim, "klines", symbol="ETHBTC", interval="1h", timeZone="05:45", limit=3)
     assert all(r[0] % HOUR_MS == 15 * 60_000 for r in quarter)
 
-    for params, code in [
+    errors: list[tuple[dict[str, Any], int]] = [
         ({"interval": "1x"}, -1120), ({}, -1102), ({"interval": "1m", "limit": 1001}, -1130),
         ({"interval": "1m", "limit": 0}, -1130), ({"interval": "1m", "limit": "ten"}, -1100),
         ({"interval": "1m", "startTime": "yesterday"}, -1100), ({"interval": "1m", "timeZone": "15"}, -1130),
         ({"interval": "1m", "timeZone": "-12:30"}, -1130),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for params, code in errors:
         status, _, err = get(sim, "klines", symbol="ETHBTC", **params)
         assert (status, err["code"]) == (400, code), params
     status, _, err = get(sim, "klines", symbol="NOPEBTC", interval="1m")
@@ -204,7 +205,8 @@ def test_the_rolling_ticker_is_every_trade_in_its_window(sim: Simulator, connect
     [before] = ok(sim, "historicalTrades", symbol="LTCBTC", fromId=doc["firstId"] - 1, limit=1)
     assert before["time"] < doc["openTime"]  # the first one in the window is the first at or after openTime
     prices = [Decimal(t["price"]) for t in trades]
-    volume, quote = sum(Decimal(t["qty"]) for t in trades), sum(Decimal(t["quoteQty"]) for t in trades)
+    volume = sum((Decimal(t["qty"]) for t in trades), Decimal(0))
+    quote = sum((Decimal(t["quoteQty"]) for t in trades), Decimal(0))
     assert (doc["openPrice"], doc["lastPrice"]) == (trades[0]["price"], trades[-1]["price"])
     assert (Decimal(doc["highPrice"]), Decimal(doc["lowPrice"])) == (max(prices), min(prices))
     assert (Decimal(doc["volume"]), Decimal(doc["quoteVolume"])) == (volume, quote)

@@ -254,10 +254,10 @@ class KlineHistory(Worker):
             args += [row[0], encode_row(row)]
         self._write(keys=[klines_key(interval, symbol), origin_key(interval, symbol)], args=args, client=pipe)
 
-    def stats(self) -> dict[str, int]:
-        """Counters for the status line and metrics."""
-        return {"series": len(self._followed), "appended": self.appended, "fetched": self.fetched,
-                "calls": self.calls, "refused": self.refused, "failures": self.failures}  # fmt: skip
+    @property
+    def followed(self) -> frozenset[Series]:
+        """The series kept now."""
+        return frozenset(self._followed)
 
 
 def _is_row(row: Any) -> bool:

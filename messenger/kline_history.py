@@ -113,6 +113,10 @@ class KlineHistory(Worker):
         series = (request.symbol, interval)
         first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
         if not first:
+            with self._lock:
+                syncing = series in self._to_sync
+            if syncing:  # the stream's own seed is on its way: the server asks again if need be
+                return
             self._sync(series)
             first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
             if not first:

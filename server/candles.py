@@ -59,8 +59,9 @@ def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit:
     """
     rows = list(kept.rows)
     if kept.last is None or kept.first is None:
-        reach = start if start is not None else (end or _now_ms()) - limit * INTERVAL_MS[interval]
-        raise Missing("its candles are being fetched", reach=reach)
+        # Nothing kept: the seed (the last KLINE_HISTORY) comes first; then, if that is not enough,
+        # what is still missing is asked for on its own.
+        raise Missing("its candles are being fetched", reach=start if start is not None else end or _now_ms())
     if start is not None and start < kept.first[0] and not kept.origin:
         raise Missing("older candles are being fetched", reach=start)
     last_open, last_close = kept.last
@@ -77,8 +78,9 @@ def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit:
             raise Missing("candles missed by the stream are being fetched")
     if start is None:
         if len(rows) < limit and not kept.origin:
-            before = kept.first[0] if end is None else min(kept.first[0], end)
-            raise Missing("older candles are being fetched", reach=before - limit * INTERVAL_MS[interval])
+            before = kept.first[0] if end is None else min(kept.first[0], end + 1)
+            reach = before - (limit - len(rows)) * INTERVAL_MS[interval]
+            raise Missing("older candles are being fetched", reach=reach)
         rows = rows[-limit:]
     return rows[:limit]
 

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``transmute:klines:<interval>:<symbol>`` | sorted set | closed candles, score: open time, member: the row |
 | ``transmute:klines:<interval>:<symbol>:origin`` | string | the set reaches back to the first candle |
+| ``transmute:klines:<interval>:<symbol>:from:<t>`` | string, TTL | an older page: closed rows from ``t`` |
 
 A member is the candle exactly as Binance's ``GET /api/v3/klines`` spells its row (12 fields,
 prices and volumes as strings), so that an answer is the members joined, never re-encoded. The
@@ -29,6 +30,20 @@ import orjson
 
 KLINES_KEY_TEMPLATE = "transmute:klines:{interval}:{symbol}"
 ORIGIN_SUFFIX = ":origin"
+# A range too old to join the kept set within KLINE_HISTORY_MAX is fetched as a page of its own: the
+# exchange's answer to ``startTime=<t>&limit=1000``, closed candles only (they never change), kept
+# this long for the requests that walk through history a page at a time.
+PAGE_KEY_TEMPLATE = KLINES_KEY_TEMPLATE + ":from:{start}"
+PAGE_TTL_MS = 600_000
+PAGE_ROWS = 1000
+# The shortest window of each interval (a calendar month is at least 28 days).
+SHORTEST_MS = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
+    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000, "1M": 2_419_200_000,
+}  # fmt: skip
+# And the longest (a calendar month is at most 31 days).
+LONGEST_MS = {**SHORTEST_MS, "1M": 2_678_400_000}
 # Kept series outlive their last write by this much: history is worth keeping across a messenger
 # restart or a quiet day, and is renewed with every closed candle.
 HISTORY_TTL_MS = 7 * 24 * 3_600_000
@@ -46,6 +61,11 @@ def klines_key(interval: str, symbol: str) -> str:
 def origin_key(interval: str, symbol: str) -> str:
     """Key that says the kept candles reach back to the symbol's first."""
     return klines_key(interval, symbol) + ORIGIN_SUFFIX
+
+
+def page_key(interval: str, symbol: str, start: int) -> str:
+    """Key of an older page of candles, from ``start`` (epoch ms) on."""
+    return PAGE_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), start=start)
 
 
 def encode_row(row: list[Any]) -> bytes:

@@ -21,18 +21,24 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
+import orjson
 import redis
 
 from contract.backfill import Backfill
 from contract.klines import (
     HISTORY_TTL_MS,
+    PAGE_ROWS,
+    PAGE_TTL_MS,
+    SHORTEST_MS,
     WRITE_SCRIPT,
     encode_row,
     klines_key,
     origin_key,
+    page_key,
     row_from_record,
     row_times,
 )
@@ -113,11 +119,21 @@ class KlineHistory(Worker):
         series = (request.symbol, interval)
         first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
         if not first:
+            with self._lock:
+                syncing = series in self._to_sync
+            if syncing:  # the stream's own seed is on its way: the server asks again if need be
+                return
             self._sync(series)
             first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
             if not first:
                 return
         first_open, _ = row_times(first[0])
+        if first_open <= request.reach:
+            return
+        kept = self.client.zcard(klines_key(interval, request.symbol))
+        if kept + (first_open - request.reach) // SHORTEST_MS[interval] > self.cap:
+            self._page(series, request.reach)  # too far back to keep in line: a page of its own
+            return
         while first_open > request.reach:
             rows = self._get({"endTime": str(first_open - 1), "limit": str(PAGE)}, series)
             mode = "prepend-origin" if len(rows) < PAGE else "prepend"
@@ -132,6 +148,16 @@ class KlineHistory(Worker):
             if kept < 0 or mode == "prepend-origin":
                 return
             first_open = rows[0][0]
+
+    def _page(self, series: Series, start: int) -> None:
+        """Fetch the closed candles from ``start`` (one call) into a page of their own."""
+        symbol, interval = series
+        now = int(time.time() * 1000)
+        rows = [
+            r for r in self._get({"startTime": str(start), "limit": str(PAGE_ROWS)}, series) if r[6] < now
+        ]
+        self.client.set(page_key(interval, symbol, start), orjson.dumps(rows), px=PAGE_TTL_MS)
+        logger.info("klines: %s %s: a page of %d older candles from %d", symbol, interval, len(rows), start)
 
     # -- the worker's thread ------------------------------------------------------------
 
@@ -254,10 +280,10 @@ class KlineHistory(Worker):
             args += [row[0], encode_row(row)]
         self._write(keys=[klines_key(interval, symbol), origin_key(interval, symbol)], args=args, client=pipe)
 
-    def stats(self) -> dict[str, int]:
-        """Counters for the status line and metrics."""
-        return {"series": len(self._followed), "appended": self.appended, "fetched": self.fetched,
-                "calls": self.calls, "refused": self.refused, "failures": self.failures}  # fmt: skip
+    @property
+    def followed(self) -> frozenset[Series]:
+        """The series kept now."""
+        return frozenset(self._followed)
 
 
 def _is_row(row: Any) -> bool:

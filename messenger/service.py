@@ -178,6 +178,7 @@ class Messenger:
             "fresh": fresh,
             "redis": self.writer.healthy,
             "catalog_symbols": len(self.catalog.statuses or ()),
+            "kline_series": len(self.klines.followed),
         }
 
     def stop(self, force: bool = False) -> None:

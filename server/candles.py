@@ -17,18 +17,20 @@ import redis
 
 from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
 from contract.keys import DEMAND_KEY, snapshot_key
-from contract.klines import READ_SCRIPT, klines_key, origin_key, row_from_record, row_times
+from contract.klines import (
+    LONGEST_MS,
+    READ_SCRIPT,
+    klines_key,
+    origin_key,
+    page_key,
+    row_from_record,
+    row_times,
+)
 from contract.records import MalformedRecord
 from contract.servable import servable
 from server.store import SnapshotStore, StoreUnavailable
 
-# Longest window of each interval (a calendar month is at most 31 days): how far back a backfill
-# must reach for a number of candles, erring on reaching further.
-INTERVAL_MS = {
-    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
-    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000, "1M": 2_678_400_000,
-}  # fmt: skip
+INTERVAL_MS = LONGEST_MS  # how far back a backfill must reach for a number of candles: err on further
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,9 @@ def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit:
     """
     rows = list(kept.rows)
     if kept.last is None or kept.first is None:
-        reach = start if start is not None else (end or _now_ms()) - limit * INTERVAL_MS[interval]
-        raise Missing("its candles are being fetched", reach=reach)
+        # Nothing kept: the seed (the last KLINE_HISTORY) comes first; then, if that is not enough,
+        # what is still missing is asked for on its own.
+        raise Missing("its candles are being fetched", reach=start if start is not None else end or _now_ms())
     if start is not None and start < kept.first[0] and not kept.origin:
         raise Missing("older candles are being fetched", reach=start)
     last_open, last_close = kept.last
@@ -77,10 +80,25 @@ def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit:
             raise Missing("candles missed by the stream are being fetched")
     if start is None:
         if len(rows) < limit and not kept.origin:
-            before = kept.first[0] if end is None else min(kept.first[0], end)
-            raise Missing("older candles are being fetched", reach=before - limit * INTERVAL_MS[interval])
+            before = kept.first[0] if end is None else min(kept.first[0], end + 1)
+            reach = before - (limit - len(rows)) * INTERVAL_MS[interval]
+            raise Missing("older candles are being fetched", reach=reach)
         rows = rows[-limit:]
     return rows[:limit]
+
+
+def from_page(rows: list[bytes], start: int, end: int | None, limit: int) -> list[bytes] | None:
+    """The first ``limit`` of a page's rows opening in [start, end], if the page holds them all: it
+    holds every closed candle from ``start`` on, up to its last."""
+    times = [row_times(r) for r in rows]
+    chosen = [
+        r
+        for r, (opened, _) in zip(rows, times, strict=True)
+        if opened >= start and (end is None or opened <= end)
+    ]
+    if len(chosen) >= limit or (end is not None and times and times[-1][1] >= end):
+        return chosen[:limit]
+    return None
 
 
 class CandleStore:
@@ -122,6 +140,17 @@ class CandleStore:
             bool(origin),
             current,
         )
+
+    def page(self, interval: str, symbol: str, start: int, end: int | None, limit: int) -> list[bytes] | None:
+        """The answer from an older page fetched from ``start``, if there is one and it is enough."""
+        try:
+            raw = self.client.get(page_key(interval, symbol, start))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if raw is None:
+            return None
+        rows = [orjson.dumps(r) for r in orjson.loads(raw)]
+        return from_page(rows, start, end, limit)
 
     def ask_backfill(self, request: Backfill) -> None:
         """Ask the messenger to reach a series back (concurrent asks for the same reach share one)."""

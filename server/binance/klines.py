@@ -77,6 +77,10 @@ def _rows(symbol: str, interval: str, start: int | None, end: int | None, limit:
             try:
                 return answer(kept, interval, start, end, limit)
             except Missing as missing:
+                if missing.reach is not None and start is not None and asked is not None:
+                    page = candles.page(interval, symbol, start, end, limit)  # too old to keep in line
+                    if page is not None:
+                        return page
                 if missing.needs_stream and not streamed:
                     # Not streamed yet (started on demand, as every kind), or not current (503).
                     records(f"kline_{interval}", [symbol])

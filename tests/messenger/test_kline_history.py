@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
 from contract.backfill import Backfill
-from contract.klines import klines_key, origin_key, row_times
+from contract.klines import PAGE_TTL_MS, klines_key, origin_key, page_key, row_times
 from messenger.kline_history import KlineHistory
 from messenger.rest import RestError
 
@@ -184,3 +185,18 @@ def test_rest_down_leaves_the_series_to_be_synced_later(
     wait_for(lambda: history.failures > 0)
     exchange.fail = False
     wait_for(lambda: len(kept(real_redis)) == 999, timeout_s=10)
+
+
+@pytest.mark.redis
+def test_a_range_too_old_to_keep_in_line_is_fetched_as_a_page_of_closed_candles(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    calls = len(exchange.calls)
+    history.backfill(Backfill("kline_1m", "BTCUSDT", 0))  # where python-binance looks for the first candle
+    assert len(exchange.calls) - calls == 1
+    page = orjson.loads(real_redis.get(page_key("1m", "BTCUSDT", 0)) or b"null")
+    assert [r[0] for r in page] == list(range(FIRST, FIRST + 1000 * MINUTE, MINUTE))
+    assert 0 < real_redis.pttl(page_key("1m", "BTCUSDT", 0)) <= PAGE_TTL_MS
+    assert len(kept(real_redis)) == 999  # the kept candles are left as they were

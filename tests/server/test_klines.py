@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
-from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, origin_key
+from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, origin_key, page_key
 from server import create_app
 from tests.records import vouched
 
@@ -169,3 +169,15 @@ def test_bad_parameters_get_binances_errors(client: FlaskClient, params: dict[st
 def test_a_time_zone_that_leaves_the_windows_alone_is_accepted(client: FlaskClient) -> None:
     assert get(client, timeZone="+08:00", limit=1) == (200, [row(10)])
     assert get(client, timeZone="0", limit=1) == (200, [row(10)])
+
+
+def test_a_range_too_old_to_keep_in_line_is_answered_from_its_page(
+    client: FlaskClient, fake_redis: redis.Redis
+) -> None:
+    keep(fake_redis, [row(n) for n in range(5, 10)])  # no origin: older ones exist
+    old = T0 - 5000 * MINUTE
+    page = [row(n - 5000) for n in range(3)]
+    fake_redis.set(page_key("1m", "BTCUSDT", old), orjson.dumps(page), px=60_000)
+    assert get(client, startTime=old, limit=2) == (200, page[:2])
+    assert get(client, startTime=old, endTime=old + MINUTE) == (200, page[:2])
+    assert get(client, startTime=old, limit=5)[0] == 503  # the page does not hold five

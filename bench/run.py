@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, klines, renewal, scale, serving
+from bench import freshness, ingest, kline_weight, klines, renewal, scale, serving
 from bench.stack import rounded
 
 
@@ -32,6 +32,7 @@ def measure(repeats: int, quick: bool) -> dict[str, Any]:
         "scale": rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
         "renewal": renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
         "klines": rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
+        "kline_weight": rounded(kline_weight.run(series=200 if quick else 1000)),
     }
 
 
@@ -92,6 +93,8 @@ def table(results: dict[str, Any]) -> str:
             "met" if lapses == 0 else f"{lapses:,} lapses")  # fmt: skip
     if "klines" in results:
         rows += _klines_rows(results["klines"])
+    if "kline_weight" in results:
+        rows += _weight_rows(results["kline_weight"])
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
 
 
@@ -113,19 +116,34 @@ def _klines_rows(k: dict[str, Any]) -> list[tuple[str, ...]]:
     ]  # fmt: skip
 
 
+def _weight_rows(w: dict[str, Any]) -> list[tuple[str, ...]]:
+    name = f"klines REST, {w['series']:,} series {w['interval']}"
+    rows: list[tuple[str, ...]] = []
+    for phase, what in (("start", "start: calls; weight"), ("recover", "recover after a cut: calls; weight")):
+        per = w[f"{phase}_weight_per_series"]
+        kinds = ", ".join(
+            f"{k} {w[f'{phase}_{k}_calls']:,}" for k in kline_weight.KINDS if f"{phase}_{k}_calls" in w
+        )
+        rows.append((name, f"{what} ({kinds})", f"{w[f'{phase}_calls']:,}; {w[f'{phase}_weight']:,}",
+                     "1 call a series, weight 2", f"{per / 2:.2f}", "2 per series",
+                     verdict(per, 2, False)))  # fmt: skip
+    return rows
+
+
 def _renewal(r: dict[str, Any]) -> str:
     return f"{r['lapses']:,}; {r['writer_cpu_share']:.1%}; {r['redis_writes_per_s']:,.0f}"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Six panels: ingest, freshness, serving, scale, candles, candles' memory; each beside its
-    baseline and target."""
+    """Seven panels: ingest, freshness, serving, scale, candles, their memory and REST weight; each
+    beside its baseline and target."""
     import matplotlib  # noqa: PLC0415 (only the benchmarks need it: requirements-bench.txt)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ((a, b, e), (c, d, h)) = plt.subplots(2, 3, figsize=(18, 8))
+    fig, ((a, b, e, w), (c, d, h, spare)) = plt.subplots(2, 4, figsize=(24, 8))
+    spare.set_visible(False)
     rows = results["ingest"]
     x = range(len(rows))
     for i, (reader, label) in enumerate(
@@ -197,9 +215,29 @@ def chart(results: dict[str, Any], path: Path) -> None:
     else:
         e.set_visible(False)
         h.set_visible(False)
+    _weight_chart(w, results.get("kline_weight"))
     fig.suptitle(f"Transmute benchmarks, medians of {results['repeats']} runs ({results['machine']})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def _weight_chart(ax: Any, w: dict[str, Any] | None) -> None:
+    """Candle calls' weight per series, by kind, to start and to recover."""
+    if not w:
+        ax.set_visible(False)
+        return
+    bottom = [0.0, 0.0]
+    for kind in kline_weight.KINDS:
+        heights = [2 * w.get(f"{phase}_{kind}_calls", 0) / w["series"] for phase in ("start", "recover")]
+        if any(heights):
+            ax.bar([0, 1], heights, bottom=bottom, label=kind)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax.axhline(2, color="red", linestyle="--", label="1 call a series (weight 2)")
+    ax.set_xticks([0, 1], [f"start\n{w['start_s']:.0f} s", f"recover after a cut\n{w['recover_s']:.0f} s"])
+    ax.set_ylabel("REST weight per series")
+    ax.set_ylim(0, 1.4 * max([*bottom, 2.0]))
+    ax.set_title(f"Candles' REST weight, {w['series']:,} series {w['interval']}")
+    ax.legend(fontsize="small")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ CUT_LEAD_MS = 1500
 # ... and once the start's calls have left the weight window (else the recovery would find the
 # budget spent and wait a minute, which is not what a reconnect in steady state costs).
 WINDOW_S = 61.0
+CATCH_UP_S = 300.0
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000}
 
 
@@ -155,6 +156,18 @@ def caught_up(client: redis.Redis, symbols: list[str], interval: str, not_vouche
     return done
 
 
+def all_caught_up(
+    client: redis.Redis, symbols: list[str], interval: str, calls: Calls, not_vouched_by: str = ""
+) -> None:
+    """Wait until every series is caught up; at the deadline, fail saying how far it got."""
+    deadline = time.monotonic() + CATCH_UP_S
+    while (done := caught_up(client, symbols, interval, not_vouched_by)) < len(symbols):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{done} of {len(symbols)} series caught up after {CATCH_UP_S:.0f} s; "
+                                 f"candle calls so far: {dict(calls.calls)}")  # fmt: skip
+        time.sleep(0.5)
+
+
 def wait_for_cut(last_call: float, interval_ms: int) -> None:
     """Sleep until the start's calls have left Binance's one-minute weight window, and then until
     the moment a cut lasting the reconnect delay (2 to 4 s) spans a candle's close."""
@@ -179,7 +192,7 @@ def run(series: int = 1000, interval: str = "1m") -> dict[str, Any]:
             calls = Calls(sim)
             with running(messenger), calls.polling():
                 began = time.monotonic()
-                wait_until(lambda: caught_up(client, symbols, interval) == series, 180, 0.5, "every series")
+                all_caught_up(client, symbols, interval, calls)
                 start_s = time.monotonic() - began
                 calls.settle(60)
                 start = calls.take()
@@ -187,8 +200,7 @@ def run(series: int = 1000, interval: str = "1m") -> dict[str, Any]:
                 wait_for_cut(calls.last_at, INTERVAL_MS[interval])
                 cut = time.monotonic()
                 connections = len(sim.fault("drop")["sessions"])
-                again = lambda: caught_up(client, symbols, interval, old["voucher"]) == series  # noqa: E731
-                wait_until(again, 180, 0.5, "every series again")
+                all_caught_up(client, symbols, interval, calls, old["voucher"])
                 recover_s = time.monotonic() - cut
                 calls.settle(60)
                 recover = calls.take()

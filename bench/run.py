@@ -1,6 +1,6 @@
 """Every benchmark, side by side with its baseline, into a table and a chart: ``make bench``.
 
-    python -m bench.run [--repeats 3] [--quick] [--out bench/results]
+    python -m bench.run [--repeats 3] [--quick] [--out bench/results] [--only klines,kline_weight]
 
 Writes ``results.json`` (every figure), ``results.md`` (the table, with each target met or
 missed) and ``results.png`` (the chart) to ``--out``. Each figure is a median over ``repeats``
@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,25 @@ from bench import freshness, ingest, kline_weight, klines, renewal, scale, servi
 from bench.stack import rounded
 
 
-def measure(repeats: int, quick: bool) -> dict[str, Any]:
-    """Run the benchmarks; ``quick`` shortens each run (for a smoke check, not for figures)."""
+def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks (or ``only`` these); ``quick`` shortens each run (for a smoke check, not
+    for figures)."""
     seconds = 2.0 if quick else 5.0
-    return {
-        "ingest": [rounded(r) for r in ingest.run([1, 100, 2000], seconds, repeats)],
-        "freshness": rounded(freshness.run(samples=100 if quick else 400, repeats=repeats)),
-        "serving": rounded(serving.run(seconds=3 if quick else 10, repeats=repeats)),
-        "scale": rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
-        "renewal": renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
-        "klines": rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
-        "kline_weight": rounded(kline_weight.run(series=200 if quick else 1000)),
+    benchmarks: dict[str, Callable[[], Any]] = {
+        "ingest": lambda: [rounded(r) for r in ingest.run([1, 100, 2000], seconds, repeats)],
+        "freshness": lambda: rounded(freshness.run(samples=100 if quick else 400, repeats=repeats)),
+        "serving": lambda: rounded(serving.run(seconds=3 if quick else 10, repeats=repeats)),
+        "scale": lambda: rounded(scale.run(steady_s=5 if quick else 20, repeats=repeats)),
+        "renewal": lambda: renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
+        "klines": lambda: rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
+        "kline_weight": lambda: rounded(kline_weight.run(series=200 if quick else 1000)),
     }
+    unknown = (only or set()) - set(benchmarks)
+    if unknown:
+        raise SystemExit(
+            f"--only: no benchmark {', '.join(sorted(unknown))}; there are {', '.join(benchmarks)}"
+        )
+    return {name: run() for name, run in benchmarks.items() if only is None or name in only}
 
 
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
@@ -246,14 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--only", metavar="NAME,...",
+        help="run only these benchmarks; the others' figures are kept from --out's results.json",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     started = time.monotonic()
-    results: dict[str, Any] = {
+    kept = args.out / "results.json"
+    results: dict[str, Any] = json.loads(kept.read_text()) if only and kept.exists() else {}
+    results.update({
         "repeats": args.repeats,
         "machine": f"{os.cpu_count()} cores {platform.machine()}, Python {platform.python_version()}",
-        **measure(args.repeats, args.quick),
-    }
-    results["minutes"] = round((time.monotonic() - started) / 60, 1)
+        **measure(args.repeats, args.quick, only),
+    })  # fmt: skip
+    if only is None:
+        results["minutes"] = round((time.monotonic() - started) / 60, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(table(results))

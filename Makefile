@@ -37,7 +37,7 @@ test: $(VENV)/.dev
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-## bench: every benchmark beside its baseline (~15 min); writes bench/results/{results.md,.json,.png}
+## bench: every benchmark beside its baseline (~19 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run

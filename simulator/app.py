@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from simulator import control, rest
+from simulator import control, rest, rest_history
 from simulator.config import SimConfig
 from simulator.exchange import Exchange
 from simulator.rest import EXCHANGE
@@ -27,7 +27,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=414, text="URI Too Long")
     if request.path.startswith("/stream"):
         combined = True
-        names = [n for n in request.query.get("streams", "").split("/") if n]
+        # A raw "+" (kline_1d@+08:00) reads as a space in a query string: it can only mean "+".
+        names = [n.replace(" ", "+") for n in request.query.get("streams", "").split("/") if n]
     else:
         combined = False
         names = [n for n in request.match_info.get("streams", "").split("/") if n]
@@ -61,6 +62,7 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get("/ws/{streams:.+}", stream_handler)
     app.router.add_get("/stream", stream_handler)
     rest.add_routes(app)
+    rest_history.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(_background)
     return app

@@ -131,6 +131,8 @@ def test_binance_connector_rolling_window_ticker(stack: tuple[Simulator, Gunicor
     assert list(one) == ["symbol", "priceChange", "priceChangePercent", "weightedAvgPrice", "openPrice",
                          "highPrice", "lowPrice", "lastPrice", "volume", "quoteVolume", "openTime",
                          "closeTime", "firstId", "lastId", "count"]  # fmt: skip
+    pacing = Spot(base_url=gunicorn.url, show_limit_usage=True).rolling_window_ticker("BTCUSDT")
+    assert pacing["limit_usage"] == {"x-mbx-used-weight-1m": "0"} and pacing["data"]["symbol"] == "BTCUSDT"
     with pytest.raises(Exception, match="-1130") as refused:
         client.rolling_window_ticker("BTCUSDT", windowSize="2h")
     assert "1h, 4h and 1d" in str(refused.value)

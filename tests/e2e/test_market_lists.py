@@ -112,3 +112,27 @@ def test_the_list_is_503_within_a_second_of_the_messenger_dying_and_the_demand_g
     assert (status, body["code"]) == (503, -1001)
     assert "not live" in body["msg"]
     assert time.monotonic() - started < 1.0  # stale: answered at once, not after DEMAND_WAIT_MS
+
+
+def test_a_rolling_window_is_streamed_on_demand_and_equals_the_exchanges(
+    quiet_sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
+) -> None:
+    sim = quiet_sim
+    messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
+    path = "/api/v3/ticker?symbol=ETHBTC&windowSize=4h"
+    wait_until(lambda: http("GET", f"{gunicorn.url}{path}")[0] == 200, 10, what="the 4h window")
+    assert "ethbtc@ticker_4h" in subscribed(sim)
+    # Seeded over REST first, then the stream's own pushes (every second) take over.
+    wait_until(lambda: gunicorn.snapshot("ETH_BTC/ticker_4h")[1].get("source") == "stream", 5, what="a push")
+    sim.market(quiet=["ETHBTC"])
+    moving = {"openTime", "closeTime"}
+
+    def equal() -> bool:
+        ours = http("GET", f"{gunicorn.url}{path}")[2]
+        theirs = http("GET", f"{sim.rest_url}{path}")[2]
+        return {k: v for k, v in ours.items() if k not in moving} == {
+            k: v for k, v in theirs.items() if k not in moving
+        }
+
+    wait_until(equal, 5, 0.2, what="our 4h window to equal the exchange's")

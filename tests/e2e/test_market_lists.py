@@ -64,6 +64,14 @@ def test_the_whole_market_is_served_once_its_streams_are_up_and_equals_the_excha
     assert sorted(len(s["streams"]) for s in state["sessions"]) == [1, len(symbols) - 1025, 1024]
     assert [s["streams"] for s in state["sessions"] if len(s["streams"]) == 1] == [["btcusdt@bookTicker"]]
 
+    timings = []
+    for _ in range(20):
+        sent = time.monotonic()
+        assert len(whole(gunicorn, BOOK_TICKERS)) == len(symbols)
+        timings.append(time.monotonic() - sent)
+    median_ms, worst_ms = sorted(timings)[10] * 1000, max(timings) * 1000
+    print(f"the whole list, once up: median {median_ms:.1f} ms, worst {worst_ms:.1f} ms (HTTP, 20 requests)")
+
     # The market goes quiet: every value ours equals the exchange's own, whatever was in flight.
     sim.market(quiet=symbols)
 

@@ -21,6 +21,9 @@ from contract.kinds import MARKET_KINDS, key_kind
 from messenger.binance import BOOK_TICKER, KINDS_BY_KEY, StreamKind
 from messenger.routes import Route, route_for
 
+# The kinds (key segments) whose whole market may be asked for.
+MARKET_KEY_KINDS = frozenset(key_kind(k) for k in MARKET_KINDS)
+
 
 @dataclass
 class Plan:
@@ -58,7 +61,7 @@ def plan(
             route = route_for(symbol, pinned_kind)
             out.routes.setdefault(route.stream, route)
     out.pinned = set(out.routes)
-    # One entry per stream asked for, or per whole market: (last request, routes, name to order by).
+    # Stream name (or ``<kind>:*`` for a whole market) -> (last request, the routes it brings).
     asked: dict[str, tuple[float, list[Route]]] = {}
     for member, last_ms in demand.items():
         parsed = parse_demand_member(member)
@@ -90,6 +93,3 @@ def _valid(symbol: str, kind: StreamKind, trading: frozenset[str] | None) -> boo
     if symbol == ALL_SYMBOLS:
         return kind.key_kind in MARKET_KEY_KINDS
     return trading is None or symbol in trading
-
-
-MARKET_KEY_KINDS = frozenset(key_kind(k) for k in MARKET_KINDS)

@@ -235,6 +235,11 @@ USED_WEIGHT = {
 }
 
 
+# Binance's 12 fields: open time, open, high, low, close, volume, close time, quote volume, trades,
+# taker buy base volume, taker buy quote volume, ignore.
+KLINE_ROW: Doc = {"type": "array", "minItems": 12, "maxItems": 12, "items": {"type": ["integer", "string"]}}
+
+
 def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -> Doc:
     body = {"oneOf": [schema, {"type": "array", "items": schema}]} if many else schema
     return {
@@ -388,6 +393,27 @@ PATHS: Doc = {
         {"type": "array", "items": _ref("BinanceTrade")},
         [REQUIRED, _query("limit", "1 to 1000 (default 500)", INTEGER)],
     ),
+    **{
+        path: _binance(
+            "Candles, oldest first: kept closed ones, the stream's open one (503 while a range is fetched)",
+            {"type": "array", "items": KLINE_ROW},
+            [
+                REQUIRED,
+                _query(
+                    "interval",
+                    "1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w, 1M",
+                    required=True,
+                ),
+                _query("startTime", "Open time from (epoch ms)", INTEGER),
+                _query("endTime", "Open time up to (epoch ms)", INTEGER),
+                _query("limit", "1 to 1000 (default 500)", INTEGER),
+                _query(
+                    "timeZone", "UTC offset, where it leaves the interval's windows alone (else 400 -1100)"
+                ),
+            ],
+        )
+        for path in ("/api/v3/klines", "/api/v3/uiKlines")
+    },
     "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
     "/readyz": {
         "get": {

@@ -67,6 +67,9 @@ class Settings:
     web_concurrency: int = _setting(0, low=0, high=256)
     # A request body must be all there this long after its headers, or it is a 408.
     body_timeout_ms: int = _setting(5000, low=100, high=600_000)
+    # Older trades (and aggregate trades) fetched on request are kept up to this many per symbol
+    # and series, besides the last 1,000 (contract.trade_history): about 2 MB at most for 10,000.
+    trade_history_max: int = _setting(10_000, low=1000, high=1_000_000)
     # The messenger's Prometheus metrics (on HOST); 0: none.
     metrics_port: int = _setting(9464, low=0, high=65535)
     log_level: str = _setting("INFO")

@@ -32,7 +32,7 @@ class StreamKind:
     name: str  # Binance's name of the kind: "bookTicker", "depth5", "kline_1m"
     suffix: str  # what follows "<symbol>@" in the stream name: "depth5@100ms"
     parse: Parser
-    history: bool = False  # keep a bounded list of recent items (trades)
+    history: bool = False  # keep a list of its items (trades: messenger.trade_history)
 
     @property
     def key_kind(self) -> str:
@@ -306,7 +306,7 @@ KINDS: dict[str, StreamKind] = {
     for kind in (
         BOOK_TICKER,
         TRADE,
-        StreamKind("aggTrade", "aggTrade", parse_agg_trade),
+        StreamKind("aggTrade", "aggTrade", parse_agg_trade, history=True),
         StreamKind("miniTicker", "miniTicker", parse_mini_ticker),
         StreamKind("ticker", "ticker", parse_ticker),
         StreamKind("avgPrice", "avgPrice", parse_avg_price),

@@ -1,0 +1,404 @@
+"""Keeps the trade lists of the trade and aggregate-trade streams in Redis (contract.trade_history).
+
+Every accepted frame of a ``<symbol>@trade`` or ``<symbol>@aggTrade`` stream is handed here by the
+book and appended to its series' tail by this worker's thread, in batches. The append is one Redis
+script that takes only items that join the tail without a hole, whatever else writes it meanwhile;
+what does not join (a gap in ids, after a reconnect or any lost frame) waits here and a catch-up is
+asked for: the missing items are fetched over REST from the last one held (``fromId``), one call of
+up to 1,000; only when more than that was missed is the tail started again from the exchange's last
+1,000, since the tail keeps no more than that anyway. The seeder catches up the same way when a
+stream is (re)subscribed, so a reconnect costs weight in proportion to what was missed, never the
+whole list again.
+
+Older ranges are fetched on the server's request (messenger.backfill calls ``backfill``) into the
+series' backfilled set, up to TRADE_HISTORY_MAX items, evicting those farthest from what was just
+fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from decimal import ROUND_DOWN, Decimal
+from typing import Any
+
+import orjson
+import redis
+
+from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
+from contract.keys import RECORD_TTL_MS
+from contract.trade_history import (
+    AGG_TRADE,
+    AGG_TRADE_BY_TIME,
+    BACKFILLED_TTL_MS,
+    PAGE,
+    TAIL_KEPT,
+    TRADE,
+    backfilled_key,
+    parse_tail_key,
+    tail_key,
+)
+from messenger.backoff import Backoff
+from messenger.binance import Fields, MalformedFrame, Order, agg_trade_from_rest, trade_from_rest
+from messenger.rest import BinanceRest, RestError
+from messenger.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+# Quiet tails of carried streams are renewed this often (their TTL is RECORD_TTL_MS).
+RENEW_S = RECORD_TTL_MS / 3000
+WAKE_S = 1.0
+# REST: the recent list, and the list from an id (Binance: weight 4 and 25 a call, any limit).
+RECENT_PATH = {AGG_TRADE: "/api/v3/aggTrades", TRADE: "/api/v3/trades"}
+FROM_ID_PATH = {AGG_TRADE: "/api/v3/aggTrades", TRADE: "/api/v3/historicalTrades"}
+ID_FIELD = {AGG_TRADE: "agg_trade_id", TRADE: "trade_id"}
+
+# Append a batch (ARGV: mode, kept, ttl_ms, then id, member pairs in ascending id) to a tail that
+# has no hole, so that it still has none: only the batch's first run of consecutive ids is taken,
+# and only if it overlaps the tail or touches either end. mode "reset": a run wholly newer than
+# the tail replaces it. Returns {the tail's newest id or -1, how many of the batch were taken}.
+APPEND_SCRIPT = """
+local key, mode, kept, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local n = (#ARGV - 3) / 2
+if n < 1 then return {-1, 0} end
+local function id(i) return tonumber(ARGV[2 + 2 * i]) end
+local lo, hi
+local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+if first[2] then
+  lo = tonumber(first[2])
+  hi = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+end
+local run = 1
+while run < n and id(run + 1) == id(run) + 1 do run = run + 1 end
+if lo and (id(1) > hi + 1 or id(run) < lo - 1) then
+  if mode == 'reset' and id(1) > hi then
+    redis.call('DEL', key)
+    lo = nil
+  else
+    return {hi, 0}
+  end
+end
+for i = 1, run do
+  local x = id(i)
+  if not lo or x < lo or x > hi then redis.call('ZADD', key, x, ARGV[3 + 2 * i]) end
+end
+redis.call('ZREMRANGEBYRANK', key, 0, -(kept + 1))
+redis.call('PEXPIRE', key, ttl)
+local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+return {tonumber(top[2]), run}
+"""
+
+# Add older items (ARGV: max, ttl_ms, then id, member pairs in ascending id) to a backfilled set,
+# each id once; past ``max`` items, evict from whichever end lies farther from what was added.
+STORE_SCRIPT = """
+local key, max, ttl = KEYS[1], tonumber(ARGV[1]), ARGV[2]
+local n = (#ARGV - 2) / 2
+if n < 1 then return 0 end
+for i = 1, n do
+  local x = ARGV[1 + 2 * i]
+  if redis.call('ZCOUNT', key, x, x) == 0 then redis.call('ZADD', key, x, ARGV[2 + 2 * i]) end
+end
+local lo, hi = tonumber(ARGV[3]), tonumber(ARGV[1 + 2 * n])
+local over = redis.call('ZCARD', key) - max
+while over > 0 do
+  local below = redis.call('ZCOUNT', key, '-inf', '(' .. lo)
+  local above = redis.call('ZCOUNT', key, '(' .. hi, '+inf')
+  local low = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+  local high = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  local take
+  if below > 0 and (above == 0 or lo - low >= high - hi) then
+    take = math.min(over, below)
+    redis.call('ZREMRANGEBYRANK', key, 0, take - 1)
+  elseif above > 0 then
+    take = math.min(over, above)
+    redis.call('ZREMRANGEBYRANK', key, -take, -1)
+  else
+    take = over
+    redis.call('ZREMRANGEBYRANK', key, 0, take - 1)
+  end
+  over = over - take
+end
+redis.call('PEXPIRE', key, ttl)
+return n
+"""
+
+Item = tuple[int, bytes]  # (id, member: the item in Binance's REST shape)
+
+
+def member(series: str, fields: Fields) -> bytes:
+    """An item as Binance's REST API answers it: what the tail holds and the server serves."""
+    if series == AGG_TRADE:
+        return orjson.dumps({
+            "a": fields["agg_trade_id"], "p": fields["price"], "q": fields["quantity"],
+            "f": fields["first_trade_id"], "l": fields["last_trade_id"], "T": fields["trade_time"],
+            "m": fields["is_buyer_maker"], "M": True,
+        })  # fmt: skip
+    quote = fields.get("quote_quantity") or quote_quantity(fields["price"], fields["quantity"])
+    return orjson.dumps({
+        "id": fields["trade_id"], "price": fields["price"], "qty": fields["quantity"], "quoteQty": quote,
+        "time": fields["trade_time"], "isBuyerMaker": fields["is_buyer_maker"], "isBestMatch": True,
+    })  # fmt: skip
+
+
+def quote_quantity(price: str, quantity: str) -> str:
+    """price x quantity in 8 decimals (the stream does not carry it; REST's own is kept as sent)."""
+    return f"{(Decimal(price) * Decimal(quantity)).quantize(Decimal('1e-8'), rounding=ROUND_DOWN):f}"
+
+
+def parse_rest(series: str, entries: Any, symbol: str) -> list[tuple[Item, Order, Fields]]:
+    """REST items, oldest first, as (item, order, record fields); MalformedFrame if one is not."""
+    if not isinstance(entries, list):
+        raise MalformedFrame(f"{series} answer is not a list")
+    out = []
+    for entry in entries:
+        if series == AGG_TRADE:
+            order, fields = agg_trade_from_rest(entry, symbol)
+        else:
+            order, fields = trade_from_rest(entry, symbol)
+            if isinstance(entry.get("quoteQty"), str):
+                fields = {**fields, "quote_quantity": entry["quoteQty"]}
+        out.append(((order, member(series, fields)), order, _record_fields(fields)))
+    return out
+
+
+def _record_fields(fields: Fields) -> Fields:
+    return {k: v for k, v in fields.items() if k != "quote_quantity"}
+
+
+class TradeHistory(Worker):
+    """Appends streamed items to tails, catches tails up over REST, and fetches older ranges."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        rest: BinanceRest,
+        history_max: int,
+        carried: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        super().__init__("trade-history")
+        self.client = client
+        self.rest = rest
+        self.history_max = history_max
+        self.carried = carried  # the tail keys of the streams carried now, for their TTL
+        self.appended = 0
+        self.gaps = 0
+        self.errors = 0
+        self._append = client.register_script(APPEND_SCRIPT)
+        self._store = client.register_script(STORE_SCRIPT)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending: dict[str, dict[int, bytes]] = {}  # tail key -> streamed items not appended yet
+        self._top: dict[str, int] = {}  # tail key -> its newest id, as last seen
+        self._series_locks: dict[str, threading.Lock] = {}
+        self._backoff = Backoff(0.05, 2.0)
+
+    # -- streamed items (reader threads) ----------------------------------------------
+
+    def add(self, key: str, fields: Fields) -> None:
+        """An accepted frame of a stream that keeps its items under tail ``key``."""
+        parsed = parse_tail_key(key)
+        if parsed is None:
+            return
+        series = parsed[0]
+        item_id = fields[ID_FIELD[series]]
+        with self._lock:
+            pending = self._pending.setdefault(key, {})
+            pending[item_id] = member(series, fields)
+            if len(pending) > TAIL_KEPT:  # a gap not caught up yet: only the newest can still matter
+                for old in sorted(pending)[: len(pending) - TAIL_KEPT]:
+                    del pending[old]
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop after the batch in flight."""
+        super().stop()
+        self._wake.set()
+
+    def run(self) -> None:
+        """Append what streamed, at once; renew the tails of carried streams now and then."""
+        next_renew = time.monotonic() + RENEW_S
+        while not self._stopping.is_set():
+            self._wake.wait(WAKE_S)
+            self._wake.clear()
+            try:
+                self._flush()
+                if time.monotonic() >= next_renew:
+                    self._renew()
+                    next_renew = time.monotonic() + RENEW_S
+                self._backoff.reset()
+            except redis.RedisError as exc:
+                self.errors += 1
+                logger.warning("trade history: Redis failed (%s); retrying", exc)
+                self._stopping.wait(self._backoff.next_delay())
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch = {k: sorted(v.items()) for k, v in self._pending.items() if v}
+        if not batch:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, items in batch.items():
+            self._append(keys=[key], args=_append_args("extend", items), client=pipe)
+        replies = pipe.execute()
+        gaps: list[str] = []
+        with self._lock:
+            for key, (newest, taken) in zip(batch, replies, strict=True):
+                self.appended += int(taken)
+                pending = self._pending.get(key, {})
+                top = int(newest)
+                if top >= 0:
+                    self._top[key] = top
+                    for item_id in [i for i in pending if i <= top]:
+                        del pending[item_id]
+                if pending and (top < 0 or min(pending) > top + 1):
+                    gaps.append(key)
+                elif not pending:
+                    self._pending.pop(key, None)
+        if gaps:
+            self._ask_catch_up(gaps)
+
+    def _ask_catch_up(self, keys: list[str]) -> None:
+        """Ask (messenger.backfill) for what the tails miss, from the id after their newest."""
+        now_ms = int(time.time() * 1000)
+        members: dict[str, int] = {}
+        for key in keys:
+            parsed = parse_tail_key(key)
+            if parsed is None:
+                continue
+            top = self._top.get(key)
+            with self._lock:
+                first = min(self._pending.get(key) or [0])
+            reach = top + 1 if top is not None else first
+            members[Backfill(parsed[0], parsed[1], reach).member()] = now_ms
+        self.gaps += len(members)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(BACKFILL_KEY, members, nx=True)
+        pipe.publish(BACKFILL_CHANNEL, "tail")
+        pipe.execute()
+
+    def _renew(self) -> None:
+        keys = list(self.carried())
+        if keys:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.pexpire(key, RECORD_TTL_MS)
+            pipe.execute()
+
+    # -- catching a tail up (the seeder's or the backfill worker's thread) ------------
+
+    def catch_up(self, series: str, symbol: str, seed: bool = False) -> tuple[Order, Fields] | None:
+        """Fetch what the tail misses up to the exchange's newest item, and append it.
+
+        Returns the newest item (for the stream's record) when it is known to be the newest.
+        Unless ``seed``, nothing is fetched when the tail already joins what streamed since.
+        Raises RestError (try again later); Redis failing drops the fetched items (what streams
+        next finds the gap again).
+        """
+        key = tail_key(series, symbol)
+        with self._series_lock(key):
+            top = self._top.get(key)
+            if top is None:
+                top = self._read_top(key)
+            with self._lock:
+                pending = self._pending.get(key) or {}
+                joined = top is not None and (not pending or min(pending) <= top + 1)
+            if joined and not seed:
+                return None
+            if top is not None:
+                page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(top)})
+                self._append_rest(key, "extend", page)
+                if len(page) < PAGE:  # it reaches the newest trade
+                    return (page[-1][1], page[-1][2]) if page else None
+            page = self._get(series, RECENT_PATH[series], symbol, {})
+            self._append_rest(key, "reset", page)
+            return (page[-1][1], page[-1][2]) if page else None
+
+    def _get(
+        self, series: str, path: str, symbol: str, params: dict[str, str]
+    ) -> list[tuple[Item, Order, Fields]]:
+        body = self.rest.get(path, {"symbol": symbol, **params, "limit": str(PAGE)})
+        try:
+            return parse_rest(series, body, symbol)
+        except MalformedFrame as exc:
+            raise RestError(f"unexpected answer ({exc})", self.rest.base_url + path) from None
+
+    def _append_rest(self, key: str, mode: str, page: list[tuple[Item, Order, Fields]]) -> None:
+        if not page:
+            return
+        try:
+            top, taken = self._append(keys=[key], args=_append_args(mode, [item for item, _, _ in page]))
+        except redis.RedisError as exc:
+            logger.warning("trade history: %s not caught up (Redis: %s)", key, exc)
+            return
+        with self._lock:
+            self.appended += int(taken)
+            if int(top) >= 0:
+                self._top[key] = int(top)
+        self._wake.set()  # what streamed meanwhile may join now
+
+    def _read_top(self, key: str) -> int | None:
+        try:
+            newest = self.client.zrange(key, -1, -1, withscores=True)
+        except redis.RedisError:
+            return None
+        return int(newest[0][1]) if newest else None
+
+    def _series_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._series_locks.setdefault(key, threading.Lock())
+
+    # -- older ranges (the backfill worker's thread) -----------------------------------
+
+    def backfill(self, request: Backfill) -> None:
+        """Hold what ``request`` asks for (contract.trade_history); raises RestError to retry."""
+        symbol = request.symbol
+        if request.series == AGG_TRADE_BY_TIME:
+            self._backfill_time(symbol, request.reach)
+            return
+        series = request.series
+        key = tail_key(series, symbol)
+        tail = self.client.zrange(key, 0, 0, withscores=True)
+        lowest = int(tail[0][1]) if tail else None
+        if lowest is not None and request.reach >= lowest:
+            self.catch_up(series, symbol)  # a gap after the tail: the messenger's own request
+            return
+        end = request.reach + PAGE - 1 if lowest is None else min(request.reach + PAGE - 1, lowest - 1)
+        older = backfilled_key(series, symbol)
+        rows: Any = self.client.zrangebyscore(older, request.reach, end, withscores=True)
+        held = {int(score) for _, score in rows}
+        start = next((i for i in range(request.reach, end + 1) if i not in held), None)
+        if start is None:
+            return  # another request's fetch brought it
+        page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(start)})
+        self._store_items(series, symbol, [item for item, _, _ in page if item[0] <= end])
+
+    def _backfill_time(self, symbol: str, at_ms: int) -> None:
+        """The PAGE aggregate trades from ``at_ms`` on, and the PAGE before the first of them."""
+        after = self._get(AGG_TRADE, RECENT_PATH[AGG_TRADE], symbol, {"startTime": str(at_ms)})
+        items = [item for item, _, _ in after]
+        if after and after[0][0][0] > 0:
+            first = after[0][0][0]
+            before = self._get(
+                AGG_TRADE, FROM_ID_PATH[AGG_TRADE], symbol, {"fromId": str(max(0, first - PAGE))}
+            )
+            items = [item for item, _, _ in before if item[0] < first] + items
+        self._store_items(AGG_TRADE, symbol, items)
+
+    def _store_items(self, series: str, symbol: str, items: list[Item]) -> None:
+        if not items:
+            return
+        args: list[Any] = [self.history_max, BACKFILLED_TTL_MS]
+        for item_id, body in items:
+            args += [item_id, body]
+        self._store(keys=[backfilled_key(series, symbol)], args=args)
+        logger.info("trade history: %s %s ids %d to %d fetched", symbol, series, items[0][0], items[-1][0])
+
+
+def _append_args(mode: str, items: list[Item]) -> list[Any]:
+    args: list[Any] = [mode, TAIL_KEPT, RECORD_TTL_MS]
+    for item_id, body in items:
+        args += [item_id, body]
+    return args

@@ -60,6 +60,14 @@ class Settings:
     # Proxies in front of the server, each appending the address it saw to X-Forwarded-For: the
     # client is the address that many entries from its end. 0: no proxy; the client is the peer.
     trusted_proxy_hops: int = _setting(0, low=0, high=10)
+    # Candles kept per symbol and interval, the open one included: seeded over REST on first
+    # demand (1,000: one call, weight 2), then kept by the kline stream.
+    kline_history: int = _setting(1000, low=2, high=100_000)
+    # Kept at most per symbol and interval when older ranges are asked for (backfilled).
+    kline_history_max: int = _setting(20_000, low=2, high=1_000_000)
+    # Older trades (and aggregate trades) fetched on request are kept up to this many per symbol
+    # and series, besides the last 1,000 (contract.trade_history): about 2 MB at most for 10,000.
+    trade_history_max: int = _setting(10_000, low=1000, high=1_000_000)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)
@@ -67,9 +75,6 @@ class Settings:
     web_concurrency: int = _setting(0, low=0, high=256)
     # A request body must be all there this long after its headers, or it is a 408.
     body_timeout_ms: int = _setting(5000, low=100, high=600_000)
-    # Older trades (and aggregate trades) fetched on request are kept up to this many per symbol
-    # and series, besides the last 1,000 (contract.trade_history): about 2 MB at most for 10,000.
-    trade_history_max: int = _setting(10_000, low=1000, high=1_000_000)
     # The messenger's Prometheus metrics (on HOST); 0: none.
     metrics_port: int = _setting(9464, low=0, high=65535)
     log_level: str = _setting("INFO")

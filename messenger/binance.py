@@ -33,6 +33,7 @@ class StreamKind:
     suffix: str  # what follows "<symbol>@" in the stream name: "depth5@100ms"
     parse: Parser
     history: bool = False  # keep a list of its items (trades: messenger.trade_history)
+    candles: bool = False  # closed candles are kept too (messenger.kline_history)
 
     @property
     def key_kind(self) -> str:
@@ -311,7 +312,7 @@ KINDS: dict[str, StreamKind] = {
         StreamKind("ticker", "ticker", parse_ticker),
         StreamKind("avgPrice", "avgPrice", parse_avg_price),
         *(StreamKind(f"depth{n}", f"depth{n}@100ms", parse_depth) for n in kinds.DEPTH_LEVELS),
-        *(StreamKind(f"kline_{i}", f"kline_{i}", parse_kline) for i in kinds.KLINE_INTERVALS),
+        *(StreamKind(f"kline_{i}", f"kline_{i}", parse_kline, candles=True) for i in kinds.KLINE_INTERVALS),
     )
 }
 KINDS_BY_KEY: dict[str, StreamKind] = {kind.key_kind: kind for kind in KINDS.values()}

@@ -15,13 +15,13 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 import websocket
 
-from messenger.binance import SERVER_SHUTDOWN_EVENT, MalformedFrame, response_error
+from messenger.binance import SERVER_SHUTDOWN_EVENT, Fields, MalformedFrame, response_error
 from messenger.book import Book
 from messenger.routes import Route
 from messenger.seeder import Seeder
@@ -61,8 +61,10 @@ class Connection:
         book: Book,
         seeder: Seeder,
         ping_interval_s: float,
+        candles: Callable[[str, Fields], None] | None = None,
     ) -> None:
         self.id = next(_ids)
+        self.candles = candles  # where kline frames also go (messenger.kline_history)
         self.base_url = base_url.rstrip("/")
         self.routes = routes
         self.book = book
@@ -254,6 +256,7 @@ class Connection:
         on_frame = self.book.on_frame
         monotonic = time.monotonic
         kind_frames = self.kind_frames
+        candles = self.candles
         while True:
             opcode, frame = recv(True)
             now = monotonic()
@@ -280,6 +283,8 @@ class Connection:
                 self._malformed(f"{route.stream}: {exc}", frame.data)
                 continue
             on_frame(self, route.key, order, fields, now, route.history_key)
+            if route.kind.candles and candles is not None:
+                candles(route.symbol, fields)
             name = route.kind.name
             kind_frames[name] = kind_frames.get(name, 0) + 1
 

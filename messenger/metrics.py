@@ -86,6 +86,16 @@ class MessengerCollector(Collector):
         yield _counter("rest_seeds", "Values seeded over REST", m.seeder.seeded)
         yield _counter("rest_calls", "REST calls made to Binance", m.rest.calls)
         yield _counter("rest_rate_limited", "REST answers of 429 or 418", m.rest.rate_limited)
+        klines = m.klines
+        yield _gauge("kline_series", "Candle series kept (symbol and interval)", len(klines.followed))
+        yield _counter("kline_candles_appended", "Closed candles appended from the streams", klines.appended)
+        yield _counter(
+            "kline_candles_fetched", "Candles fetched over REST (seeds, gaps, backfills)", klines.fetched
+        )
+        yield _counter("kline_rest_calls", "REST calls made for candles", klines.calls)
+        yield _counter(
+            "kline_writes_refused", "Candle writes refused as leaving a hole (then fetched)", klines.refused
+        )
         latency = writer.latency
         yield HistogramMetricFamily(
             PREFIX + "frame_to_redis_seconds",

@@ -22,6 +22,7 @@ from messenger.book import Book
 from messenger.catalog import Catalog
 from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
+from messenger.kline_history import KlineHistory
 from messenger.planner import plan
 from messenger.reachability import WEBSOCKET, Reachability
 from messenger.rest import BinanceRest
@@ -73,12 +74,16 @@ class Messenger:
             redis_client(settings), self.rest, settings.trade_history_max, carried=self._carried_lists
         )
         self.book.on_item = self.history.add
+        self.seeder = Seeder(self.book, self.rest, self.history)
+        self.klines = KlineHistory(
+            redis_client(settings), self.rest, settings.kline_history, settings.kline_history_max
+        )
         self.backfills = Backfills(redis_client(settings))
         self.backfills.register(lambda series: series in BACKFILL_SERIES, self.history.backfill)
-        self.seeder = Seeder(self.book, self.rest, self.history)
+        self.backfills.register(lambda series: series.startswith("kline_"), self.klines.backfill)
         self.reach = Reachability()
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
-        self.supervisor = Supervisor(settings, self.book, self.seeder)
+        self.supervisor = Supervisor(settings, self.book, self.seeder, candles=self.klines.frame)
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
         self._planned_for: tuple[int, int] | None = None
         self._next_plan = 0.0
@@ -94,7 +99,8 @@ class Messenger:
     ) -> None:
         """Stream ``pinned`` (and every trading symbol with ``all_symbols``) in ``kinds``, and
         whatever users ask for, until a stop flag is set; then stop cleanly."""
-        for part in (self.writer, self.seeder, self.catalog, self.demand, self.history, self.backfills):
+        for part in (self.writer, self.seeder, self.klines, self.history, self.backfills, self.catalog,
+                     self.demand):  # fmt: skip
             part.start()
         if self.settings.metrics_port:
             try:
@@ -143,6 +149,10 @@ class Messenger:
         self._over_cap = wanted.over_cap
         self.supervisor.pin(wanted.pinned)
         added, removed = self.supervisor.set_routes(wanted.routes)
+        self.klines.follow({
+            (route.symbol, route.kind.name.removeprefix("kline_"))
+            for route in wanted.routes.values() if route.kind.candles
+        })  # fmt: skip
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
 
@@ -183,12 +193,13 @@ class Messenger:
             "fresh": fresh,
             "redis": self.writer.healthy,
             "catalog_symbols": len(self.catalog.statuses or ()),
+            "kline_series": len(self.klines.followed),
         }
 
     def stop(self, force: bool = False) -> None:
         """Close connections and delete the keys we vouched for: they are no longer current."""
         logger.info("messenger: stopping%s", " now" if force else "")
-        for part in (self.seeder, self.catalog, self.demand, self.history, self.backfills):
+        for part in (self.seeder, self.klines, self.history, self.backfills, self.catalog, self.demand):
             part.stop()
         # Readers are not waited for long: the book has let go of their connections already.
         self.supervisor.close_all(timeout_s=0.0 if force else 0.5)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from contract.settings import Settings
 from messenger.admission import Admission
 from messenger.backoff import Backoff
+from messenger.binance import Fields
 from messenger.book import Book, Voucher
 from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection
 from messenger.routes import Route
@@ -52,9 +53,15 @@ class Supervisor:
     """Owns the connections; driven by ``tick()`` from one thread."""
 
     def __init__(
-        self, settings: Settings, book: Book, seeder: Seeder, rand: Callable[[], float] = random.random
+        self,
+        settings: Settings,
+        book: Book,
+        seeder: Seeder,
+        rand: Callable[[], float] = random.random,
+        candles: Callable[[str, Fields], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.candles = candles  # where kline frames also go (messenger.kline_history)
         self.book = book
         self.seeder = seeder
         self.routes: dict[str, Route] = {}  # every stream we carry, read by the connections
@@ -317,6 +324,7 @@ class Supervisor:
             self.book,
             self.seeder,
             self.settings.ping_interval_ms / 1000,
+            self.candles,
         )
         max_age = self.settings.connection_max_age_s
         # Jitter staggers the replacement of connections that were opened together.

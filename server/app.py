@@ -13,6 +13,7 @@ from flask.json.provider import JSONProvider
 from contract.settings import Settings
 from server import binance, errors, health, metrics, pages, push, views
 from server.body_deadline import BodyDeadline
+from server.candles import CandleStore
 from server.fast import FastSnapshots
 from server.store import SnapshotStore, redis_client
 
@@ -41,6 +42,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.extensions["transmute.settings"] = settings
     client = client or redis_client(settings.redis_url)
     store = app.extensions["transmute.store"] = SnapshotStore(client)
+    app.extensions["transmute.candles"] = CandleStore(client, store)
     app.extensions["transmute.hub"] = push.Hub(client)
     errors.register(app)
     app.register_blueprint(views.bp)

@@ -84,15 +84,9 @@ class SnapshotStore:
         streamed, the status page), so it must not keep them streamed.
         """
         keys = [snapshot_key(kind, s) for s in symbols]
-        now = time.monotonic()
-        due = [
-            m
-            for m in (demand_member(kind, s) for s in symbols if touch)
-            if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S
-        ]
+        due = self.due(kind, symbols) if touch else []
         try:
             if due:
-                self._touch(due, now)
                 pipe = self.client.pipeline(transaction=False)
                 self._current(keys, pipe)
                 # Only refreshed (XX): new demand goes through server.admission's limits.
@@ -103,6 +97,19 @@ class SnapshotStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
         return [_decode(key, pair) for key, pair in zip(keys, pairs(flat), strict=True)]
+
+    def due(self, kind: str, symbols: list[str]) -> list[str]:
+        """The demand members of these streams not counted in the last TOUCH_EVERY_S (now counted):
+        the caller refreshes them in DEMAND_KEY (ZADD XX) with its read."""
+        now = time.monotonic()
+        due = [
+            m
+            for m in (demand_member(kind, s) for s in symbols)
+            if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S
+        ]
+        if due:
+            self._touch(due, now)
+        return due
 
     def _touch(self, members: list[str], now: float) -> None:
         touched = self._touched

@@ -1,0 +1,297 @@
+"""Keeps every carried kline stream's closed candles in Redis: seeded, appended, gaps refetched.
+
+A series (symbol, interval) is followed while its kline stream is carried. On first sight it is
+seeded over REST with the last KLINE_HISTORY candles (one call per 1,000, weight 2 each); if Redis
+already keeps some (a restart, a stream carried again), only what is missing since the last kept
+candle is fetched, or the series is seeded afresh when more than KLINE_HISTORY were missed. Then
+each closed candle (``"x": true``) from the stream is appended. A frame whose candle does not
+follow the last kept one (a reconnect, a missed close) makes the series fetch just the gap.
+
+Every write goes through contract.klines.WRITE_SCRIPT, which refuses anything that would leave a
+hole, so the set in Redis is contiguous whatever the order of events here. A refusal only means
+"fetch what is missing first". Older ranges are fetched when the server asks (contract.backfill):
+one call per 1,000 candles, kept up to KLINE_HISTORY_MAX.
+
+The reader threads only hand frames over (``frame``); REST calls and writes run on this worker's
+thread. REST is paced by messenger.rest (weight budget, 429/418): a series that could not be
+fetched is tried again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+import redis
+
+from contract.backfill import Backfill
+from contract.klines import (
+    HISTORY_TTL_MS,
+    PAGE_ROWS,
+    PAGE_TTL_MS,
+    SHORTEST_MS,
+    WRITE_SCRIPT,
+    encode_row,
+    klines_key,
+    origin_key,
+    page_key,
+    row_from_record,
+    row_times,
+)
+from messenger.backoff import Backoff
+from messenger.binance import Fields
+from messenger.rest import BinanceRest, RateLimited, RestError
+from messenger.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+PAGE = 1000  # Binance's most candles a call
+KLINES_PATH = "/api/v3/klines"
+Series = tuple[str, str]  # (SYMBOL, interval)
+RETRY_S = 1.0
+
+
+class KlineHistory(Worker):
+    """The kept candles of every followed series."""
+
+    def __init__(self, client: redis.Redis, rest: BinanceRest, keep: int, cap: int) -> None:
+        super().__init__("kline-history")
+        self.client = client
+        self.rest = rest
+        self.keep = keep
+        self.cap = max(cap, keep)
+        self._write = client.register_script(WRITE_SCRIPT)
+        self._followed: set[Series] = set()
+        # The open time the next candle of each synced series must have (last kept close + 1).
+        self._next_open: dict[Series, int] = {}
+        self._closed: deque[tuple[Series, list[Any]]] = deque()
+        self._to_sync: dict[Series, None] = {}
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._backoff = Backoff(0.5, 30.0)
+        self.appended = 0
+        self.fetched = 0  # candles fetched over REST
+        self.calls = 0  # REST calls made
+        self.refused = 0  # writes the script refused (each followed by a fetch)
+        self.failures = 0
+
+    # -- from other threads -------------------------------------------------------------
+
+    def follow(self, series: set[Series]) -> None:
+        """The series carried now: new ones are synced; the others are no longer appended to."""
+        with self._lock:
+            new = series - self._followed
+            self._followed = set(series)
+            for gone in [s for s in self._next_open if s not in series]:
+                del self._next_open[gone]
+            for s in new:
+                self._to_sync[s] = None
+        if new:
+            self._wake.set()
+
+    def frame(self, symbol: str, fields: Fields) -> None:
+        """A kline frame arrived (on a reader thread): keep a closed candle, notice a gap.
+
+        Costs a dict lookup for an open candle that follows the kept ones, so it can run per frame.
+        """
+        series = (symbol, fields["interval"])
+        if fields["closed"]:
+            if self._next_open.get(series) == fields["open_time"]:  # the next frame opens after it
+                self._next_open[series] = fields["close_time"] + 1
+            self._closed.append((series, row_from_record(fields)))
+            self._wake.set()
+        elif self._next_open.get(series, fields["open_time"]) != fields["open_time"]:
+            with self._lock:  # a candle opened past the next one: some closed ones never came
+                if series in self._followed and series not in self._to_sync:
+                    self._to_sync[series] = None
+                    self._wake.set()
+
+    def backfill(self, request: Backfill) -> None:
+        """Reach a series back to ``request.reach`` (an open time): for contract.backfill's worker.
+
+        Raises RestError when REST cannot be called now; the request is then tried again.
+        """
+        interval = request.series.removeprefix("kline_")
+        series = (request.symbol, interval)
+        first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
+        if not first:
+            with self._lock:
+                syncing = series in self._to_sync
+            if syncing:  # the stream's own seed is on its way: the server asks again if need be
+                return
+            self._sync(series)
+            first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
+            if not first:
+                return
+        first_open, _ = row_times(first[0])
+        if first_open <= request.reach:
+            return
+        kept = self.client.zcard(klines_key(interval, request.symbol))
+        if kept + (first_open - request.reach) // SHORTEST_MS[interval] > self.cap:
+            self._page(series, request.reach)  # too far back to keep in line: a page of its own
+            return
+        while first_open > request.reach:
+            rows = self._get({"endTime": str(first_open - 1), "limit": str(PAGE)}, series)
+            mode = "prepend-origin" if len(rows) < PAGE else "prepend"
+            if not rows:
+                self._run_write(series, "prepend-origin", [])
+                return
+            kept = self._run_write(series, mode, rows)
+            if kept == -3:
+                logger.info("klines: %s %s: not reaching back past %d kept candles (KLINE_HISTORY_MAX)",
+                            *series, self.cap)  # fmt: skip
+                return
+            if kept < 0 or mode == "prepend-origin":
+                return
+            first_open = rows[0][0]
+
+    def _page(self, series: Series, start: int) -> None:
+        """Fetch the closed candles from ``start`` (one call) into a page of their own."""
+        symbol, interval = series
+        now = int(time.time() * 1000)
+        rows = [
+            r for r in self._get({"startTime": str(start), "limit": str(PAGE_ROWS)}, series) if r[6] < now
+        ]
+        self.client.set(page_key(interval, symbol, start), orjson.dumps(rows), px=PAGE_TTL_MS)
+        logger.info("klines: %s %s: a page of %d older candles from %d", symbol, interval, len(rows), start)
+
+    # -- the worker's thread ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Sync new and broken series, append closed candles, until stopped."""
+        while not self._stopping.is_set():
+            self._wake.wait(RETRY_S)
+            self._wake.clear()
+            try:
+                self._append_closed()
+                self._sync_due()
+                self._backoff.reset()
+            except RateLimited as exc:
+                self.failures += 1
+                logger.warning("klines: REST paused (%s); series are synced later", exc)
+                self._stopping.wait(min(exc.retry_after_s, 60.0))
+            except (RestError, redis.RedisError) as exc:
+                self.failures += 1
+                delay = self._backoff.next_delay()
+                logger.warning("klines: %s; trying again in %.1f s", exc, delay)
+                self._stopping.wait(delay)
+
+    def _append_closed(self) -> None:
+        """Append the closed candles that came in, in one round trip; refusals become syncs."""
+        batch: list[tuple[Series, list[Any]]] = []
+        while self._closed:
+            batch.append(self._closed.popleft())
+        with self._lock:
+            batch = [(s, row) for s, row in batch if s in self._followed and s not in self._to_sync]
+        if not batch:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for series, row in batch:
+            self._write_on(pipe, series, "append", [row])
+        results = pipe.execute()
+        for (series, row), kept in zip(batch, results, strict=True):
+            if kept < 0:
+                self.refused += 1
+                with self._lock:
+                    self._to_sync[series] = None
+            else:
+                self.appended += 1
+                self._next_open[series] = row[6] + 1
+
+    def _sync_due(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                series = next(iter(self._to_sync), None)
+                if series is None:
+                    return
+                if series not in self._followed:
+                    del self._to_sync[series]
+                    continue
+            self._sync(series)  # raises, leaving the series due, if REST or Redis fails
+            with self._lock:
+                self._to_sync.pop(series, None)
+
+    def _sync(self, series: Series) -> None:
+        """Make the kept candles reach the last closed one: fetch the gap, or seed afresh."""
+        symbol, interval = series
+        last = self.client.zrange(klines_key(interval, symbol), -1, -1)
+        if last:
+            _, last_close = row_times(last[0])
+            if self._fill_from(series, last_close + 1):
+                return
+        # KLINE_HISTORY counts the open candle, so the default takes one call: the last 1,000.
+        asked = min(self.keep, PAGE)
+        page = self._get({"limit": str(asked)}, series)
+        origin, rows = len(page) < asked, page[:-1]  # the most recent is the open candle
+        while len(rows) < self.keep - 1 and rows and not origin:
+            asked = min(PAGE, self.keep - 1 - len(rows))
+            older = self._get({"endTime": str(rows[0][0] - 1), "limit": str(asked)}, series)
+            origin, rows = len(older) < asked, older + rows
+        if self._run_write(series, "seed-origin" if origin else "seed", rows) >= 0 and rows:
+            self._next_open[series] = rows[-1][6] + 1
+        logger.info("klines: %s %s seeded with %d candles", symbol, interval, len(rows))
+
+    def _fill_from(self, series: Series, start: int) -> bool:
+        """Fetch and append the closed candles from ``start`` on; False if seeding is cheaper."""
+        rows: list[list[Any]] = []
+        while True:
+            page = self._get({"startTime": str(start), "limit": str(PAGE)}, series)
+            if len(page) < PAGE:
+                rows += page[:-1]  # the most recent is the open candle
+                break
+            rows += page
+            start = page[-1][6] + 1
+            if len(rows) >= self.keep:
+                return False
+        if rows:
+            kept = self._run_write(series, "append", rows)
+            if kept < 0:
+                return False
+        if rows:
+            self._next_open[series] = rows[-1][6] + 1
+        elif page:
+            self._next_open[series] = page[-1][0]
+        logger.info("klines: %s %s: %d missing candles fetched", *series, len(rows))
+        return True
+
+    def _get(self, params: dict[str, str], series: Series) -> list[list[Any]]:
+        symbol, interval = series
+        body = self.rest.get(KLINES_PATH, {"symbol": symbol, "interval": interval, **params})
+        self.calls += 1
+        if not isinstance(body, list) or not all(_is_row(r) for r in body):
+            raise RestError(f"klines answer for {symbol} {interval} is not a list of rows")
+        self.fetched += len(body)
+        return body
+
+    def _run_write(self, series: Series, mode: str, rows: list[list[Any]]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        self._write_on(pipe, series, mode, rows)
+        kept: int = pipe.execute()[0]
+        return kept
+
+    def _write_on(self, pipe: Any, series: Series, mode: str, rows: list[list[Any]]) -> None:
+        symbol, interval = series
+        args: list[Any] = [mode, self.keep - 1, self.cap, HISTORY_TTL_MS]
+        for row in rows:
+            args += [row[0], encode_row(row)]
+        self._write(keys=[klines_key(interval, symbol), origin_key(interval, symbol)], args=args, client=pipe)
+
+    @property
+    def followed(self) -> frozenset[Series]:
+        """The series kept now."""
+        return frozenset(self._followed)
+
+
+def _is_row(row: Any) -> bool:
+    return (
+        isinstance(row, list)
+        and len(row) >= 12
+        and type(row[0]) is int
+        and type(row[6]) is int
+        and all(isinstance(row[i], str) for i in (1, 2, 3, 4, 5, 7, 9, 10))
+        and type(row[8]) is int
+    )

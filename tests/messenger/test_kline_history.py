@@ -1,0 +1,202 @@
+"""The messenger's kept candles: seeded once, appended from closed candles, and after a gap only
+the missing candles are fetched, whatever order frames and fetches come in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from contract.backfill import Backfill
+from contract.klines import PAGE_TTL_MS, klines_key, origin_key, page_key, row_times
+from messenger.kline_history import KlineHistory
+from messenger.rest import RestError
+
+MINUTE = 60_000
+NOW_OPEN = int(time.time() * 1000) // MINUTE * MINUTE
+FIRST = NOW_OPEN - 5000 * MINUTE  # the symbol's first candle
+
+
+def row(open_time: int) -> list[Any]:
+    price = f"{open_time // MINUTE % 1000}.00000000"
+    return [
+        open_time,
+        price,
+        price,
+        price,
+        price,
+        "1.00000000",
+        open_time + MINUTE - 1,
+        "1.0",
+        1,
+        "0",
+        "0",
+        "0",
+    ]
+
+
+class Exchange:
+    """Binance's klines over REST for one symbol, 1m, from FIRST to the open candle ``now``."""
+
+    def __init__(self) -> None:
+        self.now = NOW_OPEN
+        self.calls: list[dict[str, str]] = []
+        self.fail = False
+
+    def get(self, path: str, params: dict[str, str]) -> Any:
+        assert path == "/api/v3/klines"
+        if self.fail:
+            raise RestError("down")
+        self.calls.append(params)
+        limit = int(params.get("limit", "500"))
+        opens = range(FIRST, self.now + 1, MINUTE)
+        if "startTime" in params:
+            chosen = [t for t in opens if t >= int(params["startTime"])][:limit]
+        else:
+            end = int(params.get("endTime", self.now))
+            chosen = [t for t in opens if t <= end][-limit:]
+        return [row(t) for t in chosen]
+
+
+def frame(open_time: int, closed: bool) -> dict[str, Any]:
+    r = row(open_time)
+    return {
+        "open_time": r[0], "close_time": r[6], "interval": "1m", "open": r[1], "high": r[2], "low": r[3],
+        "close": r[4], "volume": r[5], "quote_volume": r[7], "trades": r[8], "taker_buy_base_volume": r[9],
+        "taker_buy_quote_volume": r[10], "closed": closed,
+    }  # fmt: skip
+
+
+def kept(client: redis.Redis) -> list[int]:
+    return [row_times(m)[0] for m in client.zrange(klines_key("1m", "BTCUSDT"), 0, -1)]
+
+
+def wait_for(what: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def exchange() -> Exchange:
+    return Exchange()
+
+
+@pytest.fixture
+def history(real_redis: redis.Redis, exchange: Exchange) -> Any:
+    keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    keeper.start()
+    yield keeper
+    keeper.stop()
+
+
+@pytest.mark.redis
+def test_a_new_series_is_seeded_with_one_call_then_kept_by_closed_candles(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    assert kept(real_redis)[-1] == NOW_OPEN - MINUTE  # closed ones only: the open one is the stream's
+    assert len(exchange.calls) == 1
+    history.frame("BTCUSDT", frame(NOW_OPEN, closed=False))
+    history.frame("BTCUSDT", frame(NOW_OPEN, closed=True))
+    exchange.now += MINUTE
+    history.frame("BTCUSDT", frame(NOW_OPEN + MINUTE, closed=False))
+    wait_for(lambda: kept(real_redis)[-1] == NOW_OPEN)
+    assert len(kept(real_redis)) == 999  # trimmed to length
+    assert len(exchange.calls) == 1
+
+
+@pytest.mark.redis
+def test_after_a_gap_only_the_missing_candles_are_fetched(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    exchange.now += 7 * MINUTE  # seven candles closed while the connection was away
+    history.frame("BTCUSDT", frame(exchange.now, closed=False))
+    wait_for(lambda: kept(real_redis)[-1] == exchange.now - MINUTE)
+    assert exchange.calls[1:] == [{"symbol": "BTCUSDT", "interval": "1m", "startTime": str(NOW_OPEN),
+                                   "limit": "1000"}]  # fmt: skip
+    got = kept(real_redis)
+    assert got == list(range(got[0], got[-1] + 1, MINUTE))
+
+
+@pytest.mark.redis
+def test_a_series_kept_from_before_fetches_only_what_it_missed(
+    exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    first = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    first.start()
+    first.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    first.stop()
+    exchange.now += 3 * MINUTE  # the messenger was down three minutes
+    second = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    second.start()
+    try:
+        second.follow({("BTCUSDT", "1m")})
+        wait_for(lambda: kept(real_redis)[-1] == exchange.now - MINUTE)
+        assert len(exchange.calls) == 2
+        assert exchange.calls[1]["startTime"] == str(NOW_OPEN)
+    finally:
+        second.stop()
+
+
+@pytest.mark.redis
+def test_a_backfill_reaches_back_one_call_per_thousand_and_marks_the_origin(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    calls = len(exchange.calls)
+    history.backfill(Backfill("kline_1m", "BTCUSDT", NOW_OPEN - 2500 * MINUTE))
+    assert kept(real_redis)[0] <= NOW_OPEN - 2500 * MINUTE
+    assert len(exchange.calls) - calls == 2
+    assert not real_redis.exists(origin_key("1m", "BTCUSDT"))
+    history.backfill(Backfill("kline_1m", "BTCUSDT", FIRST - 100 * MINUTE))  # past the cap: 3,000
+    assert kept(real_redis)[0] == NOW_OPEN - 2999 * MINUTE
+    assert len(exchange.calls) - calls == 3
+
+
+@pytest.mark.redis
+def test_a_backfill_before_the_first_candle_marks_the_origin(
+    exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    keeper = KlineHistory(real_redis, exchange, keep=1000, cap=10_000)  # type: ignore[arg-type]
+    keeper.backfill(Backfill("kline_1m", "BTCUSDT", FIRST - 100 * MINUTE))  # seeds first: nothing kept
+    got = kept(real_redis)
+    assert got == list(range(FIRST, NOW_OPEN, MINUTE))
+    assert real_redis.exists(origin_key("1m", "BTCUSDT"))
+    assert len(exchange.calls) == 6  # the seed, then 4,000 older candles a thousand a call
+
+
+@pytest.mark.redis
+def test_rest_down_leaves_the_series_to_be_synced_later(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    exchange.fail = True
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: history.failures > 0)
+    exchange.fail = False
+    wait_for(lambda: len(kept(real_redis)) == 999, timeout_s=10)
+
+
+@pytest.mark.redis
+def test_a_range_too_old_to_keep_in_line_is_fetched_as_a_page_of_closed_candles(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    calls = len(exchange.calls)
+    history.backfill(Backfill("kline_1m", "BTCUSDT", 0))  # where python-binance looks for the first candle
+    assert len(exchange.calls) - calls == 1
+    page = orjson.loads(real_redis.get(page_key("1m", "BTCUSDT", 0)) or b"null")
+    assert [r[0] for r in page] == list(range(FIRST, FIRST + 1000 * MINUTE, MINUTE))
+    assert 0 < real_redis.pttl(page_key("1m", "BTCUSDT", 0)) <= PAGE_TTL_MS
+    assert len(kept(real_redis)) == 999  # the kept candles are left as they were

@@ -373,7 +373,8 @@ class TradeHistory(Worker):
         if start is None:
             return  # another request's fetch brought it
         page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(start)})
-        self._store_items(series, symbol, [item for item, _, _ in page if item[0] <= end])
+        # All of the page is kept (up to the tail): the next range asked for is often the next page.
+        self._store_items(series, symbol, [item for item, _, _ in page if lowest is None or item[0] < lowest])
 
     def _backfill_time(self, symbol: str, at_ms: int) -> None:
         """The PAGE aggregate trades from ``at_ms`` on, and the PAGE before the first of them."""

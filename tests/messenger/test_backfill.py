@@ -24,7 +24,8 @@ def ask(client: redis.Redis, request: Backfill, age_ms: int = 0) -> None:
 
 
 def waiting(client: redis.Redis) -> list[str]:
-    return [m.decode() for m in client.zrange(BACKFILL_KEY, 0, -1)]
+    members: list[bytes] = client.zrange(BACKFILL_KEY, 0, -1)  # type: ignore[assignment]
+    return [m.decode() for m in members]
 
 
 class Handler:

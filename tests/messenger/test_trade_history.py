@@ -56,7 +56,8 @@ class Exchange:
 
 
 def ids(client: redis.Redis, key: str) -> list[int]:
-    return [int(score) for _, score in client.zrange(key, 0, -1, withscores=True)]
+    rows: Any = client.zrange(key, 0, -1, withscores=True)
+    return [int(score) for _, score in rows]
 
 
 def append(client: redis.Redis, mode: str, numbers: list[int]) -> list[int]:

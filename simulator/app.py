@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from simulator import control, rest
+from simulator import control, rest, rest_history
 from simulator.config import SimConfig
 from simulator.exchange import Exchange
 from simulator.rest import EXCHANGE
@@ -61,6 +61,7 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get("/ws/{streams:.+}", stream_handler)
     app.router.add_get("/stream", stream_handler)
     rest.add_routes(app)
+    rest_history.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(_background)
     return app

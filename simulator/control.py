@@ -50,6 +50,7 @@ async def state(request: web.Request) -> web.Response:
             "connection_attempts": len(exchange.connection_attempts),
             "control_messages": exchange.control_messages,
             "rest_requests": exchange.rest_requests[-200:],
+            "rest_totals": exchange.rest_totals,
             "subscribed_streams": len(exchange.subscribers),
         }
     )

@@ -22,7 +22,8 @@ from simulator.catalog import Catalog
 from simulator.config import SimConfig
 from simulator.market import Market
 from simulator.record import Recorder
-from simulator.streams import parse_stream
+from simulator.timed import TICK_S as PERIODIC_TICK_S
+from simulator.timed import TimedStreams
 
 if TYPE_CHECKING:
     from simulator.session import Session
@@ -31,18 +32,6 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.005
 FLOOD_BATCH = 512
-PERIODIC_TICK_S = 0.1
-
-
-def periodic_ticks(kind: str) -> int | None:
-    """How many 100 ms ticks apart a timed stream is pushed; None for streams pushed on change."""
-    if kind.startswith("depth"):
-        return 1 if kind.endswith("@100ms") else 10
-    if kind.startswith("kline_"):
-        return 10 if kind == "kline_1s" else 20
-    if kind in ("ticker", "miniTicker", "avgPrice"):
-        return 10
-    return None
 
 
 class Exchange:
@@ -58,7 +47,8 @@ class Exchange:
         self.quiet: set[str] = set()
         self.connection_attempts: deque[float] = deque()
         self.rejected_connections = 0
-        self.rest_requests: list[dict[str, Any]] = []
+        self.rest_requests: list[dict[str, Any]] = []  # the last 500: path (with query), at, weight
+        self.rest_totals: dict[str, dict[str, int]] = {}  # path -> calls and weight since the start
         self.rest_weight: deque[tuple[float, int]] = deque()
         self.rest_429: dict[str, float] = {"remaining": 0, "retry_after_s": 0}
         # The connect_429 fault: the next handshakes refused with this status and Retry-After.
@@ -70,7 +60,7 @@ class Exchange:
         self._next_session_id = 1
         self._rng = random.Random(config.seed)
         self._active: list[str] = []
-        self.periodic: dict[str, tuple[str, str, int]] = {}  # stream -> symbol, kind, every N ticks
+        self.timed = TimedStreams(self.market)
         self._active_dirty = True
         self._drained = asyncio.Event()
         # What was published, for a test's oracle (--record); None: not kept.
@@ -121,10 +111,7 @@ class Exchange:
         """Start delivering a stream to a connection."""
         session.streams[stream] = None
         self.subscribers.setdefault(stream, set()).add(session)
-        parsed = parse_stream(stream)
-        every = periodic_ticks(parsed[1]) if parsed else None
-        if parsed and every:
-            self.periodic[stream] = (parsed[0], parsed[1], every)
+        self.timed.add(stream)
         self._active_dirty = True
 
     def unsubscribe(self, session: Session, stream: str) -> None:
@@ -135,7 +122,7 @@ class Exchange:
             subs.discard(session)
             if not subs:
                 del self.subscribers[stream]
-                self.periodic.pop(stream, None)
+                self.timed.remove(stream)
                 if self.recorder is not None:
                     self.recorder.left(stream)
         self._active_dirty = True
@@ -219,7 +206,7 @@ class Exchange:
                 self.step_and_publish(choice(active))
 
     async def run_periodic(self) -> None:
-        """Push the streams Binance sends on a timer: depth, tickers, average price, klines."""
+        """Push the streams Binance sends on a timer (simulator/timed.py)."""
         tick = 0
         while True:
             asleep = time.monotonic()
@@ -227,21 +214,8 @@ class Exchange:
             # How late the loop woke: how long everything the exchange does was held up.
             self.loop_lag_max_s = max(self.loop_lag_max_s, time.monotonic() - asleep - PERIODIC_TICK_S)
             tick += 1
-            for stream, (symbol, kind, every) in list(self.periodic.items()):
-                if tick % every == 0 and symbol in self.catalog:
-                    self.publish(stream, self._periodic_payload(symbol, kind))
-
-    def _periodic_payload(self, symbol: str, kind: str) -> bytes:
-        market = self.market
-        if kind.startswith("depth"):
-            return market.depth_payload(symbol, int(kind[5:].partition("@")[0]))
-        if kind.startswith("kline_"):
-            return market.kline_payload(symbol, kind[6:].partition("@")[0])
-        if kind == "ticker":
-            return market.ticker_payload(symbol)
-        if kind == "miniTicker":
-            return market.mini_ticker_payload(symbol)
-        return market.avg_price_payload(symbol)
+            for stream, payload in self.timed.due(tick, self.catalog):
+                self.publish(stream, payload)
 
     async def _flood_once(self) -> None:
         active = self._active_symbols()

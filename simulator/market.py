@@ -1,42 +1,33 @@
 """A simulated market per symbol: a random-walk book, trades, and what follows from them.
 
-Trades move the 24 h statistics, the candles of every interval asked for and the average
-price, so every stream and REST answer of a symbol tells one consistent story. Prices are
-integers of 1e-8 and leave as 8-decimal strings, as Binance spot sends them; the update id
-``u``, trade ids and aggregate trade ids strictly increase per symbol.
+Trades move the 24 h statistics and the average price; candles and rolling windows are made
+from the symbol's record of trades (simulator/tape.py: 35 days of history, then the live ones),
+so every stream and REST answer of a symbol tells one consistent story. Prices are integers of
+1e-8 and leave as 8-decimal strings, as Binance spot sends them; the update id ``u``, trade ids
+and aggregate trade ids strictly increase per symbol.
+
+The 24 h ticker (``@ticker``, ``@miniTicker``, ``/ticker/24hr``) and the average price count only
+the live trades since the market was created (cheap for all 1,262 symbols at once); rolling
+windows (``/api/v3/ticker``, ``@ticker_<w>``) count every trade, history included.
 """
 
 from __future__ import annotations
 
 import random
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-_SCALE = 10**8
-TRADES_KEPT = 1000
-PAST_TRADES = 5  # every symbol has a little history, so REST has trades to show
-INTERVAL_MS = {
-    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
-    "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
-    "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000, "1M": 2_592_000_000,
-}  # fmt: skip
-
-
-def _fmt(units: int) -> str:
-    return f"{units // _SCALE}.{units % _SCALE:08d}"
-
-
-def _parse(text: str) -> int:
-    whole, _, frac = text.partition(".")
-    return int(whole) * _SCALE + int((frac + "00000000")[:8])
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+from simulator import klines, rolling
+from simulator.clock import now_ms as _now_ms
+from simulator.history import symbol_key
+from simulator.stats import SCALE as _SCALE
+from simulator.stats import fmt as _fmt
+from simulator.stats import parse as _parse
+from simulator.stats import quote_of
+from simulator.tape import Tape, TradeRow
+from simulator.windows import open_of
 
 
 @dataclass(slots=True)
@@ -74,7 +65,7 @@ class Book:
 
 @dataclass(slots=True)
 class Trade:
-    """One trade (each is also its own aggregate trade here)."""
+    """One live trade (each is also its own aggregate trade)."""
 
     id: int
     agg_id: int
@@ -85,33 +76,13 @@ class Trade:
 
 
 @dataclass(slots=True)
-class Candle:
-    """One kline window."""
-
-    start: int
-    interval_ms: int
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int = 0
-    quote_volume: int = 0
-    taker_buy_volume: int = 0
-    taker_buy_quote: int = 0
-    trades: int = 0
-    first_id: int = -1
-    last_id: int = -1
-
-
-@dataclass(slots=True)
 class SymbolMarket:
     """Everything about one symbol."""
 
     book: Book
+    tape: Tape
     open_price: int  # 24 h ago
-    trades: deque[Trade] = field(default_factory=lambda: deque(maxlen=TRADES_KEPT))
-    next_trade_id: int = 1
-    candles: dict[str, Candle] = field(default_factory=dict)
+    last: Trade | None = None  # the latest live trade
     high: int = 0
     low: int = 0
     volume: int = 0
@@ -129,7 +100,8 @@ class Market:
         self._rng = random.Random(seed)
 
     def market(self, symbol: str) -> SymbolMarket:
-        """The market of a symbol, created with a plausible price and some history on first use."""
+        """The market of a symbol, created with a plausible price on first use (its past is made
+        only when something asks about it)."""
         market = self._markets.get(symbol)
         if market is None:
             rng = random.Random(f"{self._seed}:{symbol}")
@@ -143,16 +115,25 @@ class Market:
                 ask=mid + spread,
                 ask_qty=rng.randrange(1, 10**4) * _SCALE // 100,
             )
-            market = SymbolMarket(book, open_price=mid, high=mid, low=mid, avg_price=mid)
-            market.next_trade_id = rng.randrange(10**6, 10**7)
+            next_trade_id = rng.randrange(10**6, 10**7)
+            # Far below the trade ids, so no aggregate id ever equals one of its trades' ids.
+            next_agg_id = rng.randrange(3 * 10**5, next_trade_id // 2)
+            tape = Tape(symbol_key(self._seed, symbol), _now_ms(), next_trade_id, next_agg_id, mid)
+            market = SymbolMarket(book, tape, open_price=mid, high=mid, low=mid, avg_price=mid)
             self._markets[symbol] = market
-            for n in range(PAST_TRADES):
-                self._trade(market, _now_ms() - (PAST_TRADES - n) * 60_000, rng)
         return market
+
+    def markets(self) -> dict[str, SymbolMarket]:
+        """Every market created so far."""
+        return self._markets
 
     def book(self, symbol: str) -> Book:
         """The book of a symbol."""
         return self.market(symbol).book
+
+    def tape(self, symbol: str) -> Tape:
+        """Every trade of a symbol, history and live."""
+        return self.market(symbol).tape
 
     def step(self, symbol: str) -> tuple[Book, Trade | None]:
         """Move one symbol's book one random step; now and then a trade happens."""
@@ -177,37 +158,15 @@ class Market:
         buyer_is_maker = rng.random() < 0.5  # a seller hit the bid
         price = book.bid if buyer_is_maker else book.ask
         qty = rng.randrange(1, 10**5) * _SCALE // 1000
-        trade = Trade(market.next_trade_id, market.next_trade_id, price, qty, at_ms, buyer_is_maker)
-        market.next_trade_id += 1
-        market.trades.append(trade)
-        quote = price * qty // _SCALE
+        trade_id, agg_id, at_ms = market.tape.record(at_ms, price, qty, buyer_is_maker)
+        trade = Trade(trade_id, agg_id, price, qty, at_ms, buyer_is_maker)
+        market.last = trade
         market.high, market.low = max(market.high, price), min(market.low, price)
         market.volume += qty
-        market.quote_volume += quote
+        market.quote_volume += quote_of(price, qty)
         market.count += 1
         market.avg_price = (market.avg_price * 9 + price) // 10
-        for interval in list(market.candles):
-            candle = self._current(market, interval, at_ms)
-            candle.high, candle.low, candle.close = max(candle.high, price), min(candle.low, price), price
-            candle.volume += qty
-            candle.quote_volume += quote
-            if not buyer_is_maker:
-                candle.taker_buy_volume += qty
-                candle.taker_buy_quote += quote
-            candle.trades += 1
-            candle.first_id = trade.id if candle.first_id < 0 else candle.first_id
-            candle.last_id = trade.id
         return trade
-
-    @staticmethod
-    def _current(market: SymbolMarket, interval: str, at_ms: int) -> Candle:
-        """The candle of ``interval`` that ``at_ms`` falls in; a new window opens at the last close."""
-        candle = market.candles.get(interval)
-        if candle is None or at_ms >= candle.start + candle.interval_ms:
-            size = INTERVAL_MS[interval]
-            price = market.book.bid if candle is None else candle.close
-            candle = market.candles[interval] = Candle(at_ms - at_ms % size, size, price, price, price, price)
-        return candle
 
     def set(self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str, u: int | None = None) -> Book:
         """Put a given top of book (strings as Binance sends them); u moves forward unless given."""
@@ -227,20 +186,26 @@ class Market:
 
     def agg_trade_payload(self, symbol: str, trade: Trade) -> bytes:
         """``<symbol>@aggTrade``."""
-        return orjson.dumps({"e": "aggTrade", "E": _now_ms(), "s": symbol, **_agg(trade)})
+        return orjson.dumps({"e": "aggTrade", "E": _now_ms(), "s": symbol, "a": trade.agg_id,
+                             "p": _fmt(trade.price), "q": _fmt(trade.qty), "f": trade.id, "l": trade.id,
+                             "T": trade.time, "m": trade.buyer_is_maker, "M": True})  # fmt: skip
 
-    def kline_payload(self, symbol: str, interval: str) -> bytes:
-        """``<symbol>@kline_<interval>``: the current candle."""
-        c = self.candle(symbol, interval)
-        return orjson.dumps({"e": "kline", "E": _now_ms(), "s": symbol, "k": {
-            "t": c.start, "T": c.start + c.interval_ms - 1, "s": symbol, "i": interval, "f": c.first_id,
-            "L": c.last_id, "o": _fmt(c.open), "c": _fmt(c.close), "h": _fmt(c.high), "l": _fmt(c.low),
-            "v": _fmt(c.volume), "n": c.trades, "x": False, "q": _fmt(c.quote_volume),
-            "V": _fmt(c.taker_buy_volume), "Q": _fmt(c.taker_buy_quote), "B": "0"}})  # fmt: skip
+    def candle(
+        self, symbol: str, interval: str, offset_ms: int = 0, at_ms: int | None = None
+    ) -> klines.Candle:
+        """The candle of the window ``at_ms`` (default: now) falls in, with the trades so far."""
+        at = _now_ms() if at_ms is None else at_ms
+        return klines.candle(self.tape(symbol), interval, offset_ms, open_of(at, interval, offset_ms))
 
-    def candle(self, symbol: str, interval: str) -> Candle:
-        """The current candle of an interval (tracked from now on)."""
-        return self._current(self.market(symbol), interval, _now_ms())
+    def kline_payload(self, symbol: str, interval: str, offset_ms: int = 0) -> bytes:
+        """``<symbol>@kline_<interval>``: the open candle."""
+        return self.candle(symbol, interval, offset_ms).frame(symbol, interval, False, _now_ms())
+
+    def window_ticker_payload(self, symbol: str, window_name: str) -> bytes:
+        """``<symbol>@ticker_<1h|4h|1d>``: the rolling window up to now."""
+        now = _now_ms()
+        values = rolling.letters(self.tape(symbol), rolling.window_ms(window_name) or 0, now)
+        return orjson.dumps(rolling.event(symbol, window_name, values, now))
 
     def mini_ticker_payload(self, symbol: str) -> bytes:
         """``<symbol>@miniTicker``."""
@@ -248,7 +213,7 @@ class Market:
 
     def _mini(self, symbol: str) -> dict[str, str]:
         m = self.market(symbol)
-        last = m.trades[-1].price if m.trades else m.book.bid
+        last = m.last.price if m.last else m.book.bid
         return {"c": _fmt(last), "o": _fmt(m.open_price), "h": _fmt(m.high), "l": _fmt(m.low),
                 "v": _fmt(m.volume), "q": _fmt(m.quote_volume)}  # fmt: skip
 
@@ -261,39 +226,28 @@ class Market:
         now, mini = _now_ms(), self._mini(symbol)
         last = _parse(mini["c"])
         change = last - m.open_price
-        first = m.trades[0].id if m.trades else 0
-        book, last_qty = m.book, m.trades[-1].qty if m.trades else 0
+        first, last_id = (m.tape.live_first_id, m.tape.last_id) if m.count else (-1, -1)
+        book, last_qty = m.book, m.last.qty if m.last else 0
         return {
-            "p": ("-" if change < 0 else "") + _fmt(abs(change)), "P": f"{100 * change / m.open_price:.3f}",
+            "p": _fmt(change), "P": f"{100 * change / m.open_price:.3f}",
             "w": _fmt(m.avg_price), "x": _fmt(m.open_price), "Q": _fmt(last_qty), "b": _fmt(book.bid),
             "B": _fmt(book.bid_qty), "a": _fmt(book.ask), "A": _fmt(book.ask_qty), **mini,
-            "O": now - 86_400_000, "C": now, "F": first, "L": m.next_trade_id - 1, "n": m.count}  # fmt: skip
+            "O": now - 86_400_000, "C": now, "F": first, "L": last_id, "n": m.count}  # fmt: skip
 
     def ticker_rest(self, symbol: str) -> dict[str, Any]:
         """``GET /api/v3/ticker/24hr`` (FULL) for a symbol."""
         t = self._ticker(symbol)
         return {"symbol": symbol, **{name: t[letter] for name, letter in TICKER_REST_NAMES.items()}}
 
-    def klines_rest(self, symbol: str, interval: str) -> list[list[Any]]:
-        """``GET /api/v3/klines?limit=1``: the current candle as Binance's row."""
-        c = self.candle(symbol, interval)
-        return [[c.start, _fmt(c.open), _fmt(c.high), _fmt(c.low), _fmt(c.close), _fmt(c.volume),
-                 c.start + c.interval_ms - 1, _fmt(c.quote_volume), c.trades, _fmt(c.taker_buy_volume),
-                 _fmt(c.taker_buy_quote), "0"]]  # fmt: skip
-
     def avg_price_rest(self, symbol: str) -> dict[str, Any]:
         """``GET /api/v3/avgPrice``."""
         m = self.market(symbol)
-        return {
-            "mins": 5,
-            "price": _fmt(m.avg_price),
-            "closeTime": m.trades[-1].time if m.trades else _now_ms(),
-        }
+        return {"mins": 5, "price": _fmt(m.avg_price), "closeTime": m.last.time if m.last else _now_ms()}
 
     def avg_price_payload(self, symbol: str) -> bytes:
         """``<symbol>@avgPrice``."""
         m = self.market(symbol)
-        last_time = m.trades[-1].time if m.trades else _now_ms()
+        last_time = m.last.time if m.last else _now_ms()
         return orjson.dumps({"e": "avgPrice", "E": _now_ms(), "s": symbol, "i": "5m", "w": _fmt(m.avg_price),
                              "T": last_time})  # fmt: skip
 
@@ -309,14 +263,13 @@ class Market:
 
     def recent_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
         """``GET /api/v3/trades``: the most recent trades, oldest first."""
-        trades = list(self.market(symbol).trades)[-limit:]
-        return [{"id": t.id, "price": _fmt(t.price), "qty": _fmt(t.qty),
-                 "quoteQty": _fmt(t.price * t.qty // _SCALE), "time": t.time,
-                 "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True} for t in trades]  # fmt: skip
+        tape = self.tape(symbol)
+        return [trade_entry(t) for t in tape.trades(tape.last_id - limit + 1, tape.last_id + 1)]
 
     def recent_agg_trades(self, symbol: str, limit: int) -> list[dict[str, Any]]:
         """``GET /api/v3/aggTrades``: the most recent aggregate trades, oldest first."""
-        return [_agg(t) for t in list(self.market(symbol).trades)[-limit:]]
+        tape = self.tape(symbol)
+        return [agg_entry(a) for a in tape.aggs(tape.last_agg - limit + 1, tape.last_agg + 1)]
 
 
 TICKER_REST_NAMES = {
@@ -327,6 +280,15 @@ TICKER_REST_NAMES = {
 }  # fmt: skip
 
 
-def _agg(trade: Trade) -> dict[str, Any]:
-    return {"a": trade.agg_id, "p": _fmt(trade.price), "q": _fmt(trade.qty), "f": trade.id, "l": trade.id,
-            "T": trade.time, "m": trade.buyer_is_maker, "M": True}  # fmt: skip
+def trade_entry(t: TradeRow) -> dict[str, Any]:
+    """A ``GET /api/v3/trades`` / ``historicalTrades`` entry."""
+    trade_id, at, price, qty, maker = t
+    return {"id": trade_id, "price": _fmt(price), "qty": _fmt(qty), "quoteQty": _fmt(quote_of(price, qty)),
+            "time": at, "isBuyerMaker": maker, "isBestMatch": True}  # fmt: skip
+
+
+def agg_entry(a: tuple[int, int, int, int, int, int, bool]) -> dict[str, Any]:
+    """A ``GET /api/v3/aggTrades`` entry."""
+    agg_id, at, price, qty, first, last, maker = a
+    return {"a": agg_id, "p": _fmt(price), "q": _fmt(qty), "f": first, "l": last, "T": at, "m": maker,
+            "M": True}  # fmt: skip

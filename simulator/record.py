@@ -136,16 +136,20 @@ VALUES: dict[str, Callable[[Any], tuple[Order, Content]]] = {
     "miniTicker": lambda d: (None, tuple(d[x] for x in "cohlvq")),
     "ticker": lambda d: (None, tuple(d[x] for x in "cohlvqbBaAn")),
     "avgPrice": lambda d: (None, (d["w"], d["T"])),
+    "windowTicker": lambda d: (None, tuple(d[x] for x in "cohlvqn")),
 }
 DEPTH_STREAMS = ("depth5", "depth10", "depth20")
 
 
 def family(kind: str) -> str:
-    """The key of ``VALUES`` for a stream kind: ``kline_1m`` -> ``kline``, ``depth5@100ms`` -> ``depth``."""
+    """The key of ``VALUES`` for a stream kind: ``kline_1m`` -> ``kline``, ``depth5@100ms`` -> ``depth``,
+    ``ticker_1h`` -> ``windowTicker``."""
     if kind.startswith("kline_"):
         return "kline"
     if kind.startswith("depth"):
         return "depth"
+    if kind.startswith("ticker_"):
+        return "windowTicker"
     return kind
 
 

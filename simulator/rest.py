@@ -11,7 +11,7 @@ from aiohttp import web
 
 from simulator import record
 from simulator.exchange import Exchange
-from simulator.market import INTERVAL_MS, TICKER_REST_NAMES
+from simulator.market import TICKER_REST_NAMES
 
 EXCHANGE: web.AppKey[Exchange] = web.AppKey("exchange", Exchange)
 
@@ -27,14 +27,14 @@ def _dumps(doc: Any) -> str:
     return orjson.dumps(doc).decode()
 
 
-def _record(request: web.Request, stream: str, value: Callable[[], Any]) -> None:
+def record_answer(request: web.Request, stream: str, value: Callable[[], Any]) -> None:
     """Keep what an answer said about ``stream``'s value, when the exchange records (``--record``)."""
     recorder = request.app[EXCHANGE].recorder
     if recorder is not None:
         recorder.answered(stream, value())
 
 
-def _parse_symbols(request: web.Request, exchange: Exchange) -> tuple[list[str] | None, web.Response | None]:
+def parse_symbols(request: web.Request, exchange: Exchange) -> tuple[list[str] | None, web.Response | None]:
     """The ``symbol`` / ``symbols`` parameters: (None, None) for all, or an error response."""
     one, many = request.query.get("symbol"), request.query.get("symbols")
     if one is not None and many is not None:
@@ -68,9 +68,14 @@ def weighed(weight_of: Callable[[web.Request], int]) -> Callable[[Handler], Hand
     def wrap(handler: Handler) -> Handler:
         async def inner(request: web.Request) -> web.StreamResponse:
             exchange = request.app[EXCHANGE]
-            exchange.rest_requests.append({"path": request.path_qs[:500], "at": time.time()})
+            weight = weight_of(request)
+            entry = {"path": request.path_qs[:500], "at": time.time(), "weight": weight}
+            exchange.rest_requests.append(entry)
             del exchange.rest_requests[:-500]
-            used = exchange.spend_weight(weight_of(request))
+            totals = exchange.rest_totals.setdefault(request.path, {"calls": 0, "weight": 0})
+            totals["calls"] += 1
+            totals["weight"] += weight
+            used = exchange.spend_weight(weight)
             fault = exchange.rest_429
             if fault["remaining"] > 0 or used > exchange.config.rest_weight_limit:
                 fault["remaining"] = max(0, fault["remaining"] - 1)
@@ -108,7 +113,7 @@ async def server_time(request: web.Request) -> web.StreamResponse:
 async def exchange_info(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/exchangeInfo`` (all symbols, TRADING or not, unless some are asked for)."""
     exchange = request.app[EXCHANGE]
-    names, problem = _parse_symbols(request, exchange)
+    names, problem = parse_symbols(request, exchange)
     if problem is not None:
         return problem
     return web.Response(
@@ -123,7 +128,7 @@ async def book_ticker(request: web.Request) -> web.StreamResponse:
 
     def render(name: str) -> dict[str, str]:
         book = market.book(name)
-        _record(request, f"{name.lower()}@bookTicker", book.payload)  # with its u: the same moment
+        record_answer(request, f"{name.lower()}@bookTicker", book.payload)  # with its u: the same moment
         return book.rest()
 
     return _one_or_many(request, render)
@@ -132,7 +137,7 @@ async def book_ticker(request: web.Request) -> web.StreamResponse:
 def _one_or_many(request: web.Request, render: Callable[[str], Any]) -> web.Response:
     """``symbol=``: one document; ``symbols=[...]``: a list; neither: every trading symbol's."""
     exchange = request.app[EXCHANGE]
-    names, problem = _parse_symbols(request, exchange)
+    names, problem = parse_symbols(request, exchange)
     if problem is not None:
         return problem
     if "symbol" in request.query and names:
@@ -164,19 +169,7 @@ async def trades(request: web.Request) -> web.StreamResponse:
         return parsed
     body = request.app[EXCHANGE].market.recent_trades(*parsed)
     if body:
-        _record(request, f"{parsed[0].lower()}@trade", lambda: record.trade_value(body[-1]))
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-
-@weighed(lambda r: 4)
-async def agg_trades(request: web.Request) -> web.StreamResponse:
-    """``GET /api/v3/aggTrades``: recent aggregate trades, oldest first."""
-    parsed = _recent(request)
-    if isinstance(parsed, web.Response):
-        return parsed
-    body = request.app[EXCHANGE].market.recent_agg_trades(*parsed)
-    if body:
-        _record(request, f"{parsed[0].lower()}@aggTrade", lambda: body[-1])
+        record_answer(request, f"{parsed[0].lower()}@trade", lambda: record.trade_value(body[-1]))
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
@@ -184,7 +177,7 @@ def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def _one_symbol(request: web.Request) -> str | web.Response:
+def one_symbol(request: web.Request) -> str | web.Response:
     symbol = request.query.get("symbol")
     if not symbol:
         return binance_error(
@@ -196,41 +189,27 @@ def _one_symbol(request: web.Request) -> str | web.Response:
 
 
 @weighed(lambda r: 2)
-async def klines(request: web.Request) -> web.StreamResponse:
-    """``GET /api/v3/klines`` (the current candle only: Transmute asks with limit=1)."""
-    symbol = _one_symbol(request)
-    if isinstance(symbol, web.Response):
-        return symbol
-    interval = request.query.get("interval", "")
-    if interval not in INTERVAL_MS:
-        return binance_error(400, -1120, "Invalid interval.")
-    rows = request.app[EXCHANGE].market.klines_rest(symbol, interval)
-    _record(request, f"{symbol.lower()}@kline_{interval}", lambda: record.kline_value(rows[-1]))
-    return _json(rows)
-
-
-@weighed(lambda r: 2)
 async def avg_price(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/avgPrice``."""
-    symbol = _one_symbol(request)
+    symbol = one_symbol(request)
     if isinstance(symbol, web.Response):
         return symbol
     doc = request.app[EXCHANGE].market.avg_price_rest(symbol)
-    _record(request, f"{symbol.lower()}@avgPrice", lambda: record.avg_price_value(doc))
+    record_answer(request, f"{symbol.lower()}@avgPrice", lambda: record.avg_price_value(doc))
     return _json(doc)
 
 
 @weighed(lambda r: 5)
 async def depth(request: web.Request) -> web.StreamResponse:
     """``GET /api/v3/depth`` (up to 100 levels)."""
-    symbol = _one_symbol(request)
+    symbol = one_symbol(request)
     if isinstance(symbol, web.Response):
         return symbol
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         return binance_error(400, -1130, "Data sent for parameter 'limit' is not valid.")
     body = request.app[EXCHANGE].market.depth_payload(symbol, int(raw))
-    _record(request, f"{symbol.lower()}@depth", lambda: body)  # the partial book streams' shape
+    record_answer(request, f"{symbol.lower()}@depth", lambda: body)  # the partial book streams' shape
     return web.Response(body=body, content_type="application/json")
 
 
@@ -241,7 +220,7 @@ async def ticker_24hr(request: web.Request) -> web.StreamResponse:
 
     def render(name: str) -> dict[str, Any]:
         doc = market.ticker_rest(name)
-        _record(request, f"{name.lower()}@ticker", lambda: record.ticker_value(doc, TICKER_REST_NAMES))
+        record_answer(request, f"{name.lower()}@ticker", lambda: record.ticker_value(doc, TICKER_REST_NAMES))
         return doc
 
     return _one_or_many(request, render)
@@ -254,8 +233,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v3/exchangeInfo", exchange_info)
     app.router.add_get("/api/v3/ticker/bookTicker", book_ticker)
     app.router.add_get("/api/v3/trades", trades)
-    app.router.add_get("/api/v3/aggTrades", agg_trades)
-    app.router.add_get("/api/v3/klines", klines)
     app.router.add_get("/api/v3/avgPrice", avg_price)
     app.router.add_get("/api/v3/depth", depth)
     app.router.add_get("/api/v3/ticker/24hr", ticker_24hr)

@@ -58,11 +58,12 @@ ID_FIELD = {AGG_TRADE: "agg_trade_id", TRADE: "trade_id"}
 # Append a batch (ARGV: mode, kept, ttl_ms, then id, member pairs in ascending id) to a tail that
 # has no hole, so that it still has none: only the batch's first run of consecutive ids is taken,
 # and only if it overlaps the tail or touches either end. mode "reset": a run wholly newer than
-# the tail replaces it. Returns {the tail's newest id or -1, how many of the batch were taken}.
+# the tail replaces it. Returns {the tail's newest id or -1, how many of the batch were taken,
+# how many items the tail holds, its oldest id or -1}.
 APPEND_SCRIPT = """
 local key, mode, kept, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local n = (#ARGV - 3) / 2
-if n < 1 then return {-1, 0} end
+if n < 1 then return {-1, 0, 0, -1} end
 local function id(i) return tonumber(ARGV[2 + 2 * i]) end
 local lo, hi
 local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -77,7 +78,7 @@ if lo and (id(1) > hi + 1 or id(run) < lo - 1) then
     redis.call('DEL', key)
     lo = nil
   else
-    return {hi, 0}
+    return {hi, 0, redis.call('ZCARD', key), lo}
   end
 end
 for i = 1, run do
@@ -87,7 +88,8 @@ end
 redis.call('ZREMRANGEBYRANK', key, 0, -(kept + 1))
 redis.call('PEXPIRE', key, ttl)
 local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-return {tonumber(top[2]), run}
+local bottom = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+return {tonumber(top[2]), run, redis.call('ZCARD', key), tonumber(bottom[2])}
 """
 
 # Add older items (ARGV: max, ttl_ms, then id, member pairs in ascending id) to a backfilled set,
@@ -192,6 +194,7 @@ class TradeHistory(Worker):
         self._pending: dict[str, dict[int, bytes]] = {}  # tail key -> streamed items not appended yet
         self._top: dict[str, int] = {}  # tail key -> its newest id, as last seen
         self._series_locks: dict[str, threading.Lock] = {}
+        self._short: set[str] = set()  # tails started from the stream, asked to be filled
         self._backoff = Backoff(0.05, 2.0)
 
     # -- streamed items (reader threads) ----------------------------------------------
@@ -245,7 +248,7 @@ class TradeHistory(Worker):
         replies = pipe.execute()
         gaps: list[str] = []
         with self._lock:
-            for key, (newest, taken) in zip(batch, replies, strict=True):
+            for key, (newest, taken, count, oldest) in zip(batch, replies, strict=True):
                 self.appended += int(taken)
                 pending = self._pending.get(key, {})
                 top = int(newest)
@@ -253,9 +256,17 @@ class TradeHistory(Worker):
                     self._top[key] = top
                     for item_id in [i for i in pending if i <= top]:
                         del pending[item_id]
-                if pending and (top < 0 or min(pending) > top + 1):
+                # A tail the stream started (a first frame before the seed, Redis emptied) is
+                # filled with the last 1,000 once; the server waits for that rather than ask.
+                short = int(count) < TAIL_KEPT and int(oldest) > 0
+                gap = bool(pending) and (top < 0 or min(pending) > top + 1)
+                if gap or (short and key not in self._short):
                     gaps.append(key)
-                elif not pending:
+                if short:
+                    self._short.add(key)
+                else:
+                    self._short.discard(key)
+                if not pending:
                     self._pending.pop(key, None)
         if gaps:
             self._ask_catch_up(gaps)
@@ -299,15 +310,13 @@ class TradeHistory(Worker):
         """
         key = tail_key(series, symbol)
         with self._series_lock(key):
-            top = self._top.get(key)
-            if top is None:
-                top = self._read_top(key)
+            top, short = self._tail_state(key)
             with self._lock:
                 pending = self._pending.get(key) or {}
                 joined = top is not None and (not pending or min(pending) <= top + 1)
-            if joined and not seed:
+            if joined and not short and not seed:
                 return None
-            if top is not None:
+            if top is not None and not short:
                 page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(top)})
                 self._append_rest(key, "extend", page)
                 if len(page) < PAGE:  # it reaches the newest trade
@@ -329,7 +338,8 @@ class TradeHistory(Worker):
         if not page:
             return
         try:
-            top, taken = self._append(keys=[key], args=_append_args(mode, [item for item, _, _ in page]))
+            args = _append_args(mode, [item for item, _, _ in page])
+            top, taken, _, _ = self._append(keys=[key], args=args)
         except redis.RedisError as exc:
             logger.warning("trade history: %s not caught up (Redis: %s)", key, exc)
             return
@@ -339,12 +349,19 @@ class TradeHistory(Worker):
                 self._top[key] = int(top)
         self._wake.set()  # what streamed meanwhile may join now
 
-    def _read_top(self, key: str) -> int | None:
+    def _tail_state(self, key: str) -> tuple[int | None, bool]:
+        """The tail's newest id (None: no tail), and whether it holds fewer than it keeps."""
         try:
-            newest = self.client.zrange(key, -1, -1, withscores=True)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zrange(key, -1, -1, withscores=True)
+            pipe.zcard(key)
+            oldest, newest, count = pipe.execute()
         except redis.RedisError:
-            return None
-        return int(newest[0][1]) if newest else None
+            return None, True
+        if not newest:
+            return None, True
+        return int(newest[0][1]), count < TAIL_KEPT and int(oldest[0][1]) > 0
 
     def _series_lock(self, key: str) -> threading.Lock:
         with self._lock:

@@ -28,6 +28,7 @@ from contract.trade_history import (
     AGG_TRADE,
     AGG_TRADE_BY_TIME,
     RECORD_ID_PATTERN,
+    TAIL_KEPT,
     TIME_PATTERN,
     backfilled_key,
     tail_key,
@@ -38,7 +39,7 @@ RECENT, FROM_ID, BY_TIME = "recent", "from", "time"
 OK, STALE, WAIT, FETCH = "ok", "stale", "wait", "fetch"
 
 # KEYS: record, tail, backfilled. ARGV: mode, limit, fromId or startTime (or ''), endTime (or ''),
-# Lua pattern of an item's time, Lua pattern of the record's newest id.
+# Lua pattern of an item's time, Lua pattern of the record's newest id, the items a tail keeps.
 READ_SCRIPT = """
 local tail, older = KEYS[2], KEYS[3]
 local mode, limit = ARGV[1], tonumber(ARGV[2])
@@ -56,7 +57,8 @@ local function edge(key, rank)
   local r = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
   if r[2] then return tonumber(r[2]) end
 end
-local tail_hi, old_hi = edge(tail, -1), edge(older, -1)
+local tail_lo, tail_hi, old_hi = edge(tail, 0), edge(tail, -1), edge(older, -1)
+local kept = tonumber(ARGV[7])
 local top = tail_hi
 if old_hi and (not top or old_hi > top) then top = old_hi end
 -- Nothing newer than the tail exists: its stream vouches, and the tail has all it brought.
@@ -65,8 +67,15 @@ local function present()
   if vouched then return {'wait'} end
   return {'stale'}
 end
+-- A tail the stream started (before its seed, or after Redis lost it) is being filled by the
+-- messenger with the last ones it keeps: what it will hold is waited for, not asked for.
+local function filling(x)
+  return vouched and tail_lo and x < tail_lo and x > tail_hi - kept
+    and redis.call('ZCARD', tail) < kept
+end
 -- Id x is not held: a hole to fetch, the end of the answer (nil), or the present unknown.
 local function missing(x)
+  if filling(x) then return {'wait'} end
   if top and x <= top then return {'fetch', 'id', x} end
   if caught_up then return nil end
   return present()
@@ -136,13 +145,19 @@ if start then
     if caught_up then return {'ok'} end
     return present()
   end
-  if a > 0 and not held(a - 1) then return {'fetch', 'time', start} end
+  if a > 0 and not held(a - 1) then
+    if filling(a - 1) then return {'wait'} end
+    return {'fetch', 'time', start}
+  end
   return walk_up(a, stop)
 end
 -- Only an end: the last items at or before it.
 local c, b = first_at(stop + 1), nil
 if c then
-  if c > 0 and not held(c - 1) then return {'fetch', 'time', stop + 1} end
+  if c > 0 and not held(c - 1) then
+    if filling(c - 1) then return {'wait'} end
+    return {'fetch', 'time', stop + 1}
+  end
   b = c - 1
 else
   if not caught_up then return present() end
@@ -151,7 +166,7 @@ end
 if b < 0 then return {'ok'} end
 local a = math.max(0, b - limit + 1)
 local ids, items = collect(a, b)
-if #ids < b - a + 1 then return {'fetch', 'id', a} end
+if #ids < b - a + 1 then return missing(a) or {'fetch', 'id', a} end
 local out = {'ok'}
 for k = 1, #items do out[k + 1] = items[k] end
 return out
@@ -195,6 +210,7 @@ class TradeHistoryStore:
             "" if query.end_ms is None else query.end_ms,
             TIME_PATTERN[series],
             RECORD_ID_PATTERN[series],
+            TAIL_KEPT,
         ]
         keys = [snapshot_key(series, symbol), tail_key(series, symbol), backfilled_key(series, symbol)]
         try:

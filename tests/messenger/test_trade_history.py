@@ -60,12 +60,13 @@ def ids(client: redis.Redis, key: str) -> list[int]:
     return [int(score) for _, score in rows]
 
 
-def append(client: redis.Redis, mode: str, numbers: list[int]) -> list[int]:
+def append(client: redis.Redis, mode: str, numbers: list[int] | range) -> list[int]:
+    """Run the append script: [the tail's newest id, how many of the batch it took]."""
     args: list[Any] = [mode, TAIL_KEPT, 60_000]
     for n in numbers:
         args += [n, orjson.dumps(agg(n))]
     reply: list[int] = client.register_script(APPEND_SCRIPT)(keys=[TAIL], args=args)
-    return reply
+    return reply[:2]
 
 
 def test_the_tail_takes_only_what_joins_it_without_a_hole(any_redis: redis.Redis) -> None:
@@ -97,30 +98,46 @@ def test_streamed_items_are_appended_and_a_gap_asks_for_a_catch_up(
     fake_redis: redis.Redis, history: tuple[TradeHistory, Exchange]
 ) -> None:
     keeper, exchange = history
-    for n in (100, 101, 102):
+    append(fake_redis, "extend", range(1000, 2000))
+    for n in (2000, 2001, 2002):
         keeper.add(TAIL, streamed(n))
     keeper._flush()
-    assert ids(fake_redis, TAIL) == [100, 101, 102]
-    assert fake_redis.zrange(TAIL, 0, 0) == [orjson.dumps(agg(100))]  # Binance's REST shape exactly
-    for n in (110, 111):  # 103 to 109 were lost (a reconnect)
+    assert ids(fake_redis, TAIL) == list(range(1003, 2003))
+    assert fake_redis.zrange(TAIL, -1, -1) == [orjson.dumps(agg(2002))]  # Binance's REST shape exactly
+    for n in (2010, 2011):  # 2003 to 2009 were lost (a reconnect)
         keeper.add(TAIL, streamed(n))
     keeper._flush()
-    assert ids(fake_redis, TAIL) == [100, 101, 102]
-    assert fake_redis.zrange(BACKFILL_KEY, 0, -1) == [Backfill("aggtrade", "BTCUSDT", 103).member().encode()]
-    exchange.newest = 111
-    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 103))  # the backfill worker runs it
-    assert exchange.calls == [("/api/v3/aggTrades", {"symbol": "BTCUSDT", "fromId": "102", "limit": "1000"})]
+    assert ids(fake_redis, TAIL)[-1] == 2002
+    assert fake_redis.zrange(BACKFILL_KEY, 0, -1) == [Backfill("aggtrade", "BTCUSDT", 2003).member().encode()]
+    exchange.newest = 2011
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 2003))  # the backfill worker runs it
+    assert exchange.calls == [("/api/v3/aggTrades", {"symbol": "BTCUSDT", "fromId": "2002", "limit": "1000"})]
     keeper._flush()
-    assert ids(fake_redis, TAIL) == list(range(100, 112))
-    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 103))  # asked again: nothing is missing now
+    assert ids(fake_redis, TAIL) == list(range(1012, 2012))
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 2003))  # asked again: nothing is missing now
     assert len(exchange.calls) == 1
+
+
+def test_a_tail_the_stream_started_is_filled_once_with_the_last_thousand(
+    fake_redis: redis.Redis, history: tuple[TradeHistory, Exchange]
+) -> None:
+    keeper, exchange = history  # the exchange's newest is 5000
+    for n in (4999, 5000):  # a first frame beat the seed
+        keeper.add(TAIL, streamed(n))
+    keeper._flush()
+    keeper.add(TAIL, streamed(5001))
+    keeper._flush()
+    assert fake_redis.zrange(BACKFILL_KEY, 0, -1) == [b"aggtrade:BTCUSDT:5001"]  # asked once
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 5001))
+    assert exchange.calls == [("/api/v3/aggTrades", {"symbol": "BTCUSDT", "limit": "1000"})]
+    assert ids(fake_redis, TAIL) == list(range(4002, 5002))
 
 
 def test_a_seed_after_a_reconnect_fetches_only_what_was_missed(
     fake_redis: redis.Redis, history: tuple[TradeHistory, Exchange]
 ) -> None:
     keeper, exchange = history
-    append(fake_redis, "extend", list(range(4000, 4900)))
+    append(fake_redis, "extend", range(3900, 4900))
     order, fields = keeper.catch_up("aggtrade", "BTCUSDT", seed=True) or (None, {})
     assert (order, fields["agg_trade_id"], fields["price"]) == (5000, 5000, agg(5000)["p"])
     assert exchange.calls == [("/api/v3/aggTrades", {"symbol": "BTCUSDT", "fromId": "4899", "limit": "1000"})]
@@ -131,10 +148,10 @@ def test_more_missed_than_the_tail_keeps_starts_it_again_from_the_newest(
     fake_redis: redis.Redis, history: tuple[TradeHistory, Exchange]
 ) -> None:
     keeper, exchange = history
-    append(fake_redis, "extend", list(range(100, 200)))
+    append(fake_redis, "extend", range(1000, 2000))
     latest = keeper.catch_up("aggtrade", "BTCUSDT", seed=True)
     assert latest is not None and latest[0] == 5000
-    assert [c[1].get("fromId") for c in exchange.calls] == ["199", None]  # a full page, then the newest
+    assert [c[1].get("fromId") for c in exchange.calls] == ["1999", None]  # a full page, then the newest
     assert ids(fake_redis, TAIL) == list(range(4001, 5001))
 
 

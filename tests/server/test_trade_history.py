@@ -54,10 +54,10 @@ def got(answer: Any) -> list[int]:
 
 @pytest.fixture
 def kept(any_redis: redis.Redis) -> TradeHistoryStore:
-    """Trades 900 to 999 are the tail, 300 to 399 and 500 to 599 were fetched before; 999 streamed."""
-    keep(any_redis, tail_key("aggtrade", "BTCUSDT"), range(900, 1000))
+    """Trades 1000 to 1999 are the tail, 300 to 399 and 500 to 599 were fetched before; 1999 streamed."""
+    keep(any_redis, tail_key("aggtrade", "BTCUSDT"), range(1000, 2000))
     keep(any_redis, backfilled_key("aggtrade", "BTCUSDT"), [*range(300, 400), *range(500, 600)])
-    stream_at(any_redis, 999)
+    stream_at(any_redis, 1999)
     return TradeHistoryStore(any_redis)
 
 
@@ -69,17 +69,24 @@ def test_the_most_recent_while_vouched_for_and_caught_up(
     any_redis: redis.Redis, kept: TradeHistoryStore
 ) -> None:
     answer = read(kept, Query(RECENT, 50))
-    assert (answer.status, got(answer)) == (OK, list(range(950, 1000)))
-    assert answer.items[0] == orjson.dumps(agg(950))  # exactly what was stored
-    stream_at(any_redis, 1001)  # the stream is ahead of the tail: the newest is not held yet
+    assert (answer.status, got(answer)) == (OK, list(range(1950, 2000)))
+    assert answer.items[0] == orjson.dumps(agg(1950))  # exactly what was stored
+    assert got(read(kept, Query(RECENT, 1000))) == list(range(1000, 2000))
+    stream_at(any_redis, 2001)  # the stream is ahead of the tail: the newest is not held yet
     assert read(kept, Query(RECENT, 50)).status == WAIT
     lapse(any_redis)
     assert read(kept, Query(RECENT, 50)).status == STALE
 
 
-def test_the_recent_range_reaching_below_the_tail_asks_for_the_hole(kept: TradeHistoryStore) -> None:
-    answer = read(kept, Query(RECENT, 500))
-    assert (answer.status, answer.fetch) == (FETCH, Backfill("aggtrade", "BTCUSDT", 600))
+def test_a_tail_the_stream_started_is_waited_for_while_the_messenger_fills_it(
+    any_redis: redis.Redis, kept: TradeHistoryStore
+) -> None:
+    any_redis.zremrangebyscore(tail_key("aggtrade", "BTCUSDT"), 0, 1899)  # a first frame beat the seed
+    assert read(kept, Query(RECENT, 500)).status == WAIT
+    assert read(kept, Query(FROM_ID, 10, 1850)).status == WAIT
+    assert read(kept, Query(BY_TIME, 10, start_ms=at(1850))).status == WAIT
+    assert read(kept, Query(FROM_ID, 10, 700)).fetch == Backfill("aggtrade", "BTCUSDT", 700)  # older: asked
+    assert got(read(kept, Query(RECENT, 100))) == list(range(1900, 2000))
 
 
 def test_a_range_wholly_in_the_past_is_history_whatever_the_connection(
@@ -88,10 +95,10 @@ def test_a_range_wholly_in_the_past_is_history_whatever_the_connection(
     lapse(any_redis)
     for query, expected in [
         (Query(FROM_ID, 100, 300), range(300, 400)),
-        (Query(FROM_ID, 10, 950), range(950, 960)),
+        (Query(FROM_ID, 10, 1950), range(1950, 1960)),
         (Query(BY_TIME, 5, start_ms=at(320) - 3), range(320, 325)),
         (Query(BY_TIME, 1000, start_ms=at(320), end_ms=at(330)), range(320, 331)),
-        (Query(BY_TIME, 3, end_ms=at(960) + 5), range(958, 961)),
+        (Query(BY_TIME, 3, end_ms=at(1960) + 5), range(1958, 1961)),
     ]:
         answer = read(kept, query)
         assert (answer.status, got(answer)) == (OK, list(expected)), query
@@ -100,12 +107,12 @@ def test_a_range_wholly_in_the_past_is_history_whatever_the_connection(
 def test_a_range_that_runs_up_to_now_needs_the_stream(
     any_redis: redis.Redis, kept: TradeHistoryStore
 ) -> None:
-    answer = read(kept, Query(FROM_ID, 100, 990))
-    assert (answer.status, got(answer)) == (OK, list(range(990, 1000)))  # nothing newer exists
+    answer = read(kept, Query(FROM_ID, 100, 1990))
+    assert (answer.status, got(answer)) == (OK, list(range(1990, 2000)))  # nothing newer exists
     assert got(read(kept, Query(FROM_ID, 100, 5000))) == []  # Binance: [] past the newest
     assert got(read(kept, Query(BY_TIME, 100, start_ms=10**12))) == []
     lapse(any_redis)
-    assert read(kept, Query(FROM_ID, 100, 990)).status == STALE
+    assert read(kept, Query(FROM_ID, 100, 1990)).status == STALE
     assert read(kept, Query(BY_TIME, 100, start_ms=10**12)).status == STALE
     assert read(kept, Query(BY_TIME, 100, end_ms=10**12)).status == STALE
 
@@ -156,8 +163,8 @@ def test_nothing_kept_and_nothing_streamed_is_stale_then_the_tail_is_waited_for(
 def app(fake_redis: redis.Redis) -> Flask:
     fake_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "ETHBTC": "TRADING"})
     fake_redis.set(EXCHANGE_INFO_KEY, orjson.dumps({"symbols": []}))
-    keep(fake_redis, tail_key("aggtrade", "BTCUSDT"), range(900, 1000))
-    stream_at(fake_redis, 999)
+    keep(fake_redis, tail_key("aggtrade", "BTCUSDT"), range(1000, 2000))
+    stream_at(fake_redis, 1999)
     return create_app({"demand_wait_ms": 100}, client=fake_redis)
 
 
@@ -169,14 +176,13 @@ def client(app: Flask) -> FlaskClient:
 def test_agg_trades_in_binances_shape(client: FlaskClient) -> None:
     response = client.get("/api/v3/aggTrades?symbol=BTCUSDT&limit=3")
     assert response.status_code == 200
-    assert response.get_json() == [agg(n) for n in (997, 998, 999)]
+    assert response.get_json() == [agg(n) for n in (1997, 1998, 1999)]
     assert len(client.get("/api/v3/aggTrades?symbol=btc_usdt&limit=100").get_json()) == 100
-    assert client.get("/api/v3/aggTrades?symbol=BTCUSDT&fromId=995").get_json() == [
-        agg(n) for n in range(995, 1000)
-    ]
-    start, end = at(950), at(952)
+    from_id = client.get("/api/v3/aggTrades?symbol=BTCUSDT&fromId=1995").get_json()
+    assert from_id == [agg(n) for n in range(1995, 2000)]
+    start, end = at(1950), at(1952)
     by_time = client.get(f"/api/v3/aggTrades?symbol=BTCUSDT&startTime={start}&endTime={end}").get_json()
-    assert by_time == [agg(n) for n in (950, 951, 952)]
+    assert by_time == [agg(n) for n in (1950, 1951, 1952)]
 
 
 def test_an_older_range_is_asked_of_the_messenger_and_answered_503_if_it_does_not_come(

@@ -8,11 +8,11 @@ asked for: the missing items are fetched over REST from the last one held (``fro
 up to 1,000; only when more than that was missed is the tail started again from the exchange's last
 1,000, since the tail keeps no more than that anyway. The seeder catches up the same way when a
 stream is (re)subscribed, so a reconnect costs weight in proportion to what was missed, never the
-whole list again.
+whole list again. A tail the stream started on its own (a first frame before the seed, or Redis
+emptied) is filled once with the exchange's last 1,000.
 
-Older ranges are fetched on the server's request (messenger.backfill calls ``backfill``) into the
-series' backfilled set, up to TRADE_HISTORY_MAX items, evicting those farthest from what was just
-fetched.
+Older ranges are fetched on the server's request (messenger.backfill calls ``backfill``), by
+messenger.older_trades.
 """
 
 from __future__ import annotations
@@ -21,28 +21,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-import orjson
 import redis
 
 from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
 from contract.keys import RECORD_TTL_MS
 from contract.trade_history import (
-    AGG_TRADE,
     AGG_TRADE_BY_TIME,
-    BACKFILLED_TTL_MS,
     PAGE,
     TAIL_KEPT,
-    TRADE,
-    backfilled_key,
     parse_tail_key,
     tail_key,
 )
 from messenger.backoff import Backoff
-from messenger.binance import Fields, MalformedFrame, Order, agg_trade_from_rest, trade_from_rest
-from messenger.rest import BinanceRest, RestError
+from messenger.binance import Fields, Order
+from messenger.older_trades import OlderTrades
+from messenger.rest import BinanceRest
+from messenger.trade_items import FROM_ID_PATH, ID_FIELD, RECENT_PATH, Item, fetch_page, member
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -50,10 +46,6 @@ logger = logging.getLogger(__name__)
 # Quiet tails of carried streams are renewed this often (their TTL is RECORD_TTL_MS).
 RENEW_S = RECORD_TTL_MS / 3000
 WAKE_S = 1.0
-# REST: the recent list, and the list from an id (Binance: weight 4 and 25 a call, any limit).
-RECENT_PATH = {AGG_TRADE: "/api/v3/aggTrades", TRADE: "/api/v3/trades"}
-FROM_ID_PATH = {AGG_TRADE: "/api/v3/aggTrades", TRADE: "/api/v3/historicalTrades"}
-ID_FIELD = {AGG_TRADE: "agg_trade_id", TRADE: "trade_id"}
 
 # Append a batch (ARGV: mode, kept, ttl_ms, then id, member pairs in ascending id) to a tail that
 # has no hole, so that it still has none: only the batch's first run of consecutive ids is taken,
@@ -92,82 +84,6 @@ local bottom = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return {tonumber(top[2]), run, redis.call('ZCARD', key), tonumber(bottom[2])}
 """
 
-# Add older items (ARGV: max, ttl_ms, then id, member pairs in ascending id) to a backfilled set,
-# each id once; past ``max`` items, evict from whichever end lies farther from what was added.
-STORE_SCRIPT = """
-local key, max, ttl = KEYS[1], tonumber(ARGV[1]), ARGV[2]
-local n = (#ARGV - 2) / 2
-if n < 1 then return 0 end
-for i = 1, n do
-  local x = ARGV[1 + 2 * i]
-  if redis.call('ZCOUNT', key, x, x) == 0 then redis.call('ZADD', key, x, ARGV[2 + 2 * i]) end
-end
-local lo, hi = tonumber(ARGV[3]), tonumber(ARGV[1 + 2 * n])
-local over = redis.call('ZCARD', key) - max
-while over > 0 do
-  local below = redis.call('ZCOUNT', key, '-inf', '(' .. lo)
-  local above = redis.call('ZCOUNT', key, '(' .. hi, '+inf')
-  local low = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-  local high = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-  local take
-  if below > 0 and (above == 0 or lo - low >= high - hi) then
-    take = math.min(over, below)
-    redis.call('ZREMRANGEBYRANK', key, 0, take - 1)
-  elseif above > 0 then
-    take = math.min(over, above)
-    redis.call('ZREMRANGEBYRANK', key, -take, -1)
-  else
-    take = over
-    redis.call('ZREMRANGEBYRANK', key, 0, take - 1)
-  end
-  over = over - take
-end
-redis.call('PEXPIRE', key, ttl)
-return n
-"""
-
-Item = tuple[int, bytes]  # (id, member: the item in Binance's REST shape)
-
-
-def member(series: str, fields: Fields) -> bytes:
-    """An item as Binance's REST API answers it: what the tail holds and the server serves."""
-    if series == AGG_TRADE:
-        return orjson.dumps({
-            "a": fields["agg_trade_id"], "p": fields["price"], "q": fields["quantity"],
-            "f": fields["first_trade_id"], "l": fields["last_trade_id"], "T": fields["trade_time"],
-            "m": fields["is_buyer_maker"], "M": True,
-        })  # fmt: skip
-    quote = fields.get("quote_quantity") or quote_quantity(fields["price"], fields["quantity"])
-    return orjson.dumps({
-        "id": fields["trade_id"], "price": fields["price"], "qty": fields["quantity"], "quoteQty": quote,
-        "time": fields["trade_time"], "isBuyerMaker": fields["is_buyer_maker"], "isBestMatch": True,
-    })  # fmt: skip
-
-
-def quote_quantity(price: str, quantity: str) -> str:
-    """price x quantity in 8 decimals (the stream does not carry it; REST's own is kept as sent)."""
-    return f"{(Decimal(price) * Decimal(quantity)).quantize(Decimal('1e-8'), rounding=ROUND_DOWN):f}"
-
-
-def parse_rest(series: str, entries: Any, symbol: str) -> list[tuple[Item, Order, Fields]]:
-    """REST items, oldest first, as (item, order, record fields); MalformedFrame if one is not."""
-    if not isinstance(entries, list):
-        raise MalformedFrame(f"{series} answer is not a list")
-    out = []
-    for entry in entries:
-        if series == AGG_TRADE:
-            order, fields = agg_trade_from_rest(entry, symbol)
-        else:
-            order, fields = trade_from_rest(entry, symbol)
-            if isinstance(entry.get("quoteQty"), str):
-                fields = {**fields, "quote_quantity": entry["quoteQty"]}
-        out.append(((order, member(series, fields)), order, _record_fields(fields)))
-    return out
-
-
-def _record_fields(fields: Fields) -> Fields:
-    return {k: v for k, v in fields.items() if k != "quote_quantity"}
-
 
 class TradeHistory(Worker):
     """Appends streamed items to tails, catches tails up over REST, and fetches older ranges."""
@@ -182,13 +98,12 @@ class TradeHistory(Worker):
         super().__init__("trade-history")
         self.client = client
         self.rest = rest
-        self.history_max = history_max
         self.carried = carried  # the tail keys of the streams carried now, for their TTL
         self.appended = 0
         self.gaps = 0
         self.errors = 0
+        self.older = OlderTrades(client, rest, history_max)
         self._append = client.register_script(APPEND_SCRIPT)
-        self._store = client.register_script(STORE_SCRIPT)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending: dict[str, dict[int, bytes]] = {}  # tail key -> streamed items not appended yet
@@ -317,22 +232,13 @@ class TradeHistory(Worker):
             if joined and not short and not seed:
                 return None
             if top is not None and not short:
-                page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(top)})
+                page = fetch_page(self.rest, series, FROM_ID_PATH[series], symbol, {"fromId": str(top)})
                 self._append_rest(key, "extend", page)
                 if len(page) < PAGE:  # it reaches the newest trade
                     return (page[-1][1], page[-1][2]) if page else None
-            page = self._get(series, RECENT_PATH[series], symbol, {})
+            page = fetch_page(self.rest, series, RECENT_PATH[series], symbol, {})
             self._append_rest(key, "reset", page)
             return (page[-1][1], page[-1][2]) if page else None
-
-    def _get(
-        self, series: str, path: str, symbol: str, params: dict[str, str]
-    ) -> list[tuple[Item, Order, Fields]]:
-        body = self.rest.get(path, {"symbol": symbol, **params, "limit": str(PAGE)})
-        try:
-            return parse_rest(series, body, symbol)
-        except MalformedFrame as exc:
-            raise RestError(f"unexpected answer ({exc})", self.rest.base_url + path) from None
 
     def _append_rest(self, key: str, mode: str, page: list[tuple[Item, Order, Fields]]) -> None:
         if not page:
@@ -371,48 +277,15 @@ class TradeHistory(Worker):
 
     def backfill(self, request: Backfill) -> None:
         """Hold what ``request`` asks for (contract.trade_history); raises RestError to retry."""
-        symbol = request.symbol
         if request.series == AGG_TRADE_BY_TIME:
-            self._backfill_time(symbol, request.reach)
+            self.older.fetch_time(request.symbol, request.reach)
             return
-        series = request.series
-        key = tail_key(series, symbol)
-        tail = self.client.zrange(key, 0, 0, withscores=True)
+        tail = self.client.zrange(tail_key(request.series, request.symbol), 0, 0, withscores=True)
         lowest = int(tail[0][1]) if tail else None
         if lowest is not None and request.reach >= lowest:
-            self.catch_up(series, symbol)  # a gap after the tail: the messenger's own request
+            self.catch_up(request.series, request.symbol)  # after the tail: the messenger's own request
             return
-        end = request.reach + PAGE - 1 if lowest is None else min(request.reach + PAGE - 1, lowest - 1)
-        older = backfilled_key(series, symbol)
-        rows: Any = self.client.zrangebyscore(older, request.reach, end, withscores=True)
-        held = {int(score) for _, score in rows}
-        start = next((i for i in range(request.reach, end + 1) if i not in held), None)
-        if start is None:
-            return  # another request's fetch brought it
-        page = self._get(series, FROM_ID_PATH[series], symbol, {"fromId": str(start)})
-        # All of the page is kept (up to the tail): the next range asked for is often the next page.
-        self._store_items(series, symbol, [item for item, _, _ in page if lowest is None or item[0] < lowest])
-
-    def _backfill_time(self, symbol: str, at_ms: int) -> None:
-        """The PAGE aggregate trades from ``at_ms`` on, and the PAGE before the first of them."""
-        after = self._get(AGG_TRADE, RECENT_PATH[AGG_TRADE], symbol, {"startTime": str(at_ms)})
-        items = [item for item, _, _ in after]
-        if after and after[0][0][0] > 0:
-            first = after[0][0][0]
-            before = self._get(
-                AGG_TRADE, FROM_ID_PATH[AGG_TRADE], symbol, {"fromId": str(max(0, first - PAGE))}
-            )
-            items = [item for item, _, _ in before if item[0] < first] + items
-        self._store_items(AGG_TRADE, symbol, items)
-
-    def _store_items(self, series: str, symbol: str, items: list[Item]) -> None:
-        if not items:
-            return
-        args: list[Any] = [self.history_max, BACKFILLED_TTL_MS]
-        for item_id, body in items:
-            args += [item_id, body]
-        self._store(keys=[backfilled_key(series, symbol)], args=args)
-        logger.info("trade history: %s %s ids %d to %d fetched", symbol, series, items[0][0], items[-1][0])
+        self.older.fetch_ids(request.series, request.symbol, request.reach, lowest)
 
 
 def _append_args(mode: str, items: list[Item]) -> list[Any]:

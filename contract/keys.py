@@ -14,6 +14,7 @@
 | ``transmute:symbols`` | hash | messenger | symbol -> status (TRADING, BREAK, ...) from exchangeInfo |
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
 | ``transmute:demand`` | sorted set | server | ``<kind>:<SYMBOL>`` scored by its last request (epoch ms) |
+| ``transmute:demand`` | sorted set | server | ``<kind>:*``: every trading symbol of a kind (MARKET_KINDS) |
 | ``transmute:demand`` | channel | server | a demand was registered: look now |
 | ``transmute:client:<address>`` | hash, TTL | server | a client's budget of new on-demand streams |
 """
@@ -38,6 +39,8 @@ SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"
 DEMAND_KEY = "transmute:demand"
 DEMAND_CHANNEL = "transmute:demand"
+# The symbol of a DEMAND_KEY member that asks for every trading symbol of its kind.
+ALL_SYMBOLS = "*"
 # A token bucket per client address (tokens, when last counted), for new on-demand streams.
 CLIENT_BUDGET_KEY_TEMPLATE = "transmute:client:{address}"
 
@@ -61,8 +64,16 @@ def demand_member(kind: str, symbol: str) -> str:
     return f"{kind}:{symbol}"
 
 
+def market_demand_member(kind: str) -> str:
+    """The member of DEMAND_KEY for every trading symbol of a kind (its key segment): ``ticker:*``.
+
+    The messenger expands it over the symbols trading now, following listings as they change.
+    """
+    return demand_member(kind, ALL_SYMBOLS)
+
+
 def parse_demand_member(member: str) -> tuple[str, str] | None:
-    """(kind, SYMBOL) of a DEMAND_KEY member, or None if it is not one."""
+    """(kind, SYMBOL) of a DEMAND_KEY member, or None if it is not one (SYMBOL may be ALL_SYMBOLS)."""
     kind, sep, symbol = member.partition(":")
     if not sep or not kind or not symbol:
         return None

@@ -108,6 +108,18 @@ SCHEMAS: Doc = {
         "required": ["symbol", "lastPrice", "openPrice"],
         "additionalProperties": True,
     },
+    "BinanceRollingTicker": {
+        "type": "object",
+        "required": ["symbol", "openPrice", "lastPrice", "openTime", "closeTime", "count"],
+        "additionalProperties": True,
+    },
+    "BinanceSystemStatus": _obj(
+        ["status", "msg"],
+        {
+            "status": {"type": "integer", "enum": [0, 1]},
+            "msg": {"type": "string", "enum": ["normal", "system maintenance"]},
+        },
+    ),
     "BinanceAvgPrice": _obj(
         ["mins", "price", "closeTime"], {"mins": INTEGER, "price": PRICE, "closeTime": INTEGER}
     ),
@@ -227,6 +239,15 @@ def _snapshot(path_params: list[Doc], schema: Doc, summary: str) -> Doc:
     return {"post": post, **_not_post(path_params)}
 
 
+# Every Binance-shaped answer says what it cost of the client's Binance weight: nothing.
+USED_WEIGHT = {
+    "X-MBX-USED-WEIGHT-1M": {
+        "description": "Binance's used request weight of the minute: always 0 (answered from Redis)",
+        "schema": {"type": "string", "enum": ["0"]},
+    }
+}
+
+
 def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -> Doc:
     body = {"oneOf": [schema, {"type": "array", "items": schema}]} if many else schema
     return {
@@ -234,20 +255,21 @@ def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -
             "summary": summary,
             "parameters": params,
             "responses": {
-                "200": _json(body, "Binance's shape"),
+                "200": _json(body, "Binance's shape", USED_WEIGHT),
                 "400": _json(
                     _ref("BinanceError"),
                     "Invalid symbol (-1121) or parameter (-1023, -1100, -1101, -1102, -1128, -1130, -1139)",
+                    USED_WEIGHT,
                 ),
                 "429": _json(
                     _ref("BinanceError"),
                     "It would start streams beyond the limits of streaming on demand (-1003)",
-                    RETRY_AFTER,
+                    {**RETRY_AFTER, **USED_WEIGHT},
                 ),
                 "503": _json(
                     _ref("BinanceError"),
-                    "No value can be vouched for now (-1001); never an old one",
-                    RETRY_AFTER,
+                    "No value can be vouched for now (-1001); never an old one, never a partial list",
+                    {**RETRY_AFTER, **USED_WEIGHT},
                 ),
             },
         }
@@ -333,15 +355,41 @@ PATHS: Doc = {
         "Symbols and rules, as Binance last sent them", _ref("BinanceExchangeInfo"), [ONE, MANY]
     ),
     "/api/v3/ticker/bookTicker": _binance(
-        "Best bid and ask (none: every symbol streamed)", _ref("BinanceBookTicker"), [ONE, MANY], many=True
+        "Best bid and ask (neither symbol nor symbols: every trading symbol, whole or 503)",
+        _ref("BinanceBookTicker"),
+        [ONE, MANY],
+        many=True,
     ),
-    "/api/v3/ticker/price": _binance("Last price", _ref("BinancePrice"), [ONE, MANY], many=True),
+    "/api/v3/ticker/price": _binance(
+        "Last price (neither symbol nor symbols: every trading symbol, whole or 503)",
+        _ref("BinancePrice"),
+        [ONE, MANY],
+        many=True,
+    ),
     "/api/v3/ticker/24hr": _binance(
-        "Rolling 24 h statistics",
+        "Rolling 24 h statistics (neither symbol nor symbols: every trading symbol, whole or 503)",
         _ref("Binance24hr"),
         [ONE, MANY, _query("type", "FULL (default) or MINI")],
         many=True,
     ),
+    "/api/v3/ticker": _binance(
+        "Rolling-window statistics over 1h, 4h or 1d (other windows Binance accepts: 400 -1130)",
+        _ref("BinanceRollingTicker"),
+        [
+            ONE,
+            MANY,
+            _query("windowSize", "1h, 4h or 1d (default 1d)"),
+            _query("type", "FULL (default) or MINI"),
+        ],
+        many=True,
+    ),
+    "/sapi/v1/system/status": {
+        "get": {
+            "summary": "0 normal while connected to Binance, else 1 system maintenance (always HTTP 200)",
+            "parameters": [],
+            "responses": {"200": _json(_ref("BinanceSystemStatus"), "Binance's shape", USED_WEIGHT)},
+        }
+    },
     "/api/v3/avgPrice": _binance("Average price", _ref("BinanceAvgPrice"), [REQUIRED]),
     "/api/v3/depth": _binance(
         "Top of the order book (up to 20 levels)",
@@ -416,7 +464,7 @@ TAGS = [
 
 
 def _tag(path: str) -> str:
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/sapi/")):
         return BINANCE
     return OURS if path.startswith(("/snapshot", "/stream")) else OPERATING
 

@@ -27,7 +27,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=414, text="URI Too Long")
     if request.path.startswith("/stream"):
         combined = True
-        names = [n for n in request.query.get("streams", "").split("/") if n]
+        # A raw "+" (kline_1d@+08:00) reads as a space in a query string: it can only mean "+".
+        names = [n.replace(" ", "+") for n in request.query.get("streams", "").split("/") if n]
     else:
         combined = False
         names = [n for n in request.match_info.get("streams", "").split("/") if n]

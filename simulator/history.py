@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,13 +32,17 @@ from simulator.stats import Stats, combine, of_trades
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 HISTORY_DAYS = 35
-HOURS_CACHED = 24
+HOURS_KEPT = 256  # hours of trades kept made, across all symbols (about 30 KB each)
 
 _M64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 # (period, amplitude of the log price) of each layer of the path; finer moves are a per-order jitter.
 _OCTAVES = ((7 * DAY_MS, 0.06), (DAY_MS, 0.025), (4 * HOUR_MS, 0.012), (HOUR_MS, 0.006), (900_000, 0.003))
 _JITTER = 0.0015
+
+
+_made: OrderedDict[tuple[int, int], Hour] = OrderedDict()  # (history serial, hour) -> its trades
+_serials = itertools.count()
 
 
 def _mix(x: int) -> int:
@@ -122,7 +127,7 @@ class History:
         self._counts_salt, self._hour_salt = _at(key, 1), _at(key, 2)
         self.first_hour = (t0 - HISTORY_DAYS * DAY_MS) // HOUR_MS
         self.last_hour = (t0 - 1) // HOUR_MS
-        self._hours: OrderedDict[int, Hour] = OrderedDict()
+        self._serial = next(_serials)
         self._hour_stats: dict[int, Stats | None] = {}
         self._day_stats: dict[int, Stats | None] = {}
         trades, aggs = [0], [0]
@@ -178,15 +183,15 @@ class History:
 
     def hour(self, h: int) -> Hour:
         """The trades of hour ``h`` (epoch ms // 3,600,000), within the history's hours."""
-        made = self._hours.get(h)
+        made = _made.get((self._serial, h))
         if made is None:
             k = h - self.first_hour
             made = self._make(h, self.first_id + self._cum_trades[k], self.first_agg + self._cum_aggs[k])
-            self._hours[h] = made
-            if len(self._hours) > HOURS_CACHED:
-                self._hours.popitem(last=False)
+            _made[self._serial, h] = made
+            if len(_made) > HOURS_KEPT:
+                _made.popitem(last=False)
         else:
-            self._hours.move_to_end(h)
+            _made.move_to_end((self._serial, h))
         return made
 
     # -- totals over time -------------------------------------------------------------

@@ -172,29 +172,27 @@ class Tape:
         return combine((past, live))
 
     def _live_stats(self, a: int, b: int) -> Stats | None:
+        """Live trades in [a, b): whole minutes from their running totals, the partial minutes at
+        either end trade by trade (or from the running total too, when they hold all of it)."""
         times = self._times
         lo, hi = bisect.bisect_left(times, a), bisect.bisect_left(times, b)
         if lo >= hi:
             return None
-        first_minute, last_minute = -(-a // MINUTE_MS), b // MINUTE_MS  # whole minutes in [a, b)
+        first_minute, last_minute = -(-a // MINUTE_MS), b // MINUTE_MS  # whole minutes: [first, last)
         if first_minute >= last_minute:
             return self._span(lo, hi)
-        cut_a, cut_b = (
-            bisect.bisect_left(times, first_minute * MINUTE_MS),
-            bisect.bisect_left(times, last_minute * MINUTE_MS),
-        )
-        # A partial minute that holds all of its minute's trades is that minute's running total.
-        if lo in (cut_a, 0) or times[lo - 1] < (first_minute - 1) * MINUTE_MS:
-            head = self._minute_stats.get(first_minute - 1) if lo < cut_a else None
-        else:
-            head = self._span(lo, cut_a)
-        tail = self._minute_stats.get(last_minute) if hi == len(times) else self._span(cut_b, hi)
-        if cut_b >= hi:
-            tail = None
+        cut_a = bisect.bisect_left(times, first_minute * MINUTE_MS)  # head: [lo, cut_a)
+        cut_b = bisect.bisect_left(times, last_minute * MINUTE_MS)  # tail: [cut_b, hi)
+        head = tail = None
+        if lo < cut_a:
+            whole = lo == 0 or times[lo - 1] < (first_minute - 1) * MINUTE_MS
+            head = self._minute_stats[first_minute - 1] if whole else self._span(lo, cut_a)
+        if cut_b < hi:
+            tail = self._minute_stats[last_minute] if hi == len(times) else self._span(cut_b, hi)
         minutes = self._minutes
         i, j = bisect.bisect_left(minutes, first_minute), bisect.bisect_left(minutes, last_minute)
-        middle = (self._minute_stats[m] for m in minutes[i:j])
-        return combine((head, combine(middle), tail))
+        middle = combine(self._minute_stats[m] for m in minutes[i:j])
+        return combine((head, middle, tail))
 
     def _span(self, lo: int, hi: int) -> Stats | None:
         return of_trades(self.live_first_id + lo, self._prices, self._qtys, self._makers, lo, hi)

@@ -138,6 +138,7 @@ class Backfills(Worker):
 
     def _run(self, handler: Handler, request: Backfill, member: str) -> bool:
         """Run one request; True if done (and removed)."""
+        started = time.monotonic()
         try:
             handler(request)
         except RateLimited as exc:
@@ -162,6 +163,7 @@ class Backfills(Worker):
         self.client.zrem(BACKFILL_KEY, member)
         self._forget(member)
         self.done += 1
+        logger.info("backfill: %s done in %.0f ms", member, (time.monotonic() - started) * 1000)
         return True
 
     def _handler(self, series: str) -> Handler | None:

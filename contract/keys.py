@@ -4,7 +4,9 @@
 |---|---|---|---|
 | ``transmute:<kind>:<symbol>`` | string, TTL | messenger | the latest record (contract.records) |
 | ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
-| ``transmute:trades:<symbol>`` | list, TTL | messenger | the most recent trades, oldest first |
+| ``transmute:history:<series>:<symbol>`` | sorted set, TTL | messenger | kept trades (trade_history) |
+| ``transmute:backfilled:<series>:<symbol>`` | sorted set, TTL | messenger | older trades fetched on request |
+| ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 # One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt (contract.kinds.key_kind).
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
-RECENT_TRADES_KEY_TEMPLATE = "transmute:trades:{symbol}"
-RECENT_TRADES_KEPT = 1000
 # A live connection of one messenger run (an id of its own per start): written while the
 # connection is heard from, with SNAPSHOT_TTL_MS. A record names the one that vouches for it
 # (contract.records.VOUCHER) and is served only while that key exists.
@@ -57,11 +57,6 @@ def snapshot_key(kind: str, symbol: str) -> str:
 def voucher_key(messenger: str, connection: int) -> str:
     """Key of one live connection's liveness: ``transmute:voucher:5f3a9c1e:3``."""
     return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection=connection)
-
-
-def recent_trades_key(symbol: str) -> str:
-    """Key of the list of a symbol's most recent trades."""
-    return RECENT_TRADES_KEY_TEMPLATE.format(symbol=symbol.lower())
 
 
 def demand_member(kind: str, symbol: str) -> str:

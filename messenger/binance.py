@@ -32,7 +32,7 @@ class StreamKind:
     name: str  # Binance's name of the kind: "bookTicker", "depth5", "kline_1m"
     suffix: str  # what follows "<symbol>@" in the stream name: "depth5@100ms"
     parse: Parser
-    history: bool = False  # keep a bounded list of recent items (trades)
+    history: bool = False  # keep a list of its items (trades: messenger.trade_history)
     candles: bool = False  # closed candles are kept too (messenger.kline_history)
 
     @property
@@ -341,7 +341,7 @@ KINDS: dict[str, StreamKind] = {
     for kind in (
         BOOK_TICKER,
         TRADE,
-        StreamKind("aggTrade", "aggTrade", parse_agg_trade),
+        StreamKind("aggTrade", "aggTrade", parse_agg_trade, history=True),
         StreamKind("miniTicker", "miniTicker", parse_mini_ticker),
         StreamKind("ticker", "ticker", parse_ticker),
         *(StreamKind(f"ticker_{w}", f"ticker_{w}", parse_rolling_ticker) for w in kinds.ROLLING_WINDOWS),

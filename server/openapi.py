@@ -143,6 +143,19 @@ SCHEMAS: Doc = {
             "isBestMatch": {"type": "boolean"},
         },
     ),
+    "BinanceAggTrade": _obj(
+        ["a", "p", "q", "f", "l", "T", "m", "M"],
+        {
+            "a": INTEGER,
+            "p": PRICE,
+            "q": PRICE,
+            "f": INTEGER,
+            "l": INTEGER,
+            "T": INTEGER,
+            "m": {"type": "boolean"},
+            "M": {"type": "boolean"},
+        },
+    ),
     "BinanceExchangeInfo": {
         "type": "object",
         "required": ["timezone", "serverTime", "symbols"],
@@ -250,7 +263,7 @@ def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -
                 "200": _json(body, "Binance's shape", USED_WEIGHT),
                 "400": _json(
                     _ref("BinanceError"),
-                    "Invalid symbol (-1121) or parameter (-1100, -1101, -1102, -1128, -1130, -1139)",
+                    "Invalid symbol (-1121) or parameter (-1023, -1100, -1101, -1102, -1128, -1130, -1139)",
                     USED_WEIGHT,
                 ),
                 "429": _json(
@@ -414,6 +427,26 @@ PATHS: Doc = {
         )
         for path in ("/api/v3/klines", "/api/v3/uiKlines")
     },
+    "/api/v3/historicalTrades": _binance(
+        "Trades from an id on (default: the most recent), oldest first; older ones fetched once",
+        {"type": "array", "items": _ref("BinanceTrade")},
+        [
+            REQUIRED,
+            _query("fromId", "The first trade id", INTEGER),
+            _query("limit", "1 to 1000 (default 500)", INTEGER),
+        ],
+    ),
+    "/api/v3/aggTrades": _binance(
+        "Aggregate trades: the most recent, from an id, or by time (fromId with a time: -1128)",
+        {"type": "array", "items": _ref("BinanceAggTrade")},
+        [
+            REQUIRED,
+            _query("fromId", "The first aggregate trade id", INTEGER),
+            _query("startTime", "From this time on (ms, inclusive): the first limit", INTEGER),
+            _query("endTime", "Up to this time (ms, inclusive); alone: the last limit", INTEGER),
+            _query("limit", "1 to 1000 (default 500)", INTEGER),
+        ],
+    ),
     "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
     "/readyz": {
         "get": {

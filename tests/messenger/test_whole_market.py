@@ -130,6 +130,6 @@ def test_rolling_windows_are_seeded_100_symbols_a_call_with_their_window() -> No
     assert set(seeds) == set(symbols)
     asked = [(p, params["windowSize"], len(orjson.loads(params["symbols"]))) for p, params in rest.calls]
     assert asked == [("/api/v3/ticker", "4h", n) for n in (100, 100, 50)]
-    order, fields, items = seeds["S007USDT"]
-    assert (order, fields["symbol"], fields["close"], items) == (None, "S007USDT", "1.00000000", None)
+    order, fields = seeds["S007USDT"]
+    assert (order, fields["symbol"], fields["close"]) == (None, "S007USDT", "1.00000000")
     assert route_for("S007USDT", KINDS["ticker_4h"]).key == "transmute:ticker_4h:s007usdt"

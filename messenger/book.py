@@ -35,6 +35,10 @@ class Voucher(Protocol):
     last_heard: float  # time.monotonic() of the last frame of any kind from the exchange
 
 
+# Closed candles kept for publication while their key cannot be written (its connection silent).
+SUPERSEDED_KEPT = 16
+
+
 @dataclass(slots=True, eq=False)
 class Entry:
     """One key's latest value and who vouches for it."""
@@ -47,6 +51,9 @@ class Entry:
     named: Voucher | None = None  # the connection the value in Redis says vouches for it
     source: str = SOURCE_STREAM
     vouchers: set[Voucher] = field(default_factory=set)
+    # Closed candles replaced before the writer took them: each is still published (live push
+    # promises every closed candle), though only the latest value is stored.
+    superseded: list[Fields] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -61,6 +68,7 @@ class Write:
     connection: int = 0  # the connection it names as its voucher (see Batch.vouchers)
     update: bool = True  # a new value (not a refresh of one already written)
     renew: bool = False  # only its expiry is due: Redis holds this very record already
+    superseded: list[Fields] = field(default_factory=list)  # published before it (Entry.superseded)
 
 
 @dataclass(slots=True)
@@ -143,6 +151,10 @@ class Book:
                 if entry.vouchers and conn not in entry.vouchers:
                     self._vouch(conn, entry)
                 return False
+            previous = entry.fields
+            if previous is not None and key in self._dirty and previous.get("closed") is True:
+                entry.superseded.append(previous)  # a closed candle the writer has not taken yet
+                del entry.superseded[:-SUPERSEDED_KEPT]
             entry.fields, entry.u, entry.changed, entry.source = fields, u, now, SOURCE_STREAM
             self.accepted += 1
             if conn not in entry.vouchers:
@@ -385,6 +397,8 @@ class Book:
                 write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
                 write.update = key in updated
                 write.renew = renew
+                if entry.superseded:
+                    write.superseded, entry.superseded = entry.superseded, []
                 writes.append(write)
             if announce or everything:
                 for conn in self._vouched:

@@ -147,6 +147,8 @@ class Writer(Worker):
                 value = encode_record(record)
                 add(("SET", w.key, value, "PX", RECORD_TTL_MS))
                 if w.key in watched:
+                    for closed in w.superseded:  # closed candles the value replaced, in order
+                        add(("PUBLISH", w.key, encode_record({**record, **closed})))
                     add(("PUBLISH", w.key, value))
         if batch.retired_vouchers:
             add(("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import pytest
 
-from tests.processes import Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
+from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -118,3 +119,29 @@ def test_an_older_range_is_fetched_once_and_then_kept(
     assert kline_calls(sim, since) == fetched  # kept: not fetched again
     _, theirs = klines(sim.rest_url, symbol="BNBBTC", interval="1m", startTime=older, limit=1000)
     assert got == theirs  # all closed, long ago
+
+
+def test_live_push_emits_every_closed_candle_as_the_exchange_closes_it(
+    sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
+) -> None:
+    messenger_factory(sim, "btcusdt", "--streams", "bookTicker,kline_1s")
+    wait_until(lambda: real_redis.exists("transmute:kline_1s:btcusdt"), 10)
+    stream = EventStream(f"{gunicorn.url}/stream/BTCUSDT/kline_1s")
+    try:
+        closed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            event = stream.next(2.0)
+            if event.get("event") == "snapshot":
+                record = orjson.loads(event["data"])
+                if record["closed"]:
+                    closed.append(record)
+    finally:
+        stream.close()
+    opens = [r["open_time"] for r in closed]
+    assert len(opens) >= 3
+    assert opens == list(range(opens[0], opens[0] + len(opens) * SECOND, SECOND))  # none missed
+    _, theirs = klines(sim.rest_url, symbol="BTCUSDT", interval="1s", startTime=opens[0], limit=len(opens))
+    assert [[r["open_time"], r["open"], r["high"], r["low"], r["close"], r["volume"]] for r in closed] == [
+        row[:6] for row in theirs
+    ]

@@ -17,12 +17,12 @@ or a range running up to now) needs the stream vouched for, and the tail caught 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import redis
 
-from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
+from contract import backfill
+from contract.backfill import Backfill
 from contract.keys import snapshot_key
 from contract.trade_history import (
     AGG_TRADE,
@@ -227,10 +227,7 @@ class TradeHistoryStore:
     def ask(self, request: Backfill) -> None:
         """Ask the messenger for a backfill (concurrent asks for the same one are one request)."""
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(BACKFILL_KEY, {request.member(): int(time.time() * 1000)}, nx=True)
-            pipe.publish(BACKFILL_CHANNEL, request.member())
-            pipe.execute()
+            backfill.ask(self.client, request)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -21,9 +21,8 @@ from flask import Response, current_app, request
 from contract import kinds
 from contract.backfill import Backfill
 from contract.trade_history import AGG_TRADE, TRADE
-from server.binance.common import BinanceError, bp, limit_param, records, required_symbol
+from server.binance.common import BinanceError, bp, limit_param, long_param, records, required_symbol
 from server.errors import STORE_DOWN, store_down
-from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.trade_history import BY_TIME, FETCH, FROM_ID, OK, RECENT, STALE, Answer, Query, TradeHistoryStore
 from server.views import settings, store
@@ -47,7 +46,7 @@ def historical_trades() -> Response:
     """Trades from ``fromId`` on (default: the most recent), oldest first."""
     symbol = required_symbol()
     limit = _limit()
-    from_id = _long("fromId")
+    from_id = long_param("fromId")
     return _serve(TRADE, symbol, Query(RECENT, limit) if from_id is None else Query(FROM_ID, limit, from_id))
 
 
@@ -55,7 +54,7 @@ def historical_trades() -> Response:
 def agg_trades() -> Response:
     """Aggregate trades: the most recent, from ``fromId`` on, or by ``startTime``/``endTime``."""
     symbol = required_symbol()
-    from_id, start, end = _long("fromId"), _long("startTime"), _long("endTime")
+    from_id, start, end = long_param("fromId"), long_param("startTime"), long_param("endTime")
     limit = _limit()
     if from_id is not None and (start is not None or end is not None):
         raise BinanceError(*COMBINATION)
@@ -72,20 +71,6 @@ def agg_trades() -> Response:
 
 def _limit() -> int:
     return limit_param(TRADES_DEFAULT, lambda n: 1 <= n <= TRADES_MAX, f"Up to {TRADES_MAX}.")
-
-
-def _long(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    value = whole_number(raw)
-    if value is None:
-        raise BinanceError(
-            400,
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,{MAX_DIGITS}}}$'.",
-        )
-    return value
 
 
 def _serve(series: str, symbol: str, query: Query) -> Response:

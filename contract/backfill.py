@@ -14,7 +14,10 @@ id for trades), e.g. ``kline_1h:BTCUSDT:1700000000000``.
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
+
+import redis
 
 BACKFILL_KEY = "transmute:backfill"
 BACKFILL_CHANNEL = "transmute:backfill"
@@ -41,3 +44,11 @@ class Backfill(NamedTuple):
         if not series or not symbol or not reach.lstrip("-").isdigit():
             return None
         return cls(series, symbol, int(reach))
+
+
+def ask(client: redis.Redis, request: Backfill) -> None:
+    """Ask the messenger for a backfill: concurrent asks for the same one stay one request."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(BACKFILL_KEY, {request.member(): int(time.time() * 1000)}, nx=True)
+    pipe.publish(BACKFILL_CHANNEL, request.member())
+    pipe.execute()

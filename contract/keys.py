@@ -4,7 +4,9 @@
 |---|---|---|---|
 | ``transmute:<kind>:<symbol>`` | string, TTL | messenger | the latest record (contract.records) |
 | ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
-| ``transmute:trades:<symbol>`` | list, TTL | messenger | the most recent trades, oldest first |
+| ``transmute:history:<series>:<symbol>`` | sorted set, TTL | messenger | kept trades (trade_history) |
+| ``transmute:backfilled:<series>:<symbol>`` | sorted set, TTL | messenger | older trades fetched on request |
+| ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
@@ -12,6 +14,7 @@
 | ``transmute:symbols`` | hash | messenger | symbol -> status (TRADING, BREAK, ...) from exchangeInfo |
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
 | ``transmute:demand`` | sorted set | server | ``<kind>:<SYMBOL>`` scored by its last request (epoch ms) |
+| ``transmute:demand`` | sorted set | server | ``<kind>:*``: every trading symbol of a kind (MARKET_KINDS) |
 | ``transmute:demand`` | channel | server | a demand was registered: look now |
 | ``transmute:client:<address>`` | hash, TTL | server | a client's budget of new on-demand streams |
 """
@@ -20,8 +23,6 @@ from __future__ import annotations
 
 # One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt (contract.kinds.key_kind).
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
-RECENT_TRADES_KEY_TEMPLATE = "transmute:trades:{symbol}"
-RECENT_TRADES_KEPT = 1000
 # A live connection of one messenger run (an id of its own per start): written while the
 # connection is heard from, with SNAPSHOT_TTL_MS. A record names the one that vouches for it
 # (contract.records.VOUCHER) and is served only while that key exists.
@@ -38,6 +39,8 @@ SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"
 DEMAND_KEY = "transmute:demand"
 DEMAND_CHANNEL = "transmute:demand"
+# The symbol of a DEMAND_KEY member that asks for every trading symbol of its kind.
+ALL_SYMBOLS = "*"
 # A token bucket per client address (tokens, when last counted), for new on-demand streams.
 CLIENT_BUDGET_KEY_TEMPLATE = "transmute:client:{address}"
 
@@ -56,18 +59,21 @@ def voucher_key(messenger: str, connection: int) -> str:
     return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection=connection)
 
 
-def recent_trades_key(symbol: str) -> str:
-    """Key of the list of a symbol's most recent trades."""
-    return RECENT_TRADES_KEY_TEMPLATE.format(symbol=symbol.lower())
-
-
 def demand_member(kind: str, symbol: str) -> str:
     """The member of DEMAND_KEY for a stream (kind's key segment): ``bookticker:BTCUSDT``."""
     return f"{kind}:{symbol}"
 
 
+def market_demand_member(kind: str) -> str:
+    """The member of DEMAND_KEY for every trading symbol of a kind (its key segment): ``ticker:*``.
+
+    The messenger expands it over the symbols trading now, following listings as they change.
+    """
+    return demand_member(kind, ALL_SYMBOLS)
+
+
 def parse_demand_member(member: str) -> tuple[str, str] | None:
-    """(kind, SYMBOL) of a DEMAND_KEY member, or None if it is not one."""
+    """(kind, SYMBOL) of a DEMAND_KEY member, or None if it is not one (SYMBOL may be ALL_SYMBOLS)."""
     kind, sep, symbol = member.partition(":")
     if not sep or not kind or not symbol:
         return None

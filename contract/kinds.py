@@ -11,19 +11,27 @@ KLINE_INTERVALS = (
     "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
 )  # fmt: skip
 DEPTH_LEVELS = (5, 10, 20)
+# The windows of Binance's rolling-window ticker streams (``<symbol>@ticker_1h``): the only
+# windowSize values of ``/api/v3/ticker`` that can be answered exactly from a stream.
+ROLLING_WINDOWS = ("1h", "4h", "1d")
 BOOK_TICKER = "bookTicker"
 TRADE = "trade"
+TICKER = "ticker"
 
 KINDS: tuple[str, ...] = (
     BOOK_TICKER,
     TRADE,
     "aggTrade",
     "miniTicker",
-    "ticker",
+    TICKER,
+    *(f"ticker_{w}" for w in ROLLING_WINDOWS),
     "avgPrice",
     *(f"depth{n}" for n in DEPTH_LEVELS),
     *(f"kline_{i}" for i in KLINE_INTERVALS),
 )
+# Kinds whose whole market (every trading symbol) can be asked for at once: the ones a
+# Binance ticker list without ``symbol`` is answered from, each seeded with one REST call.
+MARKET_KINDS = (BOOK_TICKER, TICKER)
 _BY_LOWER = {k.lower(): k for k in KINDS if not k.startswith("kline_")}
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from contract.servable import VOUCHED_LUA
+
 KLINES_KEY_TEMPLATE = "transmute:klines:{interval}:{symbol}"
 ORIGIN_SUFFIX = ":origin"
 # A range too old to join the kept set within KLINE_HISTORY_MAX is fetched as a page of its own: the
@@ -163,7 +165,9 @@ return redis.call('ZCARD', KEYS[1])
 # down from ARGV[3]), low, high (open times, inclusive; "-inf"/"+inf"), limit.
 # Returns {rows, first kept row, last kept row, origin mark, record, its voucher's last word}:
 # the record only while its voucher exists (as contract.servable's read rule).
-READ_SCRIPT = """
+READ_SCRIPT = (
+    VOUCHED_LUA
+    + """
 local rows
 if ARGV[1] == 'asc' then
   rows = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYSCORE', 'LIMIT', 0, ARGV[4])
@@ -173,12 +177,7 @@ end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1] or false
 local last = redis.call('ZRANGE', KEYS[1], -1, -1)[1] or false
 local origin = redis.call('EXISTS', KEYS[2])
-local record = redis.call('GET', KEYS[3])
-local heard = false
-if record then
-  local voucher = string.match(record, '^{"voucher":"([^"]+)"')
-  if voucher then heard = redis.call('GET', voucher) end
-  if not heard then record = false end
-end
+local record, heard = vouched(KEYS[3])
 return {rows, first, last, origin, record, heard}
 """
+)

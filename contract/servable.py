@@ -19,10 +19,10 @@ import redis
 
 from contract.records import AS_OF, VOUCHER, MalformedRecord, decode_record
 
-# For each key: the record and its voucher's last word (epoch ms), or false, false.
-READ_SCRIPT = """
-local out = {}
-for i, key in ipairs(KEYS) do
+# The rule in Lua, for every script that reads records: a key's record and its voucher's last
+# word (epoch ms), or false, false.
+VOUCHED_LUA = """
+local function vouched(key)
   local record = redis.call('GET', key)
   local heard = false
   if record then
@@ -30,11 +30,20 @@ for i, key in ipairs(KEYS) do
     if voucher then heard = redis.call('GET', voucher) end
     if not heard then record = false end
   end
-  out[2 * i - 1] = record
-  out[2 * i] = heard
+  return record, heard
+end
+"""
+# For each key: the record and its voucher's last word, or false, false.
+READ_SCRIPT = (
+    VOUCHED_LUA
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[2 * i - 1], out[2 * i] = vouched(key)
 end
 return out
 """
+)
 
 
 class CurrentReader:

@@ -65,6 +65,9 @@ class Settings:
     kline_history: int = _setting(1000, low=2, high=100_000)
     # Kept at most per symbol and interval when older ranges are asked for (backfilled).
     kline_history_max: int = _setting(20_000, low=2, high=1_000_000)
+    # Older trades (and aggregate trades) fetched on request are kept up to this many per symbol
+    # and series, besides the last 1,000 (contract.trade_history): about 2 MB at most for 10,000.
+    trade_history_max: int = _setting(10_000, low=1000, high=1_000_000)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)

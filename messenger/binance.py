@@ -32,7 +32,7 @@ class StreamKind:
     name: str  # Binance's name of the kind: "bookTicker", "depth5", "kline_1m"
     suffix: str  # what follows "<symbol>@" in the stream name: "depth5@100ms"
     parse: Parser
-    history: bool = False  # keep a bounded list of recent items (trades)
+    history: bool = False  # keep a list of its items (trades: messenger.trade_history)
     candles: bool = False  # closed candles are kept too (messenger.kline_history)
 
     @property
@@ -251,6 +251,40 @@ def parse_ticker(data: Any, symbol: str) -> tuple[Order, Fields]:
     return fields["event_time"], fields
 
 
+ROLLING_TICKER_FIELDS = {
+    "symbol": ("s", str), "event_time": ("E", int), "price_change": ("p", str),
+    "price_change_percent": ("P", str), "open": ("o", str), "high": ("h", str), "low": ("l", str),
+    "close": ("c", str), "weighted_avg_price": ("w", str), "volume": ("v", str), "quote_volume": ("q", str),
+    "open_time": ("O", int), "close_time": ("C", int), "first_trade_id": ("F", int),
+    "last_trade_id": ("L", int), "trades": ("n", int),
+}  # fmt: skip
+
+
+def parse_rolling_ticker(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@ticker_<1h|4h|1d>``: rolling-window statistics, every second.
+
+    Sample raw payload (``e`` is ``1hTicker``, ``4hTicker`` or ``1dTicker``)::
+
+        {
+          "e": "1hTicker", "E": 1672515782136, "s": "BNBBTC",
+          "p": "0.0015",     # price change
+          "P": "250.00",     # price change percent
+          "o": "0.0010", "h": "0.0025", "l": "0.0010",
+          "c": "0.0025",     # last price
+          "w": "0.0018",     # weighted average price
+          "v": "10000",      # total traded base asset volume
+          "q": "18",         # total traded quote asset volume
+          "O": 0,            # statistics open time (on a minute)
+          "C": 1675216573749,  # statistics close time (this update)
+          "F": 0,            # first trade id
+          "L": 18150,        # last trade id
+          "n": 18151         # total number of trades
+        }
+    """
+    fields = _fields(data, ROLLING_TICKER_FIELDS)
+    return fields["event_time"], fields
+
+
 AVG_PRICE_FIELDS = {
     "symbol": ("s", str), "event_time": ("E", int), "interval": ("i", str), "price": ("w", str),
     "last_trade_time": ("T", int),
@@ -307,9 +341,10 @@ KINDS: dict[str, StreamKind] = {
     for kind in (
         BOOK_TICKER,
         TRADE,
-        StreamKind("aggTrade", "aggTrade", parse_agg_trade),
+        StreamKind("aggTrade", "aggTrade", parse_agg_trade, history=True),
         StreamKind("miniTicker", "miniTicker", parse_mini_ticker),
         StreamKind("ticker", "ticker", parse_ticker),
+        *(StreamKind(f"ticker_{w}", f"ticker_{w}", parse_rolling_ticker) for w in kinds.ROLLING_WINDOWS),
         StreamKind("avgPrice", "avgPrice", parse_avg_price),
         *(StreamKind(f"depth{n}", f"depth{n}@100ms", parse_depth) for n in kinds.DEPTH_LEVELS),
         *(StreamKind(f"kline_{i}", f"kline_{i}", parse_kline, candles=True) for i in kinds.KLINE_INTERVALS),
@@ -418,6 +453,34 @@ def ticker_from_rest(entry: Any, mini: bool) -> Fields:
     fields["event_time"] = fields["close_time"]
     if mini:
         fields = {k: fields[k] for k in (*MINI_FROM_TICKER, "event_time")}
+    return fields
+
+
+# GET /api/v3/ticker (rolling window, FULL) names -> ours.
+ROLLING_TICKER_REST = {
+    "symbol": "symbol", "priceChange": "price_change", "priceChangePercent": "price_change_percent",
+    "weightedAvgPrice": "weighted_avg_price", "openPrice": "open", "highPrice": "high", "lowPrice": "low",
+    "lastPrice": "close", "volume": "volume", "quoteVolume": "quote_volume", "openTime": "open_time",
+    "closeTime": "close_time", "firstId": "first_trade_id", "lastId": "last_trade_id", "count": "trades",
+}  # fmt: skip
+
+
+def rolling_ticker_from_rest(entry: Any) -> Fields:
+    """Record fields of a ``ticker_<window>`` from one ``GET /api/v3/ticker?windowSize=`` entry (FULL).
+
+    Sample::
+
+        {"symbol": "BNBBTC", "priceChange": "-8.00000000", "priceChangePercent": "-88.889",
+         "weightedAvgPrice": "2.60427807", "openPrice": "9.00000000", "highPrice": "9.00000000",
+         "lowPrice": "1.00000000", "lastPrice": "1.00000000", "volume": "187.00000000",
+         "quoteVolume": "487.00000000", "openTime": 1641859200000, "closeTime": 1642031999999,
+         "firstId": 0, "lastId": 60, "count": 61}
+    """
+    try:
+        fields = {ours: entry[theirs] for theirs, ours in ROLLING_TICKER_REST.items()}
+    except (KeyError, TypeError):
+        raise MalformedFrame("rolling ticker REST entry lacks a field") from None
+    fields["event_time"] = fields["close_time"]
     return fields
 
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from contract.keys import LIVE, PENDING, RECENT_TRADES_KEPT
+from contract.keys import LIVE, PENDING
 from contract.records import SOURCE_REST, SOURCE_STREAM
 from messenger.binance import Fields, Order
 
@@ -32,6 +33,10 @@ class Voucher(Protocol):
 
     id: int
     last_heard: float  # time.monotonic() of the last frame of any kind from the exchange
+
+
+# Closed candles kept for publication while their key cannot be written (its connection silent).
+SUPERSEDED_KEPT = 16
 
 
 @dataclass(slots=True, eq=False)
@@ -46,9 +51,9 @@ class Entry:
     named: Voucher | None = None  # the connection the value in Redis says vouches for it
     source: str = SOURCE_STREAM
     vouchers: set[Voucher] = field(default_factory=set)
-    history_key: str | None = None  # for kinds that keep recent items (trades)
-    new_items: list[tuple[Order, Fields]] = field(default_factory=list)  # not written yet, oldest first
-    history_whole: bool = False  # the list holds REST's recent items: it may be written and served
+    # Closed candles replaced before the writer took them: each is still published (live push
+    # promises every closed candle), though only the latest value is stored.
+    superseded: list[Fields] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -61,10 +66,9 @@ class Write:
     heard: float
     source: str
     connection: int = 0  # the connection it names as its voucher (see Batch.vouchers)
-    history_key: str | None = None
-    new_items: list[Fields] = field(default_factory=list)
     update: bool = True  # a new value (not a refresh of one already written)
     renew: bool = False  # only its expiry is due: Redis holds this very record already
+    superseded: list[Fields] = field(default_factory=list)  # published before it (Entry.superseded)
 
 
 @dataclass(slots=True)
@@ -98,6 +102,8 @@ class Book:
 
     def __init__(self, liveness_timeout_s: float) -> None:
         self.liveness_timeout_s = liveness_timeout_s
+        # Where accepted items of streams that keep a list go (messenger.trade_history): tail key, item.
+        self.on_item: Callable[[str, Fields], None] | None = None
         self.lock = threading.Lock()
         self.wake = threading.Event()  # set when there is something to write
         self._entries: dict[str, Entry] = {}
@@ -128,8 +134,8 @@ class Book:
     ) -> bool:
         """A stream update arrived on ``conn``; returns whether it became the current value.
 
-        ``u`` orders the stream's updates; with ``history_key``, every accepted one is also kept
-        in the recent-items list there.
+        ``u`` orders the stream's updates; with ``history_key``, every accepted one is also
+        handed to ``on_item`` for the list kept there.
         """
         with self.lock:
             if key not in self._vouched.get(conn, ()) and key not in self._pending.get(conn, ()):
@@ -145,16 +151,17 @@ class Book:
                 if entry.vouchers and conn not in entry.vouchers:
                     self._vouch(conn, entry)
                 return False
+            previous = entry.fields
+            if previous is not None and key in self._dirty and previous.get("closed") is True:
+                entry.superseded.append(previous)  # a closed candle the writer has not taken yet
+                del entry.superseded[:-SUPERSEDED_KEPT]
             entry.fields, entry.u, entry.changed, entry.source = fields, u, now, SOURCE_STREAM
-            if history_key is not None:
-                entry.history_key = history_key
-                entry.new_items.append((u, fields))
-                # Until REST's recent items arrive the list is not whole: keep a bounded buffer.
-                del entry.new_items[:-RECENT_TRADES_KEPT]
             self.accepted += 1
             if conn not in entry.vouchers:
                 self._vouch(conn, entry)
             self._dirty.add(key)
+        if history_key is not None and self.on_item is not None:
+            self.on_item(history_key, fields)
         # The writer clears the event before it takes: skipping set() while it is set loses nothing.
         if not self.wake.is_set():
             self.wake.set()
@@ -168,25 +175,17 @@ class Book:
         requested_at: float,
         now: float,
         u: Order = None,
-        history: tuple[str, list[tuple[Order, Fields]]] | None = None,
     ) -> bool:
         """A REST value fetched for ``conn``; applied only if nothing vouches for a value yet.
 
         ``u``: its order, when REST gives one (never older than the last streamed value).
-        ``history``: (list key, recent (order, item)s, oldest first) for kinds that keep them;
-        they start the list, before what the stream brought meanwhile, even if the stream's
-        value came first and stays the current one.
         """
         with self.lock:
             entry = self._entries.get(key)
             if entry is None:
                 return False
             if entry.vouchers:
-                # A streamed value is current: REST must not overwrite it. Its recent items
-                # still start the list (fetched after the subscription: no gap to what streamed).
-                if history is not None and not entry.history_whole:
-                    self._start_history(entry, history[0], history[1])
-                return False
+                return False  # a streamed value is current: REST must not overwrite it
             pending = self._pending.get(conn)
             if entry.changed > requested_at or pending is None or key not in pending:
                 return False  # conn is gone or no longer carries the key
@@ -195,21 +194,11 @@ class Book:
             entry.fields, entry.changed, entry.source = fields, now, SOURCE_REST
             if u is not None:
                 entry.u = u
-            if history is not None:
-                self._start_history(entry, history[0], history[1])
             self.seeds_applied += 1
             self._vouch(conn, entry)
             self._dirty.add(key)
         self.wake.set()
         return True
-
-    def _start_history(self, entry: Entry, key: str, items: list[tuple[Order, Fields]]) -> None:
-        """The list begins with REST's items, then what was streamed since (once each, in order)."""
-        last = items[-1][0] if items else None
-        streamed = [(o, f) for o, f in entry.new_items if last is None or o > last]
-        entry.history_key, entry.new_items, entry.history_whole = key, items + streamed, True
-        self._dirty.add(entry.key)
-        self.wake.set()
 
     # -- connections carrying keys ----------------------------------------------------
 
@@ -332,15 +321,9 @@ class Book:
             return set(self._pending.get(conn, ()))
 
     def seed_wanted(self, conn: Voucher) -> set[str]:
-        """What a seed on behalf of ``conn`` would still fill: keys it cannot vouch for yet, and
-        keys it vouches for whose list of recent items is not whole yet."""
+        """What a seed on behalf of ``conn`` would still fill: the keys it cannot vouch for yet."""
         with self.lock:
-            wanted = set(self._pending.get(conn, ()))
-            for key in self._vouched.get(conn, ()):
-                entry = self._entries[key]
-                if entry.history_key is not None and not entry.history_whole:
-                    wanted.add(key)
-            return wanted
+            return set(self._pending.get(conn, ()))
 
     def _vouch(self, conn: Voucher, entry: Entry) -> None:
         entry.vouchers.add(conn)
@@ -382,14 +365,8 @@ class Book:
                 deletes = [k for k in self._gone if not self._entries[k].vouchers]
                 if refresh_older_than is not None:
                     keys = keys | self._due(refresh_older_than)
-            # A list of recent items is only whole while its stream is: it goes with its key.
-            history = []
             for key in deletes:
-                entry = self._entries[key]
-                entry.new_items, entry.history_whole, entry.named = [], False, None
-                if entry.history_key is not None:
-                    history.append(entry.history_key)
-            deletes.extend(history)
+                self._entries[key].named = None
             limit = now - self.liveness_timeout_s
             entries, by_written, announced = self._entries, self._by_written, self._announced
             vouchers: dict[int, float] = {}
@@ -417,17 +394,11 @@ class Book:
                 by_written[key] = None
                 renew = key not in updated and voucher is named and not everything
                 entry.named = voucher
-                if entry.history_key is None:
-                    write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
-                else:
-                    whole = entry.history_whole
-                    items = [item for _, item in entry.new_items] if whole else []
-                    write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id,
-                                  entry.history_key if whole else None, items)  # fmt: skip
-                    if whole:
-                        entry.new_items = []
+                write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
                 write.update = key in updated
                 write.renew = renew
+                if entry.superseded:
+                    write.superseded, entry.superseded = entry.superseded, []
                 writes.append(write)
             if announce or everything:
                 for conn in self._vouched:

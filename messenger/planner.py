@@ -3,6 +3,11 @@ and whatever users ask for, of any kind: at most ``max_demand`` streams of it, t
 asked for first, whatever the demand set holds (the server refuses more, but several servers or
 a direct write to Redis must not make the messenger carry more either).
 
+A whole-market demand (``<kind>:*``, contract.keys.market_demand_member, for the kinds of
+contract.kinds.MARKET_KINDS) is one entry among the others, counted as one against
+``max_demand`` as the server counts it; kept, it brings every symbol trading now in that kind
+(those already carried apart), and follows the symbol list as symbols start and stop trading.
+
 A pure function of its inputs, so every rule is tested on its own.
 """
 
@@ -11,9 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from contract.keys import parse_demand_member
+from contract.keys import ALL_SYMBOLS, parse_demand_member
+from contract.kinds import MARKET_KINDS, key_kind
 from messenger.binance import BOOK_TICKER, KINDS_BY_KEY, StreamKind
 from messenger.routes import Route, route_for
+
+# The kinds (key segments) whose whole market may be asked for.
+MARKET_KEY_KINDS = frozenset(key_kind(k) for k in MARKET_KINDS)
 
 
 @dataclass
@@ -52,20 +61,35 @@ def plan(
             route = route_for(symbol, pinned_kind)
             out.routes.setdefault(route.stream, route)
     out.pinned = set(out.routes)
-    asked: dict[str, tuple[float, Route]] = {}
+    # Stream name (or ``<kind>:*`` for a whole market) -> (last request, the routes it brings).
+    asked: dict[str, tuple[float, list[Route]]] = {}
     for member, last_ms in demand.items():
         parsed = parse_demand_member(member)
         demanded = KINDS_BY_KEY.get(parsed[0]) if parsed else None
-        if parsed is None or demanded is None or (trading is not None and parsed[1] not in trading):
+        if parsed is None or demanded is None or not _valid(parsed[1], demanded, trading):
             out.invalid_demand.append(member)
         elif trading is not None and now_ms - last_ms <= idle_ms:
-            route = route_for(parsed[1], demanded)
-            previous = asked.get(route.stream)
-            if route.stream not in out.pinned and (previous is None or last_ms > previous[0]):
-                asked[route.stream] = (last_ms, route)
-    recent_first = sorted(asked.values(), key=lambda item: (-item[0], item[1].stream))
+            if parsed[1] == ALL_SYMBOLS:
+                routes = [route_for(symbol, demanded) for symbol in sorted(trading)]
+                name = member
+            else:
+                routes = [route_for(parsed[1], demanded)]
+                name = routes[0].stream
+            previous = asked.get(name)
+            if name not in out.pinned and (previous is None or last_ms > previous[0]):
+                asked[name] = (last_ms, routes)
+    recent_first = sorted(asked.items(), key=lambda item: (-item[1][0], item[0]))
     kept = recent_first if max_demand is None else recent_first[:max_demand]
     out.over_cap = len(recent_first) - len(kept)
-    for _, route in kept:
-        out.routes[route.stream] = route
+    for _, (_, routes) in kept:
+        for route in routes:
+            out.routes.setdefault(route.stream, route)
     return out
+
+
+def _valid(symbol: str, kind: StreamKind, trading: frozenset[str] | None) -> bool:
+    """Whether a demand names something we can stream: a trading symbol, or the whole market of a
+    kind that may be asked for whole (one REST call seeds it all)."""
+    if symbol == ALL_SYMBOLS:
+        return kind.key_kind in MARKET_KEY_KINDS
+    return trading is None or symbol in trading

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contract.keys import recent_trades_key, snapshot_key
+from contract.keys import snapshot_key
+from contract.trade_history import tail_key
 from messenger.binance import StreamKind
 
 
@@ -16,10 +17,10 @@ class Route:
     key: str
     symbol: str  # exchange spelling: BTCUSDT
     kind: StreamKind
-    history_key: str | None = None  # where recent items are kept, for kinds that keep them
+    history_key: str | None = None  # the tail of its kept list, for kinds that keep one (trades)
 
 
 def route_for(symbol: str, kind: StreamKind) -> Route:
     """The route of one symbol's stream of one kind."""
-    history = recent_trades_key(symbol) if kind.history else None
+    history = tail_key(kind.key_kind, symbol) if kind.history else None
     return Route(kind.stream(symbol), snapshot_key(kind.key_kind, symbol), symbol, kind, history)

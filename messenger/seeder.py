@@ -2,12 +2,13 @@
 
 After a (re)connect or a new subscription a stream says nothing until its next change or tick:
 a quiet symbol's bookTicker may not change for minutes, a kline comes every 2 s. So every
-kind is seeded from its REST twin at once: bookTicker (``/api/v3/ticker/bookTicker``) and the
-24 h tickers (``/api/v3/ticker/24hr``) with one call for many symbols; trades (which also
-start the list of recent trades), aggregate trades, average price, depth and klines one symbol
-a call, a few a round. The book applies a seed only while no streamed value is current, so
-REST never overwrites a newer streamed one; the REST client pauses when Binance says so, and
-when the minute's weight nears its budget.
+kind is seeded from its REST twin at once: bookTicker (``/api/v3/ticker/bookTicker``), the
+24 h tickers (``/api/v3/ticker/24hr``) and the rolling-window tickers (``/api/v3/ticker``, up to
+100 symbols a call) with one call for many symbols; trades and aggregate trades (through
+messenger.trade_history, which catches their kept lists up in the same call), average price, depth
+and klines one symbol a call, a few a round. The book applies a seed only while no streamed value
+is current, so REST never overwrites a newer streamed one; the REST client pauses when Binance says
+so, and when the minute's weight nears its budget.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from contract.keys import RECENT_TRADES_KEPT
+import orjson
+
+from contract import kinds
+from contract.kinds import ROLLING_WINDOWS
 from messenger.backoff import Backoff
 from messenger.binance import (
     BOOK_TICKER,
@@ -32,12 +36,14 @@ from messenger.binance import (
     book_ticker_from_rest,
     depth_from_rest,
     kline_from_rest,
+    rolling_ticker_from_rest,
     ticker_from_rest,
     trade_from_rest,
 )
 from messenger.book import Book, Voucher
 from messenger.rest import BinanceRest, RateLimited, RestError
 from messenger.routes import Route
+from messenger.trade_history import TradeHistory
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -45,21 +51,25 @@ logger = logging.getLogger(__name__)
 # Let requests from connections that subscribe together share one REST call.
 GATHER_S = 0.02
 # Kinds Binance serves for many symbols in one call; the others are seeded a symbol a call.
-BATCHED_KINDS = frozenset({BOOK_TICKER.name, "ticker", "miniTicker"})
+ROLLING_KINDS = {f"ticker_{w}": w for w in ROLLING_WINDOWS}
+BATCHED_KINDS = frozenset({BOOK_TICKER.name, "ticker", "miniTicker", *ROLLING_KINDS})
+# /api/v3/ticker (rolling windows) takes at most this many symbols a call (weight 4 each, 200 from 50 on).
+ROLLING_SYMBOLS_PER_CALL = 100
 # Kinds seeded one symbol a call take at most this many calls a round, so others get a turn.
 CALLS_PER_ROUND = 20
 
 Job = tuple[Voucher, Route]
-Seed = tuple[Order, Fields, list[tuple[Order, Fields]] | None]  # order, fields, recent items
+Seed = tuple[Order, Fields]
 
 
 class Seeder(Worker):
     """Runs REST seed requests on its own thread, batched, within Binance's limits."""
 
-    def __init__(self, book: Book, rest: BinanceRest) -> None:
+    def __init__(self, book: Book, rest: BinanceRest, history: TradeHistory | None = None) -> None:
         super().__init__("rest-seeder")
         self.book = book
         self.rest = rest
+        self.history = history
         self.seeded = 0
         self.failures = 0
         self._jobs: list[Job] = []
@@ -133,9 +143,8 @@ class Seeder(Worker):
             seed = seeds.get(route.symbol)
             if seed is None:
                 continue
-            order, fields, items = seed
-            history = (route.history_key, items) if route.history_key and items is not None else None
-            applied += self.book.seed(conn, route.key, fields, requested_at, now, order, history)
+            order, fields = seed
+            applied += self.book.seed(conn, route.key, fields, requested_at, now, order)
         self.seeded += applied
         logger.info("seed: %d of %d %s seeded over REST", applied, len(symbols), kind)
         return True
@@ -144,11 +153,12 @@ class Seeder(Worker):
         """REST values of one kind: one call for many symbols where Binance has one."""
         seeds: dict[str, Seed] = {}
         if kind in BATCHED_KINDS:
-            batch = (
-                self.rest.book_tickers(symbols)
-                if kind == BOOK_TICKER.name
-                else self.rest.tickers_24hr(symbols)
-            )
+            if kind == BOOK_TICKER.name:
+                batch = self.rest.book_tickers(symbols)
+            elif kind in ROLLING_KINDS:
+                batch = self._rolling(symbols, ROLLING_KINDS[kind])
+            else:
+                batch = self.rest.tickers_24hr(symbols)
             wanted = set(symbols)
             for entry in batch:
                 symbol = entry.get("symbol") if isinstance(entry, dict) else None
@@ -159,22 +169,39 @@ class Seeder(Worker):
             self._keep(seeds, symbol, partial(self._fetch_one, kind, symbol))
         return seeds
 
+    def _rolling(self, symbols: list[str], window: str) -> list[Any]:
+        """``GET /api/v3/ticker?windowSize=``: Binance has no "every symbol" form, so 100 a call."""
+        out: list[Any] = []
+        for i in range(0, len(symbols), ROLLING_SYMBOLS_PER_CALL):
+            chunk = symbols[i : i + ROLLING_SYMBOLS_PER_CALL]
+            params = {"symbols": orjson.dumps(chunk).decode(), "windowSize": window}
+            body = self.rest.get("/api/v3/ticker", params)
+            if isinstance(body, list):
+                out.extend(body)
+        return out
+
     def _fetch_one(self, kind: str, symbol: str) -> Seed:
         """One symbol's REST value of a kind that Binance serves a symbol a call."""
         rest = self.rest
-        if kind == TRADE.name:
-            return _latest_with_items(rest.recent("/api/v3/trades", symbol, RECENT_TRADES_KEPT), symbol)
-        if kind == "aggTrade":
-            return (*agg_trade_from_rest(rest.recent("/api/v3/aggTrades", symbol, 1)[-1], symbol), None)
+        if kind in (TRADE.name, "aggTrade"):
+            if self.history is not None:
+                # One call seeds the record and catches the kept list up (only what it misses).
+                latest = self.history.catch_up(kinds.key_kind(kind), symbol, seed=True)
+                if latest is None:
+                    raise IndexError("no trades")
+                return latest
+            if kind == TRADE.name:
+                return trade_from_rest(rest.recent("/api/v3/trades", symbol, 1)[-1], symbol)
+            return agg_trade_from_rest(rest.recent("/api/v3/aggTrades", symbol, 1)[-1], symbol)
         if kind == "avgPrice":
-            return None, avg_price_from_rest(rest.get("/api/v3/avgPrice", {"symbol": symbol}), symbol), None
+            return None, avg_price_from_rest(rest.get("/api/v3/avgPrice", {"symbol": symbol}), symbol)
         if kind.startswith("depth"):
             levels = int(kind.removeprefix("depth"))
             doc = rest.get("/api/v3/depth", {"symbol": symbol, "limit": str(levels)})
-            return (*depth_from_rest(doc, symbol, levels), None)
+            return depth_from_rest(doc, symbol, levels)
         interval = kind.removeprefix("kline_")
         rows = rest.get("/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": "1"})
-        return None, kline_from_rest(rows[-1], symbol, interval), None
+        return None, kline_from_rest(rows[-1], symbol, interval)
 
     @staticmethod
     def _keep(seeds: dict[str, Seed], symbol: Any, fetch: Callable[[], Seed]) -> None:
@@ -191,11 +218,7 @@ class Seeder(Worker):
 
 def _from_batch(kind: str, entry: Any) -> Seed:
     if kind == BOOK_TICKER.name:
-        return None, book_ticker_from_rest(entry), None
-    return None, ticker_from_rest(entry, mini=kind == "miniTicker"), None
-
-
-def _latest_with_items(trades: list[Any], symbol: str) -> Seed:
-    items = [trade_from_rest(t, symbol) for t in trades]
-    order, fields = items[-1]
-    return order, fields, items
+        return None, book_ticker_from_rest(entry)
+    if kind in ROLLING_KINDS:
+        return None, rolling_ticker_from_rest(entry)
+    return None, ticker_from_rest(entry, mini=kind == "miniTicker")

@@ -14,7 +14,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contract.settings import Settings
+from contract.trade_history import BACKFILL_SERIES
 from messenger import metrics
+from messenger.backfill import Backfills
 from messenger.binance import BOOK_TICKER, StreamKind
 from messenger.book import Book
 from messenger.catalog import Catalog
@@ -28,6 +30,7 @@ from messenger.seeder import Seeder
 from messenger.signals import StopFlags
 from messenger.stats import Stats
 from messenger.supervisor import Supervisor
+from messenger.trade_history import TradeHistory
 from messenger.writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -67,10 +70,17 @@ class Messenger:
             status=self.status,
         )
         self.rest = BinanceRest(settings.binance_rest_url)
-        self.seeder = Seeder(self.book, self.rest)
+        self.history = TradeHistory(
+            redis_client(settings), self.rest, settings.trade_history_max, carried=self._carried_lists
+        )
+        self.book.on_item = self.history.add
+        self.seeder = Seeder(self.book, self.rest, self.history)
         self.klines = KlineHistory(
             redis_client(settings), self.rest, settings.kline_history, settings.kline_history_max
         )
+        self.backfills = Backfills(redis_client(settings))
+        self.backfills.register(lambda series: series in BACKFILL_SERIES, self.history.backfill)
+        self.backfills.register(lambda series: series.startswith("kline_"), self.klines.backfill)
         self.reach = Reachability()
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
         self.supervisor = Supervisor(settings, self.book, self.seeder, candles=self.klines.frame)
@@ -89,7 +99,8 @@ class Messenger:
     ) -> None:
         """Stream ``pinned`` (and every trading symbol with ``all_symbols``) in ``kinds``, and
         whatever users ask for, until a stop flag is set; then stop cleanly."""
-        for part in (self.writer, self.seeder, self.klines, self.catalog, self.demand):
+        for part in (self.writer, self.seeder, self.klines, self.history, self.backfills, self.catalog,
+                     self.demand):  # fmt: skip
             part.start()
         if self.settings.metrics_port:
             try:
@@ -155,6 +166,10 @@ class Messenger:
             elif conn.state == CLOSED and conn.close_reason.startswith("connect"):
                 self.reach.failed(WEBSOCKET, url, conn.close_reason)
 
+    def _carried_lists(self) -> list[str]:
+        """The tails of the kept lists of the streams carried now (their TTL is renewed)."""
+        return [r.history_key for r in list(self.supervisor.routes.values()) if r.history_key]
+
     def status(self) -> dict[str, Any]:
         """What the messenger is doing, for its heartbeat in Redis and the status page.
 
@@ -184,7 +199,7 @@ class Messenger:
     def stop(self, force: bool = False) -> None:
         """Close connections and delete the keys we vouched for: they are no longer current."""
         logger.info("messenger: stopping%s", " now" if force else "")
-        for part in (self.seeder, self.klines, self.catalog, self.demand):
+        for part in (self.seeder, self.klines, self.history, self.backfills, self.catalog, self.demand):
             part.stop()
         # Readers are not waited for long: the book has let go of their connections already.
         self.supervisor.close_all(timeout_s=0.0 if force else 0.5)

@@ -7,10 +7,9 @@ values, is what keeps quiet values servable, so the steady work does not grow wi
 keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
 Invalidated keys are deleted. Each value goes out with its TTL in one command (``SET key value
 PX ttl``), a batch in one round trip. A value that a live-push client watches is also published
-on a channel named after its key (an empty message when it is withdrawn); trades also go to a
-bounded list of recent ones. If Redis fails, the writer retries with backoff and rewrites
-everything once it is back (a list of recent trades then refills as trades happen); the
-WebSocket connections are not touched.
+on a channel named after its key (an empty message when it is withdrawn); the lists of trades
+are messenger.trade_history's. If Redis fails, the writer retries with backoff and rewrites
+everything once it is back; the WebSocket connections are not touched.
 """
 
 from __future__ import annotations
@@ -22,13 +21,7 @@ from typing import Any
 
 import redis
 
-from contract.keys import (
-    HEARTBEAT_KEY,
-    RECENT_TRADES_KEPT,
-    RECORD_TTL_MS,
-    STREAMS_KEY,
-    voucher_key,
-)
+from contract.keys import HEARTBEAT_KEY, RECORD_TTL_MS, STREAMS_KEY, voucher_key
 from contract.records import AS_OF, TS, VOUCHER, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
@@ -154,13 +147,9 @@ class Writer(Worker):
                 value = encode_record(record)
                 add(("SET", w.key, value, "PX", RECORD_TTL_MS))
                 if w.key in watched:
+                    for closed in w.superseded:  # closed candles the value replaced, in order
+                        add(("PUBLISH", w.key, encode_record({**record, **closed})))
                     add(("PUBLISH", w.key, value))
-            if w.history_key is not None:
-                if w.new_items:
-                    items = w.new_items[-RECENT_TRADES_KEPT:]
-                    add(("RPUSH", w.history_key, *(encode_record(item) for item in items)))
-                    add(("LTRIM", w.history_key, -RECENT_TRADES_KEPT, -1))
-                add(("PEXPIRE", w.history_key, RECORD_TTL_MS))
         if batch.retired_vouchers:
             add(("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.

@@ -12,6 +12,7 @@ from flask.json.provider import JSONProvider
 
 from contract.settings import Settings
 from server import binance, errors, health, metrics, pages, push, views
+from server.binance import system
 from server.body_deadline import BodyDeadline
 from server.candles import CandleStore
 from server.fast import FastSnapshots
@@ -47,6 +48,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     errors.register(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(binance.bp)
+    app.register_blueprint(system.bp)
     app.register_blueprint(push.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import redis
 
-from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
+from contract import backfill
+from contract.backfill import Backfill
 from contract.keys import DEMAND_KEY, snapshot_key
 from contract.klines import (
     LONGEST_MS,
@@ -153,12 +154,9 @@ class CandleStore:
         return from_page(rows, start, end, limit)
 
     def ask_backfill(self, request: Backfill) -> None:
-        """Ask the messenger to reach a series back (concurrent asks for the same reach share one)."""
+        """Ask the messenger for a backfill (concurrent asks for the same one are one request)."""
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(BACKFILL_KEY, {request.member(): int(time.time() * 1000)}, nx=True)
-            pipe.publish(BACKFILL_CHANNEL, request.member())
-            pipe.execute()
+            backfill.ask(self.client, request)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -11,7 +11,8 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-BINANCE_PREFIX = "/api/v3/"
+# Binance's paths: /api/v3/... and /sapi/v1/system/status (str.startswith takes the tuple).
+BINANCE_PREFIX = ("/api/v3/", "/sapi/")
 # Binance's "an unknown error occurred" and "internal error" codes, for HTTP errors in its shape.
 BINANCE_CODES = {404: -1000, 405: -1000, 413: -1000, 500: -1001}
 

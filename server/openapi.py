@@ -108,6 +108,18 @@ SCHEMAS: Doc = {
         "required": ["symbol", "lastPrice", "openPrice"],
         "additionalProperties": True,
     },
+    "BinanceRollingTicker": {
+        "type": "object",
+        "required": ["symbol", "openPrice", "lastPrice", "openTime", "closeTime", "count"],
+        "additionalProperties": True,
+    },
+    "BinanceSystemStatus": _obj(
+        ["status", "msg"],
+        {
+            "status": {"type": "integer", "enum": [0, 1]},
+            "msg": {"type": "string", "enum": ["normal", "system maintenance"]},
+        },
+    ),
     "BinanceAvgPrice": _obj(
         ["mins", "price", "closeTime"], {"mins": INTEGER, "price": PRICE, "closeTime": INTEGER}
     ),
@@ -129,6 +141,19 @@ SCHEMAS: Doc = {
             "time": INTEGER,
             "isBuyerMaker": {"type": "boolean"},
             "isBestMatch": {"type": "boolean"},
+        },
+    ),
+    "BinanceAggTrade": _obj(
+        ["a", "p", "q", "f", "l", "T", "m", "M"],
+        {
+            "a": INTEGER,
+            "p": PRICE,
+            "q": PRICE,
+            "f": INTEGER,
+            "l": INTEGER,
+            "T": INTEGER,
+            "m": {"type": "boolean"},
+            "M": {"type": "boolean"},
         },
     ),
     "BinanceExchangeInfo": {
@@ -214,6 +239,20 @@ def _snapshot(path_params: list[Doc], schema: Doc, summary: str) -> Doc:
     return {"post": post, **_not_post(path_params)}
 
 
+# Every Binance-shaped answer says what it cost of the client's Binance weight: nothing.
+USED_WEIGHT = {
+    "X-MBX-USED-WEIGHT-1M": {
+        "description": "Binance's used request weight of the minute: always 0 (answered from Redis)",
+        "schema": {"type": "string", "enum": ["0"]},
+    }
+}
+
+
+# Binance's 12 fields: open time, open, high, low, close, volume, close time, quote volume, trades,
+# taker buy base volume, taker buy quote volume, ignore.
+KLINE_ROW: Doc = {"type": "array", "minItems": 12, "maxItems": 12, "items": {"type": ["integer", "string"]}}
+
+
 def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -> Doc:
     body = {"oneOf": [schema, {"type": "array", "items": schema}]} if many else schema
     return {
@@ -221,20 +260,21 @@ def _binance(summary: str, schema: Doc, params: list[Doc], many: bool = False) -
             "summary": summary,
             "parameters": params,
             "responses": {
-                "200": _json(body, "Binance's shape"),
+                "200": _json(body, "Binance's shape", USED_WEIGHT),
                 "400": _json(
                     _ref("BinanceError"),
-                    "Invalid symbol (-1121) or parameter (-1100, -1101, -1102, -1128, -1130, -1139)",
+                    "Invalid symbol (-1121) or parameter (-1023, -1100, -1101, -1102, -1128, -1130, -1139)",
+                    USED_WEIGHT,
                 ),
                 "429": _json(
                     _ref("BinanceError"),
                     "It would start streams beyond the limits of streaming on demand (-1003)",
-                    RETRY_AFTER,
+                    {**RETRY_AFTER, **USED_WEIGHT},
                 ),
                 "503": _json(
                     _ref("BinanceError"),
-                    "No value can be vouched for now (-1001); never an old one",
-                    RETRY_AFTER,
+                    "No value can be vouched for now (-1001); never an old one, never a partial list",
+                    {**RETRY_AFTER, **USED_WEIGHT},
                 ),
             },
         }
@@ -320,15 +360,41 @@ PATHS: Doc = {
         "Symbols and rules, as Binance last sent them", _ref("BinanceExchangeInfo"), [ONE, MANY]
     ),
     "/api/v3/ticker/bookTicker": _binance(
-        "Best bid and ask (none: every symbol streamed)", _ref("BinanceBookTicker"), [ONE, MANY], many=True
+        "Best bid and ask (neither symbol nor symbols: every trading symbol, whole or 503)",
+        _ref("BinanceBookTicker"),
+        [ONE, MANY],
+        many=True,
     ),
-    "/api/v3/ticker/price": _binance("Last price", _ref("BinancePrice"), [ONE, MANY], many=True),
+    "/api/v3/ticker/price": _binance(
+        "Last price (neither symbol nor symbols: every trading symbol, whole or 503)",
+        _ref("BinancePrice"),
+        [ONE, MANY],
+        many=True,
+    ),
     "/api/v3/ticker/24hr": _binance(
-        "Rolling 24 h statistics",
+        "Rolling 24 h statistics (neither symbol nor symbols: every trading symbol, whole or 503)",
         _ref("Binance24hr"),
         [ONE, MANY, _query("type", "FULL (default) or MINI")],
         many=True,
     ),
+    "/api/v3/ticker": _binance(
+        "Rolling-window statistics over 1h, 4h or 1d (other windows Binance accepts: 400 -1130)",
+        _ref("BinanceRollingTicker"),
+        [
+            ONE,
+            MANY,
+            _query("windowSize", "1h, 4h or 1d (default 1d)"),
+            _query("type", "FULL (default) or MINI"),
+        ],
+        many=True,
+    ),
+    "/sapi/v1/system/status": {
+        "get": {
+            "summary": "0 normal while connected to Binance, else 1 system maintenance (always HTTP 200)",
+            "parameters": [],
+            "responses": {"200": _json(_ref("BinanceSystemStatus"), "Binance's shape", USED_WEIGHT)},
+        }
+    },
     "/api/v3/avgPrice": _binance("Average price", _ref("BinanceAvgPrice"), [REQUIRED]),
     "/api/v3/depth": _binance(
         "Top of the order book (up to 20 levels)",
@@ -339,6 +405,47 @@ PATHS: Doc = {
         "Recent trades, oldest first",
         {"type": "array", "items": _ref("BinanceTrade")},
         [REQUIRED, _query("limit", "1 to 1000 (default 500)", INTEGER)],
+    ),
+    **{
+        path: _binance(
+            "Candles, oldest first: kept closed ones, the stream's open one (503 while a range is fetched)",
+            {"type": "array", "items": KLINE_ROW},
+            [
+                REQUIRED,
+                _query(
+                    "interval",
+                    "1s, 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w, 1M",
+                    required=True,
+                ),
+                _query("startTime", "Open time from (epoch ms)", INTEGER),
+                _query("endTime", "Open time up to (epoch ms)", INTEGER),
+                _query("limit", "1 to 1000 (default 500)", INTEGER),
+                _query(
+                    "timeZone", "UTC offset, where it leaves the interval's windows alone (else 400 -1100)"
+                ),
+            ],
+        )
+        for path in ("/api/v3/klines", "/api/v3/uiKlines")
+    },
+    "/api/v3/historicalTrades": _binance(
+        "Trades from an id on (default: the most recent), oldest first; older ones fetched once",
+        {"type": "array", "items": _ref("BinanceTrade")},
+        [
+            REQUIRED,
+            _query("fromId", "The first trade id", INTEGER),
+            _query("limit", "1 to 1000 (default 500)", INTEGER),
+        ],
+    ),
+    "/api/v3/aggTrades": _binance(
+        "Aggregate trades: the most recent, from an id, or by time (fromId with a time: -1128)",
+        {"type": "array", "items": _ref("BinanceAggTrade")},
+        [
+            REQUIRED,
+            _query("fromId", "The first aggregate trade id", INTEGER),
+            _query("startTime", "From this time on (ms, inclusive): the first limit", INTEGER),
+            _query("endTime", "Up to this time (ms, inclusive); alone: the last limit", INTEGER),
+            _query("limit", "1 to 1000 (default 500)", INTEGER),
+        ],
     ),
     "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
     "/readyz": {
@@ -383,7 +490,7 @@ TAGS = [
 
 
 def _tag(path: str) -> str:
-    if path.startswith("/api/"):
+    if path.startswith(("/api/", "/sapi/")):
         return BINANCE
     return OURS if path.startswith(("/snapshot", "/stream")) else OPERATING
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -25,7 +24,6 @@ from contract.keys import (
     STREAMS_KEY,
     SYMBOLS_KEY,
     demand_member,
-    recent_trades_key,
     snapshot_key,
 )
 from contract.records import MalformedRecord
@@ -169,24 +167,6 @@ class SnapshotStore:
             raise StoreUnavailable(str(exc)) from exc
         names = (_text(k) or "" for k in keys)
         return sorted(n[len(prefix) :].upper() for n in names if n.startswith(prefix))
-
-    def recent_trades(self, symbol: str, limit: int, timeout_s: float) -> list[Any] | None:
-        """The most recent trades, oldest first; None if the list is not there within the timeout.
-
-        The messenger writes the list only once it is whole (the exchange's recent trades, then
-        what streamed since), a moment after the stream's first value.
-        """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                raws = self.client.lrange(recent_trades_key(symbol), -limit, -1)
-            except redis.RedisError as exc:
-                raise StoreUnavailable(str(exc)) from exc
-            if raws:
-                return [orjson.loads(raw) for raw in raws]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
 
     def suggest(self, symbol: str) -> str | None:
         """The listed symbol closest to an unknown one, if any is close."""

@@ -2,7 +2,8 @@
 
 A window without a trade, after the symbol's first trade, is a candle all the same, as Binance
 sends them for quiet symbols: open = high = low = close = the previous close, zero volumes,
-0 trades (first and last trade id -1 in the stream). Windows before the first trade do not exist.
+0 trades, and in the stream first and last trade id -1 (what Binance sends for a candle without
+trades: sonvister/Binance issue 7). Windows before the first trade do not exist.
 Every answer, the stream's closing frame (``"x": true``) and a later REST row of the same window
 alike, is the same sum of the same trades, so they agree exactly.
 

@@ -8,7 +8,7 @@ streamed yet is streamed on demand. When a value cannot be vouched for, the answ
 
 from __future__ import annotations
 
-from server.binance import book, klines, market, tickers, trades
+from server.binance import book, klines, market, rolling, tickers, trades, weight
 from server.binance.common import bp
 
-__all__ = ["book", "bp", "klines", "market", "tickers", "trades"]
+__all__ = ["book", "bp", "klines", "market", "rolling", "tickers", "trades", "weight"]

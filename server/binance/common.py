@@ -81,6 +81,20 @@ def required_symbol() -> str:
     return parse_symbol(raw)
 
 
+def long_param(name: str) -> int | None:
+    """An optional whole-number parameter (an id, a time in ms): -1100 unless 1 to 20 ASCII digits."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    value = whole_number(raw)
+    if value is None:
+        legal = f"'^[0-9]{{1,{MAX_DIGITS}}}$'"
+        raise BinanceError(
+            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is {legal}."
+        )
+    return value
+
+
 def limit_param(default: int, allowed: Callable[[int], bool], hint: str) -> int:
     raw = request.args.get("limit")
     if raw is None:

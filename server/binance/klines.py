@@ -20,10 +20,9 @@ from flask import Response, current_app, request
 
 from contract import kinds
 from contract.backfill import Backfill
-from server.binance.common import BinanceError, bp, limit_param, records, required_symbol
+from server.binance.common import BinanceError, bp, limit_param, long_param, records, required_symbol
 from server.candles import INTERVAL_MS, CandleStore, Kept, Missing, answer
 from server.errors import STORE_DOWN, store_down
-from server.params import MAX_DIGITS, whole_number
 from server.store import StoreUnavailable
 from server.views import settings
 
@@ -55,7 +54,7 @@ def _candles() -> Response:
         )
     if interval not in kinds.KLINE_INTERVALS:
         raise BinanceError(400, -1120, "Invalid interval.")
-    start, end = _time("startTime"), _time("endTime")
+    start, end = long_param("startTime"), long_param("endTime")
     if start is not None and end is not None and start > end:
         raise BinanceError(400, -1023, "Start time is greater than end time.")
     limit = limit_param(KLINES_DEFAULT, lambda n: 1 <= n <= KLINES_MAX, f"Up to {KLINES_MAX}.")
@@ -99,20 +98,6 @@ def _rows(symbol: str, interval: str, start: int | None, end: int | None, limit:
     except StoreUnavailable as exc:
         store_down(request.path, exc)
         raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
-
-
-def _time(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    value = whole_number(raw)
-    if value is None:
-        raise BinanceError(
-            400,
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,{MAX_DIGITS}}}$'.",
-        )
-    return value
 
 
 def _time_zone(interval: str) -> None:

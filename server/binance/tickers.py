@@ -1,30 +1,56 @@
-"""Tickers: best bid and ask, last price, 24 h statistics, for one symbol, a list, or all."""
+"""Tickers: best bid and ask, last price, 24 h statistics, for one symbol, a list, or every
+trading symbol (server/binance/whole_market.py)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Response, request
 
 from contract import kinds
+from server import admission, metrics
+from server.binance import whole_market
 from server.binance.common import BinanceError, bp, one_or_many, records, symbols_param
+from server.errors import STORE_DOWN, store_down
+from server.store import StoreUnavailable
+from server.views import settings, store
+
+
+def listed(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
+    """The current records of ``symbols``, or with None of every trading symbol (only whole)."""
+    if symbols is not None:
+        return records(kind, symbols)
+    config = settings()
+    try:
+        return whole_market.records(store(), kind, config.demand_idle_s, config.demand_wait_ms / 1000)
+    except whole_market.Incomplete as exc:
+        if exc.stale:
+            metrics.STALE.labels("binance").inc()
+        raise BinanceError(503, -1001, f"Market data unavailable: {exc}") from None
+    except StoreUnavailable as exc:
+        store_down(request.path, exc)
+        raise BinanceError(503, -1001, f"Market data unavailable: {STORE_DOWN}") from None
+    except admission.Refused as exc:
+        raise BinanceError(429, -1003, str(exc), exc.retry_after_s) from None
 
 
 @bp.get("/ticker/bookTicker")
 def book_ticker() -> Response:
-    """Best bid and ask: ``symbol``, ``symbols``, or every symbol streamed."""
+    """Best bid and ask: ``symbol``, ``symbols``, or every trading symbol."""
     symbols = symbols_param()
     docs = [
         {"symbol": r["symbol"], "bidPrice": r["bid_price"], "bidQty": r["bid_quantity"],
          "askPrice": r["ask_price"], "askQty": r["ask_quantity"]}
-        for r in records(kinds.BOOK_TICKER, symbols)
+        for r in listed(kinds.BOOK_TICKER, symbols)
     ]  # fmt: skip
     return one_or_many(symbols, docs)
 
 
 @bp.get("/ticker/price")
 def ticker_price() -> Response:
-    """The last price (from the 24 h ticker stream): ``symbol``, ``symbols``, or every one streamed."""
+    """The last price (from the 24 h ticker stream): ``symbol``, ``symbols``, or every trading symbol."""
     symbols = symbols_param()
-    docs = [{"symbol": r["symbol"], "price": r["close"]} for r in records("ticker", symbols)]
+    docs = [{"symbol": r["symbol"], "price": r["close"]} for r in listed(kinds.TICKER, symbols)]
     return one_or_many(symbols, docs)
 
 
@@ -41,13 +67,18 @@ FULL_24HR = {
 }  # fmt: skip
 
 
-@bp.get("/ticker/24hr")
-def ticker_24hr() -> Response:
-    """The rolling 24 h statistics (``type`` FULL or MINI): ``symbol``, ``symbols``, or all streamed."""
+def ticker_type() -> str:
+    """``type``: FULL (the default) or MINI."""
     shape = request.args.get("type", "FULL")
     if shape not in ("FULL", "MINI"):
         raise BinanceError(400, -1139, "Invalid ticker type.")
-    names = FULL_24HR if shape == "FULL" else MINI_24HR
+    return shape
+
+
+@bp.get("/ticker/24hr")
+def ticker_24hr() -> Response:
+    """Rolling 24 h statistics (``type`` FULL or MINI): ``symbol``, ``symbols``, or every trading symbol."""
+    names = FULL_24HR if ticker_type() == "FULL" else MINI_24HR
     symbols = symbols_param()
-    docs = [{ours: r[theirs] for ours, theirs in names.items()} for r in records("ticker", symbols)]
+    docs = [{ours: r[theirs] for ours, theirs in names.items()} for r in listed(kinds.TICKER, symbols)]
     return one_or_many(symbols, docs)

@@ -1,5 +1,6 @@
 """On-demand streams through the real processes: kept across a Redis restart while in use, and
-dropped when idle even while someone watches the status page or polls an all-symbols list."""
+dropped when idle even while someone watches the status page. (A ticker list without a symbol is
+the use of the whole market: tests/e2e/test_market_lists.py.)"""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_a_stream_asked_for_keeps_flowing_across_a_redis_restart(
     assert "demand: restored 1 requested stream(s)" in messenger.log()
 
 
-def test_an_idle_stream_goes_while_the_status_page_and_all_symbol_lists_are_polled(
+def test_an_idle_stream_goes_while_the_status_page_is_polled(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
 ) -> None:
     messenger_factory(sim, "btcusdt", DEMAND_IDLE_S=2)
@@ -55,7 +56,6 @@ def test_an_idle_stream_goes_while_the_status_page_and_all_symbol_lists_are_poll
     def poll_lists_until_gone() -> bool:
         status = http("GET", f"{gunicorn.url}/status.json")[2]
         listed.update(row["symbol"] for row in status["symbols"])
-        http("GET", f"{gunicorn.url}/api/v3/ticker/bookTicker")
         return ETHBTC not in subscribed(sim)
 
     wait_until(poll_lists_until_gone, 8, interval_s=0.1, what="the idle stream to go")

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import pytest
 
-from tests.processes import Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
+from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -64,12 +65,13 @@ def test_the_latest_candles_are_the_exchanges_and_come_from_the_streams(
     same_closed(rows, theirs)
     # Kept by the stream from now on: a while later, no more REST calls for it.
     calls = len(kline_calls(sim))
-    time.sleep(3)  # three candles close
-    later = ready(gunicorn, symbol="ETHBTC", interval="1s", limit=5)
-    assert later[-1][0] >= rows[-1][0] + 3 * SECOND
+    wait_until(
+        lambda: ready(gunicorn, symbol="ETHBTC", interval="1s", limit=1)[0][0] >= rows[-1][0] + 3 * SECOND, 6
+    )
+    later = ready(gunicorn, symbol="ETHBTC", interval="1s", limit=5)  # three candles closed since
+    assert len(kline_calls(sim)) == calls
     _, theirs = klines(sim.rest_url, symbol="ETHBTC", interval="1s", limit=10)
     same_closed(later, theirs)
-    assert len(kline_calls(sim)) == calls
 
 
 def test_a_reconnect_fetches_only_the_candles_it_missed_and_the_open_one_waits_for_its_stream(
@@ -87,16 +89,18 @@ def test_a_reconnect_fetches_only_the_candles_it_missed_and_the_open_one_waits_f
     assert [r[0] for r in closed] == [start + n * SECOND for n in range(10)]
     wait_until(lambda: time.time() - stalled_at > 3, 5)
     sim.fault("unstall")
-    since = time.time()
     after = ready(gunicorn, symbol="BTCUSDT", interval="1s", limit=1000)
     opens = [r[0] for r in after]
     assert opens == list(range(opens[0], opens[0] + 1000 * SECOND, SECOND))
+    # The messenger's calls since the stall (it reconnected meanwhile): the gap from the last kept
+    # candle on, and the open candle's value until the stream's next frame; never the history again.
+    calls = kline_calls(sim, stalled_at)
+    gaps = [c for c in calls if "startTime" in c["path"]]
+    assert len(gaps) == 1, calls
+    assert all("startTime" in c["path"] or "limit=1&" in c["path"] + "&" for c in calls), calls
+    assert sum(c["weight"] for c in calls) <= 4
     _, theirs = klines(sim.rest_url, symbol="BTCUSDT", interval="1s", limit=1000)
     same_closed(after, theirs)
-    calls = kline_calls(sim, since)
-    assert calls, "the gap was not fetched"
-    assert all("startTime" in c["path"] for c in calls), calls  # the gap only, never a new seed
-    assert sum(c.get("weight", 2) for c in calls) <= 2 * len(calls) <= 4
 
 
 def test_an_older_range_is_fetched_once_and_then_kept(
@@ -108,10 +112,36 @@ def test_an_older_range_is_fetched_once_and_then_kept(
     older = rows[0][0] - 1500 * 60_000
     since = time.time()
     got = ready(gunicorn, symbol="BNBBTC", interval="1m", startTime=older, limit=1000)
-    _, theirs = klines(sim.rest_url, symbol="BNBBTC", interval="1m", startTime=older, limit=1000)
-    assert got == theirs  # all closed, long ago
-    fetched = len(kline_calls(sim, since))
-    assert 1 <= fetched <= 2
+    fetched = kline_calls(sim, since)
+    assert len(fetched) == 2, fetched  # 1,500 older candles: two calls of up to 1,000
     again = ready(gunicorn, symbol="BNBBTC", interval="1m", startTime=older + 60_000, limit=1000)
     assert again[0][0] == older + 60_000
-    assert len(kline_calls(sim, since)) == fetched  # kept: not fetched again
+    assert kline_calls(sim, since) == fetched  # kept: not fetched again
+    _, theirs = klines(sim.rest_url, symbol="BNBBTC", interval="1m", startTime=older, limit=1000)
+    assert got == theirs  # all closed, long ago
+
+
+def test_live_push_emits_every_closed_candle_as_the_exchange_closes_it(
+    sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
+) -> None:
+    messenger_factory(sim, "btcusdt", "--streams", "bookTicker,kline_1s")
+    wait_until(lambda: real_redis.exists("transmute:kline_1s:btcusdt"), 10)
+    stream = EventStream(f"{gunicorn.url}/stream/BTCUSDT/kline_1s")
+    try:
+        closed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            event = stream.next(2.0)
+            if event.get("event") == "snapshot":
+                record = orjson.loads(event["data"])
+                if record["closed"]:
+                    closed.append(record)
+    finally:
+        stream.close()
+    opens = [r["open_time"] for r in closed]
+    assert len(opens) >= 3
+    assert opens == list(range(opens[0], opens[0] + len(opens) * SECOND, SECOND))  # none missed
+    _, theirs = klines(sim.rest_url, symbol="BTCUSDT", interval="1s", startTime=opens[0], limit=len(opens))
+    assert [[r["open_time"], r["open"], r["high"], r["low"], r["close"], r["volume"]] for r in closed] == [
+        row[:6] for row in theirs
+    ]

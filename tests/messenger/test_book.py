@@ -227,37 +227,25 @@ def test_a_connection_let_go_of_cannot_bring_a_value_back() -> None:
     assert written(book, 1.2, refresh=1.2) == {KEY: "DELETED"}
 
 
-TRADES = "transmute:trades:btcusdt"
+TRADES = "transmute:history:trade:btcusdt"
 
 
 def trade(n: int) -> dict[str, object]:
     return {"symbol": "BTCUSDT", "trade_id": n}
 
 
-def test_recent_trades_wait_for_rest_then_come_in_order_once_each() -> None:
-    book, conn = Book(5.0), Conn(1.0)
+def test_every_accepted_trade_goes_to_the_kept_list_once_in_order() -> None:
+    book, conn, other = Book(5.0), Conn(1.0), Conn(1.0)
+    kept: list[tuple[str, object]] = []
+    book.on_item = lambda key, item: kept.append((key, item["trade_id"]))
     on(book, conn)
-    book.carry(conn, [KEY], since=1.0)
-    book.on_frame(conn, KEY, 10, trade(10), 1.1, TRADES)  # the stream beats the REST call
-    book.on_frame(conn, KEY, 11, trade(11), 1.2, TRADES)
-    [early] = book.take(1.25, None).writes
-    assert (early.history_key, early.new_items) == (None, [])  # the list is not whole yet: not written
-    book.on_frame(conn, KEY, 12, trade(12), 1.27, TRADES)
-    rest = [(n, trade(n)) for n in range(5, 12)]
-    assert not book.seed(conn, KEY, trade(11), requested_at=1.05, now=1.3, u=11, history=(TRADES, rest))
-    [write] = book.take(1.3, None).writes
-    assert write.fields["trade_id"] == 12  # the streamed value stays the current one
-    assert [t["trade_id"] for t in write.new_items] == [5, 6, 7, 8, 9, 10, 11, 12]
-
-
-def test_a_seed_starts_the_list_and_the_stream_continues_it() -> None:
-    book, conn = Book(5.0), Conn(1.0)
-    on(book, conn)
-    book.carry(conn, [KEY], since=1.0)
-    assert book.seed(conn, KEY, trade(3), 1.1, 1.2, u=3, history=(TRADES, [(n, trade(n)) for n in (1, 2, 3)]))
-    assert not book.on_frame(conn, KEY, 3, trade(3), 1.3, TRADES)  # already in the list
-    book.on_frame(conn, KEY, 4, trade(4), 1.4, TRADES)
-    [write] = book.take(1.4, None).writes
-    assert [t["trade_id"] for t in write.new_items] == [1, 2, 3, 4]
+    on(book, other)
+    book.on_frame(conn, KEY, 10, trade(10), 1.1, TRADES)
+    book.on_frame(other, KEY, 10, trade(10), 1.15, TRADES)  # the same trade on an overlapping connection
+    book.on_frame(other, KEY, 11, trade(11), 1.2, TRADES)
+    book.on_frame(conn, KEY, 11, trade(11), 1.25, TRADES)
+    book.on_frame(conn, KEY, 9, trade(9), 1.3, TRADES)  # older: never goes back
+    assert kept == [(TRADES, 10), (TRADES, 11)]
     book.release(conn)
-    assert book.take(1.5, None).deletes == [KEY, TRADES]  # the list goes with its stream
+    book.release(other)
+    assert book.take(1.5, None).deletes == [KEY]  # the list stays: trades are history

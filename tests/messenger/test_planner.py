@@ -77,7 +77,7 @@ def test_pinned_kinds_apply_to_every_pinned_symbol_and_demand_may_ask_for_any_ki
     wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE, [KINDS["bookTicker"], KINDS["trade"]])
     assert set(wanted.routes) == {
         "btcusdt@bookTicker", "btcusdt@trade", "ethbtc@kline_1M", "bnbbtc@depth5@100ms"}  # fmt: skip
-    assert wanted.routes["btcusdt@trade"].history_key == "transmute:trades:btcusdt"
+    assert wanted.routes["btcusdt@trade"].history_key == "transmute:history:trade:btcusdt"
     assert wanted.routes["ethbtc@kline_1M"].key == "transmute:kline_1M:ethbtc"
 
 

@@ -154,3 +154,32 @@ def test_redis_restart_is_survived_and_everything_rewritten(book: Book, redis_se
         client.close()
         if not redis_server.running():
             redis_server.start()
+
+
+@pytest.mark.redis
+def test_a_closed_candle_is_published_though_the_next_one_replaced_it_before_the_write(
+    book: Book, real_redis: redis.Redis
+) -> None:
+    conn = Conn(time.monotonic())
+    on(book, conn)
+    watcher = real_redis.pubsub(ignore_subscribe_messages=True)
+    watcher.subscribe(KEY)
+    candle = {"symbol": "BTCUSDT", "open_time": 0, "close_time": 59_999, "close": "1.0", "closed": False}
+    now = time.monotonic()
+    book.on_frame(conn, KEY, (0, 1, 1), {**candle, "closed": True}, now)
+    book.on_frame(conn, KEY, (60_000, 2, 0), {**candle, "open_time": 60_000, "close_time": 119_999}, now)
+    writer = Writer(book, real_redis, ttl_ms=TTL_MS, refresh_interval_s=TTL_MS / 3000, messenger_id=RUN,
+                    watched=lambda: frozenset({KEY}))  # fmt: skip
+    writer.start()  # only now: both frames are in its first batch
+    try:
+        published: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 2
+        while len(published) < 2 and time.monotonic() < deadline:
+            message = watcher.get_message(timeout=0.1)
+            if message is not None:
+                published.append(orjson.loads(message["data"]))
+        assert [(p["open_time"], p["closed"]) for p in published] == [(0, True), (60_000, False)]
+        assert stored(real_redis, KEY)["open_time"] == 60_000  # only the latest is stored
+    finally:
+        writer.stop()
+        watcher.close()

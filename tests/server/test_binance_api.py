@@ -11,7 +11,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY, recent_trades_key
+from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY
+from contract.trade_history import tail_key
 from server import create_app
 from tests.records import vouched
 
@@ -53,9 +54,9 @@ def app(fake_redis: redis.Redis) -> Flask:
     put(fake_redis, "depth20", "ETHBTC", **DEPTH)
     put(fake_redis, "trade", "ETHBTC", trade_id=3, price="4.00000100", quantity="12.00000000",
         trade_time=33, is_buyer_maker=True, event_time=33)  # fmt: skip
-    fake_redis.rpush(recent_trades_key("ETHBTC"), *(orjson.dumps(
-        {"trade_id": n, "price": "4.00000100", "quantity": "12.00000000", "trade_time": 30 + n,
-         "is_buyer_maker": True}) for n in (1, 2, 3)))  # fmt: skip
+    fake_redis.zadd(tail_key("trade", "ETHBTC"), {orjson.dumps(
+        {"id": n, "price": "4.00000100", "qty": "12.00000000", "quoteQty": "48.00001200", "time": 30 + n,
+         "isBuyerMaker": True, "isBestMatch": True}): n for n in (1, 2, 3)})  # fmt: skip
     return create_app({"demand_wait_ms": 50}, client=fake_redis)
 
 

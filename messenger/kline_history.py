@@ -53,6 +53,9 @@ PAGE = 1000  # Binance's most candles a call
 KLINES_PATH = "/api/v3/klines"
 Series = tuple[str, str]  # (SYMBOL, interval)
 RETRY_S = 1.0
+# Series synced before closed candles are appended again: a thousand new series at once do not
+# hold up the candles of the ones already kept.
+SYNCS_PER_ROUND = 10
 
 
 class KlineHistory(Worker):
@@ -70,6 +73,10 @@ class KlineHistory(Worker):
         self._next_open: dict[Series, int] = {}
         self._closed: deque[tuple[Series, list[Any]]] = deque()
         self._to_sync: dict[Series, None] = {}
+        # The open time of the frame that looked like a gap: no gap after all if the closed
+        # candles that were on their way meanwhile bring the next open there.
+        self._seen_open: dict[Series, int] = {}
+        self._rest_paused_until = 0.0  # monotonic: Binance (or our budget) said to wait
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._backoff = Backoff(0.5, 30.0)
@@ -107,6 +114,7 @@ class KlineHistory(Worker):
         elif self._next_open.get(series, fields["open_time"]) != fields["open_time"]:
             with self._lock:  # a candle opened past the next one: some closed ones never came
                 if series in self._followed and series not in self._to_sync:
+                    self._seen_open[series] = fields["open_time"]
                     self._to_sync[series] = None
                     self._wake.set()
 
@@ -168,12 +176,14 @@ class KlineHistory(Worker):
             self._wake.clear()
             try:
                 self._append_closed()
-                self._sync_due()
+                if time.monotonic() >= self._rest_paused_until:
+                    self._sync_due()
                 self._backoff.reset()
             except RateLimited as exc:
+                # Closed candles from the streams are still appended meanwhile: only REST waits.
                 self.failures += 1
                 logger.warning("klines: REST paused (%s); series are synced later", exc)
-                self._stopping.wait(min(exc.retry_after_s, 60.0))
+                self._rest_paused_until = time.monotonic() + min(exc.retry_after_s, 60.0)
             except (RestError, redis.RedisError) as exc:
                 self.failures += 1
                 delay = self._backoff.next_delay()
@@ -185,8 +195,8 @@ class KlineHistory(Worker):
         batch: list[tuple[Series, list[Any]]] = []
         while self._closed:
             batch.append(self._closed.popleft())
-        with self._lock:
-            batch = [(s, row) for s, row in batch if s in self._followed and s not in self._to_sync]
+        with self._lock:  # appended even while a sync is due: the script refuses what leaves a hole
+            batch = [(s, row) for s, row in batch if s in self._followed]
         if not batch:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -198,22 +208,29 @@ class KlineHistory(Worker):
                 self.refused += 1
                 with self._lock:
                     self._to_sync[series] = None
+                self._next_open.pop(series, None)  # Redis disagrees: a sync must settle it
             else:
                 self.appended += 1
                 self._next_open[series] = row[6] + 1
 
     def _sync_due(self) -> None:
-        while not self._stopping.is_set():
+        """Sync a few due series, then let closed candles be appended again (the loop comes back)."""
+        for _ in range(SYNCS_PER_ROUND):
+            if self._stopping.is_set():
+                return
             with self._lock:
                 series = next(iter(self._to_sync), None)
                 if series is None:
                     return
-                if series not in self._followed:
-                    del self._to_sync[series]
+                seen = self._seen_open.pop(series, None)
+                if series not in self._followed or (seen is not None and self._next_open.get(series) == seen):
+                    del self._to_sync[series]  # gone, or the closed candles that came filled the gap
                     continue
             self._sync(series)  # raises, leaving the series due, if REST or Redis fails
             with self._lock:
                 self._to_sync.pop(series, None)
+        if self._to_sync:
+            self._wake.set()  # more are due: back at once, after the appends
 
     def _sync(self, series: Series) -> None:
         """Make the kept candles reach the last closed one: fetch the gap, or seed afresh."""

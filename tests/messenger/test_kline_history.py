@@ -14,7 +14,7 @@ import redis
 from contract.backfill import Backfill
 from contract.klines import PAGE_TTL_MS, klines_key, origin_key, page_key, row_times
 from messenger.kline_history import KlineHistory
-from messenger.rest import RestError
+from messenger.rest import RateLimited, RestError
 
 MINUTE = 60_000
 NOW_OPEN = int(time.time() * 1000) // MINUTE * MINUTE
@@ -200,3 +200,43 @@ def test_a_range_too_old_to_keep_in_line_is_fetched_as_a_page_of_closed_candles(
     assert [r[0] for r in page] == list(range(FIRST, FIRST + 1000 * MINUTE, MINUTE))
     assert 0 < real_redis.pttl(page_key("1m", "BTCUSDT", 0)) <= PAGE_TTL_MS
     assert len(kept(real_redis)) == 999  # the kept candles are left as they were
+
+
+@pytest.mark.redis
+def test_a_frame_that_looked_like_a_gap_costs_no_call_when_the_closed_candle_was_on_its_way(
+    exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    keeper.follow({("BTCUSDT", "1m")})
+    keeper._sync_due()  # the seed (the worker's thread is not started: steps run by hand)
+    calls = len(exchange.calls)
+    # The next window's first frame is handed over before the worker appended the closed one.
+    keeper.frame("BTCUSDT", frame(NOW_OPEN + MINUTE, closed=False))
+    keeper._closed.append((("BTCUSDT", "1m"), row(NOW_OPEN)))
+    keeper._append_closed()
+    keeper._sync_due()
+    assert len(exchange.calls) == calls
+    assert kept(real_redis)[-1] == NOW_OPEN
+
+
+class Paused(Exchange):
+    def get(self, path: str, params: dict[str, str]) -> Any:
+        if params["symbol"] == "ETHBTC":
+            raise RateLimited(30, "HTTP 429")
+        return super().get(path, params)
+
+
+@pytest.mark.redis
+def test_closed_candles_are_appended_while_rest_is_paused(real_redis: redis.Redis) -> None:
+    exchange = Paused()
+    keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    keeper.start()
+    try:
+        keeper.follow({("BTCUSDT", "1m")})
+        wait_for(lambda: len(kept(real_redis)) == 999)
+        keeper.follow({("BTCUSDT", "1m"), ("ETHBTC", "1m")})  # its seed is refused: REST pauses 30 s
+        wait_for(lambda: keeper.failures > 0)
+        keeper.frame("BTCUSDT", frame(NOW_OPEN, closed=True))
+        wait_for(lambda: kept(real_redis)[-1] == NOW_OPEN)
+    finally:
+        keeper.stop()

@@ -38,7 +38,7 @@ from bench.bare_klines import KEY as BARE_KEY
 from bench.serving import parse_wrk
 from bench.stack import medians, rounded, running
 from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, snapshot_key, voucher_key
-from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, origin_key
+from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, write_keys
 from contract.records import encode_record
 from tests.processes import Gunicorn, Process, RedisServer, http, wait_until
 
@@ -109,9 +109,7 @@ def keep(client: redis.Redis, symbol: str, interval: str, rows: list[list[Any]],
     args: list[Any] = ["seed", keep_n - 1, CAP, HISTORY_TTL_MS]
     for row in rows:
         args += [row[0], encode_row(row)]
-    kept: int = client.eval(
-        WRITE_SCRIPT, 2, klines_key(interval, symbol), origin_key(interval, symbol), *args
-    )
+    kept: int = client.eval(WRITE_SCRIPT, 3, *write_keys(interval, symbol), *args)
     return kept
 
 

@@ -4,6 +4,7 @@
 |---|---|---|
 | ``transmute:klines:<interval>:<symbol>`` | sorted set | closed candles, score: open time, member: the row |
 | ``transmute:klines:<interval>:<symbol>:origin`` | string | the set reaches back to the first candle |
+| ``transmute:klines:<interval>:<symbol>:gen`` | string | counts its writes: a copy is current |
 | ``transmute:klines:<interval>:<symbol>:from:<t>`` | string, TTL | an older page: closed rows from ``t`` |
 
 A member is the candle exactly as Binance's ``GET /api/v3/klines`` spells its row (12 fields,
@@ -16,9 +17,9 @@ Each candle's open time is the previous one's close time + 1 (which also holds f
 months). A write that would leave a hole is refused, so a gap is never stored, and a reader that
 finds the stream's open candle further on than the last kept close + 1 knows a range is missing.
 
-Written by the messenger only (messenger.kline_history); read by the server in one round trip
-(READ_SCRIPT: the rows in range, the first and last kept rows, the origin mark and the open
-candle's record with its voucher).
+Written by the messenger only (messenger.kline_history); read by the server (BOUNDS_SCRIPT: the
+first and last kept rows, the origin mark, the write count and the open candle's record with its
+voucher, in one round trip; the rows themselves only when its copy is not of that write count).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from contract.servable import VOUCHED_LUA
 
 KLINES_KEY_TEMPLATE = "transmute:klines:{interval}:{symbol}"
 ORIGIN_SUFFIX = ":origin"
+GENERATION_SUFFIX = ":gen"
 # A range too old to join the kept set within KLINE_HISTORY_MAX is fetched as a page of its own: the
 # exchange's answer to ``startTime=<t>&limit=1000``, closed candles only (they never change), kept
 # this long for the requests that walk through history a page at a time.
@@ -65,6 +67,16 @@ def origin_key(interval: str, symbol: str) -> str:
     return klines_key(interval, symbol) + ORIGIN_SUFFIX
 
 
+def generation_key(interval: str, symbol: str) -> str:
+    """Key counting the writes of a kept set: a reader's copy is the set while the count is the same."""
+    return klines_key(interval, symbol) + GENERATION_SUFFIX
+
+
+def write_keys(interval: str, symbol: str) -> list[str]:
+    """The keys WRITE_SCRIPT takes, in its order: the set, its origin mark, its write count."""
+    return [klines_key(interval, symbol), origin_key(interval, symbol), generation_key(interval, symbol)]
+
+
 def page_key(interval: str, symbol: str, start: int) -> str:
     """Key of an older page of candles, from ``start`` (epoch ms) on."""
     return PAGE_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), start=start)
@@ -92,7 +104,8 @@ def row_from_record(record: dict[str, Any]) -> list[Any]:
     ]  # fmt: skip
 
 
-# KEYS: set, origin. ARGV: mode, keep, cap, ttl_ms, then open time and row pairs, oldest first.
+# KEYS: set, origin, write count (write_keys). ARGV: mode, keep, cap, ttl_ms, then open time and row
+# pairs, oldest first. Every write it does counts one more in the write count.
 #   append:  after the last kept row; rows already kept are skipped; refused (-2) if the first new
 #            row does not open at the last kept close + 1, or (-1) if nothing is kept yet.
 #   prepend: before the first kept row, same rule the other way; ARGV "origin" mode variant
@@ -157,27 +170,25 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ttl)
 return redis.call('ZCARD', KEYS[1])
 """
 )
 
-# KEYS: set, origin, the open candle's record. ARGV: direction (``asc`` from ARGV[2], ``desc``
-# down from ARGV[3]), low, high (open times, inclusive; "-inf"/"+inf"), limit.
-# Returns {rows, first kept row, last kept row, origin mark, record, its voucher's last word}:
-# the record only while its voucher exists (as contract.servable's read rule).
-READ_SCRIPT = (
+# KEYS: set, origin, write count, the open candle's record. Returns {first kept row, last kept row,
+# how many, origin mark, write count, record, its voucher's last word}: the record only while its
+# voucher exists (contract.servable's read rule). The rows themselves are read apart (ZRANGE), or
+# not at all when the reader holds the set as of this write count.
+BOUNDS_SCRIPT = (
     VOUCHED_LUA
     + """
-local rows
-if ARGV[1] == 'asc' then
-  rows = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYSCORE', 'LIMIT', 0, ARGV[4])
-else
-  rows = redis.call('ZRANGE', KEYS[1], ARGV[3], ARGV[2], 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[4])
-end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1] or false
 local last = redis.call('ZRANGE', KEYS[1], -1, -1)[1] or false
+local count = redis.call('ZCARD', KEYS[1])
 local origin = redis.call('EXISTS', KEYS[2])
-local record, heard = vouched(KEYS[3])
-return {rows, first, last, origin, record, heard}
+local generation = redis.call('GET', KEYS[3]) or false
+local record, heard = vouched(KEYS[4])
+return {first, last, count, origin, generation, record, heard}
 """
 )

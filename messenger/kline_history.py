@@ -37,10 +37,10 @@ from contract.klines import (
     WRITE_SCRIPT,
     encode_row,
     klines_key,
-    origin_key,
     page_key,
     row_from_record,
     row_times,
+    write_keys,
 )
 from messenger.backoff import Backoff
 from messenger.binance import Fields
@@ -295,7 +295,7 @@ class KlineHistory(Worker):
         args: list[Any] = [mode, self.keep - 1, self.cap, HISTORY_TTL_MS]
         for row in rows:
             args += [row[0], encode_row(row)]
-        self._write(keys=[klines_key(interval, symbol), origin_key(interval, symbol)], args=args, client=pipe)
+        self._write(keys=write_keys(interval, symbol), args=args, client=pipe)
 
     @property
     def followed(self) -> frozenset[Series]:

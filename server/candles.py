@@ -8,7 +8,12 @@ kept candles and the open one (being fetched). Nothing here ever fills a gap by 
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +24,12 @@ from contract import backfill
 from contract.backfill import Backfill
 from contract.keys import DEMAND_KEY, snapshot_key
 from contract.klines import (
+    BOUNDS_SCRIPT,
     LONGEST_MS,
-    READ_SCRIPT,
-    klines_key,
-    origin_key,
     page_key,
     row_from_record,
     row_times,
+    write_keys,
 )
 from contract.records import MalformedRecord
 from contract.servable import servable
@@ -102,45 +106,119 @@ def from_page(rows: list[bytes], start: int, end: int | None, limit: int) -> lis
     return None
 
 
+# Rows a worker keeps copies of, in all (about 200 bytes each): the sets read most recently.
+COPIED_ROWS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A kept set as of one write count: its rows (oldest first) and their open times."""
+
+    generation: Any
+    opens: list[int]
+    members: list[bytes]
+
+    def select(self, start: int | None, end: int | None, limit: int) -> list[bytes]:
+        """The rows a read of the set would return: the first ``limit`` from ``start``, or the last
+        ``limit`` up to ``end``, opening within [start, end]."""
+        high = len(self.opens) if end is None else bisect.bisect_right(self.opens, end)
+        if start is not None:
+            low = bisect.bisect_left(self.opens, start)
+            return self.members[low : min(high, low + limit)]
+        return self.members[max(0, high - limit) : high]
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
+
+
 class CandleStore:
-    """Reads kept candles; asks the messenger for older ones."""
+    """Reads kept candles; asks the messenger for older ones.
+
+    Each worker keeps a copy of the sets it serves, tagged with their write count: a request reads
+    the bounds, the write count and the open candle (one small script, one round trip) and takes
+    its rows from the copy while the count is the same, so 1,000 rows do not cross from Redis on
+    every request. A new count (a candle closed, a gap filled) reads the set again, with its
+    bounds, in one transaction.
+    """
 
     def __init__(self, client: redis.Redis, store: SnapshotStore) -> None:
         self.client = client
         self.store = store
-        self._read = client.register_script(READ_SCRIPT)
+        self._bounds_sha = _sha(BOUNDS_SCRIPT)
+        self._copies: OrderedDict[tuple[str, str], _Copy] = OrderedDict()
+        self._copied_rows = 0
+        self._lock = threading.Lock()
 
     def read(self, interval: str, symbol: str, start: int | None, end: int | None, limit: int) -> Kept:
-        """The kept rows of the range and its bounds, in one round trip (demand counted now and then)."""
+        """The kept rows of the range and its bounds (demand counted now and then)."""
         kind = f"kline_{interval}"
-        args: list[str | int]
-        if start is not None:
-            args = ["asc", start, "+inf" if end is None else end, limit]
-        else:
-            args = ["desc", "-inf", "+inf" if end is None else end, limit]
-        keys = [klines_key(interval, symbol), origin_key(interval, symbol), snapshot_key(kind, symbol)]
+        keys = [*write_keys(interval, symbol), snapshot_key(kind, symbol)]
+        series = (interval, symbol)
         try:
             due = self.store.due(kind, [symbol])
-            pipe = self.client.pipeline(transaction=False)
-            self._read(keys=keys, args=args, client=pipe)
-            if due:
-                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
-            rows, first, last, origin, raw, heard = pipe.execute()[0]
+
+            def bounds_and_demand(pipe: Any) -> None:
+                pipe.evalsha(self._bounds_sha, len(keys), *keys)
+                if due:
+                    pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
+
+            def rows_and_bounds(pipe: Any) -> None:
+                pipe.zrange(keys[0], 0, -1)
+                pipe.evalsha(self._bounds_sha, len(keys), *keys)
+
+            bounds = self._run(bounds_and_demand, transaction=False)[0]
+            with self._lock:
+                copy = self._copies.get(series)
+                if copy is not None:
+                    self._copies.move_to_end(series)
+            if copy is None or bounds[4] is None or copy.generation != bounds[4]:
+                # The rows and their bounds at one instant (a transaction).
+                members, bounds = self._run(rows_and_bounds, transaction=True)
+                copy = _Copy(bounds[4], [row_times(m)[0] for m in members], members)
+                self._keep(series, copy)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        if start is None:
-            rows.reverse()
+        first, last, _count, origin, _generation, raw, heard = bounds
         try:
             current = servable(raw, heard)
         except MalformedRecord:
             current = None
         return Kept(
-            rows,
+            copy.select(start, end, limit),
             row_times(first) if first else None,
             row_times(last) if last else None,
             bool(origin),
             current,
         )
+
+    def _run(self, build: Callable[[Any], None], transaction: bool) -> list[Any]:
+        """One round trip of the commands ``build`` queues; the script is loaded once if Redis does
+        not know it (after a restart or a flush), and the commands sent again."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=transaction)
+            build(pipe)
+            try:
+                result: list[Any] = pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.client.script_load(BOUNDS_SCRIPT)
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _keep(self, series: tuple[str, str], copy: _Copy) -> None:
+        """Keep a copy, dropping the least recently read ones past COPIED_ROWS in all."""
+        if len(copy.members) > COPIED_ROWS:
+            return
+        with self._lock:
+            old = self._copies.pop(series, None)
+            self._copied_rows += len(copy.members) - (len(old.members) if old else 0)
+            self._copies[series] = copy
+            while self._copied_rows > COPIED_ROWS:
+                _, dropped = self._copies.popitem(last=False)
+                self._copied_rows -= len(dropped.members)
 
     def page(self, interval: str, symbol: str, start: int, end: int | None, limit: int) -> list[bytes] | None:
         """The answer from an older page fetched from ``start``, if there is one and it is enough."""

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 import redis
 
-from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, origin_key, row_times
+from contract.klines import (
+    HISTORY_TTL_MS,
+    WRITE_SCRIPT,
+    encode_row,
+    klines_key,
+    origin_key,
+    row_times,
+    write_keys,
+)
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE
@@ -25,8 +33,7 @@ def write(client: redis.Redis, mode: str, rows: list[list[Any]], keep: int = 5, 
     args: list[Any] = [mode, keep, cap, HISTORY_TTL_MS]
     for r in rows:
         args += [r[0], encode_row(r)]
-    keys = (klines_key("1m", "BTCUSDT"), origin_key("1m", "BTCUSDT"))
-    result: int = client.eval(WRITE_SCRIPT, 2, *keys, *args)
+    result: int = client.eval(WRITE_SCRIPT, 3, *write_keys("1m", "BTCUSDT"), *args)
     return result
 
 

@@ -13,7 +13,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
-from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, origin_key, page_key
+from contract.klines import (
+    HISTORY_TTL_MS,
+    WRITE_SCRIPT,
+    encode_row,
+    page_key,
+    write_keys,
+)
 from server import create_app
 from tests.records import vouched
 
@@ -51,7 +57,7 @@ def keep(client: redis.Redis, rows: list[list[Any]], mode: str = "seed") -> None
     args: list[Any] = [mode, 1000, 10_000, HISTORY_TTL_MS]
     for r in rows:
         args += [r[0], encode_row(r)]
-    assert client.eval(WRITE_SCRIPT, 2, klines_key("1m", "BTCUSDT"), origin_key("1m", "BTCUSDT"), *args) >= 0
+    assert client.eval(WRITE_SCRIPT, 3, *write_keys("1m", "BTCUSDT"), *args) >= 0
 
 
 def stream(client: redis.Redis, n: int, closed: bool = False, px: int = 5000) -> None:
@@ -181,3 +187,15 @@ def test_a_range_too_old_to_keep_in_line_is_answered_from_its_page(
     assert get(client, startTime=old, limit=2) == (200, page[:2])
     assert get(client, startTime=old, endTime=old + MINUTE) == (200, page[:2])
     assert get(client, startTime=old, limit=5)[0] == 503  # the page does not hold five
+
+
+def test_a_workers_copy_of_the_kept_candles_follows_every_write(
+    client: FlaskClient, fake_redis: redis.Redis
+) -> None:
+    assert get(client, limit=3) == (200, [row(8), row(9), row(10)])  # the worker copies the set
+    keep(fake_redis, [row(10)], mode="append")  # candle 10 closed
+    stream(fake_redis, 11)
+    assert get(client, limit=3) == (200, [row(9), row(10), row(11)])
+    keep(fake_redis, [row(n) for n in range(3, 11)], mode="seed")  # a new seed: same last row, fewer
+    assert get(client, endTime=T0 + 4 * MINUTE, limit=2) == (200, [row(3), row(4)])
+    assert get(client, endTime=T0 + 4 * MINUTE, limit=3)[0] == 503  # 2 is gone: older ones are fetched

@@ -16,6 +16,7 @@ from server.binance import system
 from server.body_deadline import BodyDeadline
 from server.candles import CandleStore
 from server.fast import FastSnapshots
+from server.fast_klines import FastKlines
 from server.store import SnapshotStore, redis_client
 
 # Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
@@ -53,9 +54,10 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     metrics.register(app)
-    # The most common request, answered before Flask when it can be (see server/fast.py); and
+    # The commonest requests, answered before Flask when they can be (see server/fast.py and
+    # server/fast_klines.py); and
     # before everything, every body read whole within a deadline (see server/body_deadline.py).
-    fast = FastSnapshots(app.wsgi_app, store)
+    fast = FastSnapshots(FastKlines(app.wsgi_app, app.extensions["transmute.candles"]), store)
     deadline_s = settings.body_timeout_ms / 1000
     app.wsgi_app = BodyDeadline(fast, MAX_BODY_BYTES, deadline_s)  # type: ignore[method-assign]
     return app

@@ -199,3 +199,22 @@ def test_a_workers_copy_of_the_kept_candles_follows_every_write(
     keep(fake_redis, [row(n) for n in range(3, 11)], mode="seed")  # a new seed: same last row, fewer
     assert get(client, endTime=T0 + 4 * MINUTE, limit=2) == (200, [row(3), row(4)])
     assert get(client, endTime=T0 + 4 * MINUTE, limit=3)[0] == 503  # 2 is gone: older ones are fetched
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "3"},
+        {"startTime": str(T0 + 2 * MINUTE), "limit": "3"},
+        {"endTime": str(T0 + 5 * MINUTE)},
+        {},
+    ],
+)
+def test_the_fast_path_answers_byte_for_byte_as_the_view(client: FlaskClient, params: dict[str, str]) -> None:
+    query = {"symbol": "BTCUSDT", "interval": "1m", **params}
+    fast = client.get("/api/v3/klines", query_string=query)
+    view = client.get("/api/v3/klines", query_string={**query, "timeZone": "0"})  # timeZone: Flask's
+    assert fast.status_code == view.status_code == 200
+    assert fast.data == view.data
+    assert fast.headers["X-MBX-USED-WEIGHT-1M"] == view.headers["X-MBX-USED-WEIGHT-1M"] == "0"
+    assert fast.headers["Content-Type"] == view.headers["Content-Type"]

@@ -21,8 +21,9 @@ import redis
 
 BACKFILL_KEY = "transmute:backfill"
 BACKFILL_CHANNEL = "transmute:backfill"
-# A request not served in this long is dropped (a messenger that never took it, or gave up on it).
-BACKFILL_EXPIRY_MS = 60_000
+# A request not served in this long is dropped: its asker has given up (DEMAND_WAIT_MS, 3 s by
+# default), and a later ask makes a new one; so a flood of asks stops costing REST calls soon after.
+BACKFILL_EXPIRY_MS = 15_000
 
 
 class Backfill(NamedTuple):

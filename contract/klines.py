@@ -6,6 +6,7 @@
 | ``transmute:klines:<interval>:<symbol>:origin`` | string | the set reaches back to the first candle |
 | ``transmute:klines:<interval>:<symbol>:gen`` | string | counts its writes: a copy is current |
 | ``transmute:klines:<interval>:<symbol>:from:<t>`` | string, TTL | an older page: closed rows from ``t`` |
+| ``transmute:klines:<interval>:<symbol>:to:<t>`` | string, TTL | an older page: closed rows up to ``t`` |
 
 A member is the candle exactly as Binance's ``GET /api/v3/klines`` spells its row (12 fields,
 prices and volumes as strings), so that an answer is the members joined, never re-encoded. The
@@ -38,7 +39,9 @@ GENERATION_SUFFIX = ":gen"
 # exchange's answer to ``startTime=<t>&limit=1000``, closed candles only (they never change), kept
 # this long for the requests that walk through history a page at a time.
 PAGE_KEY_TEMPLATE = KLINES_KEY_TEMPLATE + ":from:{start}"
-PAGE_TTL_MS = 600_000
+# The same for a range asked for by its end alone: the answer to ``endTime=<t>&limit=1000``.
+PAGE_TO_KEY_TEMPLATE = KLINES_KEY_TEMPLATE + ":to:{end}"
+PAGE_TTL_MS = 120_000
 PAGE_ROWS = 1000
 # The shortest window of each interval (a calendar month is at least 28 days).
 SHORTEST_MS = {
@@ -80,6 +83,17 @@ def write_keys(interval: str, symbol: str) -> list[str]:
 def page_key(interval: str, symbol: str, start: int) -> str:
     """Key of an older page of candles, from ``start`` (epoch ms) on."""
     return PAGE_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), start=start)
+
+
+def page_to_key(interval: str, symbol: str, end: int) -> str:
+    """Key of an older page of candles, up to ``end`` (epoch ms)."""
+    return PAGE_TO_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), end=end)
+
+
+def backfill_series(interval: str, up_to: bool = False) -> str:
+    """The series a backfill asks for (contract.backfill): candles from its reach on
+    (``kline_1m``), or, with ``up_to``, the 1,000 up to its reach (``klineto_1m``)."""
+    return f"{'klineto' if up_to else 'kline'}_{interval}"
 
 
 def encode_row(row: list[Any]) -> bytes:

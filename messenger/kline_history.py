@@ -31,6 +31,7 @@ import redis
 from contract.backfill import Backfill
 from contract.klines import (
     HISTORY_TTL_MS,
+    LONGEST_MS,
     PAGE_ROWS,
     PAGE_TTL_MS,
     SHORTEST_MS,
@@ -38,6 +39,7 @@ from contract.klines import (
     encode_row,
     klines_key,
     page_key,
+    page_to_key,
     row_from_record,
     row_times,
     write_keys,
@@ -123,7 +125,8 @@ class KlineHistory(Worker):
 
         Raises RestError when REST cannot be called now; the request is then tried again.
         """
-        interval = request.series.removeprefix("kline_")
+        up_to = request.series.startswith("klineto_")
+        interval = request.series.partition("_")[2]
         series = (request.symbol, interval)
         first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
         if not first:
@@ -136,13 +139,23 @@ class KlineHistory(Worker):
             if not first:
                 return
         first_open, _ = row_times(first[0])
-        if first_open <= request.reach:
+        # Up to an end: the page's worth of candles before it (or before the first kept one).
+        reach = (
+            max(0, min(first_open, request.reach) - PAGE * LONGEST_MS[interval]) if up_to else request.reach
+        )
+        if first_open <= reach:
             return
         kept = self.client.zcard(klines_key(interval, request.symbol))
-        if kept + (first_open - request.reach) // SHORTEST_MS[interval] > self.cap:
-            self._page(series, request.reach)  # too far back to keep in line: a page of its own
+        if kept + (first_open - reach) // SHORTEST_MS[interval] > self.cap:
+            # Too far back to keep in line: a page of its own.
+            if up_to:
+                self._page(
+                    series, page_to_key(interval, request.symbol, request.reach), {"endTime": request.reach}
+                )
+            else:
+                self._page(series, page_key(interval, request.symbol, reach), {"startTime": reach})
             return
-        while first_open > request.reach:
+        while first_open > reach:
             rows = self._get({"endTime": str(first_open - 1), "limit": str(PAGE)}, series)
             mode = "prepend-origin" if len(rows) < PAGE else "prepend"
             if not rows:
@@ -157,15 +170,16 @@ class KlineHistory(Worker):
                 return
             first_open = rows[0][0]
 
-    def _page(self, series: Series, start: int) -> None:
-        """Fetch the closed candles from ``start`` (one call) into a page of their own."""
-        symbol, interval = series
+    def _page(self, series: Series, key: str, bound: dict[str, int]) -> None:
+        """Fetch the closed candles from or up to a time (one call) into a page of their own,
+        unless a page of them is there already."""
+        if self.client.exists(key):
+            return
         now = int(time.time() * 1000)
-        rows = [
-            r for r in self._get({"startTime": str(start), "limit": str(PAGE_ROWS)}, series) if r[6] < now
-        ]
-        self.client.set(page_key(interval, symbol, start), orjson.dumps(rows), px=PAGE_TTL_MS)
-        logger.info("klines: %s %s: a page of %d older candles from %d", symbol, interval, len(rows), start)
+        params = {name: str(value) for name, value in bound.items()}
+        rows = [r for r in self._get({**params, "limit": str(PAGE_ROWS)}, series) if r[6] < now]
+        self.client.set(key, orjson.dumps(rows), px=PAGE_TTL_MS)
+        logger.info("klines: %s %s: a page of %d older candles (%s)", *series, len(rows), params)
 
     # -- the worker's thread ------------------------------------------------------------
 

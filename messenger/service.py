@@ -80,7 +80,9 @@ class Messenger:
         )
         self.backfills = Backfills(redis_client(settings))
         self.backfills.register(lambda series: series in BACKFILL_SERIES, self.history.backfill)
-        self.backfills.register(lambda series: series.startswith("kline_"), self.klines.backfill)
+        self.backfills.register(
+            lambda series: series.startswith(("kline_", "klineto_")), self.klines.backfill
+        )
         self.reach = Reachability()
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
         self.supervisor = Supervisor(settings, self.book, self.seeder, candles=self.klines.frame)

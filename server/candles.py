@@ -26,7 +26,9 @@ from contract.keys import DEMAND_KEY, snapshot_key
 from contract.klines import (
     BOUNDS_SCRIPT,
     LONGEST_MS,
+    PAGE_ROWS,
     page_key,
+    page_to_key,
     row_from_record,
     row_times,
     write_keys,
@@ -52,10 +54,13 @@ class Kept:
 class Missing(Exception):
     """The request cannot be answered exactly yet; ``reach`` is set when older candles are needed."""
 
-    def __init__(self, why: str, reach: int | None = None, needs_stream: bool = False) -> None:
+    def __init__(
+        self, why: str, reach: int | None = None, needs_stream: bool = False, up_to: bool = False
+    ) -> None:
         super().__init__(why)
         self.reach = reach
         self.needs_stream = needs_stream
+        self.up_to = up_to  # ``reach`` is an end: the candles up to it are needed
 
 
 def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit: int) -> list[bytes]:
@@ -86,7 +91,9 @@ def answer(kept: Kept, interval: str, start: int | None, end: int | None, limit:
     if start is None:
         if len(rows) < limit and not kept.origin:
             before = kept.first[0] if end is None else min(kept.first[0], end + 1)
-            reach = before - (limit - len(rows)) * INTERVAL_MS[interval]
+            if end is not None:  # the candles up to an end
+                raise Missing("older candles are being fetched", reach=end, up_to=True)
+            reach = max(0, before - (limit - len(rows)) * INTERVAL_MS[interval])
             raise Missing("older candles are being fetched", reach=reach)
         rows = rows[-limit:]
     return rows[:limit]
@@ -230,6 +237,19 @@ class CandleStore:
             return None
         rows = [orjson.dumps(r) for r in orjson.loads(raw)]
         return from_page(rows, start, end, limit)
+
+    def page_to(self, interval: str, symbol: str, end: int, limit: int) -> list[bytes] | None:
+        """The answer from an older page fetched up to ``end``, if there is one and it is enough."""
+        try:
+            raw = self.client.get(page_to_key(interval, symbol, end))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if raw is None:
+            return None
+        rows = [orjson.dumps(r) for r in orjson.loads(raw)]
+        chosen = [r for r in rows if row_times(r)[0] <= end]
+        # A page short of PAGE_ROWS reached the symbol's first candle: it holds all there is.
+        return chosen[-limit:] if len(chosen) >= limit or len(rows) < PAGE_ROWS else None
 
     def ask_backfill(self, request: Backfill) -> None:
         """Ask the messenger for a backfill (concurrent asks for the same one are one request)."""

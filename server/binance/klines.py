@@ -20,6 +20,7 @@ from flask import Response, current_app, request
 
 from contract import kinds
 from contract.backfill import Backfill
+from contract.klines import backfill_series
 from server.binance.common import BinanceError, bp, limit_param, long_param, records, required_symbol
 from server.candles import INTERVAL_MS, CandleStore, Kept, Missing, answer
 from server.errors import STORE_DOWN, store_down
@@ -76,8 +77,11 @@ def _rows(symbol: str, interval: str, start: int | None, end: int | None, limit:
             try:
                 return answer(kept, interval, start, end, limit)
             except Missing as missing:
-                if missing.reach is not None and start is not None and asked is not None:
-                    page = candles.page(interval, symbol, start, end, limit)  # too old to keep in line
+                if missing.reach is not None and asked is not None:  # too old to keep in line?
+                    if missing.up_to:
+                        page = candles.page_to(interval, symbol, missing.reach, limit)
+                    else:
+                        page = None if start is None else candles.page(interval, symbol, start, end, limit)
                     if page is not None:
                         return page
                 if missing.needs_stream and not streamed:
@@ -89,7 +93,9 @@ def _rows(symbol: str, interval: str, start: int | None, end: int | None, limit:
                     if not streamed and kept.current is None:
                         records(f"kline_{interval}", [symbol])  # an unknown symbol is a 400 here
                         streamed = True
-                    candles.ask_backfill(Backfill(f"kline_{interval}", symbol, missing.reach))
+                    candles.ask_backfill(
+                        Backfill(backfill_series(interval, missing.up_to), symbol, missing.reach)
+                    )
                     asked = missing.reach
                 if time.monotonic() >= deadline:
                     why = f"Candles of {symbol} {interval}: {missing}; try again shortly."

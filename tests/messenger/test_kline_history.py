@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from contract.backfill import Backfill
-from contract.klines import PAGE_TTL_MS, klines_key, origin_key, page_key, row_times
+from contract.klines import PAGE_TTL_MS, klines_key, origin_key, page_key, page_to_key, row_times
 from messenger.kline_history import KlineHistory
 from messenger.rest import RateLimited, RestError
 
@@ -240,3 +240,22 @@ def test_closed_candles_are_appended_while_rest_is_paused(real_redis: redis.Redi
         wait_for(lambda: kept(real_redis)[-1] == NOW_OPEN)
     finally:
         keeper.stop()
+
+
+@pytest.mark.redis
+def test_candles_up_to_an_old_end_come_as_a_page_fetched_once(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    calls = len(exchange.calls)
+    end = FIRST + 1500 * MINUTE
+    history.backfill(Backfill("klineto_1m", "BTCUSDT", end))
+    history.backfill(Backfill("klineto_1m", "BTCUSDT", end))  # asked again: the page is there
+    assert exchange.calls[calls:] == [
+        {"symbol": "BTCUSDT", "interval": "1m", "endTime": str(end), "limit": "1000"}
+    ]
+    page = orjson.loads(real_redis.get(page_to_key("1m", "BTCUSDT", end)) or b"null")
+    assert [r[0] for r in page] == list(range(end - 999 * MINUTE, end + 1, MINUTE))
+    history.backfill(Backfill("klineto_1m", "BTCUSDT", 1000))  # before the first candle: an empty page
+    assert orjson.loads(real_redis.get(page_to_key("1m", "BTCUSDT", 1000)) or b"null") == []

@@ -18,6 +18,7 @@ from contract.klines import (
     WRITE_SCRIPT,
     encode_row,
     page_key,
+    page_to_key,
     write_keys,
 )
 from server import create_app
@@ -218,3 +219,17 @@ def test_the_fast_path_answers_byte_for_byte_as_the_view(client: FlaskClient, pa
     assert fast.data == view.data
     assert fast.headers["X-MBX-USED-WEIGHT-1M"] == view.headers["X-MBX-USED-WEIGHT-1M"] == "0"
     assert fast.headers["Content-Type"] == view.headers["Content-Type"]
+
+
+def test_an_end_older_than_kept_is_answered_from_its_page_up_to_it(
+    client: FlaskClient, fake_redis: redis.Redis
+) -> None:
+    keep(fake_redis, [row(n) for n in range(5, 10)])  # no origin: older ones exist
+    end = T0 - 5000 * MINUTE
+    assert get(client, endTime=end, limit=2)[0] == 503
+    assert fake_redis.zrange("transmute:backfill", 0, -1) == [f"klineto_1m:BTCUSDT:{end}".encode()]
+    page = [row(n - 5003) for n in range(4)]  # the exchange's 1,000 up to ``end``: here, all there is
+    fake_redis.set(page_to_key("1m", "BTCUSDT", end), orjson.dumps(page), px=60_000)
+    assert get(client, endTime=end, limit=2) == (200, page[2:])  # the last two opening at or before it
+    fake_redis.set(page_to_key("1m", "BTCUSDT", 1000), b"[]", px=60_000)  # before the first candle
+    assert get(client, endTime=1000, limit=5) == (200, [])

@@ -6,6 +6,7 @@
 | ``transmute:<kind>:<symbol>`` | channel | messenger | each new record of a watched key; empty: gone |
 | ``transmute:history:<series>:<symbol>`` | sorted set, TTL | messenger | kept trades (trade_history) |
 | ``transmute:backfilled:<series>:<symbol>`` | sorted set, TTL | messenger | older trades fetched on request |
+| ``transmute:backfilled:<series>:<symbol>:origin`` | string, TTL | messenger | a trade list's first id |
 | ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |

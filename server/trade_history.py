@@ -1,7 +1,7 @@
 """Reading kept trade lists (contract.trade_history): a range, or what must happen before it can be.
 
-One Redis script per read (one round trip) takes the stream's record and its voucher, the tail
-and the backfilled set of one series, and answers one of:
+One Redis script per read (one round trip) takes the stream's record and its voucher, the tail,
+the backfilled set and the origin mark of one series, and answers one of:
 
 - ``ok`` and the items, in Binance's REST shape, oldest first: every id of the range is held;
 - ``stale``: the range reaches the newest trade and the stream is not vouched for (or not
@@ -9,6 +9,9 @@ and the backfilled set of one series, and answers one of:
 - ``wait``: the stream is vouched for but the tail has not caught up with it yet;
 - ``fetch``: a hole: the messenger must fetch ids from ``reach`` (``id``), or the aggregate
   trades around a time (``time``), before the range can be answered.
+
+Ids below the series' origin do not exist: a range reaching below it is answered from it on, and
+one that ends before it is ``[]``, as Binance answers them.
 
 A range that ends before the newest held item, every id of it held, is history: it is answered
 whatever the connection's state. Only an answer that must include the newest trade (most recent,
@@ -27,10 +30,12 @@ from contract.keys import snapshot_key
 from contract.trade_history import (
     AGG_TRADE,
     AGG_TRADE_BY_TIME,
+    HELD_LUA,
     RECORD_ID_PATTERN,
     TAIL_KEPT,
     TIME_PATTERN,
     backfilled_key,
+    origin_key,
     tail_key,
 )
 from server.store import StoreUnavailable
@@ -38,9 +43,11 @@ from server.store import StoreUnavailable
 RECENT, FROM_ID, BY_TIME = "recent", "from", "time"
 OK, STALE, WAIT, FETCH = "ok", "stale", "wait", "fetch"
 
-# KEYS: record, tail, backfilled. ARGV: mode, limit, fromId or startTime (or ''), endTime (or ''),
+# KEYS: record, tail, backfilled, origin. ARGV: mode, limit, fromId or startTime (or ''), endTime (or ''),
 # Lua pattern of an item's time, Lua pattern of the record's newest id, the items a tail keeps.
-READ_SCRIPT = """
+READ_SCRIPT = (
+    HELD_LUA
+    + """
 local tail, older = KEYS[2], KEYS[3]
 local mode, limit = ARGV[1], tonumber(ARGV[2])
 local tpat = ARGV[5]
@@ -59,6 +66,8 @@ local function edge(key, rank)
 end
 local tail_lo, tail_hi, old_hi = edge(tail, 0), edge(tail, -1), edge(older, -1)
 local kept = tonumber(ARGV[7])
+-- No id below it exists: a range reaching below it is whole from it on.
+local origin = origin_of(KEYS[4])
 local top = tail_hi
 if old_hi and (not top or old_hi > top) then top = old_hi end
 -- Nothing newer than the tail exists: its stream vouches, and the tail has all it brought.
@@ -98,7 +107,7 @@ local function collect(a, b)
   end
   return ids, items
 end
-local function time_of(item) return tonumber(string.match(item, tpat)) end
+local function time_of(item) return time_in(item, tpat) end
 -- Up to limit items from id a on, none after time stop (if given), without a hole.
 local function walk_up(a, stop)
   local ids, items = collect(a, a + limit - 1)
@@ -112,31 +121,15 @@ local function walk_up(a, stop)
   if #out > limit then return out end
   return missing(expect) or out
 end
--- The lowest id held with a time at or after t, or nil.
-local function first_from(key, t)
-  local lo, n = 0, redis.call('ZCARD', key)
-  local hi = n
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if time_of(redis.call('ZRANGE', key, mid, mid)[1]) >= t then hi = mid else lo = mid + 1 end
-  end
-  if lo < n then return tonumber(redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')[2]) end
-end
-local function first_at(t)
-  local x, y = first_from(tail, t), first_from(older, t)
-  if x and y then return math.min(x, y) end
-  return x or y
-end
-local function held(x)
-  return redis.call('ZCOUNT', tail, x, x) + redis.call('ZCOUNT', older, x, x) > 0
-end
+local function first_at(t) return first_held_at(tail, older, tpat, t) end
+local function held(x) return held_in(tail, older, x) end
 
 if mode == 'recent' then
   if not caught_up then return present() end
-  return walk_up(math.max(0, tail_hi - limit + 1), nil)
+  return walk_up(math.max(origin, tail_hi - limit + 1), nil)
 end
 if mode == 'from' then
-  return walk_up(tonumber(ARGV[3]), nil)
+  return walk_up(math.max(origin, tonumber(ARGV[3])), nil)
 end
 local start, stop = tonumber(ARGV[3]), tonumber(ARGV[4])
 if start then
@@ -145,7 +138,7 @@ if start then
     if caught_up then return {'ok'} end
     return present()
   end
-  if a > 0 and not held(a - 1) then
+  if a > origin and not held(a - 1) then
     if filling(a - 1) then return {'wait'} end
     return {'fetch', 'time', start}
   end
@@ -154,7 +147,7 @@ end
 -- Only an end: the last items at or before it.
 local c, b = first_at(stop + 1), nil
 if c then
-  if c > 0 and not held(c - 1) then
+  if c > origin and not held(c - 1) then
     if filling(c - 1) then return {'wait'} end
     return {'fetch', 'time', stop + 1}
   end
@@ -163,14 +156,15 @@ else
   if not caught_up then return present() end
   b = tail_hi
 end
-if b < 0 then return {'ok'} end
-local a = math.max(0, b - limit + 1)
+if b < origin then return {'ok'} end
+local a = math.max(origin, b - limit + 1)
 local ids, items = collect(a, b)
 if #ids < b - a + 1 then return missing(a) or {'fetch', 'id', a} end
 local out = {'ok'}
 for k = 1, #items do out[k + 1] = items[k] end
 return out
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +206,12 @@ class TradeHistoryStore:
             RECORD_ID_PATTERN[series],
             TAIL_KEPT,
         ]
-        keys = [snapshot_key(series, symbol), tail_key(series, symbol), backfilled_key(series, symbol)]
+        keys = [
+            snapshot_key(series, symbol),
+            tail_key(series, symbol),
+            backfilled_key(series, symbol),
+            origin_key(series, symbol),
+        ]
         try:
             reply = self._script(keys=keys, args=args)
         except redis.RedisError as exc:

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from contract.backfill import BACKFILL_KEY, Backfill
 from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY, voucher_key
-from contract.trade_history import backfilled_key, tail_key
+from contract.trade_history import backfilled_key, origin_key, tail_key
 from server import create_app
 from server.trade_history import BY_TIME, FETCH, FROM_ID, OK, RECENT, STALE, WAIT, Query, TradeHistoryStore
 from tests.records import RUN, vouched
@@ -144,6 +144,43 @@ def test_a_held_boundary_answers_a_time_range_in_a_hole(
     # Up to the time of the last held trade: the next one, not held, may have the same time.
     answer = read(kept, Query(BY_TIME, 1000, start_ms=at(300) + 1, end_ms=at(599)))
     assert answer.fetch == Backfill("aggtrade", "BTCUSDT", 600)
+
+
+def test_nothing_exists_below_the_origin_so_a_range_reaching_below_it_is_whole_from_it(
+    any_redis: redis.Redis, kept: TradeHistoryStore
+) -> None:
+    """The exchange's first trade is 300 (its answer to fromId=0 began there): as Binance answers,
+    fromId=0 and startTime=0 give the first trades, an end before the first trade gives []."""
+    any_redis.set(origin_key("aggtrade", "BTCUSDT"), 300)
+    lapse(any_redis)  # all of it is history
+    for query, expected in [
+        (Query(FROM_ID, 5, 0), range(300, 305)),
+        (Query(FROM_ID, 100, 299), range(300, 400)),
+        (Query(BY_TIME, 5, start_ms=0), range(300, 305)),
+        (Query(BY_TIME, 5, start_ms=0, end_ms=at(302)), range(300, 303)),
+        (Query(BY_TIME, 10, end_ms=at(302)), range(300, 303)),
+        (Query(BY_TIME, 10, end_ms=0), []),
+        (Query(BY_TIME, 10, end_ms=at(300) - 1), []),
+        (Query(BY_TIME, 10, start_ms=0, end_ms=at(300) - 1), []),
+    ]:
+        answer = read(kept, query)
+        assert (answer.status, got(answer)) == (OK, list(expected)), query
+    # Above the origin, a hole is still a hole.
+    assert read(kept, Query(FROM_ID, 200, 0)).fetch == Backfill("aggtrade", "BTCUSDT", 400)
+    any_redis.delete(origin_key("aggtrade", "BTCUSDT"))  # not known: ids from 0 may exist
+    assert read(kept, Query(FROM_ID, 5, 0)).fetch == Backfill("aggtrade", "BTCUSDT", 0)
+    assert read(kept, Query(BY_TIME, 10, end_ms=0)).fetch == Backfill("aggtrade_time", "BTCUSDT", 1)
+
+
+def test_a_tail_that_starts_at_the_origin_is_whole(any_redis: redis.Redis) -> None:
+    """A symbol with fewer trades than a tail keeps: all of them are the tail."""
+    keep(any_redis, tail_key("aggtrade", "BTCUSDT"), range(700, 1000))
+    any_redis.set(origin_key("aggtrade", "BTCUSDT"), 700)
+    stream_at(any_redis, 999)
+    store = TradeHistoryStore(any_redis)
+    assert got(read(store, Query(RECENT, 500))) == list(range(700, 1000))
+    assert got(read(store, Query(FROM_ID, 5, 0))) == list(range(700, 705))
+    assert got(read(store, Query(BY_TIME, 2, end_ms=at(999)))) == [998, 999]
 
 
 def test_nothing_kept_and_nothing_streamed_is_stale_then_the_tail_is_waited_for(

@@ -9,7 +9,8 @@ up to 1,000; only when more than that was missed is the tail started again from 
 1,000, since the tail keeps no more than that anyway. The seeder catches up the same way when a
 stream is (re)subscribed, so a reconnect costs weight in proportion to what was missed, never the
 whole list again. A tail the stream started on its own (a first frame before the seed, or Redis
-emptied) is filled once with the exchange's last 1,000.
+emptied) is filled once with the exchange's last 1,000. When the exchange has fewer than that, the
+first of them is the series' origin (contract.trade_history): the tail then holds all there is.
 
 Older ranges are fetched on the server's request (messenger.backfill calls ``backfill``), by
 messenger.older_trades.
@@ -31,6 +32,7 @@ from contract.trade_history import (
     AGG_TRADE_BY_TIME,
     PAGE,
     TAIL_KEPT,
+    origin_key,
     parse_tail_key,
     tail_key,
 )
@@ -225,7 +227,7 @@ class TradeHistory(Worker):
         """
         key = tail_key(series, symbol)
         with self._series_lock(key):
-            top, short = self._tail_state(key)
+            top, short = self._tail_state(series, symbol)
             with self._lock:
                 pending = self._pending.get(key) or {}
                 joined = top is not None and (not pending or min(pending) <= top + 1)
@@ -238,7 +240,15 @@ class TradeHistory(Worker):
                     return (page[-1][1], page[-1][2]) if page else None
             page = fetch_page(self.rest, series, RECENT_PATH[series], symbol, {})
             self._append_rest(key, "reset", page)
+            if 0 < len(page) < PAGE:  # fewer than asked for: the exchange has none before them
+                self._mark_origin(series, symbol, page[0][0][0])
             return (page[-1][1], page[-1][2]) if page else None
+
+    def _mark_origin(self, series: str, symbol: str, first: int) -> None:
+        try:
+            self.older.keep(series, symbol, [], first)
+        except redis.RedisError as exc:
+            logger.warning("trade history: %s %s origin not kept (Redis: %s)", symbol, series, exc)
 
     def _append_rest(self, key: str, mode: str, page: list[tuple[Item, Order, Fields]]) -> None:
         if not page:
@@ -255,19 +265,22 @@ class TradeHistory(Worker):
                 self._top[key] = int(top)
         self._wake.set()  # what streamed meanwhile may join now
 
-    def _tail_state(self, key: str) -> tuple[int | None, bool]:
-        """The tail's newest id (None: no tail), and whether it holds fewer than it keeps."""
+    def _tail_state(self, series: str, symbol: str) -> tuple[int | None, bool]:
+        """The tail's newest id (None: no tail), and whether it holds fewer than it keeps though
+        older items exist (it does not reach back to the series' origin)."""
+        key = tail_key(series, symbol)
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.zrange(key, 0, 0, withscores=True)
             pipe.zrange(key, -1, -1, withscores=True)
             pipe.zcard(key)
-            oldest, newest, count = pipe.execute()
+            pipe.get(origin_key(series, symbol))
+            oldest, newest, count, origin = pipe.execute()
         except redis.RedisError:
             return None, True
         if not newest:
             return None, True
-        return int(newest[0][1]), count < TAIL_KEPT and int(oldest[0][1]) > 0
+        return int(newest[0][1]), count < TAIL_KEPT and int(oldest[0][1]) > int(origin or 0)
 
     def _series_lock(self, key: str) -> threading.Lock:
         with self._lock:

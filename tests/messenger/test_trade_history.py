@@ -9,12 +9,13 @@ import pytest
 import redis
 
 from contract.backfill import BACKFILL_KEY, Backfill
-from contract.trade_history import TAIL_KEPT, backfilled_key, tail_key
+from contract.trade_history import TAIL_KEPT, backfilled_key, origin_key, tail_key
 from messenger.rest import RestError
 from messenger.trade_history import APPEND_SCRIPT, TradeHistory
 
 TAIL = tail_key("aggtrade", "BTCUSDT")
 OLDER = backfilled_key("aggtrade", "BTCUSDT")
+ORIGIN = origin_key("aggtrade", "BTCUSDT")
 
 
 def agg(n: int) -> dict[str, Any]:
@@ -32,10 +33,12 @@ def streamed(n: int) -> dict[str, Any]:
 
 
 class Exchange:
-    """Binance's aggTrades (fromId, startTime, limit; else the most recent) over ids 0..newest."""
+    """Binance's aggTrades (fromId, startTime, limit; else the most recent) over ids first..newest
+    (Binance's first ids are 0; the simulator's are not)."""
 
-    def __init__(self, newest: int) -> None:
+    def __init__(self, newest: int, first: int = 0) -> None:
         self.newest = newest
+        self.first = first
         self.base_url = "http://exchange"
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.fail: Exception | None = None
@@ -47,11 +50,11 @@ class Exchange:
         assert path == "/api/v3/aggTrades"
         limit = int(params["limit"])
         if "fromId" in params:
-            first = int(params["fromId"])
+            first = max(self.first, int(params["fromId"]))
         elif "startTime" in params:
-            first = max(0, -(-(int(params["startTime"]) - 1_000_000) // 10))
+            first = max(self.first, -(-(int(params["startTime"]) - 1_000_000) // 10))
         else:
-            first = max(0, self.newest - limit + 1)
+            first = max(self.first, self.newest - limit + 1)
         return [agg(n) for n in range(first, min(first + limit, self.newest + 1))]
 
 
@@ -203,6 +206,78 @@ def test_a_range_by_time_fetches_its_first_trade_and_the_page_before(
         {"symbol": "BTCUSDT", "fromId": "1500", "limit": "1000"},
     ]
     assert ids(fake_redis, OLDER) == list(range(1500, 3500))
+
+
+def at(n: int) -> int:
+    return int(agg(n)["T"])
+
+
+@pytest.fixture
+def late(any_redis: redis.Redis) -> tuple[TradeHistory, Exchange]:
+    """An exchange whose first aggregate trade is 1000 (as the simulator's are well above 0)."""
+    exchange = Exchange(newest=5000, first=1000)
+    return TradeHistory(any_redis, exchange, 3000), exchange  # type: ignore[arg-type]
+
+
+def test_an_answer_from_above_its_fromid_marks_the_origin_and_nothing_below_is_asked_again(
+    any_redis: redis.Redis, late: tuple[TradeHistory, Exchange]
+) -> None:
+    keeper, exchange = late
+    append(any_redis, "extend", range(4001, 5001))
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 0))
+    assert [c[1]["fromId"] for c in exchange.calls] == ["0"]
+    assert ids(any_redis, OLDER) == list(range(1000, 2000))
+    assert any_redis.get(ORIGIN) == b"1000"
+    assert 3_600_000 < any_redis.pttl(ORIGIN) <= 7 * 24 * 3_600_000
+    for reach in (0, 500, 999, 1000):  # held, or known not to exist: no call
+        keeper.backfill(Backfill("aggtrade", "BTCUSDT", reach))
+    assert len(exchange.calls) == 1
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 1800))  # partly held: from the first not held
+    assert [c[1]["fromId"] for c in exchange.calls[1:]] == ["2000"]
+
+
+def test_a_time_before_the_first_trade_marks_the_origin_once(
+    any_redis: redis.Redis, late: tuple[TradeHistory, Exchange]
+) -> None:
+    keeper, exchange = late
+    append(any_redis, "extend", range(4001, 5001))
+    keeper.backfill(Backfill("aggtrade_time", "BTCUSDT", 0))  # startTime=0
+    assert [c[1] for c in exchange.calls] == [
+        {"symbol": "BTCUSDT", "startTime": "0", "limit": "1000"},
+        {"symbol": "BTCUSDT", "fromId": "0", "limit": "1000"},  # the page before: there is none
+    ]
+    assert any_redis.get(ORIGIN) == b"1000"
+    assert ids(any_redis, OLDER) == list(range(1000, 2000))
+    for t in (0, 1, at(1000), at(1500) - 3):  # endTime=0 (asks from 1), a time in what is held
+        keeper.backfill(Backfill("aggtrade_time", "BTCUSDT", t))
+    assert len(exchange.calls) == 2
+    keeper.backfill(Backfill("aggtrade_time", "BTCUSDT", at(2500)))  # beyond what is held
+    assert len(exchange.calls) == 4
+
+
+def test_the_page_before_a_time_is_not_fetched_when_it_is_held_or_cannot_exist(
+    any_redis: redis.Redis, late: tuple[TradeHistory, Exchange]
+) -> None:
+    keeper, exchange = late
+    any_redis.set(ORIGIN, 1000)
+    keeper.backfill(Backfill("aggtrade_time", "BTCUSDT", 5))  # its first trade is the origin
+    assert [c[1].get("startTime") for c in exchange.calls] == ["5"]
+    keeper.backfill(Backfill("aggtrade_time", "BTCUSDT", at(2000)))  # 1999 is held now
+    assert [c[1].get("startTime") for c in exchange.calls] == ["5", str(at(2000))]
+    assert ids(any_redis, OLDER) == list(range(1000, 3000))
+
+
+def test_a_symbol_with_fewer_trades_than_a_tail_keeps_is_whole_in_its_tail(
+    any_redis: redis.Redis,
+) -> None:
+    exchange = Exchange(newest=5000, first=4500)
+    keeper = TradeHistory(any_redis, exchange, 3000)  # type: ignore[arg-type]
+    assert keeper.catch_up("aggtrade", "BTCUSDT", seed=True) is not None
+    assert ids(any_redis, TAIL) == list(range(4500, 5001))
+    assert any_redis.get(ORIGIN) == b"4500"
+    assert keeper.catch_up("aggtrade", "BTCUSDT") is None  # nothing older to fill it with: no call
+    keeper.backfill(Backfill("aggtrade", "BTCUSDT", 0))
+    assert len(exchange.calls) == 1
 
 
 def test_rest_failing_leaves_the_request_to_be_tried_again(

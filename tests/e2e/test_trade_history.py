@@ -134,3 +134,40 @@ def test_a_reconnect_fetches_only_the_gap_and_recent_trades_wait_for_their_strea
     assert sum(c["weight"] for c in caught_up) <= 8
     assert after[-1]["a"] > missed_from
     the_exchanges(sim, after, AGG, "BTCUSDT")
+
+
+@pytest.mark.parametrize(
+    ("symbol", "path", "params", "most_calls"),
+    [
+        # The seed of the list (one call), then what the exchange says about its first trade.
+        ("ETHBTC", AGG, {"fromId": 0}, 2),
+        ("LTCBTC", AGG, {"startTime": 0}, 3),  # the 1,000 from that time, and the page before them
+        ("BNBBTC", AGG, {"endTime": 0}, 3),
+        ("NEOBTC", HISTORICAL, {"fromId": 0}, 1),  # (the seed is /api/v3/trades)
+    ],
+)
+def test_before_the_first_trade_is_answered_as_the_exchange_answers_it_and_costs_no_call_again(
+    sim: Simulator,
+    messenger_factory: MessengerFactory,
+    gunicorn: Gunicorn,
+    real_redis: Any,
+    symbol: str,
+    path: str,
+    params: dict[str, int],
+    most_calls: int,
+) -> None:
+    """The simulator's first ids are well above 0 (Binance's are 0): fromId=0 and startTime=0 give
+    its first trades, endTime=0 gives []; once that is known, asking again costs no REST call."""
+    messenger_factory(sim, "btcusdt")
+    symbol_list_loaded(real_redis)
+    _, theirs = get(sim.rest_url, path, symbol=symbol, limit=10, **params)
+    _, first = get(sim.rest_url, path, symbol=symbol, fromId=0, limit=1)
+    assert first[0]["a" if path == AGG else "id"] > 1000  # the case: ids below the first are missing
+    since = time.time()
+    answer = ready(gunicorn, path, timeout_s=5, symbol=symbol, limit=10, **params)
+    assert answer == theirs
+    assert 1 <= len(calls(sim, path, since)) <= most_calls
+    since = time.time()
+    for _ in range(3):
+        assert get(gunicorn.url, path, symbol=symbol, limit=10, **params) == (200, theirs)
+    assert calls(sim, path, since) == []

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, kline_weight, klines, renewal, scale, serving
+from bench import closed_candles, freshness, ingest, kline_weight, klines, renewal, scale, serving
 from bench.stack import rounded
 
 
@@ -35,6 +35,7 @@ def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str
         "renewal": lambda: renewal.run([12_620, 50_000, 100_000], 3.0 if quick else 8.0),
         "klines": lambda: rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
         "kline_weight": lambda: rounded(kline_weight.run(series=200 if quick else 1000)),
+        "closed_candles": lambda: rounded(closed_candles.run(seconds=5 if quick else 20, repeats=repeats)),
     }
     unknown = (only or set()) - set(benchmarks)
     if unknown:
@@ -103,6 +104,13 @@ def table(results: dict[str, Any]) -> str:
         rows += _klines_rows(results["klines"])
     if "kline_weight" in results:
         rows += _weight_rows(results["kline_weight"])
+    if "closed_candles" in results:
+        c = results["closed_candles"]
+        add(f"closed candles pushed, {c['symbols']} symbols kline_1s", "close frame -> SSE, p50 / p99 ms",
+            f"{c['push_p50_ms']:.0f} / {c['push_p99_ms']:.0f}",
+            f"Redis SUBSCRIBE {c['redis_p50_ms']:.0f} / {c['redis_p99_ms']:.0f}",
+            f"{c['push_received']:.0f} of {c['closed_sent']:.0f} received", "p99 < 50",
+            verdict(c["push_p99_ms"], 50, False))  # fmt: skip
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
 
 

@@ -15,6 +15,7 @@ DEPTH_LEVELS = (5, 10, 20)
 # windowSize values of ``/api/v3/ticker`` that can be answered exactly from a stream.
 ROLLING_WINDOWS = ("1h", "4h", "1d")
 BOOK_TICKER = "bookTicker"
+DEPTH = "depth"
 TRADE = "trade"
 TICKER = "ticker"
 
@@ -27,6 +28,7 @@ KINDS: tuple[str, ...] = (
     *(f"ticker_{w}" for w in ROLLING_WINDOWS),
     "avgPrice",
     *(f"depth{n}" for n in DEPTH_LEVELS),
+    DEPTH,  # the full book, kept from the diff stream (contract.order_book)
     *(f"kline_{i}" for i in KLINE_INTERVALS),
 )
 # Kinds whose whole market (every trading symbol) can be asked for at once: the ones a

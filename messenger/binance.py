@@ -34,6 +34,7 @@ class StreamKind:
     parse: Parser
     history: bool = False  # keep a list of its items (trades: messenger.trade_history)
     candles: bool = False  # closed candles are kept too (messenger.kline_history)
+    diff: bool = False  # changes to a book kept locally (messenger.order_books), not values to store
 
     @property
     def key_kind(self) -> str:
@@ -327,6 +328,31 @@ def parse_depth(data: Any, symbol: str) -> tuple[Order, Fields]:
     return last, {"symbol": symbol, "last_update_id": last, "bids": bids, "asks": asks}
 
 
+def parse_depth_update(data: Any, symbol: str) -> tuple[Order, Fields]:
+    """``<symbol>@depth@100ms``: the changes to the book since the last event (a diff).
+
+    Sample raw payload::
+
+        {
+          "e": "depthUpdate", "E": 1672515782136, "s": "BNBBTC",
+          "U": 157,                        # first update id in the event
+          "u": 160,                        # final update id in the event
+          "b": [["0.0024", "10"]],         # bids to update: [price, quantity]; quantity 0 removes
+          "a": [["0.0026", "100"]]         # asks to update
+        }
+    """
+    try:
+        first, last, bids, asks, event_time = data["U"], data["u"], data["b"], data["a"], data["E"]
+    except (KeyError, TypeError):
+        raise MalformedFrame("depthUpdate payload lacks U, u, b, a or E") from None
+    if type(first) is not int or type(last) is not int or first > last or type(event_time) is not int:
+        raise MalformedFrame("depthUpdate payload has update ids or a time of the wrong type")
+    if not _levels(bids) or not _levels(asks):
+        raise MalformedFrame("depthUpdate payload has levels of the wrong shape")
+    fields = {"first_update_id": first, "update_id": last, "bids": bids, "asks": asks}
+    return last, {**fields, "event_time": event_time}
+
+
 def _levels(levels: Any) -> bool:
     return isinstance(levels, list) and all(
         isinstance(level, list) and len(level) == 2 and type(level[0]) is type(level[1]) is str
@@ -347,6 +373,7 @@ KINDS: dict[str, StreamKind] = {
         *(StreamKind(f"ticker_{w}", f"ticker_{w}", parse_rolling_ticker) for w in kinds.ROLLING_WINDOWS),
         StreamKind("avgPrice", "avgPrice", parse_avg_price),
         *(StreamKind(f"depth{n}", f"depth{n}@100ms", parse_depth) for n in kinds.DEPTH_LEVELS),
+        StreamKind(kinds.DEPTH, "depth@100ms", parse_depth_update, diff=True),
         *(StreamKind(f"kline_{i}", f"kline_{i}", parse_kline, candles=True) for i in kinds.KLINE_INTERVALS),
     )
 }

@@ -35,14 +35,15 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import orjson
 
-from contract.kinds import DEPTH
+from contract import kinds
 from contract.records import MalformedRecord
 
-__all__ = ["DEPTH"]  # the kind: Binance's diff depth stream, kept as a full local book
+DEPTH = kinds.DEPTH  # the kind: Binance's diff depth stream, kept as a full local book
 DEFAULT_LIMIT = 100  # /api/v3/depth's default, as Binance's
 MAX_LIMIT = 5000  # Binance's largest snapshot and /api/v3/depth limit
 # Levels per side written to Redis: the smallest tier at or above the deepest limit asked for.
@@ -79,14 +80,8 @@ def level_bytes(price: str, quantity: str) -> bytes:
 
 def _joined(levels: Sequence[bytes]) -> tuple[bytes, list[int]]:
     """The levels joined with commas, and the byte offset after every CUT_EVERY-th level."""
-    body = b",".join(levels)
-    cuts = []
-    at = -1
-    for i, level in enumerate(levels):
-        at += len(level) + 1
-        if (i + 1) % CUT_EVERY == 0:
-            cuts.append(at)
-    return body, cuts
+    ends = list(accumulate(map(len, levels)))  # ends[i]: bytes of levels 0..i, without commas
+    return b",".join(levels), [ends[n - 1] + n - 1 for n in range(CUT_EVERY, len(levels) + 1, CUT_EVERY)]
 
 
 def book_fields(

@@ -68,6 +68,9 @@ class Settings:
     # Older trades (and aggregate trades) fetched on request are kept up to this many per symbol
     # and series, besides the last 1,000 (contract.trade_history): about 2 MB at most for 10,000.
     trade_history_max: int = _setting(10_000, low=1000, high=1_000_000)
+    # Levels per side of the REST snapshot a local order book starts from (contract.order_book):
+    # 1,000 costs weight 50, 5,000 weight 250; the book is exact down to the snapshot's last level.
+    depth_snapshot_limit: int = _setting(1000, low=100, high=5000)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)

@@ -200,6 +200,33 @@ class Book:
         self.wake.set()
         return True
 
+    def withdraw(self, key: str, now: float) -> bool:
+        """The value of ``key`` is no longer known to be right (a local order book lost sync).
+
+        It is invalidated at once (deleted from Redis by the next write), and forgotten with its
+        order, so the value it is rebuilt to is taken whatever its order. The connections that
+        vouched for it still carry it: each vouches again with the next value it brings. Returns
+        whether anything vouched for it.
+        """
+        with self.lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False
+            vouchers = entry.vouchers
+            for conn in vouchers:
+                self._vouched.get(conn, set()).discard(key)
+                if key in self._assigned.get(conn, ()):
+                    self._pending.setdefault(conn, {})[key] = now
+            entry.vouchers = set()
+            entry.fields, entry.u, entry.superseded = None, None, []
+            self._dirty.discard(key)
+            self._gone.add(key)
+            if self._tracked.get(key) == LIVE:
+                self._tracked[key] = PENDING
+                self._tracked_changed.add(key)
+        self.wake.set()
+        return bool(vouchers)
+
     # -- connections carrying keys ----------------------------------------------------
 
     def assign(self, conn: Voucher, keys: list[str]) -> None:

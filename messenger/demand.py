@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, WATCHED_KEY
+from contract.order_book import WANTED_KEY, parse_wanted_member
 from messenger.backoff import Backoff
 from messenger.worker import Worker
 
@@ -27,6 +28,7 @@ class DemandReader(Worker):
     """``latest``: member -> last request (epoch ms); ``version`` moves on with every change.
 
     ``watched``: the keys live-push clients follow now (their updates are published).
+    ``book_levels``: SYMBOL -> the deepest tier of its order book asked for lately (contract.order_book).
     """
 
     def __init__(self, client: redis.Redis, idle_s: float) -> None:
@@ -35,6 +37,7 @@ class DemandReader(Worker):
         self.idle_s = idle_s
         self.latest: dict[str, float] = {}
         self.watched: frozenset[str] = frozenset()
+        self.book_levels: dict[str, int] = {}
         self.version = 0
         self._forget: set[str] = set()
         self._lock = threading.Lock()
@@ -76,6 +79,14 @@ class DemandReader(Worker):
         self.client.zremrangebyscore(WATCHED_KEY, "-inf", f"({now_ms:.0f}")
         watching: Any = self.client.zrange(WATCHED_KEY, 0, -1)
         self.watched = frozenset(k.decode() if isinstance(k, bytes) else str(k) for k in watching)
+        self.client.zremrangebyscore(WANTED_KEY, "-inf", f"({idle_before_ms}")
+        wanted: Any = self.client.zrange(WANTED_KEY, 0, -1)
+        levels: dict[str, int] = {}
+        for raw in wanted:
+            parsed = parse_wanted_member(raw.decode() if isinstance(raw, bytes) else str(raw))
+            if parsed is not None:
+                levels[parsed[0]] = max(levels.get(parsed[0], 0), parsed[1])
+        self.book_levels = levels
         rows: Any = self.client.zrange(DEMAND_KEY, 0, -1, withscores=True)
         latest = {m.decode() if isinstance(m, bytes) else str(m): float(s) for m, s in rows}
         self._restore(latest, forget, idle_before_ms)

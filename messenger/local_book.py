@@ -1,0 +1,137 @@
+"""One symbol's local order book: a REST snapshot with the diff events after it applied.
+
+Only exact levels are held. A snapshot of ``limit`` levels that comes back full says nothing of
+the levels behind its last one, so that price is the side's boundary: a change beyond it is not
+kept (a level there may exist unseen), and the side holds fewer exact levels as the book eats
+into it. A snapshot side shorter than ``limit`` is the whole side: it has no boundary.
+
+Prices are kept as exact integers (the decimal string with its point removed, scaled to a fixed
+number of decimals) for ordering, and each level as the JSON bytes it is served as.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+from contract.order_book import level_bytes
+
+# Decimals a price is scaled to for ordering: more than Binance ever sends (8).
+SCALE_DECIMALS = 16
+
+
+class BadLevel(ValueError):
+    """A level that is not [price, quantity] as decimal strings."""
+
+
+def price_key(price: str) -> int:
+    """An exact integer that orders prices as numbers: ``"0.00240000"`` -> 24 * 10**12."""
+    whole, _, frac = price.partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > SCALE_DECIMALS:
+        raise BadLevel(f"price {price[:40]!r} is not a decimal")
+    return int(whole + frac.ljust(SCALE_DECIMALS, "0"))
+
+
+def is_zero(quantity: str) -> bool:
+    """Whether a quantity string is zero (the level is removed)."""
+    return not quantity.strip("0.")
+
+
+class Side:
+    """One side of the book, best level first. Bids order by descending price: keys are negated."""
+
+    __slots__ = ("sign", "keys", "levels", "boundary")
+
+    def __init__(self, descending: bool) -> None:
+        self.sign = -1 if descending else 1
+        self.keys: list[int] = []  # ascending: best first
+        self.levels: dict[int, bytes] = {}
+        self.boundary: int | None = None  # the last exact key; None: the whole side is known
+
+    def load(self, levels: Sequence[Any], limit: int) -> None:
+        """The side of a snapshot asked for with ``limit`` levels, best first."""
+        found: dict[int, bytes] = {}
+        for level in levels:
+            price, quantity = _level(level)
+            if not is_zero(quantity):
+                found[self.sign * price_key(price)] = level_bytes(price, quantity)
+        self.levels = found
+        self.keys = sorted(found)
+        self.boundary = self.keys[-1] if len(levels) >= limit and self.keys else None
+
+    def set(self, price: str, quantity: str) -> None:
+        """Apply one changed level (quantity 0: removed)."""
+        key = self.sign * price_key(price)
+        if self.boundary is not None and key > self.boundary:
+            return  # behind the last exact level: unknown, not kept
+        levels = self.levels
+        if is_zero(quantity):
+            if levels.pop(key, None) is not None:
+                keys = self.keys
+                del keys[bisect_left(keys, key)]
+            return
+        if key not in levels:
+            keys = self.keys
+            keys.insert(bisect_right(keys, key), key)
+        levels[key] = level_bytes(price, quantity)
+
+    def top(self, n: int) -> list[bytes]:
+        """The best ``n`` levels as served."""
+        levels = self.levels
+        return [levels[k] for k in self.keys[:n]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def _level(level: Any) -> tuple[str, str]:
+    if not isinstance(level, list | tuple) or len(level) != 2:
+        raise BadLevel("a level is not [price, quantity]")
+    price, quantity = level
+    if type(price) is not str or type(quantity) is not str:
+        raise BadLevel("a level's price or quantity is not a string")
+    return price, quantity
+
+
+class LocalBook:
+    """A book in sync from a snapshot: ``update_id`` is the last change it includes."""
+
+    __slots__ = ("update_id", "limit", "bids", "asks")
+
+    def __init__(self, snapshot: Any, limit: int) -> None:
+        """From ``GET /api/v3/depth?limit=<limit>``'s answer; raises BadLevel if it is not one."""
+        if not isinstance(snapshot, dict) or type(snapshot.get("lastUpdateId")) is not int:
+            raise BadLevel("the snapshot has no lastUpdateId")
+        bids, asks = snapshot.get("bids"), snapshot.get("asks")
+        if not isinstance(bids, list) or not isinstance(asks, list):
+            raise BadLevel("the snapshot has no bids or asks")
+        self.update_id: int = snapshot["lastUpdateId"]
+        self.limit = limit
+        self.bids = Side(descending=True)
+        self.asks = Side(descending=False)
+        self.bids.load(bids, limit)
+        self.asks.load(asks, limit)
+
+    def apply(self, bids: Sequence[Any], asks: Sequence[Any], update_id: int) -> None:
+        """One event's changes (final quantities), after which the book is at ``update_id``.
+
+        Raises BadLevel on a malformed level: the book is then no longer known to be right.
+        """
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for level in levels:
+                price, quantity = _level(level)
+                side.set(price, quantity)
+        self.update_id = update_id
+
+    def top(self, n: int) -> tuple[list[bytes], list[bytes], tuple[bool, bool]]:
+        """The best ``n`` levels per side, and per side whether fewer are held for want of knowledge."""
+        bids, asks = self.bids.top(n), self.asks.top(n)
+        partial = (
+            len(bids) < n and self.bids.boundary is not None,
+            len(asks) < n and self.asks.boundary is not None,
+        )
+        return bids, asks, partial
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.asks)

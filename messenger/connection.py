@@ -47,6 +47,8 @@ STREAMS_PER_REQUEST = 200
 CONNECT_TIMEOUT_S = 10.0
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+# Takes diff depth events: (connection, SYMBOL, fields, monotonic time received).
+DiffSink = Callable[[Any, str, Fields, float], None]
 _ids = itertools.count(1)
 
 
@@ -62,9 +64,11 @@ class Connection:
         seeder: Seeder,
         ping_interval_s: float,
         candles: Callable[[str, Fields], None] | None = None,
+        diffs: DiffSink | None = None,
     ) -> None:
         self.id = next(_ids)
         self.candles = candles  # where kline frames also go (messenger.kline_history)
+        self.diffs = diffs  # where diff depth events go instead of the book (messenger.order_books)
         self.base_url = base_url.rstrip("/")
         self.routes = routes
         self.book = book
@@ -257,6 +261,7 @@ class Connection:
         monotonic = time.monotonic
         kind_frames = self.kind_frames
         candles = self.candles
+        diffs = self.diffs
         while True:
             opcode, frame = recv(True)
             now = monotonic()
@@ -282,7 +287,11 @@ class Connection:
             except MalformedFrame as exc:
                 self._malformed(f"{route.stream}: {exc}", frame.data)
                 continue
-            on_frame(self, route.key, order, fields, now, route.history_key)
+            if route.kind.diff:  # a change to a book kept locally, not a value
+                if diffs is not None:
+                    diffs(self, route.symbol, fields, now)
+            else:
+                on_frame(self, route.key, order, fields, now, route.history_key)
             if route.kind.candles and candles is not None:
                 candles(route.symbol, fields)
             name = route.kind.name

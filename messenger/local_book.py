@@ -41,7 +41,7 @@ def is_zero(quantity: str) -> bool:
 class Side:
     """One side of the book, best level first. Bids order by descending price: keys are negated."""
 
-    __slots__ = ("sign", "keys", "levels", "boundary")
+    __slots__ = ("boundary", "keys", "levels", "sign")
 
     def __init__(self, descending: bool) -> None:
         self.sign = -1 if descending else 1
@@ -97,7 +97,7 @@ def _level(level: Any) -> tuple[str, str]:
 class LocalBook:
     """A book in sync from a snapshot: ``update_id`` is the last change it includes."""
 
-    __slots__ = ("update_id", "limit", "bids", "asks")
+    __slots__ = ("asks", "bids", "limit", "update_id")
 
     def __init__(self, snapshot: Any, limit: int) -> None:
         """From ``GET /api/v3/depth?limit=<limit>``'s answer; raises BadLevel if it is not one."""

@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from messenger.order_books import RESYNC_REASONS, STATES, OrderBooks
+
 if TYPE_CHECKING:
     from messenger.service import Messenger
 
@@ -96,6 +98,7 @@ class MessengerCollector(Collector):
         yield _counter(
             "kline_writes_refused", "Candle writes refused as leaving a hole (then fetched)", klines.refused
         )
+        yield from _order_books(m.books)
         latency = writer.latency
         yield HistogramMetricFamily(
             PREFIX + "frame_to_redis_seconds",
@@ -103,6 +106,29 @@ class MessengerCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.sum,
         )
+
+
+def _order_books(books: OrderBooks) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The local order books: where each stands, what they did (messenger.order_books)."""
+    states = GaugeMetricFamily(PREFIX + "order_books", "Local order books by state", labels=["state"])
+    counted = books.states()
+    for state in STATES:
+        states.add_metric([state], counted.get(state, 0))
+    yield states
+    resyncs = CounterMetricFamily(
+        PREFIX + "order_book_resyncs", "Books found out of sync and started over, by why", labels=["reason"]
+    )
+    for reason in RESYNC_REASONS:
+        resyncs.add_metric([reason], books.resyncs.get(reason, 0))
+    yield resyncs
+    yield _counter("order_book_events", "Diff depth events received for kept books", books.events)
+    yield _counter("order_book_events_applied", "Diff depth events applied to a book in sync", books.applied)
+    yield _counter("order_book_snapshots", "Book snapshots fetched over REST", books.snapshots)
+    yield _counter("order_book_snapshot_failures", "Book snapshots that failed", books.snapshot_failures)
+    yield _counter(
+        "order_book_snapshot_refetches", "Snapshots older than the first buffered event, fetched again",
+        books.refetches,
+    )  # fmt: skip
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -84,7 +84,8 @@ class Seeder(Worker):
 
     def request(self, conn: Voucher, routes: Sequence[Route]) -> None:
         """Seed these routes on behalf of ``conn``."""
-        jobs = [(conn, r) for r in routes]
+        # A local order book fetches its own snapshot (messenger.order_books): never seeded here.
+        jobs = [(conn, r) for r in routes if not r.kind.diff]
         if jobs:
             with self._cond:
                 self._jobs.extend(jobs)

@@ -23,6 +23,7 @@ from messenger.catalog import Catalog
 from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
 from messenger.kline_history import KlineHistory
+from messenger.order_books import OrderBooks
 from messenger.planner import plan
 from messenger.reachability import WEBSOCKET, Reachability
 from messenger.rest import BinanceRest
@@ -85,7 +86,12 @@ class Messenger:
         )
         self.reach = Reachability()
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
-        self.supervisor = Supervisor(settings, self.book, self.seeder, candles=self.klines.frame)
+        self.books = OrderBooks(
+            self.book, self.rest, settings.depth_snapshot_limit, levels=lambda: self.demand.book_levels
+        )
+        self.supervisor = Supervisor(
+            settings, self.book, self.seeder, candles=self.klines.frame, diffs=self.books.event
+        )
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
         self._planned_for: tuple[int, int] | None = None
         self._next_plan = 0.0
@@ -101,8 +107,8 @@ class Messenger:
     ) -> None:
         """Stream ``pinned`` (and every trading symbol with ``all_symbols``) in ``kinds``, and
         whatever users ask for, until a stop flag is set; then stop cleanly."""
-        for part in (self.writer, self.seeder, self.klines, self.history, self.backfills, self.catalog,
-                     self.demand):  # fmt: skip
+        for part in (self.writer, self.seeder, self.klines, self.books, self.history, self.backfills,
+                     self.catalog, self.demand):  # fmt: skip
             part.start()
         if self.settings.metrics_port:
             try:
@@ -155,6 +161,7 @@ class Messenger:
             (route.symbol, route.kind.name.removeprefix("kline_"))
             for route in wanted.routes.values() if route.kind.candles
         })  # fmt: skip
+        self.books.follow({route.symbol: route.key for route in wanted.routes.values() if route.kind.diff})
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
 
@@ -196,12 +203,14 @@ class Messenger:
             "redis": self.writer.healthy,
             "catalog_symbols": len(self.catalog.statuses or ()),
             "kline_series": len(self.klines.followed),
+            **self.books.status(),
         }
 
     def stop(self, force: bool = False) -> None:
         """Close connections and delete the keys we vouched for: they are no longer current."""
         logger.info("messenger: stopping%s", " now" if force else "")
-        for part in (self.seeder, self.klines, self.history, self.backfills, self.catalog, self.demand):
+        for part in (self.seeder, self.klines, self.books, self.history, self.backfills, self.catalog,
+                     self.demand):  # fmt: skip
             part.stop()
         # Readers are not waited for long: the book has let go of their connections already.
         self.supervisor.close_all(timeout_s=0.0 if force else 0.5)

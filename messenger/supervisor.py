@@ -27,7 +27,7 @@ from messenger.admission import Admission
 from messenger.backoff import Backoff
 from messenger.binance import Fields
 from messenger.book import Book, Voucher
-from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection
+from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection, DiffSink
 from messenger.routes import Route
 from messenger.seeder import Seeder
 
@@ -59,9 +59,11 @@ class Supervisor:
         seeder: Seeder,
         rand: Callable[[], float] = random.random,
         candles: Callable[[str, Fields], None] | None = None,
+        diffs: DiffSink | None = None,
     ) -> None:
         self.settings = settings
         self.candles = candles  # where kline frames also go (messenger.kline_history)
+        self.diffs = diffs  # where diff depth events go (messenger.order_books)
         self.book = book
         self.seeder = seeder
         self.routes: dict[str, Route] = {}  # every stream we carry, read by the connections
@@ -325,6 +327,7 @@ class Supervisor:
             self.seeder,
             self.settings.ping_interval_ms / 1000,
             self.candles,
+            self.diffs,
         )
         max_age = self.settings.connection_max_age_s
         # Jitter staggers the replacement of connections that were opened together.

@@ -278,7 +278,7 @@ def test_a_failed_snapshot_is_tried_again_after_retry_after() -> None:
     def refuse(path: str, params: dict[str, str]) -> Any:
         raise RateLimited(30.0, "HTTP 429")
 
-    books.rest = type("R", (), {"get": staticmethod(refuse)})()  # type: ignore[assignment]
+    books.rest = type("R", (), {"get": staticmethod(refuse)})()
     exchange.change()
     books.event(conn, "BTCUSDT", exchange.event(), clock.now)
     sync_once(books)

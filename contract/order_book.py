@@ -75,7 +75,7 @@ def parse_wanted_member(member: str) -> tuple[str, int] | None:
 
 def level_bytes(price: str, quantity: str) -> bytes:
     """One level as the JSON Binance sends: ``["0.0024","10"]``."""
-    return b'["' + price.encode() + b'","' + quantity.encode() + b'"]'
+    return f'["{price}","{quantity}"]'.encode()
 
 
 def _joined(levels: Sequence[bytes]) -> tuple[bytes, list[int]]:

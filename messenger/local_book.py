@@ -11,7 +11,7 @@ number of decimals) for ordering, and each level as the JSON bytes it is served 
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,12 +25,16 @@ class BadLevel(ValueError):
     """A level that is not [price, quantity] as decimal strings."""
 
 
+_SCALES = tuple(10**n for n in range(SCALE_DECIMALS, -1, -1))  # _SCALES[d]: for d decimals
+
+
 def price_key(price: str) -> int:
     """An exact integer that orders prices as numbers: ``"0.00240000"`` -> 24 * 10**12."""
     whole, _, frac = price.partition(".")
-    if not whole.isdigit() or (frac and not frac.isdigit()) or len(frac) > SCALE_DECIMALS:
+    digits = whole + frac
+    if not whole or len(frac) > SCALE_DECIMALS or not (digits.isascii() and digits.isdigit()):
         raise BadLevel(f"price {price[:40]!r} is not a decimal")
-    return int(whole + frac.ljust(SCALE_DECIMALS, "0"))
+    return int(digits) * _SCALES[len(frac)]
 
 
 def is_zero(quantity: str) -> bool:
@@ -39,14 +43,18 @@ def is_zero(quantity: str) -> bool:
 
 
 class Side:
-    """One side of the book, best level first. Bids order by descending price: keys are negated."""
+    """One side of the book, best level first. Bids order by descending price: keys are negated.
 
-    __slots__ = ("boundary", "keys", "levels", "sign")
+    ``keys`` (ascending: best first) and ``encoded`` (each level as served) stay aligned, so the top
+    N levels are one slice.
+    """
+
+    __slots__ = ("boundary", "encoded", "keys", "sign")
 
     def __init__(self, descending: bool) -> None:
         self.sign = -1 if descending else 1
-        self.keys: list[int] = []  # ascending: best first
-        self.levels: dict[int, bytes] = {}
+        self.keys: list[int] = []
+        self.encoded: list[bytes] = []
         self.boundary: int | None = None  # the last exact key; None: the whole side is known
 
     def load(self, levels: Sequence[Any], limit: int) -> None:
@@ -56,30 +64,33 @@ class Side:
             price, quantity = _level(level)
             if not is_zero(quantity):
                 found[self.sign * price_key(price)] = level_bytes(price, quantity)
-        self.levels = found
         self.keys = sorted(found)
+        self.encoded = [found[k] for k in self.keys]
         self.boundary = self.keys[-1] if len(levels) >= limit and self.keys else None
 
     def set(self, price: str, quantity: str) -> None:
         """Apply one changed level (quantity 0: removed)."""
+        if type(quantity) is not str:
+            raise BadLevel("a quantity is not a string")
         key = self.sign * price_key(price)
         if self.boundary is not None and key > self.boundary:
             return  # behind the last exact level: unknown, not kept
-        levels = self.levels
+        keys = self.keys
+        i = bisect_left(keys, key)
+        held = i < len(keys) and keys[i] == key
         if is_zero(quantity):
-            if levels.pop(key, None) is not None:
-                keys = self.keys
-                del keys[bisect_left(keys, key)]
-            return
-        if key not in levels:
-            keys = self.keys
-            keys.insert(bisect_right(keys, key), key)
-        levels[key] = level_bytes(price, quantity)
+            if held:
+                del keys[i]
+                del self.encoded[i]
+        elif held:
+            self.encoded[i] = level_bytes(price, quantity)
+        else:
+            keys.insert(i, key)
+            self.encoded.insert(i, level_bytes(price, quantity))
 
     def top(self, n: int) -> list[bytes]:
         """The best ``n`` levels as served."""
-        levels = self.levels
-        return [levels[k] for k in self.keys[:n]]
+        return self.encoded[:n]
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -118,10 +129,13 @@ class LocalBook:
 
         Raises BadLevel on a malformed level: the book is then no longer known to be right.
         """
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for level in levels:
-                price, quantity = _level(level)
-                side.set(price, quantity)
+        try:
+            for price, quantity in bids:
+                self.bids.set(price, quantity)
+            for price, quantity in asks:
+                self.asks.set(price, quantity)
+        except (TypeError, ValueError, AttributeError) as exc:  # BadLevel is a ValueError
+            raise BadLevel(f"a level is not [price, quantity] as decimal strings ({exc})") from None
         self.update_id = update_id
 
     def top(self, n: int) -> tuple[list[bytes], list[bytes], tuple[bool, bool]]:

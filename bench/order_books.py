@@ -92,7 +92,7 @@ def _cpu_per_event(symbols: list[str], frames: list[tuple[str, bytes]], exchange
     book.carry(conn, list(keys.values()), 0.0)
     books._retier()
     now = time.monotonic()
-    firsts = {}
+    firsts: dict[str, bytes] = {}
     for symbol, raw in frames:
         firsts.setdefault(symbol, raw)
     for symbol in symbols:  # in sync before the clock starts: the snapshot is at the first frame's U

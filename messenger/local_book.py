@@ -34,7 +34,8 @@ def price_key(price: str) -> int:
     digits = whole + frac
     if not whole or len(frac) > SCALE_DECIMALS or not (digits.isascii() and digits.isdigit()):
         raise BadLevel(f"price {price[:40]!r} is not a decimal")
-    return int(digits) * _SCALES[len(frac)]
+    key: int = int(digits) * _SCALES[len(frac)]
+    return key
 
 
 def is_zero(quantity: str) -> bool:

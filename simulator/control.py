@@ -135,7 +135,8 @@ async def fault(request: web.Request) -> web.Response:
 
 
 async def market(request: web.Request) -> web.Response:
-    """Change the market: ``{"rate": 5, "flood": false, "quiet": ["BNBBTC"]}``."""
+    """Change the market: ``{"rate": 5, "flood": false, "quiet": ["BNBBTC"], "book_rate": 50,
+    "book_levels": 6000}`` (book_levels: for the full books made from now on)."""
     exchange = request.app[EXCHANGE]
     doc = await _body(request)
     if "rate" in doc:

@@ -22,10 +22,12 @@ import random
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 
 from simulator.stats import SCALE
 
 BID, ASK = 0, 1
+GAPS, GAP_WEIGHTS = (1, 2, 3), (70, 15, 15)  # ticks between neighbouring levels, and how often
 Level = tuple[int, int]  # (price, quantity), integers of 1e-8
 
 
@@ -115,16 +117,16 @@ class OrderBook:
         bid, bid_qty, ask, ask_qty = top
         book = cls(update_id, levels, journal_size)
         rng = random.Random(seed)
-        book.tick = max(1, bid // 200_000)
-        for side, best, best_qty in ((BID, bid, bid_qty), (ASK, ask, ask_qty)):
-            levels_of = book.sides[side]
-            price = best
-            levels_of.put(price, best_qty)
-            while len(levels_of) < book.target:
-                price = book._outward(side, price, rng)
-                if price < 1:
-                    break
-                levels_of.put(price, _quantity(rng))
+        book.tick = tick = max(1, bid // 200_000)
+        more = book.target - 1
+        for levels_of, best, best_qty in ((book.sides[BID], bid, bid_qty), (book.sides[ASK], ask, ask_qty)):
+            # Sorted as made (keys ascending from the best), so the arrays are built, not inserted into.
+            gaps = rng.choices(GAPS, GAP_WEIGHTS, k=more)
+            keys = [levels_of.sign * best, *(levels_of.sign * best + tick * g for g in accumulate(gaps))]
+            if levels_of.sign < 0:
+                keys = [k for k in keys if k <= -1]  # bids above 0 only
+            levels_of.keys = array("q", keys)
+            levels_of.qtys = array("q", [best_qty, *(_quantity(rng) for _ in range(len(keys) - 1))])
         return book
 
     # -- changes ----------------------------------------------------------------------
@@ -204,7 +206,7 @@ class OrderBook:
 
     def _outward(self, side: int, price: int, rng: random.Random) -> int:
         """A price beyond ``price``, away from the touch (a gap of 1 to 3 ticks, mostly 1)."""
-        gap = 1 if rng.random() < 0.7 else rng.randint(2, 3)
+        [gap] = rng.choices(GAPS, GAP_WEIGHTS)
         return price + self.sides[side].sign * self.tick * gap
 
     def _keep_depth(self, side: int, rng: random.Random) -> None:

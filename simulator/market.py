@@ -6,6 +6,11 @@ so every stream and REST answer of a symbol tells one consistent story. Prices a
 1e-8 and leave as 8-decimal strings, as Binance spot sends them; the update id ``u``, trade ids
 and aggregate trade ids strictly increase per symbol.
 
+A symbol whose deep book someone asks for gets a full order book (simulator/order_book.py); from
+then on its steps are that book's limit orders, cancels and trades, one update id per level
+changed, and its top of book, partial depth and ``u`` are that book's. Every other symbol keeps
+the cheap random walk of its best levels (a flood of bookTicker costs no book).
+
 The 24 h ticker (``@ticker``, ``@miniTicker``, ``/ticker/24hr``) and the average price count only
 the live trades since the market was created (cheap for all 1,262 symbols at once); rolling
 windows (``/api/v3/ticker``, ``@ticker_<w>``) count every trade, history included.

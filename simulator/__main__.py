@@ -46,6 +46,24 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
         help="send updates as fast as clients read them",
     )
     p.add_argument(
+        "--book-levels",
+        type=int,
+        default=int(env("SIM_BOOK_LEVELS", d.book_levels)),
+        help="levels per side of a full order book (made when its diff depth or deep book is asked for)",
+    )
+    p.add_argument(
+        "--book-rate",
+        type=float,
+        default=float(env("SIM_BOOK_RATE", d.book_rate)),
+        help="extra limit orders and cancels per second per full order book",
+    )
+    p.add_argument(
+        "--book-journal",
+        type=int,
+        default=int(env("SIM_BOOK_JOURNAL", d.book_journal)),
+        help="changes per full order book kept for GET /_sim/book?at=",
+    )
+    p.add_argument(
         "--replay",
         nargs="?",
         const=RECORDING_FIXTURE,
@@ -85,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
     return SimConfig(
         host=a.host, port=a.port, exchange_info=a.exchange_info, extra_symbols=a.extra_symbols,
         seed=a.seed, rate=a.rate, flood=a.flood, replay=a.replay, replay_speed=a.replay_speed,
-        record=a.record,
+        record=a.record, book_levels=a.book_levels, book_rate=a.book_rate, book_journal=a.book_journal,
         ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
         max_messages_per_s=a.max_messages_per_s, max_streams=a.max_streams,
         max_url_length=a.max_url_length, max_connection_age_s=a.max_connection_age,

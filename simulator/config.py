@@ -24,6 +24,12 @@ class SimConfig:
     flood: bool = False
     replay: Path | None = None
     replay_speed: float = 1.0
+    # Full order books (made for the symbols whose deep book someone asks for): levels per side,
+    # extra limit orders and cancels per second per book (on top of ``rate``'s steps), and how
+    # many changes per book GET /_sim/book?at= can go back.
+    book_levels: int = 6000
+    book_rate: float = 50.0
+    book_journal: int = 200_000
     # Keep a log of every value published, for a test's oracle (GET /_sim/record).
     record: bool = False
     # Binance's limits (shared/binance-protocol.md section 1.2).

@@ -13,15 +13,33 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulator.depth_feed import DROP, SWAP, DiffFault, is_diff
+from simulator.market import book_doc
+from simulator.order_book import OrderBook
 from simulator.record import DUMP_LIMIT
 from simulator.rest import EXCHANGE
+from simulator.streams import parse_stream
 
 logger = logging.getLogger(__name__)
 
 FAULTS = (
     "drop", "stall", "unstall", "close", "cut", "shutdown", "slow_pong", "stale_update", "rest_429",
-    "connect_429",
+    "connect_429", "drop_diff", "swap_diff", "depth_delay",
 )  # fmt: skip
+
+
+def _has_diff(streams: dict[str, None], symbol: str) -> bool:
+    """Whether a connection's streams include a diff depth stream of ``symbol``."""
+    for stream in streams:
+        parsed = parse_stream(stream)
+        if parsed is not None and parsed[0] == symbol and is_diff(parsed[1]):
+            return True
+    return False
+
+
+def _book_state(book: OrderBook) -> dict[str, Any]:
+    """A full book's update id, levels per side, and the oldest update id its journal reaches."""
+    return {"lastUpdateId": book.update_id, "levels": [len(s) for s in book.sides], "oldest": book.oldest()}
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -52,6 +70,8 @@ async def state(request: web.Request) -> web.Response:
             "rest_requests": exchange.rest_requests[-200:],
             "rest_totals": exchange.rest_totals,
             "subscribed_streams": len(exchange.subscribers),
+            "depth_faults": exchange.depth_faults,
+            "order_books": {symbol: _book_state(book) for symbol, book in exchange.market.books.items()},
         }
     )
 
@@ -78,6 +98,19 @@ async def fault(request: web.Request) -> web.Response:
             "status": int(doc.get("status", 429)),
             "retry_after_s": float(doc.get("retry_after_s", 1)),
         }
+    elif name == "depth_delay":  # {"delay_ms": 500, "count": 1} or {"delay_ms": 500, "duration_s": 5}
+        duration_s = float(doc.get("duration_s", 0))
+        exchange.depth_delay = {
+            "remaining": int(doc.get("count", 0 if duration_s else 1)),
+            "until": time.monotonic() + duration_s if duration_s else 0.0,
+            "delay_ms": float(doc.get("delay_ms", 1000)),
+            "stale_updates": int(doc.get("stale_updates", 0)),
+        }
+    elif name in (DROP, SWAP):  # the next diff depth event(s) of "symbol" on each connection
+        symbol = str(doc.get("symbol", "")).upper()
+        sessions = [s for s in sessions if _has_diff(s.streams, symbol)]
+        for session in sessions:
+            session.diff_faults[symbol] = DiffFault(name)
     elif name == "stale_update":
         symbol = doc["symbol"]
         book = exchange.market.book(symbol)
@@ -102,7 +135,8 @@ async def fault(request: web.Request) -> web.Response:
 
 
 async def market(request: web.Request) -> web.Response:
-    """Change the market: ``{"rate": 5, "flood": false, "quiet": ["BNBBTC"]}``."""
+    """Change the market: ``{"rate": 5, "flood": false, "quiet": ["BNBBTC"], "book_rate": 50,
+    "book_levels": 6000}`` (book_levels: for the full books made from now on)."""
     exchange = request.app[EXCHANGE]
     doc = await _body(request)
     if "rate" in doc:
@@ -111,8 +145,52 @@ async def market(request: web.Request) -> web.Response:
         exchange.config.flood = bool(doc["flood"])
     if "quiet" in doc:
         exchange.set_quiet([str(s).upper() for s in doc["quiet"]])
+    if "book_rate" in doc:
+        exchange.config.book_rate = float(doc["book_rate"])
+    if "book_levels" in doc:  # for the full books made from now on
+        exchange.market.book_levels = exchange.config.book_levels = int(doc["book_levels"])
     cfg = exchange.config
-    return _json({"rate": cfg.rate, "flood": cfg.flood, "quiet": sorted(exchange.quiet)})
+    return _json({"rate": cfg.rate, "flood": cfg.flood, "quiet": sorted(exchange.quiet),
+                  "book_rate": cfg.book_rate, "book_levels": cfg.book_levels})  # fmt: skip
+
+
+async def make_depth(request: web.Request) -> web.Response:
+    """Make a symbol's full book now (``{"symbol": "ETHBTC"}``), or also resize it now to ``levels``
+    per side (``{"symbol": "ETHBTC", "levels": 300}``: each level added or removed is an update)."""
+    exchange = request.app[EXCHANGE]
+    doc = await _body(request)
+    symbol = str(doc.get("symbol", "")).upper()
+    if symbol not in exchange.catalog:
+        return _json({"error": "unknown symbol"}, 404)
+    market = exchange.market
+    book = market.order_book(symbol)
+    if "levels" in doc:
+        market.resize(symbol, int(doc["levels"]))
+    return _json({"symbol": symbol, **_book_state(book)})
+
+
+async def book_at(request: web.Request) -> web.Response:
+    """The oracle: ``GET /_sim/book?symbol=BTCUSDT&at=N&limit=L``, the full book exactly as it was
+    at update id N (default: now), its top L levels (default: all), in ``/api/v3/depth``'s shape.
+    404 when N is not reached yet or the symbol has no full book, 410 when the journal no longer
+    goes back to N."""
+    exchange = request.app[EXCHANGE]
+    symbol = request.query.get("symbol", "").upper()
+    book = exchange.market.books.get(symbol)
+    if book is None:
+        return _json({"error": f"{symbol or 'no symbol'}: no full order book (yet)"}, 404)
+    try:
+        at = int(request.query.get("at", book.update_id))
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+    except ValueError:
+        return _json({"error": "at and limit must be integers"}, 400)
+    window = {"lastUpdateId": book.update_id, "oldest": book.oldest()}
+    if at > book.update_id:
+        return _json({"error": f"update id {at} not reached yet", **window}, 404)
+    if at < book.oldest():
+        return _json({"error": f"update id {at} is older than the journal", **window}, 410)
+    bids, asks = book.at(at)
+    return _json(book_doc(at, bids.top(limit), asks.top(limit)))
 
 
 async def put_book(request: web.Request) -> web.Response:
@@ -169,5 +247,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/market", market)
     app.router.add_post("/_sim/book", put_book)
     app.router.add_get("/_sim/book/{symbol}", get_book)
+    app.router.add_get("/_sim/book", book_at)
+    app.router.add_post("/_sim/depth", make_depth)
     app.router.add_post("/_sim/listing", listing)
     app.router.add_get("/_sim/record", recorded)

@@ -20,8 +20,10 @@ import orjson
 
 from simulator.catalog import Catalog
 from simulator.config import SimConfig
+from simulator.depth_feed import DiffFeeds, deliver, is_diff
 from simulator.market import Market
 from simulator.record import Recorder
+from simulator.streams import parse_stream
 from simulator.timed import TICK_S as PERIODIC_TICK_S
 from simulator.timed import TimedStreams
 
@@ -40,7 +42,7 @@ class Exchange:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.catalog = Catalog(config.exchange_info, config.extra_symbols)
-        self.market = Market(config.seed)
+        self.market = Market(config.seed, config.book_levels, config.book_journal)
         self.sessions: dict[int, Session] = {}
         self.closed_sessions: deque[dict[str, Any]] = deque(maxlen=1000)
         self.subscribers: dict[str, set[Session]] = {}
@@ -61,6 +63,13 @@ class Exchange:
         self._rng = random.Random(config.seed)
         self._active: list[str] = []
         self.timed = TimedStreams(self.market)
+        self.diff_feeds = DiffFeeds(self.market)
+        # Depth faults done (simulator/control.py): drop_diff, swap_diff, depth_delay.
+        self.depth_faults: dict[str, int] = {"drop_diff": 0, "swap_diff": 0, "depth_delay": 0}
+        # The depth_delay fault: REST depth answers held back (until: monotonic s; 0: no end).
+        self.depth_delay: dict[str, float] = {"remaining": 0, "until": 0.0, "delay_ms": 0, "stale_updates": 0}
+        self._active_version = 0
+        self._deep_active: tuple[int, int, list[str]] = (-1, -1, [])
         self._active_dirty = True
         self._drained = asyncio.Event()
         # What was published, for a test's oracle (--record); None: not kept.
@@ -112,6 +121,9 @@ class Exchange:
         session.streams[stream] = None
         self.subscribers.setdefault(stream, set()).add(session)
         self.timed.add(stream)
+        parsed = parse_stream(stream)
+        if parsed is not None and is_diff(parsed[1]) and parsed[0] in self.catalog:
+            self.diff_feeds.add(stream, *parsed)
         self._active_dirty = True
 
     def unsubscribe(self, session: Session, stream: str) -> None:
@@ -123,6 +135,7 @@ class Exchange:
             if not subs:
                 del self.subscribers[stream]
                 self.timed.remove(stream)
+                self.diff_feeds.remove(stream)
                 if self.recorder is not None:
                     self.recorder.left(stream)
         self._active_dirty = True
@@ -158,11 +171,27 @@ class Exchange:
                 session.push(payload)
         return len(subs)
 
+    def publish_diff(self, stream: str, symbol: str, payload: bytes) -> None:
+        """Send a diff depth event to its stream's subscribers, through their armed faults (not
+        recorded: the full book's oracle is its journal, GET /_sim/book?at=)."""
+        combined = b'{"stream":"' + stream.encode() + b'","data":' + payload + b"}"
+        for session in self.subscribers.get(stream, ()):
+            frame = combined if session.combined else payload
+            if not session.diff_faults:
+                session.push(frame)
+                continue
+            frames, done = deliver(session.diff_faults, symbol, frame)
+            for each in frames:
+                session.push(each)
+            if done is not None:
+                self.depth_faults[done] += 1
+
     def _active_symbols(self) -> list[str]:
         """Symbols someone subscribes to, that are listed and not quiet: the market moves them."""
         if self._active_dirty:
             symbols = {stream.partition("@")[0].upper() for stream in self.subscribers}
             self._active = sorted(s for s in symbols if s in self.catalog and s not in self.quiet)
+            self._active_version += 1
             self._active_dirty = False
         return self._active
 
@@ -171,11 +200,20 @@ class Exchange:
         self.quiet = set(symbols)
         self._active_dirty = True
 
-    def step_and_publish(self, symbol: str) -> None:
+    def _deep_active_symbols(self) -> list[str]:
+        """The active symbols that have a full order book."""
+        active, books = self._active_symbols(), self.market.books
+        key = (self._active_version, len(books))
+        if self._deep_active[:2] != key:
+            self._deep_active = (*key, [s for s in active if s in books])
+        return self._deep_active[2]
+
+    def step_and_publish(self, symbol: str, trades: bool = True) -> None:
         """One random update of one symbol (and maybe a trade), sent to whoever subscribes."""
-        book, trade = self.market.step(symbol)
+        book, trade = self.market.step(symbol, trades)
         lower = symbol.lower()
-        self.publish(f"{lower}@bookTicker", book.payload())
+        if book is not None:
+            self.publish(f"{lower}@bookTicker", book.payload())
         if trade is not None:
             if f"{lower}@trade" in self.subscribers:
                 self.publish(f"{lower}@trade", self.market.trade_payload(symbol, trade))
@@ -184,7 +222,7 @@ class Exchange:
 
     async def run_market(self) -> None:
         """Drive the random walk: ``rate`` updates per active symbol per second, or a flood."""
-        owed = 0.0
+        owed = owed_book = 0.0
         last = time.monotonic()
         while True:
             if self.config.flood:
@@ -193,17 +231,22 @@ class Exchange:
                 continue
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            active = self._active_symbols()
+            active, deep = self._active_symbols(), self._deep_active_symbols()
             owed += self.config.rate * len(active) * (now - last)
+            owed_book += self.config.book_rate * len(deep) * (now - last)
             last = now
             if not active:
                 owed = 0.0
-                continue
-            due = int(owed)
+            if not deep:
+                owed_book = 0.0
+            due, due_book = int(owed), int(owed_book)
             owed -= due
+            owed_book -= due_book
             choice = self._rng.choice
             for _ in range(due):
                 self.step_and_publish(choice(active))
+            for _ in range(due_book):  # limit orders and cancels only
+                self.step_and_publish(choice(deep), trades=False)
 
     async def run_periodic(self) -> None:
         """Push the streams Binance sends on a timer (simulator/timed.py)."""
@@ -216,6 +259,8 @@ class Exchange:
             tick += 1
             for stream, payload in self.timed.due(tick, self.catalog):
                 self.publish(stream, payload)
+            for stream, symbol, event in self.diff_feeds.due(tick):
+                self.publish_diff(stream, symbol, event)
 
     async def _flood_once(self) -> None:
         active = self._active_symbols()
@@ -262,6 +307,16 @@ class Exchange:
             loop += 1
             if self.config.replay_speed <= 0 or span <= 0:
                 await asyncio.sleep(0)
+
+    def take_depth_delay(self) -> tuple[float, int] | None:
+        """(delay ms, updates back) if the depth_delay fault holds this depth answer back."""
+        fault = self.depth_delay
+        until = fault["until"]
+        if fault["remaining"] <= 0 and not (until and time.monotonic() < until):
+            return None
+        fault["remaining"] = max(0, fault["remaining"] - 1)
+        self.depth_faults["depth_delay"] += 1
+        return fault["delay_ms"], int(fault["stale_updates"])
 
     # -- REST weight ------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ so every stream and REST answer of a symbol tells one consistent story. Prices a
 1e-8 and leave as 8-decimal strings, as Binance spot sends them; the update id ``u``, trade ids
 and aggregate trade ids strictly increase per symbol.
 
+A symbol whose deep book someone asks for gets a full order book (simulator/order_book.py); from
+then on its steps are that book's limit orders, cancels and trades, one update id per level
+changed, and its top of book, partial depth and ``u`` are that book's. Every other symbol keeps
+the cheap random walk of its best levels (a flood of bookTicker costs no book).
+
 The 24 h ticker (``@ticker``, ``@miniTicker``, ``/ticker/24hr``) and the average price count only
 the live trades since the market was created (cheap for all 1,262 symbols at once); rolling
 windows (``/api/v3/ticker``, ``@ticker_<w>``) count every trade, history included.
@@ -22,6 +27,7 @@ import orjson
 from simulator import klines, rolling
 from simulator.clock import now_ms as _now_ms
 from simulator.history import symbol_key
+from simulator.order_book import Level, OrderBook
 from simulator.stats import SCALE as _SCALE
 from simulator.stats import fmt as _fmt
 from simulator.stats import parse as _parse
@@ -94,10 +100,14 @@ class SymbolMarket:
 class Market:
     """All symbols' markets; created on first use from a per-symbol seed so runs are repeatable."""
 
-    def __init__(self, seed: int = 1) -> None:
+    def __init__(self, seed: int = 1, book_levels: int = 6000, book_journal: int = 200_000) -> None:
         self._seed = seed
         self._markets: dict[str, SymbolMarket] = {}
         self._rng = random.Random(seed)
+        # Full order books, made only for the symbols someone asks the deep book of.
+        self.books: dict[str, OrderBook] = {}
+        self.book_levels = book_levels  # per side, for books made from now on
+        self.book_journal = book_journal  # changes per book that GET /_sim/book?at= can undo
 
     def market(self, symbol: str) -> SymbolMarket:
         """The market of a symbol, created with a plausible price on first use (its past is made
@@ -135,8 +145,33 @@ class Market:
         """Every trade of a symbol, history and live."""
         return self.market(symbol).tape
 
-    def step(self, symbol: str) -> tuple[Book, Trade | None]:
-        """Move one symbol's book one random step; now and then a trade happens."""
+    def order_book(self, symbol: str) -> OrderBook:
+        """The full order book of a symbol, made around its top of book on first use."""
+        deep = self.books.get(symbol)
+        if deep is None:
+            book = self.book(symbol)
+            top = (book.bid, book.bid_qty, book.ask, book.ask_qty)
+            seed = f"{self._seed}:{symbol}:book"
+            deep = OrderBook.around(top, book.u, self.book_levels, self.book_journal, seed)
+            self.books[symbol] = deep
+        return deep
+
+    def resize(self, symbol: str, levels: int) -> Book:
+        """Make a symbol's full book ``levels`` deep per side now (and keep it so)."""
+        deep = self.order_book(symbol)
+        book = self.book(symbol)
+        before = deep.best()
+        deep.resize(levels, self._rng)
+        self._follow(book, deep, before)
+        return book
+
+    def step(self, symbol: str, trades: bool = True) -> tuple[Book | None, Trade | None]:
+        """Move one symbol's book one random step; now and then a trade happens. A symbol with a
+        full book changes it (without trades if not ``trades``), and its top of book follows:
+        None for the book when its best levels did not change."""
+        deep = self.books.get(symbol)
+        if deep is not None:
+            return self._deep_step(symbol, deep, trades)
         market = self.market(symbol)
         book, rng = market.book, self._rng
         book.u += rng.randint(1, 4)
@@ -153,11 +188,33 @@ class Market:
         trade = self._trade(market, _now_ms(), rng) if rng.random() < 0.3 else None
         return book, trade
 
+    def _deep_step(self, symbol: str, deep: OrderBook, trades: bool) -> tuple[Book | None, Trade | None]:
+        market = self.market(symbol)
+        before = deep.best()
+        taken = deep.random_change(self._rng, trades)
+        trade = None if taken is None else self._record_trade(market, _now_ms(), *taken)
+        return self._follow(market.book, deep, before), trade
+
+    @staticmethod
+    def _follow(book: Book, deep: OrderBook, before: tuple[int, int, int, int]) -> Book | None:
+        """The top of book follows the full book's best levels and update id; None if unchanged."""
+        book.u = deep.update_id
+        top = deep.best()
+        if top == before:
+            return None
+        book.bid, book.bid_qty, book.ask, book.ask_qty = top
+        return book
+
     def _trade(self, market: SymbolMarket, at_ms: int, rng: random.Random) -> Trade:
         book = market.book
         buyer_is_maker = rng.random() < 0.5  # a seller hit the bid
         price = book.bid if buyer_is_maker else book.ask
         qty = rng.randrange(1, 10**5) * _SCALE // 1000
+        return self._record_trade(market, at_ms, price, qty, buyer_is_maker)
+
+    def _record_trade(
+        self, market: SymbolMarket, at_ms: int, price: int, qty: int, buyer_is_maker: bool
+    ) -> Trade:
         trade_id, agg_id, at_ms = market.tape.record(at_ms, price, qty, buyer_is_maker)
         trade = Trade(trade_id, agg_id, price, qty, at_ms, buyer_is_maker)
         market.last = trade
@@ -169,8 +226,15 @@ class Market:
         return trade
 
     def set(self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str, u: int | None = None) -> Book:
-        """Put a given top of book (strings as Binance sends them); u moves forward unless given."""
+        """Put a given top of book (strings as Binance sends them); u moves forward unless given.
+        A full book is changed to have it (better levels removed), one update per level: u is
+        then its update id."""
         book = self.book(symbol)
+        deep = self.books.get(symbol)
+        if deep is not None:
+            deep.set_top(_parse(bid), _parse(bid_qty), _parse(ask), _parse(ask_qty), self._rng)
+            self._follow(book, deep, (0, 0, 0, 0))
+            return book
         book.u = book.u + 1 if u is None else u
         book.bid, book.bid_qty = _parse(bid), _parse(bid_qty)
         book.ask, book.ask_qty = _parse(ask), _parse(ask_qty)
@@ -251,13 +315,24 @@ class Market:
         return orjson.dumps({"e": "avgPrice", "E": _now_ms(), "s": symbol, "i": "5m", "w": _fmt(m.avg_price),
                              "T": last_time})  # fmt: skip
 
-    def depth_payload(self, symbol: str, levels: int) -> bytes:
-        """``<symbol>@depth<N>``: the book's top levels, stepping one tick apart."""
+    def depth(self, symbol: str, levels: int, back: int = 0) -> dict[str, Any]:
+        """``<symbol>@depth<N>`` and ``GET /api/v3/depth``: the top levels of the full book if the
+        symbol has one (as it was ``back`` updates ago, as far as its journal goes); else a
+        ladder one tick apart below and above its top of book."""
+        deep = self.books.get(symbol)
+        if deep is not None:
+            at = max(deep.oldest(), deep.update_id - back)
+            bids, asks = deep.at(at) if back else deep.sides
+            return book_doc(at, bids.top(levels), asks.top(levels))
         book = self.book(symbol)
         tick = max(1, book.bid // 10000)
-        bids = [[_fmt(max(1, book.bid - i * tick)), _fmt(book.bid_qty + i * _SCALE)] for i in range(levels)]
-        asks = [[_fmt(book.ask + i * tick), _fmt(book.ask_qty + i * _SCALE)] for i in range(levels)]
-        return orjson.dumps({"lastUpdateId": book.u, "bids": bids, "asks": asks})
+        below = [[_fmt(max(1, book.bid - i * tick)), _fmt(book.bid_qty + i * _SCALE)] for i in range(levels)]
+        above = [[_fmt(book.ask + i * tick), _fmt(book.ask_qty + i * _SCALE)] for i in range(levels)]
+        return {"lastUpdateId": book.u, "bids": below, "asks": above}
+
+    def depth_payload(self, symbol: str, levels: int) -> bytes:
+        """``<symbol>@depth<N>``: the book's top levels."""
+        return orjson.dumps(self.depth(symbol, levels))
 
     # -- REST twins ---------------------------------------------------------------------
 
@@ -292,3 +367,9 @@ def agg_entry(a: tuple[int, int, int, int, int, int, bool]) -> dict[str, Any]:
     agg_id, at, price, qty, first, last, maker = a
     return {"a": agg_id, "p": _fmt(price), "q": _fmt(qty), "f": first, "l": last, "T": at, "m": maker,
             "M": True}  # fmt: skip
+
+
+def book_doc(update_id: int, bids: list[Level], asks: list[Level]) -> dict[str, Any]:
+    """A book in ``GET /api/v3/depth``'s shape, prices and quantities as Binance's strings."""
+    return {"lastUpdateId": update_id, "bids": [[_fmt(p), _fmt(q)] for p, q in bids],
+            "asks": [[_fmt(p), _fmt(q)] for p, q in asks]}  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from simulator.depth_feed import DiffFault
 from simulator.exchange import Exchange
 from simulator.streams import parse_stream
 
@@ -59,6 +60,7 @@ class Session:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stalled = False
         self.pong_delay_s = 0.0
+        self.diff_faults: dict[str, DiffFault] = {}  # symbol -> a diff depth fault armed for it
         self.frames_sent = 0
         self.frames_dropped = 0
         self.messages_received = 0
@@ -313,6 +315,7 @@ class Session:
             "pongs_received": self.pongs_received,
             "pings_received": self.pings_received,
             "stalled": self.stalled,
+            "diff_faults": {symbol: fault.name for symbol, fault in self.diff_faults.items()},
             "violations": self.violations,
             "close_code": self.close_code,
             "close_reason": self.close_reason,

@@ -12,6 +12,7 @@ from collections.abc import Container
 
 from simulator import klines
 from simulator.clock import now_ms
+from simulator.depth_feed import is_diff
 from simulator.market import Market
 from simulator.streams import parse_stream
 from simulator.windows import next_open, open_of, stream_time_zone
@@ -22,7 +23,7 @@ MAX_CLOSES = 60  # windows closed in one tick (only 1 s ones, after a long stall
 
 def ticks_between(kind: str) -> int | None:
     """How many ticks apart a timed stream is pushed; None for streams pushed on change."""
-    if kind.startswith("depth"):
+    if kind.startswith("depth") and not is_diff(kind):
         return 1 if kind.endswith("@100ms") else 10
     if kind.startswith("kline_"):
         return 10 if kind.partition("@")[0] == "kline_1s" else 20

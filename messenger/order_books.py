@@ -43,9 +43,9 @@ logger = logging.getLogger(__name__)
 
 DEPTH_PATH = "/api/v3/depth"
 # Snapshots spend at most this much of Binance's 6,000 weight a minute (a 1,000-level one weighs
-# 50: 36 a minute), with bursts of up to SNAPSHOT_BURST_WEIGHT.
+# 50: 36 a minute), with bursts of up to SNAPSHOT_BURST_WEIGHT (10 of those at once).
 SNAPSHOT_WEIGHT_PER_MINUTE = 1800
-SNAPSHOT_BURST_WEIGHT = 300
+SNAPSHOT_BURST_WEIGHT = 500
 # Events buffered while a snapshot is awaited; past this the oldest go (step 3 then refetches).
 BUFFER_MAX = 1000
 RETRY_S = 1.0

@@ -89,7 +89,8 @@ def test_an_existing_binance_client_works_unchanged_against_transmute(
     assert set(book) == {"symbol", "bidPrice", "bidQty", "askPrice", "askQty"}
     assert [b["symbol"] for b in client.book_ticker(symbols=["BTCUSDT", "ETHBTC"])] == ["BTCUSDT", "ETHBTC"]
     assert client.ticker_price("ETHBTC")["symbol"] == "ETHBTC"
-    assert client.ticker_24hr("ETHBTC")["count"] > 0
+    # A simulator just started may not have traded ETHBTC yet: its first trade comes within seconds.
+    wait_until(lambda: client.ticker_24hr("ETHBTC")["count"] > 0, 10, what="a trade counted")
     assert client.avg_price("ETHBTC")["mins"] == 5
     depth = client.depth("ETHBTC", limit=5)
     assert len(depth["bids"]) == len(depth["asks"]) == 5

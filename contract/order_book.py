@@ -51,6 +51,15 @@ BOOK_TIERS = (100, 500, 1000, 5000)
 CUT_EVERY = 100
 # Sorted set: ``<SYMBOL>:<tier>`` scored by when a request last needed that tier (epoch ms).
 WANTED_KEY = "transmute:depth:wanted"
+# Hash: SYMBOL -> why its book has no record now, one of UNSYNCED_REASONS (optional: written by
+# the messenger while a book it carries is not in sync, removed once it is). The server only
+# reports it (metrics, the status page, the error's message); what it serves is the record alone.
+UNSYNCED_KEY = "transmute:depth:unsynced"
+UNSYNCED_REASONS = {
+    "syncing": "its order book is being synchronized",  # first snapshot not applied yet
+    "resyncing": "its order book is resynchronizing",  # a gap in update ids: synchronizing again
+    "out_of_sync": "its order book is out of sync",  # e.g. snapshots delayed or refused
+}
 
 
 def tier(limit: int) -> int:

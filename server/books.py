@@ -26,7 +26,7 @@ import orjson
 import redis
 
 from contract import kinds
-from contract.keys import DEMAND_CHANNEL
+from contract.keys import DEMAND_CHANNEL, PENDING, STREAMS_KEY, snapshot_key
 from contract.order_book import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -39,6 +39,7 @@ from contract.order_book import (
     wanted_member,
 )
 from contract.records import MalformedRecord
+from contract.servable import VOUCHED_LUA, pairs
 from server import lookup, metrics
 from server.store import SnapshotStore, StoreUnavailable
 
@@ -48,6 +49,23 @@ PARTIAL_HEADER = "X-Transmute-Depth-Partial"
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "PARTIAL_HEADER", "Book", "BookReader", "Shallow", "served"]
 # Members of the store's per-process touch memory (server.store): WANTED_KEY's, set apart.
 _WANTED_TOUCH = "wanted "
+# The read rule (contract.servable), returning only each record's fields before its levels: what
+# the status page shows of a book, without thousands of levels crossing from Redis every second.
+HEADS_SCRIPT = (
+    VOUCHED_LUA
+    + """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local record, heard = vouched(key)
+  if record then
+    local cut = string.find(record, ',"bids":[', 1, true)
+    if cut then record = string.sub(record, 1, cut - 1) .. '}' else record = false end
+  end
+  out[2 * i - 1], out[2 * i] = record, heard
+end
+return out
+"""
+)
 
 
 class Shallow(lookup.Unavailable):
@@ -173,6 +191,7 @@ class BookReader:
     def __init__(self, store: SnapshotStore, wait_s: float) -> None:
         self.store = store
         self.wait_s = wait_s
+        self._heads = store.client.register_script(HEADS_SCRIPT)
 
     def read(self, symbol: str, limit: int) -> Book | None:
         """The book as it is now (None if there is none), its tier for ``limit`` registered;
@@ -271,15 +290,52 @@ class BookReader:
             return _reason(exc, reason, f"No current order book for {symbol}: {UNSYNCED_REASONS[reason]}.")
         return exc
 
+    def status(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """What the status page shows of these books (one round trip, no demand counted): each
+        one's update id, levels held and age, or why it cannot be served."""
+        if not symbols:
+            return []
+        keys = [snapshot_key(KIND, s) for s in symbols]
+        pipe = self.store.client.pipeline(transaction=False)
+        self._heads(keys=keys, client=pipe)
+        pipe.hmget(STREAMS_KEY, keys)
+        pipe.hmget(UNSYNCED_KEY, symbols)
+        flat, states, words = pipe.execute()
+        now = _now_ms()
+        rows = []
+        for symbol, (head, heard), state, word in zip(symbols, pairs(flat), states, words, strict=True):
+            row: dict[str, Any] = {"symbol": symbol, "fresh": head is not None and heard is not None}
+            if row["fresh"]:
+                fields = orjson.loads(head)
+                row.update(
+                    {k: fields.get(k) for k in ("update_id", "levels", "counts", "partial", "connection")}
+                )
+                row["age_ms"] = max(0, now - int(heard))
+            else:
+                said = _text(word)
+                row["reason"] = (
+                    said
+                    if said in UNSYNCED_REASONS
+                    else "syncing"
+                    if _text(state) == PENDING
+                    else "not_vouched"
+                )
+            rows.append(row)
+        return rows
+
     def unsynced(self, symbols: list[str]) -> dict[str, str]:
         """The messenger's word on books not in sync (for the status page)."""
         words = self.store.client.hmget(UNSYNCED_KEY, symbols) if symbols else []
         out = {}
         for symbol, word in zip(symbols, words, strict=True):
-            reason = word.decode() if isinstance(word, bytes) else word
+            reason = _text(word)
             if reason in UNSYNCED_REASONS:
                 out[symbol] = reason
         return out
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _now_ms() -> int:

@@ -295,3 +295,33 @@ def test_our_api_honours_max_age_ms(real_redis: redis.Redis, client: FlaskClient
              as_of_ms=int(time.time() * 1000) - 2000, px=60_000)  # fmt: skip
     assert client.post("/snapshot/BTCUSDT/depth?max_age_ms=60000").status_code == 200
     assert client.post("/snapshot/BTCUSDT/depth?max_age_ms=500").status_code == 500
+
+
+def test_the_status_page_shows_each_book_or_why_it_cannot_be_served(
+    real_redis: redis.Redis, client: FlaskClient
+) -> None:
+    put_book(
+        real_redis, "BTCUSDT", book_levels(300, 0), book_levels(250, 1), levels=500, update_id=31, px=60_000
+    )
+    real_redis.hset(STREAMS_KEY, snapshot_key(DEPTH, "ETHBTC"), LIVE)
+    real_redis.hset(UNSYNCED_KEY, "ETHBTC", "resyncing")
+    before = real_redis.zcard(WANTED_KEY)
+    btc, eth = client.get("/status.json").get_json()["books"]
+    assert (btc["symbol"], btc["fresh"], btc["update_id"], btc["counts"], btc["levels"]) == (
+        "BTCUSDT", True, 31, [300, 250], 500,
+    )  # fmt: skip
+    assert 0 <= btc["age_ms"] < 5000
+    assert eth == {"symbol": "ETHBTC", "fresh": False, "reason": "resyncing"}
+    assert real_redis.zcard(WANTED_KEY) == before  # looking is no one's use of a book
+
+
+def test_the_docs_describe_the_partial_header_and_the_limits(client: FlaskClient) -> None:
+    html = client.get("/docs").get_data(as_text=True)
+    assert "X-Transmute-Depth-Partial" in html
+    paths = client.get("/openapi.json").get_json()["paths"]
+    depth = paths["/api/v3/depth"]["get"]
+    assert "X-Transmute-Depth-Partial" in depth["responses"]["200"]["headers"]
+    assert [p["name"] for p in paths["/snapshot/{symbol}/depth"]["post"]["parameters"]] == [
+        "symbol", "max_age_ms", "limit",
+    ]  # fmt: skip
+    assert paths["/stream/{symbol}/depth"]["get"]["parameters"][1]["schema"]["maximum"] == 5000

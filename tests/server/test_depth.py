@@ -325,3 +325,17 @@ def test_the_docs_describe_the_partial_header_and_the_limits(client: FlaskClient
         "symbol", "max_age_ms", "limit",
     ]  # fmt: skip
     assert paths["/stream/{symbol}/depth"]["get"]["parameters"][1]["schema"]["maximum"] == 5000
+
+
+def test_a_book_is_served_only_while_the_voucher_it_names_lives_whichever_it_names(
+    real_redis: redis.Redis, client: FlaskClient
+) -> None:
+    bids, asks = book_levels(100, 0), book_levels(100, 1)
+    put_book(real_redis, "BTCUSDT", bids, asks, update_id=1, px=60_000, connection=1)
+    assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 200  # read: connection 1's voucher
+    # Carried by connection 2 now, whose voucher lives; connection 1's voucher lives on too.
+    put_book(real_redis, "BTCUSDT", bids, asks, update_id=2, px=60_000, connection=2)
+    assert orjson.loads(client.get("/api/v3/depth?symbol=BTCUSDT").get_data())["lastUpdateId"] == 2
+    real_redis.delete(voucher_key(RUN, 2))  # connection 2 dies; 1 still lives, but vouches for nothing here
+    assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 503
+    assert client.post("/snapshot/BTCUSDT/depth").status_code == 500

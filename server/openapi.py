@@ -364,15 +364,13 @@ STREAM_ERRORS = {"404": E404, "409": E409, "429": E429, "503": E503}
 
 PATHS: Doc = {
     "/snapshot/{symbol}": _snapshot([SYMBOL], _ref("BookTicker"), "The best bid and ask of a symbol"),
-    "/snapshot/{symbol}/depth": _snapshot(
-        [SYMBOL],
-        _ref("Book"),
-        "An order book's top levels (the full local book; 503 while a deeper one is written)",
+    "/snapshot/{symbol}/{kind}": _snapshot(
+        [SYMBOL, KIND],
+        _ref("Record"),
+        "The latest value of any stream kind (depth: the order book's top limit levels, a Book; 503 while "
+        "a deeper one is written)",
         [LIMIT],
         PARTIAL,
-    ),
-    "/snapshot/{symbol}/{kind}": _snapshot(
-        [SYMBOL, KIND], _ref("Record"), "The latest value of any stream kind"
     ),
     "/snapshots": {
         "post": {
@@ -416,17 +414,11 @@ PATHS: Doc = {
             "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
         }
     },
-    "/stream/{symbol}/depth": {
-        "get": {
-            "summary": "Follow an order book's top levels (live push): an event when they change",
-            "parameters": [SYMBOL, LIMIT],
-            "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
-        }
-    },
     "/stream/{symbol}/{kind}": {
         "get": {
-            "summary": "Follow any stream kind (live push)",
-            "parameters": [SYMBOL, KIND],
+            "summary": "Follow any stream kind (live push; depth: its top limit levels, an event when they "
+            "change)",
+            "parameters": [SYMBOL, KIND, LIMIT],
             "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
         }
     },

@@ -321,10 +321,11 @@ def test_the_docs_describe_the_partial_header_and_the_limits(client: FlaskClient
     paths = client.get("/openapi.json").get_json()["paths"]
     depth = paths["/api/v3/depth"]["get"]
     assert "X-Transmute-Depth-Partial" in depth["responses"]["200"]["headers"]
-    assert [p["name"] for p in paths["/snapshot/{symbol}/depth"]["post"]["parameters"]] == [
-        "symbol", "max_age_ms", "limit",
-    ]  # fmt: skip
-    assert paths["/stream/{symbol}/depth"]["get"]["parameters"][1]["schema"]["maximum"] == 5000
+    ours = paths["/snapshot/{symbol}/{kind}"]["post"]
+    assert [p["name"] for p in ours["parameters"]] == ["symbol", "kind", "max_age_ms", "limit"]
+    assert "X-Transmute-Depth-Partial" in ours["responses"]["200"]["headers"]
+    assert paths["/stream/{symbol}/{kind}"]["get"]["parameters"][2]["schema"]["maximum"] == 5000
+    assert "Book" in client.get("/openapi.json").get_json()["components"]["schemas"]
 
 
 def test_a_book_is_served_only_while_the_voucher_it_names_lives_whichever_it_names(

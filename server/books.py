@@ -169,9 +169,13 @@ def _decoded(key: str, raw: Any, heard: Any) -> Book | None:
 
 
 def published(data: bytes) -> Book:
-    """A record the messenger just published (its connection vouched for it a moment ago)."""
+    """A record the messenger just published (its connection vouched for it a moment ago); raises
+    MalformedRecord if it is not a book record."""
     stored = read_book(data)
-    return Book(stored, int(stored.head["as_of"]))
+    try:
+        return Book(stored, int(stored.head["as_of"]))
+    except (KeyError, TypeError, ValueError):
+        raise MalformedRecord("book record holds no time") from None
 
 
 def with_age(book: Book, symbol: str, max_age_ms: int | None) -> Book:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import closed_candles, freshness, ingest, kline_weight, klines, renewal, scale, serving
+from bench import closed_candles, depth, freshness, ingest, kline_weight, klines, renewal, scale, serving
 from bench.stack import rounded
 
 
@@ -36,6 +36,7 @@ def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str
         "klines": lambda: rounded(klines.run(seconds=3 if quick else 10, repeats=repeats)),
         "kline_weight": lambda: rounded(kline_weight.run(series=200 if quick else 1000)),
         "closed_candles": lambda: rounded(closed_candles.run(seconds=5 if quick else 20, repeats=repeats)),
+        "depth": lambda: rounded(depth.run(seconds=3 if quick else 10, repeats=repeats)),
     }
     unknown = (only or set()) - set(benchmarks)
     if unknown:
@@ -111,7 +112,21 @@ def table(results: dict[str, Any]) -> str:
             f"Redis SUBSCRIBE {c['redis_p50_ms']:.0f} / {c['redis_p99_ms']:.0f}",
             f"{c['push_received']:.0f} of {c['closed_sent']:.0f} received", "p99 < 50",
             verdict(c["push_p99_ms"], 50, False))  # fmt: skip
+    if "depth" in results:
+        rows += _depth_rows(results["depth"])
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
+
+
+def _depth_rows(d: dict[str, Any]) -> list[tuple[str, ...]]:
+    name = f"depth limit={d['levels']:,}, wrk {d['connections']}"
+    server = f"{d['server_p50_ms']:.1f} / {d['server_p99_ms']:.1f}"
+    bare, wrong = f"bare {d['bare_p50_ms']:.1f} / {d['bare_p99_ms']:.1f}", d["wrong_answers"]
+    return [
+        (name, "requests/s", f"{d['server_requests_per_s']:,.0f}", f"bare {d['bare_requests_per_s']:,.0f}",
+         f"{d['ratio_to_bare']:.2f}", ">= 0.80", verdict(d["ratio_to_bare"], 0.8, True)),
+        (name, "p50 / p99 ms; wrong answers", f"{server}; {wrong}", bare,
+         "", f"0 wrong ({d['answers_checked']:,} checked)", "met" if wrong == 0 else f"{wrong} wrong"),
+    ]  # fmt: skip
 
 
 def _klines_rows(k: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -146,20 +161,34 @@ def _weight_rows(w: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _depth_chart(ax: Any, d: dict[str, Any] | None) -> None:
+    """The order book served beside the bare app returning the same bytes."""
+    if not d:
+        ax.set_visible(False)
+        return
+    ax.bar([0, 1], [d["bare_requests_per_s"], d["server_requests_per_s"]], color=["grey", "tab:blue"])
+    ax.axhline(0.8 * d["bare_requests_per_s"], color="red", linestyle="--", label="target: 80% of bare")
+    ax.set_xticks([0, 1], [f"bare WSGI, one GET\np99 {d['bare_p99_ms']:.0f} ms",
+                           f"server\np99 {d['server_p99_ms']:.0f} ms"])  # fmt: skip
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"/api/v3/depth limit={d['levels']:,}, wrk {d['connections']} connections")
+    ax.legend()
+
+
 def _renewal(r: dict[str, Any]) -> str:
     return f"{r['lapses']:,}; {r['writer_cpu_share']:.1%}; {r['redis_writes_per_s']:,.0f}"
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Seven panels: ingest, freshness, serving, scale, candles, their memory and REST weight; each
-    beside its baseline and target."""
+    """Eight panels: ingest, freshness, serving, scale, candles, their memory and REST weight, order
+    books; each beside its baseline and target."""
     import matplotlib  # noqa: PLC0415 (only the benchmarks need it: requirements-bench.txt)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ((a, b, e, w), (c, d, h, spare)) = plt.subplots(2, 4, figsize=(24, 8))
-    spare.set_visible(False)
+    fig, ((a, b, e, w), (c, d, h, book)) = plt.subplots(2, 4, figsize=(24, 8))
+    _depth_chart(book, results.get("depth"))
     rows = results["ingest"]
     x = range(len(rows))
     for i, (reader, label) in enumerate(

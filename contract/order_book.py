@@ -52,6 +52,15 @@ BOOK_TIERS = (100, 500, 1000, 5000)
 CUT_EVERY = 100
 # Sorted set: ``<SYMBOL>:<tier>`` scored by when a request last needed that tier (epoch ms).
 WANTED_KEY = "transmute:depth:wanted"
+# Hash: SYMBOL -> why its book has no record now, one of UNSYNCED_REASONS (optional: written by
+# the messenger while a book it carries is not in sync, removed once it is). The server only
+# reports it (metrics, the status page, the error's message); what it serves is the record alone.
+UNSYNCED_KEY = "transmute:depth:unsynced"
+UNSYNCED_REASONS = {
+    "syncing": "its order book is being synchronized",  # first snapshot not applied yet
+    "resyncing": "its order book is resynchronizing",  # a gap in update ids: synchronizing again
+    "out_of_sync": "its order book is out of sync",  # e.g. snapshots delayed or refused
+}
 
 
 def tier(limit: int) -> int:
@@ -136,19 +145,24 @@ class StoredBook:
 
     def side(self, which: int, limit: int) -> bytes:
         """The content of a side's JSON array (0 bids, 1 asks) cut to its top ``limit`` levels."""
+        start, end = self.span(which, limit)
+        return self.raw[start:end]
+
+    def span(self, which: int, limit: int) -> tuple[int, int]:
+        """Where ``side(which, limit)`` is in ``raw`` (to join it without a copy of its own)."""
         start, end = self.bid_span if which == 0 else self.ask_span
         count = self.counts[which]
         if limit >= count:
-            return self.raw[start:end]
+            return start, end
         if limit <= 0:
-            return b""
+            return start, start
         cuts = self.head["cuts"]
         full, rest = divmod(limit, CUT_EVERY)
         at = start if full == 0 else start + int(cuts[full - 1][which]) + 1
         raw = self.raw
         for _ in range(rest):
             at = raw.index(b"]", at) + 2  # past the level's closing bracket and the comma after it
-        return raw[start : at - 1]
+        return start, at - 1
 
     def levels(self, which: int, limit: int) -> list[list[str]]:
         """A side's top ``limit`` levels as [price, quantity] lists (tests, small answers)."""
@@ -157,14 +171,19 @@ class StoredBook:
 
 
 def read_book(raw: bytes) -> StoredBook:
-    """A stored book record, its levels left as bytes; raises MalformedRecord if it is not one."""
+    """A stored book record, its levels left as bytes; raises MalformedRecord if it is not one.
+
+    The bids' end is looked for from their last cut on, so thousands of levels are not scanned.
+    """
     try:
         start = raw.index(_BIDS) + len(_BIDS)
-        middle = raw.index(_ASKS, start)
         end = raw.rindex(_TAIL)
         head = orjson.loads(raw[: start - len(_BIDS)] + b"," + raw[end + 2 :])
-    except (ValueError, orjson.JSONDecodeError) as exc:
+        if not isinstance(head, dict) or not isinstance(head.get("counts"), list):
+            raise MalformedRecord("book record lacks its counts")
+        cuts = head.get("cuts") or []
+        full = min(int(head["counts"][0]) // CUT_EVERY, len(cuts))
+        middle = raw.index(_ASKS, start + int(cuts[full - 1][0]) if full else start, end)
+    except (ValueError, TypeError, IndexError, orjson.JSONDecodeError) as exc:
         raise MalformedRecord(f"not a book record: {exc}") from None
-    if not isinstance(head, dict) or not isinstance(head.get("counts"), list):
-        raise MalformedRecord("book record lacks its counts")
     return StoredBook(head, raw, (start, middle), (middle + len(_ASKS), end))

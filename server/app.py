@@ -14,9 +14,12 @@ from contract.settings import Settings
 from server import binance, errors, health, metrics, pages, push, views
 from server.binance import system
 from server.body_deadline import BodyDeadline
+from server.books import BookReader
 from server.candles import CandleStore
 from server.fast import FastSnapshots
+from server.fast_depth import FastDepth
 from server.fast_klines import FastKlines
+from server.hub import Hub
 from server.store import SnapshotStore, redis_client
 
 # Bodies are tiny JSON documents; anything larger is refused with a JSON 413.
@@ -44,8 +47,9 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.extensions["transmute.settings"] = settings
     client = client or redis_client(settings.redis_url)
     store = app.extensions["transmute.store"] = SnapshotStore(client)
-    app.extensions["transmute.candles"] = CandleStore(client, store)
-    app.extensions["transmute.hub"] = push.Hub(client)
+    candles = app.extensions["transmute.candles"] = CandleStore(client, store)
+    books = app.extensions["transmute.books"] = BookReader(store, settings.demand_wait_ms / 1000)
+    app.extensions["transmute.hub"] = Hub(client)
     errors.register(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(binance.bp)
@@ -54,10 +58,10 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     metrics.register(app)
-    # The commonest requests, answered before Flask when they can be (see server/fast.py and
-    # server/fast_klines.py); and
+    # The commonest requests, answered before Flask when they can be (see server/fast.py,
+    # server/fast_klines.py and server/fast_depth.py); and
     # before everything, every body read whole within a deadline (see server/body_deadline.py).
-    fast = FastSnapshots(FastKlines(app.wsgi_app, app.extensions["transmute.candles"]), store)
+    fast = FastSnapshots(FastKlines(FastDepth(app.wsgi_app, books), candles), store)
     deadline_s = settings.body_timeout_ms / 1000
     app.wsgi_app = BodyDeadline(fast, MAX_BODY_BYTES, deadline_s)  # type: ignore[method-assign]
     return app

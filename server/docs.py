@@ -14,6 +14,8 @@ from typing import Any
 from server.openapi import NOT_SUPPORTED, Doc
 
 REF_PREFIX = "#/components/schemas/"
+# Headers the page explains once (under Errors) rather than on every answer.
+COMMON_HEADERS = frozenset({"Retry-After", "X-MBX-USED-WEIGHT-1M"})
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Answer:
     description: str
     shape: str  # what comes back: a schema's name, "list of BinanceTrade", "HTML", ... ("" for nothing)
     schema: str  # the response shape listed on the page, if any ("" for none)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # (name, description), but COMMON's
 
 
 @dataclass
@@ -88,11 +91,18 @@ def _refs(schema: Doc) -> list[str]:
 def _answer(status: str, response: Doc) -> Answer:
     content: Doc = response.get("content", {})
     media = next(iter(content), "")
+    headers = [
+        (k, h.get("description", ""))
+        for k, h in response.get("headers", {}).items()
+        if k not in COMMON_HEADERS
+    ]
     if media == "application/json":
         schema = content[media]["schema"]
-        return Answer(status, response["description"], type_of(schema), next(iter(_refs(schema)), ""))
+        return Answer(
+            status, response["description"], type_of(schema), next(iter(_refs(schema)), ""), headers
+        )
     shape = {"text/html": "HTML", "text/event-stream": "event stream", "text/plain": "text"}.get(media, media)
-    return Answer(status, response["description"], shape, "")
+    return Answer(status, response["description"], shape, "", headers)
 
 
 def groups(doc: Doc) -> list[Group]:

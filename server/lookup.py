@@ -10,18 +10,26 @@ import time
 from typing import Any
 
 from contract.keys import LIVE
+from contract.servable import servable
 from server import admission
-from server.store import SnapshotStore, StoreUnavailable
+from server.store import Decode, SnapshotStore, StoreUnavailable
 
 TRADING = "TRADING"
 
 
 class NoValue(Exception):
-    """No current value can be served; the message says why, for the user."""
+    """No current value can be served; the message says why, for the user, ``reason`` in a word
+    (for metrics)."""
+
+    reason = "no_value"
 
 
 class Unavailable(NoValue):
     """Try again shortly: Redis is down, the symbol list is not loaded, or a stream is starting."""
+
+    def __init__(self, message: str, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnknownSymbol(NoValue):
@@ -45,6 +53,8 @@ class NotTrading(NoValue):
 class Stale(NoValue):
     """The stream is carried but its value cannot be vouched for (recently enough)."""
 
+    reason = "not_vouched"
+
 
 def with_age(record: dict[str, Any], symbol: str, max_age_ms: int | None) -> dict[str, Any]:
     """The record with its ``age_ms``; Stale if it was confirmed longer ago than ``max_age_ms``."""
@@ -63,29 +73,46 @@ def current(
     Symbols nobody streams yet are asked for, and the call waits up to ``wait_s`` for their
     first values. Raises a NoValue if any symbol has no current value.
     """
+    records = fetch(store, kind, symbols, wait_s)
+    return [with_age(r, s, max_age_ms) for s, r in zip(symbols, records, strict=True)]
+
+
+def fetch(
+    store: SnapshotStore,
+    kind: str,
+    symbols: list[str],
+    wait_s: float,
+    decode: Decode = servable,
+    first: list[Any] | None = None,
+) -> list[Any]:
+    """What ``current`` does, each record as ``decode`` serves it and without its age; ``first``:
+    the first read's records, when the caller read them itself (None where there was none)."""
     try:
-        records = store.snapshots(kind, symbols)
+        records = first if first is not None else store.snapshots(kind, symbols, decode=decode)
         missing = [s for s, r in zip(symbols, records, strict=True) if r is None]
         if missing:
-            arrived = _explain(store, kind, missing)
+            arrived = _explain(store, kind, missing, decode)
             still = [s for s in missing if s not in arrived]
-            found = store.wait(kind, still, wait_s) if still else {}
+            found = store.wait(kind, still, wait_s, decode) if still else {}
             found.update(arrived)
             records = [r if r is not None else found.get(s) for s, r in zip(symbols, records, strict=True)]
     except StoreUnavailable:
-        raise Unavailable("Data store unavailable; try again shortly.") from None
+        raise Unavailable("Data store unavailable; try again shortly.", "redis") from None
     late = [s for s, r in zip(symbols, records, strict=True) if r is None]
     if late:
         raise Unavailable(
-            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} being subscribed; try again in a moment."
+            f"{', '.join(late)} {'is' if len(late) == 1 else 'are'} being subscribed; try again in a moment.",
+            "subscribing",
         )
-    return [with_age(r, s, max_age_ms) for s, r in zip(symbols, records, strict=True) if r is not None]
+    return records
 
 
-def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, dict[str, Any]]:
+def _explain(
+    store: SnapshotStore, kind: str, symbols: list[str], decode: Decode = servable
+) -> dict[str, Any]:
     """Raise why these have no value, or ask for the ones nobody streams yet; returns the values
     that arrived in the meantime."""
-    lookups = store.lookup(kind, symbols)
+    lookups = store.lookup(kind, symbols, decode)
     arrived = {s: found.record for s, found in zip(symbols, lookups, strict=True) if found.record is not None}
     lookups = [found for found in lookups if found.record is None]
     symbols = [s for s in symbols if s not in arrived]
@@ -97,7 +124,7 @@ def _explain(store: SnapshotStore, kind: str, symbols: list[str]) -> dict[str, d
         listed = ", ".join(stale)
         raise Stale(f"No current data for {listed}: its stream is not live, or it is not streamed.")
     if not lookups[0].catalog_loaded:
-        raise Unavailable("The symbol list is not loaded yet; try again shortly.")
+        raise Unavailable("The symbol list is not loaded yet; try again shortly.", "symbol_list")
     for symbol, found in zip(symbols, lookups, strict=True):
         if found.status is None:
             raise UnknownSymbol(symbol, store.suggest(symbol))

@@ -32,6 +32,12 @@ LATENCY = Histogram(
 )
 STALE = Counter("transmute_stale_answers", "Answers that had no current value to give", ["api"])
 SPAWNS = Counter("transmute_on_demand_spawns", "Streams asked of the messenger on demand", ["kind"])
+DEPTH_UNAVAILABLE = Counter(
+    "transmute_depth_unavailable",
+    "Order book answers (or live-push events) that had no book to give, by reason: redis, symbol_list, "
+    "subscribing, not_vouched, syncing, resyncing, out_of_sync, levels_pending, max_age, gone",
+    ["reason"],
+)
 REFUSALS = Counter(
     "transmute_on_demand_refusals",
     "Requests refused (429) for starting new streams over a limit: cap or client_rate",

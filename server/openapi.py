@@ -80,6 +80,30 @@ SCHEMAS: Doc = {
         extra=True,
     ),
     "Record": _obj(["symbol", *REQUIRED_FRESHNESS], {"symbol": STRING, **FRESHNESS}, extra=True),
+    "Book": _obj(
+        ["symbol", "update_id", "bids", "asks", "partial", *REQUIRED_FRESHNESS],
+        {
+            "symbol": {**STRING, "example": "BTCUSDT", "description": "Binance's spelling"},
+            "update_id": {**INTEGER, "description": "Binance's lastUpdateId: the book is exactly this one"},
+            "bids": {
+                "type": "array",
+                "items": {"type": "array", "items": PRICE, "minItems": 2, "maxItems": 2},
+                "description": "[price, quantity], best (highest) first; at most limit",
+            },
+            "asks": {
+                "type": "array",
+                "items": {"type": "array", "items": PRICE, "minItems": 2, "maxItems": 2},
+                "description": "[price, quantity], best (lowest) first; at most limit",
+            },
+            "partial": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["bids", "asks"]},
+                "description": "Sides answered with fewer than limit levels although the book has more: "
+                "beyond what is known exactly (deeper than the snapshot the book was synchronized from)",
+            },
+            **FRESHNESS,
+        },
+    ),
     "Snapshots": _obj(
         ["kind", "snapshots"], {"kind": STRING, "snapshots": {"type": "array", "items": _ref("Record")}}
     ),
@@ -196,7 +220,37 @@ BODY = {
     },
 }
 
-E400 = _json(_ref("ApiError"), "Another method than POST, a malformed symbol, a bad max_age_ms or body")
+BOOK_LIMIT = {"type": "integer", "minimum": 1, "maximum": 5000}
+BOOK_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"max_age_ms": {"type": "integer", "minimum": 0}, "limit": BOOK_LIMIT},
+            }
+        }
+    },
+}
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": BOOK_LIMIT,
+    "description": "Levels a side, 1 to 5000 (default 100); kind depth only",
+}
+# Order books: which sides stop short of the limit asked for, beyond what is known exactly.
+PARTIAL = {
+    "X-Transmute-Depth-Partial": {
+        "description": "Present when a side has fewer levels than asked for although the book has more: "
+        "the levels held are exact, and there are none beyond them that are (deeper than the snapshot the "
+        "book was synchronized from). Absent: each side is whole to the limit, or is the whole book",
+        "schema": {"type": "string", "enum": ["bids", "asks", "bids,asks"]},
+    }
+}
+E400 = _json(
+    _ref("ApiError"), "Another method than POST, a malformed symbol, a bad max_age_ms, limit or body"
+)
 E404 = _json(_ref("ApiError"), "An unknown symbol (with the closest listed one) or kind")
 E409 = _json(_ref("ApiError"), "A listed symbol that does not trade now")
 E408 = _json(_ref("ApiError"), "A body not all there BODY_TIMEOUT_MS after the headers (connection closed)")
@@ -229,12 +283,18 @@ def _not_post(params: list[Doc]) -> Doc:
     return {method: op for method in ("get", "put", "patch", "delete", "options", "head", "trace")}
 
 
-def _snapshot(path_params: list[Doc], schema: Doc, summary: str) -> Doc:
+def _snapshot(
+    path_params: list[Doc],
+    schema: Doc,
+    summary: str,
+    query: list[Doc] | None = None,
+    headers: Doc | None = None,
+) -> Doc:
     post = {
         "summary": summary,
-        "parameters": [*path_params, MAX_AGE],
-        "requestBody": BODY,
-        "responses": {"200": _json(schema, "The current value"), **OUR_ERRORS},
+        "parameters": [*path_params, MAX_AGE, *(query or [])],
+        "requestBody": BOOK_BODY if query else BODY,
+        "responses": {"200": _json(schema, "The current value", headers), **OUR_ERRORS},
     }
     return {"post": post, **_not_post(path_params)}
 
@@ -305,7 +365,12 @@ STREAM_ERRORS = {"404": E404, "409": E409, "429": E429, "503": E503}
 PATHS: Doc = {
     "/snapshot/{symbol}": _snapshot([SYMBOL], _ref("BookTicker"), "The best bid and ask of a symbol"),
     "/snapshot/{symbol}/{kind}": _snapshot(
-        [SYMBOL, KIND], _ref("Record"), "The latest value of any stream kind"
+        [SYMBOL, KIND],
+        _ref("Record"),
+        "The latest value of any stream kind (depth: the order book's top limit levels, a Book; 503 while "
+        "a deeper one is written)",
+        [LIMIT],
+        PARTIAL,
     ),
     "/snapshots": {
         "post": {
@@ -314,6 +379,7 @@ PATHS: Doc = {
                 _query("symbols", "Comma-separated (or a JSON list in the body)"),
                 _query("kind", "A stream kind; default bookTicker"),
                 MAX_AGE,
+                LIMIT,
             ],
             "requestBody": {
                 "required": True,
@@ -331,6 +397,7 @@ PATHS: Doc = {
                                 },
                                 "kind": {"type": "string", "minLength": 1, "maxLength": 32},
                                 "max_age_ms": {"type": "integer", "minimum": 0},
+                                "limit": BOOK_LIMIT,
                             },
                         }
                     }
@@ -349,8 +416,9 @@ PATHS: Doc = {
     },
     "/stream/{symbol}/{kind}": {
         "get": {
-            "summary": "Follow any stream kind (live push)",
-            "parameters": [SYMBOL, KIND],
+            "summary": "Follow any stream kind (live push; depth: its top limit levels, an event when they "
+            "change)",
+            "parameters": [SYMBOL, KIND, LIMIT],
             "responses": {"200": EVENTS, "400": E400, **STREAM_ERRORS},
         }
     },
@@ -397,9 +465,12 @@ PATHS: Doc = {
     },
     "/api/v3/avgPrice": _binance("Average price", _ref("BinanceAvgPrice"), [REQUIRED]),
     "/api/v3/depth": _binance(
-        "Top of the order book (up to 20 levels)",
+        "The order book (the full local book; 503 while a deeper one is written, never a short answer)",
         _ref("BinanceDepth"),
-        [REQUIRED, _query("limit", "1 to 20 (default 20)", INTEGER)],
+        [
+            REQUIRED,
+            _query("limit", "Levels a side: 1 or more, default 100 (more than 5000 is 5000)", INTEGER),
+        ],
     ),
     "/api/v3/trades": _binance(
         "Recent trades, oldest first",
@@ -468,13 +539,17 @@ PATHS: Doc = {
             "summary": "What the status page shows",
             "responses": {
                 "200": _json(
-                    {"type": "object", "required": ["messenger", "symbols"]}, "The streamed symbols"
+                    {"type": "object", "required": ["messenger", "symbols", "books"]},
+                    "The streamed symbols; the order books kept, each with its update id, levels held "
+                    "(counts) and age, or the reason it cannot be served: syncing, resyncing, out_of_sync "
+                    "or not_vouched",
                 ),
                 "503": _json(_ref("ApiError"), "Redis does not answer", RETRY_AFTER),
             },
         }
     },
 }
+PATHS["/api/v3/depth"]["get"]["responses"]["200"]["headers"].update(PARTIAL)
 # About 1.9 MB: answered with an ETag, and gzipped for clients that accept it (server/exchange_info.py).
 PATHS["/api/v3/exchangeInfo"]["get"]["responses"]["304"] = {
     "description": "Not modified: If-None-Match names the current version's ETag"

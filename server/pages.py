@@ -14,9 +14,10 @@ from contract.keys import HEARTBEAT_KEY
 from contract.kinds import key_kind
 from server import docs as guide
 from server import openapi
+from server.books import KIND as BOOK_KIND
 from server.errors import STORE_DOWN, ApiError, store_down
 from server.store import StoreUnavailable
-from server.views import RETRY, store
+from server.views import RETRY, books, store
 
 bp = Blueprint("pages", __name__)
 BOOK_TICKER = key_kind("bookTicker")
@@ -30,13 +31,15 @@ def status_page() -> str:
 
 @bp.get("/status.json")
 def status() -> dict[str, Any]:
-    """What the status page shows: the messenger's heartbeat and every streamed bookTicker."""
+    """What the status page shows: the messenger's heartbeat, every streamed bookTicker, and every
+    order book kept (its depth and age, or why it cannot be served)."""
     snapshots = store()
     try:
         beat = snapshots.client.get(HEARTBEAT_KEY)
         symbols = snapshots.streamed(BOOK_TICKER)
         # Watching the status page is no one's use of each symbol: it keeps none streamed.
         records = snapshots.snapshots(BOOK_TICKER, symbols, touch=False) if symbols else []
+        book_rows = books().status(snapshots.streamed(BOOK_KIND))
     except (StoreUnavailable, redis.RedisError) as exc:
         store_down("/status.json", exc)
         raise ApiError(503, STORE_DOWN, RETRY) from None
@@ -53,7 +56,7 @@ def status() -> dict[str, Any]:
             )
             row["age_ms"] = max(0, now - record["as_of"])
         rows.append(row)
-    return {"messenger": orjson.loads(beat) if beat else None, "symbols": rows}
+    return {"messenger": orjson.loads(beat) if beat else None, "symbols": rows, "books": book_rows}
 
 
 @bp.get("/openapi.json")

@@ -14,130 +14,29 @@ tell whether the value is gone.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import redis
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from contract import kinds
-from contract.keys import DEMAND_CHANNEL, WATCHED_KEY, snapshot_key
+from contract.keys import snapshot_key
 from contract.records import VOUCHER, MalformedRecord, decode_record
-from server import admission, lookup, metrics
+from contract.servable import servable
+from server import admission, books, lookup, metrics
+from server.books import BookReader
 from server.errors import ApiError
+from server.hub import POLL_S, Hub
 from server.store import SnapshotStore, StoreUnavailable
-from server.views import RETRY, parse_kind, parse_symbol, settings, store
-
-logger = logging.getLogger(__name__)
+from server.views import RETRY, parse_kind, parse_limit, parse_symbol, settings, store
+from server.views import books as books_reader
 
 bp = Blueprint("push", __name__)
 
 HEARTBEAT_S = 3.0
-POLL_S = 0.25
-WATCH_TTL_S = 30.0  # a hub that stops renewing its keys (crashed) is forgotten after this
-RENEW_S = 10.0
-QUEUE_SIZE = 64
-
-
-class Hub:
-    """One Redis pub/sub connection per process, fanning updates out to live-push clients."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._queues: dict[str, set[queue.Queue[bytes]]] = {}
-        self._changes: queue.Queue[tuple[bool, str]] = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, key: str) -> queue.Queue[bytes]:
-        """Follow a key: its messages arrive on the returned queue until ``unwatch``."""
-        inbox: queue.Queue[bytes] = queue.Queue(QUEUE_SIZE)
-        with self._lock:
-            first = key not in self._queues
-            self._queues.setdefault(key, set()).add(inbox)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="push-hub", daemon=True)
-                self._thread.start()
-        if first:
-            self._changes.put((True, key))
-            self._register([key], wake=True)
-        return inbox
-
-    def unwatch(self, key: str, inbox: queue.Queue[bytes]) -> None:
-        """Stop following a key for this client."""
-        with self._lock:
-            inboxes = self._queues.get(key)
-            if inboxes is None:
-                return
-            inboxes.discard(inbox)
-            if inboxes:
-                return
-            del self._queues[key]
-        self._changes.put((False, key))
-
-    def _register(self, keys: list[str], wake: bool = False) -> None:
-        """Tell the messenger these keys are followed (for WATCH_TTL_S), so it publishes them."""
-        if not keys:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(WATCHED_KEY, dict.fromkeys(keys, int((time.time() + WATCH_TTL_S) * 1000)))
-        if wake:
-            pipe.publish(DEMAND_CHANNEL, "watch")
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            logger.warning("push: could not register followed keys (%s)", exc)
-
-    def _run(self) -> None:
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                with self._lock:
-                    keys = list(self._queues)
-                pubsub.subscribe(*keys, "transmute:hub")  # one channel always, so it can listen
-                renewed = time.monotonic()
-                while True:
-                    self._apply_changes(pubsub)
-                    message = pubsub.get_message(timeout=POLL_S)
-                    if message is not None and message["type"] == "message":
-                        self._dispatch(message["channel"], message["data"])
-                    if time.monotonic() - renewed >= RENEW_S:
-                        with self._lock:
-                            self._register(list(self._queues))
-                        renewed = time.monotonic()
-            except redis.RedisError as exc:
-                logger.warning("push: pub/sub connection lost (%s); reconnecting", exc)
-                time.sleep(1.0)
-            finally:
-                pubsub.close()
-
-    def _apply_changes(self, pubsub: Any) -> None:
-        while True:
-            try:
-                add, key = self._changes.get_nowait()
-            except queue.Empty:
-                return
-            with self._lock:
-                followed = key in self._queues
-            if add and followed:
-                pubsub.subscribe(key)
-            elif not add and not followed:
-                pubsub.unsubscribe(key)
-
-    def _dispatch(self, channel: bytes | str, data: bytes) -> None:
-        key = channel.decode() if isinstance(channel, bytes) else channel
-        with self._lock:
-            inboxes = list(self._queues.get(key, ()))
-        for inbox in inboxes:
-            # A slow client misses an intermediate value; the next one supersedes it.
-            with contextlib.suppress(queue.Full):
-                inbox.put_nowait(data)
 
 
 def hub() -> Hub:
@@ -157,14 +56,22 @@ def stream(symbol: str, kind: str = kinds.BOOK_TICKER) -> Response:
     exchange_symbol, name = parse_symbol(symbol), parse_kind(kind)
     key_kind = kinds.key_kind(name)
     snapshots = store()
+    ttl_s = settings().snapshot_ttl_ms / 1000
+    follower: Follower
+    if name == kinds.DEPTH:
+        # An order book's top levels only (default 100, at most 5,000 a side).
+        follower = BookFollower(
+            hub(), books_reader(), exchange_symbol, parse_limit(dict(request.args)), ttl_s
+        )
+    else:
+        key = snapshot_key(key_kind, exchange_symbol)
+        follower = Follower(hub(), snapshots, key, key_kind, exchange_symbol, ttl_s)
     try:
-        [first] = snapshots.snapshots(key_kind, [exchange_symbol])
+        first = follower.read()
         if first is None:
             _explain_or_ask(snapshots, key_kind, exchange_symbol)
     except StoreUnavailable:
         raise ApiError(503, "Data store unavailable; try again shortly.", RETRY) from None
-    key = snapshot_key(key_kind, exchange_symbol)
-    follower = Follower(hub(), snapshots, key, key_kind, exchange_symbol, settings().snapshot_ttl_ms / 1000)
     return Response(
         follower.events(first),
         mimetype="text/event-stream",
@@ -174,7 +81,8 @@ def stream(symbol: str, kind: str = kinds.BOOK_TICKER) -> Response:
 
 def _explain_or_ask(snapshots: SnapshotStore, key_kind: str, symbol: str) -> None:
     """A 404/409/503 now if the stream can never start; ask for it if nobody streams it yet."""
-    [found] = snapshots.lookup(key_kind, [symbol])
+    decode = books.served if key_kind == books.KIND else servable
+    [found] = snapshots.lookup(key_kind, [symbol], decode)
     if found.record is not None or found.stream_state is not None:
         return  # current, or streamed: the stream says when it is (again)
     if not found.catalog_loaded:
@@ -198,10 +106,10 @@ class Follower:
     ) -> None:
         self.hub, self.snapshots = hub, snapshots
         self.key, self.kind, self.symbol, self.ttl_s = key, kind, symbol, ttl_s
-        self._sent_ts: int | None = None
+        self._sent: Any = None
         self.stale = True
 
-    def events(self, first: dict[str, Any] | None) -> Iterator[str]:
+    def events(self, first: Any) -> Iterator[str]:
         """The SSE text: the current value if any, then one event per change, staleness, heartbeats."""
         inbox = self.hub.watch(self.key)
         try:
@@ -215,6 +123,7 @@ class Follower:
                 except queue.Empty:
                     data = None
                 now = time.monotonic()
+                self._tick()
                 if data is not None:
                     heard = now
                     yield from self._message(data)
@@ -233,30 +142,80 @@ class Follower:
             yield from self._gone("its stream is not live")
             return
         try:
-            record = decode_record(data)
+            value = self._decode(data)
         except MalformedRecord:
             return
-        record.pop(VOUCHER, None)  # just written: its connection vouched for it a moment ago
-        yield from self._value(record)
+        yield from self._value(value)
 
-    def _value(self, record: dict[str, Any]) -> Iterator[str]:
-        if self.stale or record["ts"] != self._sent_ts:
-            self.stale, self._sent_ts = False, record["ts"]
-            yield _event("snapshot", lookup.with_age(record, self.symbol, None))
+    def _decode(self, data: bytes) -> Any:
+        """A published record: just written, so its connection vouched for it a moment ago."""
+        record = decode_record(data)
+        record.pop(VOUCHER, None)
+        return record
+
+    def read(self) -> Any:
+        """The value now, read through the read rule (None if there is none)."""
+        [record] = self.snapshots.snapshots(self.kind, [self.symbol])
+        return record
+
+    def _mark(self, value: Any) -> Any:
+        """What tells one value from the next: an event is sent when it changes."""
+        return value["ts"]
+
+    def _snapshot(self, value: Any) -> str:
+        return _event("snapshot", lookup.with_age(value, self.symbol, None))
+
+    def _tick(self) -> None:
+        """Called at least every POLL_S while the client follows."""
+
+    def _value(self, value: Any) -> Iterator[str]:
+        mark = self._mark(value)
+        if self.stale or mark != self._sent:
+            self.stale, self._sent = False, mark
+            yield self._snapshot(value)
 
     def _check(self) -> Iterator[str]:
         try:
-            [record] = self.snapshots.snapshots(self.kind, [self.symbol])
+            value = self.read()
         except StoreUnavailable:
             yield from self._gone("the data store is unavailable")
             return
-        if record is None:
+        if value is None:
             yield from self._gone("its stream is not live")
         else:
-            yield from self._value(record)
+            yield from self._value(value)
 
     def _gone(self, why: str) -> Iterator[str]:
         if not self.stale:
             self.stale = True
             metrics.STALE.labels("push").inc()
             yield _event("stale", {"status_code": 500, "error": f"No current data for {self.symbol}: {why}."})
+
+
+class BookFollower(Follower):
+    """One client's event stream of an order book's top ``limit`` levels (server.books): an event
+    when they change, never the whole record."""
+
+    def __init__(self, hub: Hub, reader: BookReader, symbol: str, limit: int, ttl_s: float) -> None:
+        super().__init__(hub, reader.store, snapshot_key(books.KIND, symbol), books.KIND, symbol, ttl_s)
+        self.reader, self.limit = reader, limit
+
+    def _decode(self, data: bytes) -> Any:
+        return books.published(data)
+
+    def read(self) -> Any:
+        return self.reader.read(self.symbol, self.limit)
+
+    def _mark(self, value: Any) -> Any:
+        return hash(value.top(self.limit))
+
+    def _snapshot(self, value: Any) -> str:
+        return _event("snapshot", value.record(self.limit))
+
+    def _tick(self) -> None:
+        self.reader.want(self.symbol, self.limit)
+
+    def _gone(self, why: str) -> Iterator[str]:
+        if not self.stale:
+            metrics.DEPTH_UNAVAILABLE.labels("gone").inc()
+        yield from super()._gone(why)

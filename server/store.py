@@ -1,6 +1,6 @@
 """Reading snapshots, the symbol list and stream states from Redis; registering demand.
 
-The only place the server reads or writes Redis (live push listens through push.py's hub).
+The only place the server reads or writes Redis (live push listens through hub.py).
 Every call is one round trip, for any number of symbols. Records are read through the shared
 read rule (contract.servable): one that its connection no longer vouches for is not there.
 """
@@ -11,6 +11,7 @@ import difflib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,6 +37,8 @@ WAIT_POLL_S = 0.02
 # A symbol in use is counted as demand at most this often per process. Short and fixed, so that
 # it stays well inside the messenger's DEMAND_IDLE_S whatever that is set to (at least 2 s).
 TOUCH_EVERY_S = 1.0
+# How a kind's stored value is served: (record, heard) -> what to serve, or None (see servable).
+Decode = Callable[[Any, Any], Any]
 
 
 class StoreUnavailable(Exception):
@@ -59,7 +62,7 @@ class Lookup:
     catalog_loaded: bool
     status: str | None  # TRADING, BREAK, ... or None if the exchange does not list it
     stream_state: str | None  # pending / live, or None if not streamed
-    record: dict[str, Any] | None  # read again with the rest: it may have arrived since
+    record: Any  # read again with the rest (decoded, or None): it may have arrived since
 
 
 class SnapshotStore:
@@ -75,38 +78,51 @@ class SnapshotStore:
         self._symbols: tuple[float, tuple[str, ...]] = (0.0, ())
         self._lock = threading.Lock()
 
-    def snapshots(self, kind: str, symbols: list[str], touch: bool = True) -> list[dict[str, Any] | None]:
+    def snapshots(
+        self,
+        kind: str,
+        symbols: list[str],
+        touch: bool = True,
+        decode: Decode = servable,
+        also: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         """The current records (None where there is none), read at one instant (one script).
 
         Now and then (per process, at most every TOUCH_EVERY_S per stream) a request is also
         counted as demand in the same round trip, so a symbol in use is never dropped as idle.
         ``touch=False``: a read that is no one's use of these symbols (a list of everything
-        streamed, the status page), so it must not keep them streamed.
+        streamed, the status page), so it must not keep them streamed. ``decode`` turns each
+        (record, heard) pair into what is served (a kind may serve its records its own way);
+        ``also`` queues more commands on the same round trip (a pipeline), answered after the read.
         """
         keys = [snapshot_key(kind, s) for s in symbols]
         due = self.due(kind, symbols) if touch else []
         try:
-            if due:
+            if due or also is not None:
                 pipe = self.client.pipeline(transaction=False)
                 self._current(keys, pipe)
-                # Only refreshed (XX): new demand goes through server.admission's limits.
-                pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
+                if due:
+                    # Only refreshed (XX): new demand goes through server.admission's limits.
+                    pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
+                if also is not None:
+                    also(pipe)
                 flat = pipe.execute()[0]
             else:
                 flat = self._current(keys)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return [_decode(key, pair) for key, pair in zip(keys, pairs(flat), strict=True)]
+        return [_decode(key, pair, decode) for key, pair in zip(keys, pairs(flat), strict=True)]
 
     def due(self, kind: str, symbols: list[str]) -> list[str]:
         """The demand members of these streams not counted in the last TOUCH_EVERY_S (now counted):
         the caller refreshes them in DEMAND_KEY (ZADD XX) with its read."""
+        return self.due_members([demand_member(kind, s) for s in symbols])
+
+    def due_members(self, members: list[str]) -> list[str]:
+        """Those of ``members`` (of any set a request refreshes) not counted in the last
+        TOUCH_EVERY_S by this process; they count as counted from now."""
         now = time.monotonic()
-        due = [
-            m
-            for m in (demand_member(kind, s) for s in symbols)
-            if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S
-        ]
+        due = [m for m in members if now - self._touched.get(m, -1e9) >= TOUCH_EVERY_S]
         if due:
             self._touch(due, now)
         return due
@@ -119,7 +135,7 @@ class SnapshotStore:
         for member in members:
             touched[member] = now
 
-    def lookup(self, kind: str, symbols: list[str]) -> list[Lookup]:
+    def lookup(self, kind: str, symbols: list[str], decode: Decode = servable) -> list[Lookup]:
         """Is each symbol listed, trading, and streamed (or about to be)?
 
         The values are read again after the stream states, in the same round trip: the
@@ -134,14 +150,20 @@ class SnapshotStore:
         self._current(keys, pipe)
         statuses, loaded, states, flat = self._execute(pipe)
         return [
-            Lookup(bool(loaded), _text(status), _text(state), _decode(key, pair))
+            Lookup(bool(loaded), _text(status), _text(state), _decode(key, pair, decode))
             for status, state, key, pair in zip(statuses, states, keys, pairs(flat), strict=True)
         ]
 
     def wait(
-        self, kind: str, symbols: list[str] | tuple[str, ...], timeout_s: float
-    ) -> dict[str, dict[str, Any]]:
-        """The records that exist within ``timeout_s`` (all of them, or as many as came)."""
+        self,
+        kind: str,
+        symbols: list[str] | tuple[str, ...],
+        timeout_s: float,
+        decode: Decode = servable,
+        enough: Callable[[Any], bool] = lambda record: True,
+    ) -> dict[str, Any]:
+        """The records that exist within ``timeout_s`` (all of them, or as many as came); with
+        ``enough``, only records it accepts count as come (the last ones read are returned)."""
         deadline = time.monotonic() + timeout_s
         keys = [snapshot_key(kind, s) for s in symbols]
         while True:
@@ -152,9 +174,10 @@ class SnapshotStore:
             found = {
                 s: r
                 for s, k, pair in zip(symbols, keys, pairs(flat), strict=True)
-                if (r := _decode(k, pair)) is not None
+                if (r := _decode(k, pair, decode)) is not None
             }
-            if len(found) == len(symbols) or time.monotonic() >= deadline:
+            come = sum(1 for r in found.values() if enough(r))
+            if come == len(symbols) or time.monotonic() >= deadline:
                 return found
             time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
 
@@ -204,9 +227,9 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decode(key: str, pair: tuple[Any, Any]) -> dict[str, Any] | None:
+def _decode(key: str, pair: tuple[Any, Any], decode: Decode = servable) -> Any:
     try:
-        return servable(*pair)
+        return decode(*pair)
     except MalformedRecord as exc:
         logger.error("store: %s holds no valid record (%s)", key, exc)
         return None

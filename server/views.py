@@ -9,15 +9,18 @@ Errors are ``{"status_code": N, "error": "..."}``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, request
 
 from contract import kinds
 from contract.settings import Settings
 from contract.symbols import InvalidSymbol, normalize_symbol
 from server import admission, lookup, metrics
+from server.books import DEFAULT_LIMIT, MAX_LIMIT, PARTIAL_HEADER, Book, BookReader
 from server.errors import ApiError
 from server.params import MAX_DIGITS, whole_number
 from server.store import SnapshotStore
@@ -31,12 +34,19 @@ RETRY = {"Retry-After": "1"}
 MAX_AGE_ERROR = (
     f"max_age_ms must be a whole number of milliseconds, 0 or more, of at most {MAX_DIGITS} digits."
 )
+LIMIT_ERROR = f"limit must be a whole number of levels from 1 to {MAX_LIMIT}."
 
 
 def store() -> SnapshotStore:
     """This app's store (made by the factory)."""
     snapshots: SnapshotStore = current_app.extensions["transmute.store"]
     return snapshots
+
+
+def books() -> BookReader:
+    """This app's reader of order books (made by the factory)."""
+    reader: BookReader = current_app.extensions["transmute.books"]
+    return reader
 
 
 def settings() -> Settings:
@@ -88,12 +98,35 @@ def parse_max_age_ms(given: dict[str, Any]) -> int | None:
     return value
 
 
+def parse_limit(given: dict[str, Any]) -> int:
+    """``limit`` of an order book (default 100): a JSON integer or 1 to 20 ASCII digits, 1 to 5,000."""
+    value = given.get("limit", DEFAULT_LIMIT)
+    if isinstance(value, str):
+        value = whole_number(value)
+    if type(value) is not int or not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, LIMIT_ERROR)
+    return value
+
+
 def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[str, Any]]:
     """The current records, or our JSON error for why not."""
-    try:
+    with our_errors():
         return lookup.current(
             store(), kinds.key_kind(kind), symbols, max_age_ms, settings().demand_wait_ms / 1000
         )
+
+
+def current_books(symbols: list[str], limit: int, max_age_ms: int | None) -> list[Book]:
+    """The current order books, deep enough for ``limit`` levels, or our JSON error for why not."""
+    with our_errors():
+        return books().books(symbols, limit, max_age_ms)
+
+
+@contextmanager
+def our_errors() -> Iterator[None]:
+    """Why there is no current value, as this API's errors."""
+    try:
+        yield
     except lookup.UnknownSymbol as exc:
         raise ApiError(404, str(exc)) from None
     except lookup.NotTrading as exc:
@@ -114,17 +147,22 @@ def _post_only() -> None:
 
 @bp.route("/snapshot/<symbol>", methods=METHODS, provide_automatic_options=False)
 @bp.route("/snapshot/<symbol>/<kind>", methods=METHODS, provide_automatic_options=False)
-def snapshot(symbol: str, kind: str = kinds.BOOK_TICKER) -> dict[str, Any]:
+def snapshot(symbol: str, kind: str = kinds.BOOK_TICKER) -> dict[str, Any] | Response:
     """The latest value of one stream of ``symbol`` (BTC_USDT, BTCUSDT, btc_usdt or btcusdt)."""
     _post_only()
     exchange_symbol = parse_symbol(symbol)
     name = parse_kind(kind)
-    [record] = current(name, [exchange_symbol], parse_max_age_ms(params()))
+    given = params()
+    if name == kinds.DEPTH:
+        limit = parse_limit(given)
+        [book] = current_books([exchange_symbol], limit, parse_max_age_ms(given))
+        return book_answer(orjson.dumps(book.record(limit)), book.partial(limit))
+    [record] = current(name, [exchange_symbol], parse_max_age_ms(given))
     return record
 
 
 @bp.route("/snapshots", methods=METHODS, provide_automatic_options=False)
-def snapshots() -> dict[str, Any]:
+def snapshots() -> dict[str, Any] | Response:
     """Several symbols of one kind, read at one instant: ``{"symbols": [...], "kind": "..."}``."""
     _post_only()
     given = params()
@@ -138,5 +176,18 @@ def snapshots() -> dict[str, Any]:
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
     kind_given = given.get("kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
+    if name == kinds.DEPTH:
+        limit = parse_limit(given)
+        found = current_books(symbols, limit, parse_max_age_ms(given))
+        doc = {"kind": name, "snapshots": [b.record(limit) for b in found]}
+        return book_answer(orjson.dumps(doc), tuple(sorted({p for b in found for p in b.partial(limit)})))
     records = current(name, symbols, parse_max_age_ms(given))
     return {"kind": name, "snapshots": records}
+
+
+def book_answer(body: bytes, partial: tuple[str, ...]) -> Response:
+    """An order book answer, with the sides that stop short of ``limit`` in PARTIAL_HEADER."""
+    response = Response(body, mimetype="application/json")
+    if partial:
+        response.headers[PARTIAL_HEADER] = ",".join(partial)
+    return response

@@ -32,12 +32,32 @@ def symbol_list_loaded(client: redis.Redis, timeout_s: float = 10) -> None:
     wait_until(lambda: client.exists("transmute:symbols"), timeout_s, what="the symbol list")
 
 
+# ``TRANSMUTE_PORTS=19200-19299``: take ports from this range only (several people sharing a machine).
+PORTS_ENV = "TRANSMUTE_PORTS"
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now (within TRANSMUTE_PORTS, if set: each once, while
+    others are left)."""
+    span = os.environ.get(PORTS_ENV)
+    if not span:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+            return port
+    low, _, high = span.partition("-")
+    ports = range(int(low), int(high) + 1)
+    if _handed_out.issuperset(ports):
+        _handed_out.clear()
+    for candidate in ports:
+        if candidate in _handed_out:
+            continue
+        _handed_out.add(candidate)
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", candidate))
+            return candidate
+    raise RuntimeError(f"no free port in {PORTS_ENV}={span}")
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, interval_s: float = 0.02, what: str = "") -> Any:

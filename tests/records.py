@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
 
-from contract.keys import voucher_key
-from contract.records import AS_OF, VOUCHER, encode_record
+from contract.keys import snapshot_key, voucher_key
+from contract.kinds import DEPTH
+from contract.order_book import book_fields, level_bytes
+from contract.records import AS_OF, TS, VOUCHER, encode_record
 
 RUN = "tests"
 
@@ -17,3 +20,46 @@ def vouched(client: redis.Redis, key: str, record: dict[str, Any], px: int | Non
     voucher = voucher_key(RUN, int(record.get("connection", 1)))
     client.set(voucher, int(record[AS_OF]), px=px)
     client.set(key, encode_record({VOUCHER: voucher, **record}))
+
+
+def book_levels(n: int, side: int, first: int = 10_000, step: int = 1) -> list[bytes]:
+    """``n`` levels of one side (0 bids, descending; 1 asks, ascending), as contract.order_book
+    stores them: prices in 0.01 ticks with 8 decimals, quantities that differ level by level."""
+    sign = -1 if side == 0 else 1
+    levels = []
+    for i in range(n):
+        cents = first + side + sign * i * step
+        levels.append(level_bytes(f"{cents // 100}.{cents % 100:02d}000000", f"{i % 97 + 1}.{i:08d}"))
+    return levels
+
+
+def put_book(
+    client: redis.Redis,
+    symbol: str,
+    bids: list[bytes],
+    asks: list[bytes],
+    levels: int = 100,
+    limit: int = 1000,
+    partial: tuple[bool, bool] = (False, False),
+    update_id: int = 160,
+    as_of_ms: int | None = None,
+    px: int | None = None,
+    connection: int = 1,
+) -> bytes:
+    """Store a book record as the messenger's writer does (voucher, fields, ts, as_of, source,
+    connection) with a live voucher; returns the stored bytes."""
+    now = int(time.time() * 1000) if as_of_ms is None else as_of_ms
+    voucher = voucher_key(RUN, connection)
+    fields = book_fields(symbol, update_id, levels, limit, bids, asks, partial)
+    record = {
+        VOUCHER: voucher,
+        **fields,
+        TS: now - 5,
+        AS_OF: now,
+        "source": "stream",
+        "connection": connection,
+    }
+    raw = encode_record(record)
+    client.set(voucher, now, px=px)
+    client.set(snapshot_key(DEPTH, symbol), raw)
+    return raw

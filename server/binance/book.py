@@ -1,12 +1,14 @@
-"""The order book (the partial book streams) and the average price."""
+"""The order book (the full local book, contract.order_book) and the average price."""
 
 from __future__ import annotations
 
 from flask import Response
 
-from server.binance.common import bp, json_body, limit_param, records, required_symbol
+from server.binance.common import binance_errors, bp, json_body, limit_param, records, required_symbol
+from server.books import DEFAULT_LIMIT, MAX_LIMIT, PARTIAL_HEADER, clamp
+from server.views import books
 
-DEPTH_LIMITS = (5, 10, 20)
+LIMIT_HINT = f"limit is 1 or more levels (more than {MAX_LIMIT} is {MAX_LIMIT})."
 
 
 @bp.get("/avgPrice")
@@ -20,13 +22,17 @@ def avg_price() -> Response:
 
 @bp.get("/depth")
 def depth() -> Response:
-    """The top of the order book, up to 20 levels (the partial book streams)."""
+    """The order book to ``limit`` levels a side (default 100; more than 5,000 is 5,000, as Binance)."""
     symbol = required_symbol()
-    limit = limit_param(
-        20, lambda n: 1 <= n <= DEPTH_LIMITS[-1], f"Transmute serves up to {DEPTH_LIMITS[-1]} levels."
-    )
-    levels = next(n for n in DEPTH_LIMITS if n >= limit)
-    [r] = records(f"depth{levels}", [symbol])
-    return json_body(
-        {"lastUpdateId": r["last_update_id"], "bids": r["bids"][:limit], "asks": r["asks"][:limit]}
-    )
+    limit = clamp(limit_param(DEFAULT_LIMIT, lambda n: n >= 1, LIMIT_HINT))
+    with binance_errors():
+        [book] = books().books([symbol], limit)
+    return answer(book.binance(limit), book.partial(limit))
+
+
+def answer(body: bytes, partial: tuple[str, ...]) -> Response:
+    """Binance's answer, and which sides stop short of ``limit`` (beyond what is known exactly)."""
+    response = Response(body, mimetype="application/json")
+    if partial:
+        response.headers[PARTIAL_HEADER] = ",".join(partial)
+    return response

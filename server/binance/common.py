@@ -4,7 +4,8 @@ and the current records of a kind (served only while vouched for, else 503 -1001
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -116,7 +117,7 @@ def records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
     key_kind = kinds.key_kind(kind)
     if symbols is not None and len(symbols) > MAX_SYMBOLS:  # each may start a stream, as in /snapshots
         raise BinanceError(400, -1101, f"Too many values for parameter 'symbols'; at most {MAX_SYMBOLS}.")
-    try:
+    with binance_errors():
         if symbols is None:
             streamed = store().streamed(key_kind)
             # Listing everything streamed is no one's use of each symbol: it keeps none streamed.
@@ -125,6 +126,13 @@ def records(kind: str, symbols: list[str] | None) -> list[dict[str, Any]]:
                 lookup.with_age(r, s, None) for s, r in zip(streamed, found, strict=True) if r is not None
             ]
         return lookup.current(store(), key_kind, symbols, None, settings().demand_wait_ms / 1000)
+
+
+@contextmanager
+def binance_errors() -> Iterator[None]:
+    """Why there is no current value, as Binance's errors (503 -1001 with Retry-After, ...)."""
+    try:
+        yield
     except lookup.UnknownSymbol:
         raise BinanceError(*INVALID_SYMBOL) from None
     except lookup.Stale as exc:

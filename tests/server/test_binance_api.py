@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY
 from contract.trade_history import tail_key
 from server import create_app
-from tests.records import vouched
+from tests.records import book_levels, put_book, vouched
 
 
 def now_ms() -> int:
@@ -37,8 +37,11 @@ TICKER = {
     "bid_quantity": "2", "ask_price": "1.20", "ask_quantity": "3", "open_time": 10, "close_time": 20,
     "first_trade_id": 100, "last_trade_id": 199, "trades": 100,
 }  # fmt: skip
+# A partial book (the depth5/10/20 streams' record), for Transmute's own API (tests/server/test_kinds.py).
 DEPTH: dict[str, Any] = {"last_update_id": 160, "bids": [[f"1.{9 - i}", "1"] for i in range(20)],
          "asks": [[f"2.{i}", "1"] for i in range(20)]}  # fmt: skip
+# The full book: 300 levels a side, written 500 deep.
+BIDS, ASKS = book_levels(300, 0), book_levels(300, 1)
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def app(fake_redis: redis.Redis) -> Flask:
     put(fake_redis, "bookticker", "ETHBTC", **BOOK)
     put(fake_redis, "ticker", "ETHBTC", **TICKER)
     put(fake_redis, "avgprice", "ETHBTC", event_time=1, interval="5m", price="1.12345678", last_trade_time=99)
-    put(fake_redis, "depth20", "ETHBTC", **DEPTH)
+    put_book(fake_redis, "ETHBTC", BIDS, ASKS, levels=500, limit=1000, px=5000)
     put(fake_redis, "trade", "ETHBTC", trade_id=3, price="4.00000100", quantity="12.00000000",
         trade_time=33, is_buyer_maker=True, event_time=33)  # fmt: skip
     fake_redis.zadd(tail_key("trade", "ETHBTC"), {orjson.dumps(
@@ -105,11 +108,12 @@ def test_price_24hr_full_and_mini_avg_price(client: FlaskClient) -> None:
     assert avg == {"mins": 5, "price": "1.12345678", "closeTime": 99}
 
 
-def test_depth_defaults_to_20_levels_and_slices(client: FlaskClient) -> None:
+def test_depth_defaults_to_100_levels_and_slices(client: FlaskClient) -> None:
     book = client.get("/api/v3/depth?symbol=ETHBTC").get_json()
-    assert (book["lastUpdateId"], len(book["bids"]), len(book["asks"])) == (160, 20, 20)
+    assert (book["lastUpdateId"], len(book["bids"]), len(book["asks"])) == (160, 100, 100)
     top = client.get("/api/v3/depth?symbol=ETHBTC&limit=15").get_json()
-    assert top["bids"] == DEPTH["bids"][:15]
+    assert top["bids"] == [orjson.loads(level) for level in BIDS[:15]]
+    assert top["asks"] == [orjson.loads(level) for level in ASKS[:15]]
 
 
 def test_recent_trades_oldest_first_with_exact_quote_quantity(client: FlaskClient) -> None:
@@ -129,7 +133,7 @@ def test_recent_trades_oldest_first_with_exact_quote_quantity(client: FlaskClien
         ("/api/v3/ticker/bookTicker?symbol=BTCUSDT&symbols=[]", 400, -1128),
         ("/api/v3/ticker/bookTicker?symbols=BTCUSDT", 400, -1100),
         ("/api/v3/avgPrice", 400, -1102),
-        ("/api/v3/depth?symbol=ETHBTC&limit=100", 400, -1130),
+        ("/api/v3/depth?symbol=ETHBTC&limit=0", 400, -1130),
         ("/api/v3/trades?symbol=ETHBTC&limit=0", 400, -1130),
         ("/api/v3/ticker/24hr?symbol=ETHBTC&type=HUGE", 400, -1139),
         ("/api/v3/ticker/bookTicker?symbol=BCCBTC", 503, -1001),  # not trading

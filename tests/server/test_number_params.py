@@ -95,8 +95,14 @@ def test_limit_that_is_not_ascii_digits_is_binance_1100(client: FlaskClient, end
 
 
 def test_limit_in_ascii_digits_out_of_range_is_binance_1130(client: FlaskClient) -> None:
-    response = client.get("/api/v3/depth?symbol=ETHBTC&limit=" + "9" * 20)
+    response = client.get("/api/v3/depth?symbol=ETHBTC&limit=0")
     assert (response.status_code, response.get_json()["code"]) == (400, -1130)
+
+
+def test_a_depth_limit_of_20_digits_is_taken_as_binance_5000(client: FlaskClient) -> None:
+    response = client.get("/api/v3/depth?symbol=ETHBTC&limit=" + "9" * 20)
+    # Taken (more than 5,000 levels is 5,000): ETHBTC's book is asked for; nothing comes.
+    assert (response.status_code, response.get_json()["code"]) == (503, -1001)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +119,8 @@ def test_any_text_is_a_400_unless_it_is_1_to_20_ascii_digits(ageless_client: Fla
     depth = ageless_client.get(f"/api/v3/depth?symbol=ETHBTC&limit={quote(raw)}")
     if number:
         assert snapshot.status_code == 200
-        # 1 to 20 levels are asked of the messenger (nothing comes: 503); more are Binance's -1130.
-        expected = (503, -1001) if 1 <= int(raw) <= 20 else (400, -1130)
+        # Any number of levels but 0 is asked of the messenger (nothing comes: 503); 0 is -1130.
+        expected = (503, -1001) if int(raw) >= 1 else (400, -1130)
         assert (depth.status_code, depth.get_json()["code"]) == expected
     else:
         assert (snapshot.status_code, snapshot.get_json()) == (400, MAX_AGE_400)

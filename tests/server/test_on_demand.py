@@ -13,7 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, STREAMS_KEY, SYMBOLS_KEY
+from contract.servable import servable
 from server import create_app
+from server.store import Decode
 from tests.records import vouched
 from tests.server.test_snapshot import record
 
@@ -140,8 +142,15 @@ def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake
     class ReadJustBeforeTheWrite(SnapshotStore):
         """The request's first read misses; the messenger then writes the value, then 'live'."""
 
-        def snapshots(self, kind: str, symbols: list[str], touch: bool = True) -> list[dict[str, Any] | None]:
-            missed = super().snapshots(kind, symbols, touch)
+        def snapshots(
+            self,
+            kind: str,
+            symbols: list[str],
+            touch: bool = True,
+            decode: Decode = servable,
+            also: Any = None,
+        ) -> list[Any]:
+            missed = super().snapshots(kind, symbols, touch, decode, also)
             vouched(fake_redis, BNB, record(symbol="BNBBTC"), px=1000)
             fake_redis.hset(STREAMS_KEY, BNB, LIVE)
             return [None for _ in missed]

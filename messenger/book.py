@@ -221,9 +221,8 @@ class Book:
             entry.fields, entry.u, entry.superseded = None, None, []
             self._dirty.discard(key)
             self._gone.add(key)
-            if self._tracked.get(key) == LIVE:
-                self._tracked[key] = PENDING
-                self._tracked_changed.add(key)
+            # Its stream stays "live": it had a value and has none, so the server says so at once
+            # rather than wait as for a stream just subscribed.
         self.wake.set()
         return bool(vouchers)
 

@@ -19,7 +19,9 @@ Redis, never served) and the book starts over from step 1. Each synced state is 
 book as the symbol's ``depth`` record (contract.order_book), vouched for by the connection that
 brought the last event, like any other value: it is served only while that connection is live.
 The record holds the top levels the server needs: the tier asked for lately (the demand reader's
-``book_levels``), at least the default's.
+``book_levels``), at least the default's. While a book has no record, why is said in
+contract.order_book.UNSYNCED_KEY (``syncing``, ``resyncing``, ``out_of_sync``) for the server's
+errors, metrics and status page; the hash expires UNSYNCED_TTL_MS after this worker's last word.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.order_book import DEFAULT_LIMIT, book_fields
+import redis
+
+from contract.order_book import DEFAULT_LIMIT, UNSYNCED_KEY, book_fields
 from messenger.binance import Fields
 from messenger.book import Book, Voucher
 from messenger.local_book import BadLevel, LocalBook
@@ -50,6 +54,7 @@ SNAPSHOT_BURST_WEIGHT = 500
 BUFFER_MAX = 1000
 RETRY_S = 1.0
 POLL_S = 0.1
+UNSYNCED_TTL_MS = 10_000
 
 # Where a book is: its stream not heard yet, awaiting its snapshot, fetching it, or in sync.
 IDLE, WAITING, FETCHING, SYNCED = "idle", "waiting", "fetching", "synced"
@@ -87,6 +92,7 @@ class OrderBooks(Worker):
         snapshot_limit: int,
         levels: Callable[[], Mapping[str, int]] = dict,
         clock: Callable[[], float] = time.monotonic,
+        client: redis.Redis | None = None,
     ) -> None:
         super().__init__("order-books")
         self.book = book
@@ -109,6 +115,10 @@ class OrderBooks(Worker):
         self._wake = threading.Event()
         self._tokens = float(SNAPSHOT_BURST_WEIGHT)
         self._filled = clock()
+        self.client = client
+        self._words: dict[str, str | None] = {}  # SYMBOL -> why it has no record, to write (None: it has)
+        self._said = False  # whether UNSYNCED_KEY may hold words of ours
+        self._said_at = 0.0
 
     # -- what is carried (the messenger's planning thread) -------------------------------
 
@@ -119,9 +129,11 @@ class OrderBooks(Worker):
                 if symbol not in keys:
                     del self._books[symbol]
                     self._queue.pop(symbol, None)
+                    self._words[symbol] = None
             for symbol, key in keys.items():
                 if symbol not in self._books:
                     self._books[symbol] = Sync(symbol, key)
+                    self._words[symbol] = "syncing"
 
     @property
     def followed(self) -> int:
@@ -184,6 +196,8 @@ class OrderBooks(Worker):
                            sync.symbol, reason, f" ({detail})" if detail else "", count)  # fmt: skip
         self.book.withdraw(sync.key, now)
         sync.local, sync.fields, sync.conn, sync.state, sync.buffer = None, None, None, IDLE, []
+        self._words[sync.symbol] = "resyncing"
+        self._wake.set()
 
     def _publish(self, sync: Sync, now: float) -> None:
         local, conn = sync.local, sync.conn
@@ -201,6 +215,7 @@ class OrderBooks(Worker):
             self._wake.wait(POLL_S)
             self._wake.clear()
             self._retier()
+            self._say()
             while not self._stopping.is_set():
                 symbol = self._next_due()
                 if symbol is None:
@@ -255,6 +270,7 @@ class OrderBooks(Worker):
             if sync is None or sync.state != FETCHING:
                 return
             if failure:
+                self._words[symbol] = "out_of_sync"
                 self.snapshot_failures += 1
                 logger.warning("order book %s: snapshot failed (%s); trying again", symbol, failure)
                 self._again(sync, now + delay)
@@ -287,7 +303,35 @@ class OrderBooks(Worker):
             if sync.conn is None:
                 sync.conn = sync.buffer[-1][0]
             sync.local, sync.state, sync.buffer = local, SYNCED, []
+            self._words[symbol] = None
             self._publish(sync, now)
+
+    def _say(self, stopping: bool = False) -> None:
+        """Write why books have no record (UNSYNCED_KEY); renew its expiry now and then."""
+        if self.client is None:
+            return
+        now = self.clock()
+        with self._lock:
+            words, self._words = self._words, {}
+            if stopping:
+                words = dict.fromkeys(self._books)
+        if not words and (not self._said or now - self._said_at < UNSYNCED_TTL_MS / 3000):
+            return
+        said = {symbol: word for symbol, word in words.items() if word is not None}
+        gone = [symbol for symbol, word in words.items() if word is None]
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            if gone:
+                pipe.hdel(UNSYNCED_KEY, *gone)
+            if said:
+                pipe.hset(UNSYNCED_KEY, items=[x for pair in said.items() for x in pair])
+            pipe.pexpire(UNSYNCED_KEY, UNSYNCED_TTL_MS)
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:  # said again next time, unless a newer word came meanwhile
+                self._words = {**words, **self._words}
+            return
+        self._said, self._said_at = bool(said) or self._said, now
 
     def _again(self, sync: Sync, not_before: float) -> None:
         """Fetch (again) once ``not_before`` has passed, in turn."""
@@ -295,9 +339,11 @@ class OrderBooks(Worker):
         self._queue[sync.symbol] = None
 
     def stop(self) -> None:
-        """Stop after the snapshot in flight, if any."""
+        """Stop after the snapshot in flight, if any; take back what was said of our books."""
         super().stop()
         self._wake.set()
+        self._thread.join(1.0)
+        self._say(stopping=True)
 
     def status(self) -> dict[str, Any]:
         """Books by state and resyncs so far, for the heartbeat and the status page."""

@@ -87,7 +87,11 @@ class Messenger:
         self.reach = Reachability()
         self.catalog = Catalog(self.rest, redis_client(settings), settings.catalog_refresh_s, self.reach)
         self.books = OrderBooks(
-            self.book, self.rest, settings.depth_snapshot_limit, levels=lambda: self.demand.book_levels
+            self.book,
+            self.rest,
+            settings.depth_snapshot_limit,
+            levels=lambda: self.demand.book_levels,
+            client=redis_client(settings),
         )
         self.supervisor = Supervisor(
             settings, self.book, self.seeder, candles=self.klines.frame, diffs=self.books.event

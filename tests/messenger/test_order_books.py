@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from contract.order_book import read_book
+from contract.order_book import UNSYNCED_KEY, read_book
 from contract.records import encode_record
 from messenger.book import Book
 from messenger.order_books import (
     SNAPSHOT_BURST_WEIGHT,
     SNAPSHOT_WEIGHT_PER_MINUTE,
     SYNCED,
+    UNSYNCED_TTL_MS,
     OrderBooks,
     snapshot_weight,
 )
@@ -332,3 +333,27 @@ def test_levels_are_json_strings_as_binance_sends_them() -> None:
     raw = encode_record({"voucher": "v", **batch.writes[0].fields, "ts": 1, "as_of": 1})
     doc = orjson.loads(raw)
     assert all(isinstance(x, str) for level in doc["bids"] + doc["asks"] for x in level)
+
+
+def test_why_a_book_has_no_record_is_said_in_redis_and_taken_back(fake_redis: Any) -> None:
+    _book, books, exchange, conn, clock = setup(seed=10)
+    books.client = fake_redis
+
+    def said() -> dict[bytes, bytes]:
+        books._say()
+        words: dict[bytes, bytes] = fake_redis.hgetall(UNSYNCED_KEY)
+        return words
+
+    assert said() == {b"BTCUSDT": b"syncing"}
+    assert 0 < fake_redis.pttl(UNSYNCED_KEY) <= UNSYNCED_TTL_MS
+    exchange.change()
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    sync_once(books)
+    assert said() == {}
+    exchange.change()
+    exchange.event()  # lost
+    exchange.change()
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    assert said() == {b"BTCUSDT": b"resyncing"}
+    books.follow({})  # no longer carried: nothing said of it
+    assert said() == {}

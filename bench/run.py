@@ -19,7 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import closed_candles, depth, freshness, ingest, kline_weight, klines, renewal, scale, serving
+from bench import (
+    closed_candles,
+    depth,
+    freshness,
+    ingest,
+    kline_weight,
+    klines,
+    order_books,
+    renewal,
+    scale,
+    serving,
+)
 from bench.stack import rounded
 
 
@@ -37,6 +48,7 @@ def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str
         "kline_weight": lambda: rounded(kline_weight.run(series=200 if quick else 1000)),
         "closed_candles": lambda: rounded(closed_candles.run(seconds=5 if quick else 20, repeats=repeats)),
         "depth": lambda: rounded(depth.run(seconds=3 if quick else 10, repeats=repeats)),
+        "order_books": lambda: rounded(order_books.run(events=5000 if quick else 20_000)),
     }
     unknown = (only or set()) - set(benchmarks)
     if unknown:
@@ -114,6 +126,8 @@ def table(results: dict[str, Any]) -> str:
             verdict(c["push_p99_ms"], 50, False))  # fmt: skip
     if "depth" in results:
         rows += _depth_rows(results["depth"])
+    if "order_books" in results:
+        rows += _book_rows(results["order_books"])
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
 
 
@@ -127,6 +141,20 @@ def _depth_rows(d: dict[str, Any]) -> list[tuple[str, ...]]:
         (name, "p50 / p99 ms; wrong answers", f"{server}; {wrong}", bare,
          "", f"0 wrong ({d['answers_checked']:,} checked)", "met" if wrong == 0 else f"{wrong} wrong"),
     ]  # fmt: skip
+
+
+def _book_rows(b: dict[str, Any]) -> list[tuple[str, ...]]:
+    name = f"order books, {b['symbols']} symbols, {b['changes_per_event']} levels an event"
+    floor = f"parse only {b['parse_only_cpu_us_per_event']:.1f}"
+    rows: list[tuple[str, ...]] = []
+    for tier in ("100", "1000"):
+        us, share = b[f"levels_{tier}_cpu_us_per_event"], b[f"levels_{tier}_core_share_per_1000_events_s"]
+        rows.append((f"{name}, {tier} levels written", "CPU us/event; core share at 1,000 events/s",
+                     f"{us:.0f}; {share:.0%}", floor, f"{b[f'levels_{tier}_over_parse_only']:.0f}x",
+                     "", f"{b[f'levels_{tier}_events_per_core_s']:,.0f} events/s a core"))  # fmt: skip
+    rows.append(("order book, 5,000 levels a side", "memory", f"{b['book_5000_levels_bytes'] / 1e6:.1f} MB",
+                 "", "", "", ""))  # fmt: skip
+    return rows
 
 
 def _klines_rows(k: dict[str, Any]) -> list[tuple[str, ...]]:

@@ -369,9 +369,7 @@ class BookReader:
             row: dict[str, Any] = {"symbol": symbol, "fresh": head is not None and heard is not None}
             if row["fresh"]:
                 fields = orjson.loads(head)
-                row.update(
-                    {k: fields.get(k) for k in ("update_id", "levels", "counts", "partial", "connection")}
-                )
+                row.update({k: fields.get(k) for k in ("update_id", "levels", "counts", "partial")})
                 row["age_ms"] = max(0, now - int(heard))
             else:
                 said = _text(word)

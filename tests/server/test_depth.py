@@ -311,6 +311,7 @@ def test_the_status_page_shows_each_book_or_why_it_cannot_be_served(
         "BTCUSDT", True, 31, [300, 250], 500,
     )  # fmt: skip
     assert 0 <= btc["age_ms"] < 5000
+    assert None not in btc.values()  # no field the row cannot know (the head holds no connection)
     assert eth == {"symbol": "ETHBTC", "fresh": False, "reason": "resyncing"}
     assert real_redis.zcard(WANTED_KEY) == before  # looking is no one's use of a book
 

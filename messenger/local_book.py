@@ -148,5 +148,9 @@ class LocalBook:
         )
         return bids, asks, partial
 
+    def shallower_than(self, n: int) -> bool:
+        """Whether a side known only in part (it has a boundary) holds fewer than ``n`` levels."""
+        return any(side.boundary is not None and len(side) < n for side in (self.bids, self.asks))
+
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)

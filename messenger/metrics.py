@@ -124,6 +124,10 @@ def _order_books(books: OrderBooks) -> Iterator[CounterMetricFamily | GaugeMetri
     yield _counter("order_book_events", "Diff depth events received for kept books", books.events)
     yield _counter("order_book_events_applied", "Diff depth events applied to a book in sync", books.applied)
     yield _counter("order_book_snapshots", "Book snapshots fetched over REST", books.snapshots)
+    yield _counter(
+        "order_book_refreshes", "Books eaten into past what is written, swapped for a fresh snapshot's",
+        books.refreshes,
+    )  # fmt: skip
     yield _counter("order_book_snapshot_failures", "Book snapshots that failed", books.snapshot_failures)
     yield _counter(
         "order_book_snapshot_refetches", "Snapshots older than the first buffered event, fetched again",

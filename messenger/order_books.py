@@ -13,6 +13,12 @@ pinned), the reader threads hand each event over (``event``). A book is synchron
    applied in order: from then on every event must start right after the last (``U`` = ``u`` + 1)
    or overlap it; an event wholly before it (a second connection carrying the stream) is ignored.
 
+A book is exact only as deep as its snapshot reached, and a moving market eats into that. When a
+side held is shallower than what is written (the tier asked for, up to the snapshot depth), a
+fresh snapshot is fetched, within the same budget, at most every REFRESH_MIN_S per book and after
+any pending first sync: the events applied meanwhile are kept, the new book brought to the same
+update id, and swapped in; the book in use is served all along (it is still exact, only shallower).
+
 A gap (``U`` > last ``u`` + 1: an event lost) or a malformed level means the book is no longer
 known to be right: its value is withdrawn at once (messenger.book.Book.withdraw: deleted from
 Redis, never served) and the book starts over from step 1. Each synced state is handed to the
@@ -54,6 +60,8 @@ SNAPSHOT_BURST_WEIGHT = 500
 BUFFER_MAX = 1000
 RETRY_S = 1.0
 POLL_S = 0.1
+# A book is refreshed (a fresh snapshot, the book in use served meanwhile) at most this often.
+REFRESH_MIN_S = 30.0
 UNSYNCED_TTL_MS = 10_000
 
 # Where a book is: its stream not heard yet, awaiting its snapshot, fetching it, or in sync.
@@ -80,6 +88,12 @@ class Sync:
     fields: Fields | None = None  # the last record handed to the book
     conn: Voucher | None = None  # the connection that brought the last event applied
     not_before: float = 0.0  # a failed snapshot is tried again after this (monotonic)
+    # A refresh: the events applied since its snapshot was asked for (None: none under way), and
+    # the fresh book once it came, brought up to the book in use before it takes its place.
+    since_refresh: list[tuple[Voucher, Fields]] | None = None
+    fresh: LocalBook | None = None
+    refreshed_at: float = float("-inf")
+    generation: int = 0  # books swapped in so far: orders a refreshed book after the one it replaced
 
 
 class OrderBooks(Worker):
@@ -111,6 +125,8 @@ class OrderBooks(Worker):
         self.resyncs: Counter[str] = Counter()  # by reason: gap, malformed
         self._books: dict[str, Sync] = {}
         self._queue: dict[str, None] = {}  # symbols awaiting a snapshot, in order
+        self._refresh: dict[str, None] = {}  # synced books due a fresh snapshot, after the above
+        self.refreshes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._tokens = float(SNAPSHOT_BURST_WEIGHT)
@@ -164,7 +180,7 @@ class OrderBooks(Worker):
                 # sequence, so it may vouch for what is held (the book ignores the old order).
                 self.duplicates += 1
                 if sync.fields is not None:
-                    self.book.on_frame(conn, sync.key, (local.update_id, sync.levels), sync.fields, now)
+                    self.book.on_frame(conn, sync.key, _order(sync, local), sync.fields, now)
                 return
             if fields["first_update_id"] > local.update_id + 1:
                 self._lose(sync, "gap", now)
@@ -177,7 +193,40 @@ class OrderBooks(Worker):
                 return
             self.applied += 1
             sync.conn = conn
+            if sync.since_refresh is not None:
+                self._follow_refresh(sync, sync.since_refresh, conn, fields)
             self._publish(sync, now)
+
+    def _follow_refresh(
+        self, sync: Sync, kept: list[tuple[Voucher, Fields]], conn: Voucher, fields: Fields
+    ) -> None:
+        """An event applied to the book in use: kept for the refresh, and brought to a fresh book."""
+        fresh = sync.fresh
+        if fresh is None:
+            kept.append((conn, fields))
+            if len(kept) > BUFFER_MAX:
+                sync.since_refresh = None  # the snapshot is that late: give up, try again later
+            return
+        if fields["update_id"] > fresh.update_id:
+            if fields["first_update_id"] > fresh.update_id + 1:
+                sync.since_refresh = sync.fresh = None  # cannot be brought up: try again later
+                return
+            try:
+                fresh.apply(fields["bids"], fields["asks"], fields["update_id"])
+            except BadLevel:
+                sync.since_refresh = sync.fresh = None
+                return
+        self._swap_if_level(sync)
+
+    def _swap_if_level(self, sync: Sync) -> bool:
+        """Put the fresh book in use once it is at the same update id as the one in use."""
+        fresh, local = sync.fresh, sync.local
+        if fresh is None or local is None or fresh.update_id != local.update_id:
+            return False
+        sync.local, sync.fresh, sync.since_refresh = fresh, None, None
+        sync.generation += 1
+        self.refreshes += 1
+        return True
 
     def _buffer(self, sync: Sync, conn: Voucher, fields: Fields) -> None:
         sync.buffer.append((conn, fields))
@@ -196,6 +245,8 @@ class OrderBooks(Worker):
                            sync.symbol, reason, f" ({detail})" if detail else "", count)  # fmt: skip
         self.book.withdraw(sync.key, now)
         sync.local, sync.fields, sync.conn, sync.state, sync.buffer = None, None, None, IDLE, []
+        sync.since_refresh = sync.fresh = None
+        self._refresh.pop(sync.symbol, None)
         self._words[sync.symbol] = "resyncing"
         self._wake.set()
 
@@ -205,7 +256,15 @@ class OrderBooks(Worker):
             return
         bids, asks, partial = local.top(sync.levels)
         sync.fields = book_fields(sync.symbol, local.update_id, sync.levels, local.limit, bids, asks, partial)
-        self.book.on_frame(conn, sync.key, (local.update_id, sync.levels), sync.fields, now)
+        self.book.on_frame(conn, sync.key, _order(sync, local), sync.fields, now)
+        if (
+            sync.since_refresh is None
+            and sync.symbol not in self._refresh
+            and now - sync.refreshed_at >= REFRESH_MIN_S
+            and local.shallower_than(min(sync.levels, self.snapshot_limit))
+        ):
+            self._refresh[sync.symbol] = None
+            self._wake.set()
 
     # -- snapshots and tiers (this worker's thread) --------------------------------------
 
@@ -253,6 +312,13 @@ class OrderBooks(Worker):
                     sync.state = FETCHING
                     self._tokens -= self.weight
                     return symbol
+            for symbol in list(self._refresh):
+                del self._refresh[symbol]
+                sync = self._books.get(symbol)
+                if sync is not None and sync.state == SYNCED and sync.since_refresh is None:
+                    sync.since_refresh, sync.refreshed_at = [], now  # events from now on are kept
+                    self._tokens -= self.weight
+                    return symbol
         return None
 
     def _sync(self, symbol: str) -> None:
@@ -267,6 +333,9 @@ class OrderBooks(Worker):
         now = self.clock()
         with self._lock:
             sync = self._books.get(symbol)
+            if sync is not None and sync.state == SYNCED and sync.since_refresh is not None:
+                self._refreshed(sync, None if failure else doc, now)
+                return
             if sync is None or sync.state != FETCHING:
                 return
             if failure:
@@ -305,6 +374,30 @@ class OrderBooks(Worker):
             sync.local, sync.state, sync.buffer = local, SYNCED, []
             self._words[symbol] = None
             self._publish(sync, now)
+
+    def _refreshed(self, sync: Sync, doc: Any, now: float) -> None:
+        """A refresh's snapshot came (None: it failed): bring it up to the book in use, or give up."""
+        events, sync.since_refresh = sync.since_refresh or [], None
+        if doc is None:
+            return
+        try:
+            fresh = LocalBook(doc, self.snapshot_limit)
+            if events and fresh.update_id < events[0][1]["first_update_id"]:
+                return  # older than what was kept since: the next refresh tries again
+            for _, fields in events:
+                if fields["update_id"] <= fresh.update_id:
+                    continue
+                if fields["first_update_id"] > fresh.update_id + 1:
+                    return
+                fresh.apply(fields["bids"], fields["asks"], fields["update_id"])
+        except BadLevel:
+            return
+        local = sync.local
+        if local is None or fresh.update_id < local.update_id:
+            return  # (not when the events kept reach the book in use)
+        sync.fresh, sync.since_refresh = fresh, []
+        if self._swap_if_level(sync):
+            self._publish(sync, now)  # deeper at once
 
     def _say(self, stopping: bool = False) -> None:
         """Write why books have no record (UNSYNCED_KEY); renew its expiry now and then."""
@@ -354,3 +447,9 @@ class OrderBooks(Worker):
             "books_syncing": states.get(WAITING, 0) + states.get(FETCHING, 0) + states.get(IDLE, 0),
             "book_resyncs": sum(self.resyncs.values()),
         }
+
+
+def _order(sync: Sync, local: LocalBook) -> tuple[int, int, int]:
+    """The order of a book's record: its update id, then the levels written, then its generation
+    (a refreshed book at the same update id is a newer record)."""
+    return local.update_id, sync.levels, sync.generation

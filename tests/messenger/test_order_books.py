@@ -18,6 +18,7 @@ from contract.order_book import UNSYNCED_KEY, read_book
 from contract.records import encode_record
 from messenger.book import Book
 from messenger.order_books import (
+    REFRESH_MIN_S,
     SNAPSHOT_BURST_WEIGHT,
     SNAPSHOT_WEIGHT_PER_MINUTE,
     SYNCED,
@@ -71,6 +72,16 @@ class Exchange:
             self.pending[side][price] = qty
             self.u += 1
             self.history[self.u] = self.top(100)  # what the tests compare
+
+    def take_best(self, n: int) -> None:
+        """Remove the best ``n`` levels of each side (trades eating into the book)."""
+        for side, best in ((0, max), (1, min)):
+            for _ in range(n):
+                price = best(self.sides[side])
+                del self.sides[side][price]
+                self.pending[side][price] = 0
+                self.u += 1
+                self.history[self.u] = self.top(100)
 
     def event(self) -> dict[str, Any]:
         """The diff event of the changes since the last one (parsed fields, as the messenger has them)."""
@@ -357,3 +368,58 @@ def test_why_a_book_has_no_record_is_said_in_redis_and_taken_back(fake_redis: An
     assert said() == {b"BTCUSDT": b"resyncing"}
     books.follow({})  # no longer carried: nothing said of it
     assert said() == {}
+
+
+def test_a_book_eaten_into_is_refreshed_and_served_all_along() -> None:
+    book, books, exchange, conn, clock = setup(seed=11, limit=100)  # 100 of 200 levels: a boundary
+    exchange.change()
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    sync_once(books)
+    exchange.take_best(10)
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    record = stored(book)
+    assert record is not None and record["counts"] == [90, 90] and record["partial"] == [True, True]
+    clock.now = conn.last_heard = clock.now + REFRESH_MIN_S
+    exchange.change()
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)  # still shallow: a refresh is due
+    symbol = books._next_due()
+    assert symbol == "BTCUSDT"
+    exchange.change()  # while the snapshot is on its way, the book moves on, and is served
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    assert stored(book, clock.now) is not None
+    books._sync(symbol)
+    record = stored(book, clock.now)
+    assert record is not None and books.refreshes == 1
+    assert record["counts"] == [100, 100] and record["partial"] == [False, False]
+    assert (record["bids"], record["asks"]) == exchange.top(100)
+    assert record["update_id"] == exchange.u
+    for _ in range(20):  # and carries on from there
+        exchange.change()
+        books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    record = stored(book, clock.now)
+    assert record is not None
+    bids, asks = exchange.top(100)  # each side exact as far as the fresh snapshot reached
+    assert (record["bids"], record["asks"]) == (bids[: len(record["bids"])], asks[: len(record["asks"])])
+    assert books.resyncs.total() == 0
+
+
+def test_a_refresh_snapshot_ahead_of_the_events_waits_for_them() -> None:
+    book, books, exchange, conn, clock = setup(seed=12, limit=100)
+    exchange.change()
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    sync_once(books)
+    exchange.take_best(5)
+    clock.now = conn.last_heard = clock.now + REFRESH_MIN_S
+    books.event(conn, "BTCUSDT", exchange.event(), clock.now)
+    assert books._next_due() == "BTCUSDT"
+    exchange.change()
+    late = exchange.event()  # not delivered yet when the snapshot is taken
+    books._sync("BTCUSDT")
+    assert books.refreshes == 0  # the fresh book is ahead: not in use yet
+    record = stored(book, clock.now)
+    assert record is not None and record["counts"] == [95, 95]
+    books.event(conn, "BTCUSDT", late, clock.now)
+    assert books.refreshes == 1
+    record = stored(book, clock.now)
+    assert record is not None and record["counts"] == [100, 100]
+    assert (record["bids"], record["asks"]) == exchange.top(100)

@@ -27,11 +27,13 @@ Quote = tuple[int | None, str, str, str, str]
 
 @dataclass(frozen=True)
 class Reader:
-    """One implementation: its name in the results, and what it writes (``""``: nothing)."""
+    """One implementation: its name in the results, what it writes (``""``: nothing), and whether
+    its values last (the POC's expire 1 s after their last write)."""
 
     name: str
     label: str
     writes: str
+    lasting: bool = True
 
     def process(
         self, logs: Path, ws_url: str, rest_url: str, redis_url: str, symbols: list[str]
@@ -94,7 +96,7 @@ def same(kept: Quote | None, sent: Quote) -> bool:
 
 
 CEILING = Reader("ceiling", "websocket-client receive loop, no processing (the ceiling)", "")
-POC = Reader("poc", "proof of concept: a document and an EXPIRE per frame", "poc")
+POC = Reader("poc", "proof of concept: a document and an EXPIRE per frame", "poc", lasting=False)
 MESSENGER = Reader("messenger", "messenger", "record")
 ASYNCIO = Reader("asyncio", "asyncio websockets + redis.asyncio pipeline", "peer")
 PICOWS = Reader("picows", "picows + orjson + coalesced hiredis writes", "peer")

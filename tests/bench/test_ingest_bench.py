@@ -3,8 +3,10 @@ leave exactly the last value sent for every symbol, and one value off is caught.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -109,3 +111,35 @@ def test_the_table_holds_the_messenger_to_its_peers_and_names_a_saturated_source
     assert cells["frames/s into Redis", "ceiling"][4:] == ("0.50", ">= 0.85", "missed by 41%")
     assert "picows peer 2.0 (feed 95%: saturated)" in cells["CPU us/frame", "picows"][3]
     assert cells["frames lost; symbols wrong", "wrong:"][-1] == "met"
+
+
+class Sent:
+    """A source that has stopped, having sent ``quotes`` last."""
+
+    def __init__(self, quotes: dict[str, Quote]) -> None:
+        self.quotes = quotes
+
+    def last(self, symbols: list[str]) -> dict[str, Quote]:
+        return self.quotes
+
+
+def test_values_that_expire_are_judged_as_they_land_lasting_ones_all_at_once(
+    real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The POC's values expire a second after their last write, so while it catches up the first are
+    gone before the last land: each must have landed. A lasting reader's must all be there at once."""
+    monkeypatch.setattr(ingest, "SETTLE_S", 1.0)
+    sent: dict[str, Quote] = {"BTCUSDT": (5, "1", "2", "3", "4"), "ETHBTC": (6, "1", "2", "3", "4")}
+    source: Any = Sent(sent)
+    payloads = {
+        s: orjson.dumps({"u": q[0], "s": s, "b": "1", "B": "2", "a": "3", "A": "4"}) for s, q in sent.items()
+    }
+    for reader in (POC, ASYNCIO):
+        first, second = reader.keys(list(sent))
+        real_redis.set(first, payloads["BTCUSDT"], px=300)
+        px = 300 if reader is POC else None  # the last stays: only the first is missing at the end
+        later = threading.Timer(0.5, lambda: real_redis.set(second, payloads["ETHBTC"], px=px))  # noqa: B023
+        later.start()
+        wrong, _ = ingest.settle(reader, source, real_redis, list(sent))
+        later.join()
+        assert wrong == (0 if reader is POC else 1), reader.name

@@ -208,6 +208,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
         )
     a.set_xticks(list(x), [f"{r['symbols']:,} symbols" for r in rows])
     a.set_yscale("log")
+    a.set_ylim(
+        0.5, 30 * max(r[f"{reader}_cpu_us_per_frame"] for r in rows for reader, _ in readers)
+    )  # legend room
     a.set_ylabel("CPU us per frame into Redis (log)")
     a.set_title(f"Ingest ({rows[0]['source']} flood)")
     a.legend(ncols=2, fontsize="small")

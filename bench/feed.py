@@ -29,6 +29,7 @@ import base64
 import hashlib
 import logging
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -43,7 +44,11 @@ logger = logging.getLogger("bench.feed")
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 BATCH_FRAMES = 256  # frames a write
 BATCHES_A_TURN = 8  # writes before the event loop's other work (other connections, requests)
-WRITE_HIGH_WATER = 1 << 18
+# What may sit between the feed and a reader: this process's buffer and the kernel's send buffer,
+# kept small so that frames sent are frames read, give or take a couple of thousand, at any moment
+# (the kernel's default grows to megabytes: seconds of a slow reader's frames, counted as read).
+WRITE_HIGH_WATER = 1 << 16
+SEND_BUFFER = 1 << 16
 MAX_REQUEST_HEAD = 1 << 16  # a connect URL may carry a thousand streams
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -123,6 +128,9 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True

@@ -16,17 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.wire import OP_TEXT, ws_header
+
 U_START = 10**11  # twelve digits: a frame's length never changes
 VARIANTS = 8  # a power of two: the variant of u is u & (VARIANTS - 1)
-
-
-def ws_header(opcode: int, length: int) -> bytes:
-    """An unmasked (server) frame's header, FIN set."""
-    if length < 126:
-        return bytes((0x80 | opcode, length))
-    if length < 1 << 16:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big")
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big")
 
 
 def values(v: int) -> dict[str, str]:
@@ -58,7 +51,7 @@ class Tape:
             tails.append(f',"s":"{self.symbol}"{fields}'.encode() + after)
         length = len(before_u) + len(str(U_START)) + len(tails[0])
         assert all(len(t) == len(tails[0]) for t in tails)
-        return ws_header(0x1, length) + before_u, tuple(tails)
+        return ws_header(OP_TEXT, length) + before_u, tuple(tails)
 
     def data(self) -> dict[str, Any] | None:
         """The payload of the last frame made, None if none was."""

@@ -12,9 +12,9 @@ import orjson
 import pytest
 import websocket
 
-from bench.feed import unmask
 from bench.sources import FeedProcess
 from bench.tapes import U_START, Tape, batch, entry
+from bench.wire import unmask
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@
 feed with this library can be. ``poc``: the proof of concept's pattern: per frame, parse it,
 write one JSON document, then set its expiry in a second command. Both subscribe the same way
 the messenger does (at most 1,024 streams a connection, a thread per connection) and print
-one JSON line: frames read and CPU seconds used. ``first`` (the scale benchmark's baseline)
+one JSON line: frames read and CPU seconds used (the ingest benchmark runs them for a day and stops
+them itself, measuring them from outside: bench/ingest.py). ``first`` (the scale benchmark's baseline)
 reads until every stream has sent a frame, and says how long that took and its peak RSS.
 """
 

@@ -1,12 +1,17 @@
-"""Ingest: how fast frames get from the exchange into Redis, against two baselines on the same feed.
+"""Ingest: what it costs to get frames from the exchange into Redis, beside peers, on the same feed.
 
-    python -m bench.ingest [--symbols 1,100,2000] [--seconds 5] [--repeats 3]
+    python -m bench.ingest [--symbols 1,100,2000] [--seconds 5] [--repeats 3] [--source feed|simulator]
 
-The simulator floods bookTicker frames for N symbols as fast as the reader takes them. Three
-readers take turns on that feed: a bare websocket-client loop (the ceiling), the proof of
-concept's pattern (a JSON document and a separate EXPIRE per frame), and the messenger. For
-each: frames/s, CPU microseconds per frame, and, for the messenger, frames lost (sent by the
-exchange but never read, counted exactly after the flood stops and the messenger drains).
+A source floods bookTicker frames for N symbols as fast as the reader takes them: the cheap feed
+(bench/feed.py, pre-encoded frames, a few percent of a core) or the simulator's flood (about a
+core of its own, so a fast reader measures the simulator). Readers take turns on it, in every
+repeat (bench/readers.py): a bare websocket-client receive loop (the ceiling), the proof of
+concept's pattern, the messenger, a plain asyncio ``websockets`` + ``redis.asyncio`` peer and a
+``picows`` + orjson + hiredis peer. For each, over a steady window: CPU microseconds per frame
+(the reader's CPU time / frames it took), frames per second into Redis, the source's and Redis's
+share of a core; then the flood stops and every symbol's latest value in Redis must become exactly
+what the source sent last. For the messenger also frames lost (sent but never read, counted
+exactly once it has drained). Figures are medians over the repeats.
 """
 
 from __future__ import annotations
@@ -14,15 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.stack import frames_sent, proc_stats, trading_symbols
-from tests.processes import Messenger, RedisServer, Simulator, free_port, http, messenger_env, wait_until
+import redis
+
+from bench.readers import READERS, Quote, Reader, same
+from bench.sources import FeedProcess, FeedSource, SimulatorSource, Source
+from bench.stack import proc_stats, trading_symbols
+from tests.processes import RedisServer, Simulator, http, wait_until
+
+WARM_S = 1.0  # after every stream is subscribed and every key written: a steady flood
+SETTLE_S = 60.0  # how long a reader may take to catch up once the flood stops
+SATURATED = 0.9  # a source past this share of a core is the limit, not the reader
 
 
 def symbols_for(sim: Simulator, n: int) -> list[str]:
@@ -33,21 +46,6 @@ def symbols_for(sim: Simulator, n: int) -> list[str]:
     return ["BTCUSDT", *trading][:n]
 
 
-def baseline(
-    mode: str, sim: Simulator, symbols: list[str], seconds: float, redis_url: str
-) -> dict[str, float]:
-    """One run of a baseline reader in its own process."""
-    streams = [f"{s.lower()}@bookTicker" for s in symbols]
-    extra = [redis_url] if mode == "poc" else []
-    argv = [sys.executable, "-m", "bench.baselines", mode, sim.ws_url, str(seconds), *extra, *streams]
-    result = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 60)
-    doc = json.loads(result.stdout.strip().splitlines()[-1])
-    return {
-        "frames_per_s": doc["frames"] / doc["seconds"],
-        "cpu_us_per_frame": 1e6 * doc["cpu_s"] / max(1, doc["frames"]),
-    }
-
-
 def messenger_frames(port: int) -> float:
     """Market-data frames the messenger has read, from its metrics."""
     text = http("GET", f"http://127.0.0.1:{port}/metrics")[2]
@@ -55,85 +53,156 @@ def messenger_frames(port: int) -> float:
                if line.startswith("transmute_messenger_frames_total{"))  # fmt: skip
 
 
-def messenger_run(
-    sim: Simulator, symbols: list[str], seconds: float, redis_server: RedisServer, logs: Path
-) -> dict[str, float]:
-    """One run of the messenger: frames/s into Redis, CPU per frame, frames lost."""
-    port = free_port()
-    env = messenger_env(sim, redis_server.url, METRICS_PORT=port, STATS_INTERVAL_S=60, LOG_LEVEL="WARNING")
-    messenger = Messenger(logs, env, *symbols)
+def wrong_symbols(
+    reader: Reader, client: redis.Redis, symbols: list[str], sent: dict[str, Quote]
+) -> set[str]:
+    """Symbols whose latest value in Redis is not what the source sent last (or that it never sent)."""
+    kept = reader.quotes(client, symbols)
+    return {s for s in symbols if s not in sent or not same(kept[s], sent[s])}
+
+
+def wrong_values(reader: Reader, client: redis.Redis, symbols: list[str], sent: dict[str, Quote]) -> int:
+    """How many symbols' latest values in Redis are not what the source sent last."""
+    return len(wrong_symbols(reader, client, symbols, sent))
+
+
+def settle(reader: Reader, source: Source, client: redis.Redis, symbols: list[str]) -> tuple[int, float]:
+    """With the flood stopped: (symbols still wrong after SETTLE_S, seconds until none was). A reader
+    whose values expire on their own (the POC's, after 1 s) is judged by what each key held at
+    some poll: its last values must all have landed, not all still be there at once."""
+    sent, started = source.last(symbols), time.monotonic()
+    wrong = wrong_symbols(reader, client, symbols, sent)
+    while wrong and time.monotonic() - started < SETTLE_S:
+        time.sleep(0.1)
+        now_wrong = wrong_symbols(reader, client, symbols, sent)
+        wrong = now_wrong if reader.lasting else wrong & now_wrong
+    return len(wrong), time.monotonic() - started
+
+
+def cpu_of(*pids: int) -> list[float]:
+    """CPU seconds used so far by each process."""
+    return [proc_stats(pid)[0] for pid in pids]
+
+
+def measure(
+    reader: Reader, source: Source, symbols: list[str], seconds: float, redis_server: RedisServer,
+    rest_url: str, logs: Path,
+) -> dict[str, float]:  # fmt: skip
+    """One run of one reader: its steady window's figures, and whether its values came out right."""
     client = redis_server.client()
     client.flushall()
-    sent_before = frames_sent(sim)[0]
-    messenger.start()
+    source.flood(True)
+    sent_before = source.frames_sent()
+    process, metrics_port = reader.process(logs, source.ws_url, rest_url, redis_server.url, symbols)
+    process.start()
     try:
-        wait_until(
-            lambda: len(client.keys("transmute:bookticker:*")) >= len(symbols), 60, 0.05, what="every symbol"
-        )
-        assert messenger.proc is not None
-        pid = messenger.proc.pid
-        time.sleep(1.0)  # subscriptions and seeds done: steady flood
-        cpu0, _ = proc_stats(pid)
-        frames0 = messenger_frames(port)
-        t0 = time.monotonic()
+        keys = reader.keys(symbols) if reader.writes else []
+
+        def ready() -> bool:
+            return source.streams() >= len(symbols) and (not keys or client.exists(*keys) == len(keys))
+
+        wait_until(ready, 60, 0.05, what=f"{reader.name}: every stream subscribed and every key written")
+        assert process.proc is not None
+        assert redis_server.proc is not None
+        pids = (process.proc.pid, source.pid, redis_server.proc.pid)
+        time.sleep(WARM_S)
+        cpu0, frames0, t0 = cpu_of(*pids), source.frames_sent(), time.monotonic()
         time.sleep(seconds)
-        elapsed = time.monotonic() - t0
-        cpu1, rss = proc_stats(pid)
-        frames1 = messenger_frames(port)
-        sim.market(flood=False, rate=0)  # stop, let it drain, then count exactly
-        time.sleep(1.5)
-        lost = (frames_sent(sim)[0] - sent_before) - messenger_frames(port)
-        sim.market(flood=True)
-        return {
-            "frames_per_s": (frames1 - frames0) / elapsed,
-            "cpu_us_per_frame": 1e6 * (cpu1 - cpu0) / max(1.0, frames1 - frames0),
-            "frames_lost": lost,
+        cpu1, frames1, elapsed = cpu_of(*pids), source.frames_sent(), time.monotonic() - t0
+        rss = proc_stats(pids[0])[1]
+        source.flood(False)
+        frames = max(1, frames1 - frames0)
+        result = {
+            "cpu_us_per_frame": 1e6 * (cpu1[0] - cpu0[0]) / frames,
+            "frames_per_s": frames / elapsed,
+            "source_cpu_share": (cpu1[1] - cpu0[1]) / elapsed,
+            "redis_cpu_share": (cpu1[2] - cpu0[2]) / elapsed,
             "rss_mb": rss / 2**20,
         }
+        if reader.writes:
+            result["wrong"], result["settle_s"] = settle(reader, source, client, symbols)
+        if metrics_port is not None:
+            result["frames_lost"] = (source.frames_sent() - sent_before) - messenger_frames(metrics_port)
+        return result
     finally:
-        messenger.stop()
+        process.stop()
 
 
-def run(counts: list[int], seconds: float, repeats: int) -> list[dict[str, Any]]:
-    """Every count, every reader, ``repeats`` times; medians, and the messenger's ratios."""
+def summarize(n: int, source: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians per reader and metric (worst case for what must be zero), and the targets' ratios."""
+    row: dict[str, Any] = {"symbols": n, "source": source}
+    for reader, samples in runs.items():
+        for metric in samples[0]:
+            values = [s[metric] for s in samples]
+            worst = metric in ("wrong", "frames_lost")
+            row[f"{reader}_{metric}"] = max(values) if worst else statistics.median(values)
+        row[f"{reader}_source_saturated"] = max(s["source_cpu_share"] for s in samples) >= SATURATED
+    m, c = row["messenger_frames_per_s"], row["ceiling_frames_per_s"]
+    row["ratio_to_ceiling"] = m / c
+    row["ratio_to_poc"] = m / row["poc_frames_per_s"]
+    row["cpu_ratio_to_ceiling"] = row["messenger_cpu_us_per_frame"] / row["ceiling_cpu_us_per_frame"]
+    row["cpu_ratio_to_asyncio"] = row["messenger_cpu_us_per_frame"] / row["asyncio_cpu_us_per_frame"]
+    row["frames_lost_max"] = row["messenger_frames_lost"]
+    return row
+
+
+def run(
+    counts: list[int], seconds: float, repeats: int, source_name: str = "feed",
+    readers: tuple[Reader, ...] = READERS, progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every count, every reader, ``repeats`` times, side by side in every repeat."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         redis_server = RedisServer(logs)
-        sim = Simulator(logs, "--flood", *trading_symbols(max(counts)))
-        redis_server.start()
-        sim.start()
+        # The simulator answers REST (exchangeInfo, seeds) in either case, and floods if it is the source.
+        flood = ["--flood"] if source_name == "simulator" else []
+        sim = Simulator(logs, *flood, *trading_symbols(max(counts)))
+        feed = FeedProcess(logs, "--no-flood") if source_name == "feed" else None
+        started: list[Any] = []
         try:
+            for process in (redis_server, sim, feed):
+                if process is not None:
+                    process.start()
+                    started.append(process)
+            source: Source = FeedSource(feed) if feed is not None else SimulatorSource(sim)
             for n in counts:
                 symbols = symbols_for(sim, n)
-                runs: dict[str, list[dict[str, float]]] = {"ceiling": [], "poc": [], "messenger": []}
-                for _ in range(repeats):  # side by side in every repeat: the machine's load hits all alike
-                    runs["ceiling"].append(baseline("ceiling", sim, symbols, seconds, redis_server.url))
-                    runs["poc"].append(baseline("poc", sim, symbols, seconds, redis_server.url))
-                    runs["messenger"].append(messenger_run(sim, symbols, seconds, redis_server, logs))
-                row: dict[str, Any] = {"symbols": n}
-                for reader, samples in runs.items():
-                    for metric in samples[0]:
-                        row[f"{reader}_{metric}"] = statistics.median(s[metric] for s in samples)
-                row["ratio_to_ceiling"] = row["messenger_frames_per_s"] / row["ceiling_frames_per_s"]
-                row["ratio_to_poc"] = row["messenger_frames_per_s"] / row["poc_frames_per_s"]
-                row["frames_lost_max"] = max(s["frames_lost"] for s in runs["messenger"])
-                results.append(row)
+                runs: dict[str, list[dict[str, float]]] = {r.name: [] for r in readers}
+                for _ in range(repeats):  # the machine's load hits every reader alike
+                    for reader in readers:
+                        runs[reader.name].append(
+                            measure(reader, source, symbols, seconds, redis_server, sim.rest_url, logs)
+                        )
+                        if progress is not None:
+                            progress(f"ingest: {n} symbols, {reader.name}: {rounded(runs[reader.name][-1])}")
+                results.append(summarize(n, source.name, runs))
         finally:
-            sim.stop()
-            redis_server.stop()
+            for process in reversed(started):
+                process.stop()
     return results
 
 
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """Floats to three decimals."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run and print."""
+    """Run and print a JSON line per symbol count."""
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
     parser.add_argument("--symbols", default="1,100,2000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--source", choices=("feed", "simulator"), default="feed")
     args = parser.parse_args(argv)
-    for row in run([int(n) for n in args.symbols.split(",")], args.seconds, args.repeats):
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    counts = [int(n) for n in args.symbols.split(",")]
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    for row in run(counts, args.seconds, args.repeats, args.source, progress=say):
+        print(json.dumps(rounded(row)))
     return 0
 
 

@@ -75,15 +75,7 @@ def table(results: dict[str, Any]) -> str:
         rows.append(cells)
 
     for r in results["ingest"]:
-        name, rate = f"ingest, {r['symbols']} symbols", f"{r['messenger_frames_per_s']:,.0f}"
-        ceiling, poc, lost = r["ratio_to_ceiling"], r["ratio_to_poc"], r["frames_lost_max"]
-        add(name, "frames/s into Redis", rate, f"ceiling {r['ceiling_frames_per_s']:,.0f}",
-            f"{ceiling:.2f}", ">= 0.85", verdict(ceiling, 0.85, True))  # fmt: skip
-        add(name, "frames/s into Redis", rate, f"POC {r['poc_frames_per_s']:,.0f}",
-            f"{poc:.1f}x", ">= 5x", verdict(poc, 5, True))  # fmt: skip
-        add(name, "CPU us/frame; frames lost", f"{r['messenger_cpu_us_per_frame']:.1f}; {lost:.0f}",
-            f"ceiling {r['ceiling_cpu_us_per_frame']:.1f}; POC {r['poc_cpu_us_per_frame']:.1f}", "",
-            "0 lost", "met" if lost == 0 else f"{lost:.0f} lost")  # fmt: skip
+        rows += _ingest_rows(r)
     f = results["freshness"]
     add(f"freshness, {f['frames_per_s']:,.0f} frames/s", "sent -> readable, p50 / p99 ms",
         f"HTTP {f['http_p50_ms']:.1f} / {f['http_p99_ms']:.1f}",
@@ -157,6 +149,48 @@ def _book_rows(b: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per symbol count: the messenger against its peers and the ceiling, each figure with the
+    source's share of a core in that reader's runs (a saturated source measures itself)."""
+    name = f"ingest, {r['symbols']:,} symbols ({r['source']})"
+
+    def cpu(reader: str) -> str:
+        return f"{r[f'{reader}_cpu_us_per_frame']:.1f}{_source(r, reader)}"
+
+    def rate(reader: str) -> str:
+        return f"{r[f'{reader}_frames_per_s']:,.0f}{_source(r, reader)}"
+
+    to_asyncio, to_ceiling, rate_ratio = (
+        r["cpu_ratio_to_asyncio"],
+        r["cpu_ratio_to_ceiling"],
+        r["ratio_to_ceiling"],
+    )
+    lost = r["frames_lost_max"]
+    wrong = {reader: r[f"{reader}_wrong"] for reader in ("messenger", "poc", "asyncio", "picows")}
+    bad = sum(wrong.values())
+    return [
+        (name, "CPU us/frame", cpu("messenger"), f"asyncio peer {cpu('asyncio')}", f"{to_asyncio:.2f}",
+         "<= 1.00", verdict(to_asyncio, 1.0, False)),
+        (name, "CPU us/frame", cpu("messenger"), f"ceiling {cpu('ceiling')}", f"{to_ceiling:.2f}",
+         "<= 1.25", verdict(to_ceiling, 1.25, False)),
+        (name, "CPU us/frame", cpu("messenger"), f"picows peer {cpu('picows')}; POC {cpu('poc')}",
+         f"{r['messenger_cpu_us_per_frame'] / r['picows_cpu_us_per_frame']:.1f}x picows", "", ""),
+        (name, "frames/s into Redis", rate("messenger"), f"ceiling {rate('ceiling')}", f"{rate_ratio:.2f}",
+         ">= 0.85", verdict(rate_ratio, 0.85, True)),
+        (name, "frames/s into Redis", rate("messenger"),
+         f"asyncio {rate('asyncio')}; picows {rate('picows')}; POC {rate('poc')}",
+         f"{r['ratio_to_poc']:.1f}x POC", ">= 5x POC", verdict(r["ratio_to_poc"], 5, True)),
+        (name, "frames lost; symbols wrong", f"{lost:.0f}; {wrong['messenger']:.0f}",
+         "wrong: " + ", ".join(f"{k} {v:.0f}" for k, v in wrong.items() if k != "messenger"), "",
+         "0 lost, 0 wrong", "met" if lost == 0 and bad == 0 else f"{lost:.0f} lost, {bad:.0f} wrong"),
+    ]  # fmt: skip
+
+
+def _source(r: dict[str, Any], reader: str) -> str:
+    share = r[f"{reader}_source_cpu_share"]
+    return f" ({r['source']} {share:.0%}{': saturated' if r[f'{reader}_source_saturated'] else ''})"
+
+
 def _klines_rows(k: dict[str, Any]) -> list[tuple[str, ...]]:
     name = f"klines limit={k['rows']:,}, wrk {k['connections']}"
     server = f"{k['server_p50_ms']:.1f} / {k['server_p99_ms']:.1f}"
@@ -219,20 +253,24 @@ def chart(results: dict[str, Any], path: Path) -> None:
     _depth_chart(book, results.get("depth"))
     rows = results["ingest"]
     x = range(len(rows))
-    for i, (reader, label) in enumerate(
-        (("ceiling", "bare websocket-client"), ("messenger", "messenger"), ("poc", "POC pattern"))
-    ):
+    readers = (("ceiling", "bare websocket-client"), ("messenger", "messenger"), ("asyncio", "asyncio peer"),
+               ("picows", "picows peer"), ("poc", "POC pattern"))  # fmt: skip
+    width = 0.8 / len(readers)
+    for i, (reader, label) in enumerate(readers):
         a.bar(
-            [j + (i - 1) * 0.27 for j in x],
-            [r[f"{reader}_frames_per_s"] / 1000 for r in rows],
-            0.27,
+            [j + (i - 2) * width for j in x],
+            [r[f"{reader}_cpu_us_per_frame"] for r in rows],
+            width,
             label=label,
         )
-    a.set_xticks(list(x), [f"{r['symbols']} symbols" for r in rows])
-    a.set_ylabel("thousand frames/s into Redis")
-    a.set_title("Ingest (flood)")
-    a.set_ylim(0, 1.3 * max(r["ceiling_frames_per_s"] for r in rows) / 1000)
-    a.legend(ncols=3, fontsize="small")
+    a.set_xticks(list(x), [f"{r['symbols']:,} symbols" for r in rows])
+    a.set_yscale("log")
+    a.set_ylim(
+        0.5, 30 * max(r[f"{reader}_cpu_us_per_frame"] for r in rows for reader, _ in readers)
+    )  # legend room
+    a.set_ylabel("CPU us per frame into Redis (log)")
+    a.set_title(f"Ingest ({rows[0]['source']} flood)")
+    a.legend(ncols=2, fontsize="small")
     f = results["freshness"]
     b.bar([0, 1], [f["redis_p50_ms"], f["http_p50_ms"]], 0.35, label="p50")
     b.bar([0.35, 1.35], [f["redis_p99_ms"], f["http_p99_ms"]], 0.35, label="p99")

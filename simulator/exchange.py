@@ -71,6 +71,7 @@ class Exchange:
         self._active_version = 0
         self._deep_active: tuple[int, int, list[str]] = (-1, -1, [])
         self._active_dirty = True
+        self._flood_next = 0  # where in the active symbols the next flood batch starts
         self._drained = asyncio.Event()
         # What was published, for a test's oracle (--record); None: not kept.
         self.recorder = Recorder() if config.record else None
@@ -267,9 +268,12 @@ class Exchange:
         if not active:
             await asyncio.sleep(TICK_S)
             return
-        n = len(active)
-        for i in range(FLOOD_BATCH):
+        # Each batch goes on where the last one stopped, so every subscribed symbol moves, however
+        # many there are (not only the first FLOOD_BATCH).
+        n, start = len(active), self._flood_next
+        for i in range(start, start + FLOOD_BATCH):
             self.step_and_publish(active[i % n])
+        self._flood_next = (start + FLOOD_BATCH) % n
         # Send as fast as the slowest subscriber reads, no faster.
         while any(s.backlogged() for s in self.sessions.values()):
             self._drained.clear()

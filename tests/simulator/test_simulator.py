@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -291,6 +293,38 @@ def test_flood_mode_sends_thousands_of_frames_a_second(sim_factory: SimFactory, 
         count += 1
     assert count > 5000
     wait_until(lambda: sim.sessions()[0]["frames_sent"] >= count, 2)
+
+
+def test_a_flood_moves_every_subscribed_symbol_not_only_the_first_batch(
+    sim_factory: SimFactory, connect: Any
+) -> None:
+    """2,000 symbols over two connections under a flood: every one of them gets frames (a flood
+    that started each batch of 512 at the first symbol left 1,488 of them silent)."""
+    sim = sim_factory("--flood", "--extra-symbols", "800")
+    _, _, info = http("GET", f"{sim.rest_url}/api/v3/exchangeInfo")
+    symbols = sorted(s["symbol"] for s in info["symbols"] if s["status"] == "TRADING")[:2000]
+    assert len(symbols) == 2000
+    groups = [[f"{s.lower()}@bookTicker" for s in symbols[i : i + 1000]] for i in (0, 1000)]
+    unseen = [set(group) for group in groups]
+    sockets = []
+    for group in groups:
+        ws = connect(sim, f"/stream?streams={group[0]}")
+        ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": group[1:], "id": 1}).decode())
+        sockets.append(ws)
+
+    def read(ws: websocket.WebSocket, left: set[str]) -> None:
+        deadline = time.monotonic() + 15
+        with contextlib.suppress(websocket.WebSocketTimeoutException):  # silent: its symbols left out
+            while left and time.monotonic() < deadline:
+                left.discard(next_json(ws).get("stream"))
+
+    # One reader per connection: the flood waits for the slower one, so they must read together.
+    threads = [threading.Thread(target=read, args=pair) for pair in zip(sockets, unseen, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [len(left) for left in unseen] == [0, 0]
 
 
 def test_every_kind_is_streamed_in_the_shape_the_parsers_expect(sim: Simulator, connect: Any) -> None:

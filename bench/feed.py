@@ -1,0 +1,116 @@
+"""A cheap bookTicker feed for capacity runs: Binance's frames, pre-encoded, as fast as a reader reads.
+
+    python -m bench.feed [--host 127.0.0.1] [--port 9443] [--ping-interval-s 20] [--no-flood]
+
+The simulator spends about a core making and sending 55-115k frames a second, so a fast reader
+measures the simulator. This feed sends the same frames (bench/tapes.py: the combined-stream
+format of ``<symbol>@bookTicker``, each symbol's ``u`` going up by one a frame) for a fraction of
+a microsecond each: frames are pieces made in advance, written a few hundred at a time, as fast as
+each connection's reader takes them (asyncio's write flow control), rotating over its symbols.
+
+As Binance: ``/stream?streams=a/b`` (combined), ``/ws/<stream>[/...]`` and ``/ws`` (raw);
+SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY and GET_PROPERTY ``combined`` answered;
+a ping every ``--ping-interval-s``, client pings answered, the close handshake. Only bookTicker
+streams carry frames; other streams are accepted and stay silent. No limit is enforced.
+
+Control, plain HTTP on the same port (what a benchmark needs to judge a reader):
+
+- ``GET /_feed/state``: ``flood``, ``frames_sent`` (all connections, ever), ``streams`` (subscribed
+  on open connections), ``connections``;
+- ``GET /_feed/last``: each symbol's last payload sent, ``{"BTCUSDT": {"u": ..., "s": ...}}``;
+- ``POST /_feed/flood?on=1`` or ``?on=0``: send frames, or stop (pings and replies go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from bench.feed_connection import Connection
+from bench.tapes import Tape
+
+logger = logging.getLogger("bench.feed")
+
+
+class Feed:
+    """The tapes, the flood switch and the open connections of one feed process."""
+
+    def __init__(self, ping_interval_s: float, flood: bool = True) -> None:
+        self.ping_interval_s = ping_interval_s
+        self.flood = flood
+        self.tapes: dict[str, Tape] = {}
+        self.connections: dict[int, Connection] = {}
+        self.closed_frames = 0  # frames sent over connections now closed
+        self._next_id = 1
+
+    def tape(self, stream: str) -> Tape | None:
+        """The tape of a bookTicker stream (made the first time), None for any other stream."""
+        symbol, _, kind = stream.partition("@")
+        if kind != "bookTicker" or not symbol:
+            return None
+        tape = self.tapes.get(symbol.upper())
+        if tape is None:
+            tape = self.tapes[symbol.upper()] = Tape(symbol)
+        return tape
+
+    def new_id(self) -> int:
+        """A fresh connection id."""
+        self._next_id += 1
+        return self._next_id - 1
+
+    def set_flood(self, on: bool) -> None:
+        """Start or stop sending frames on every connection."""
+        self.flood = on
+        if on:
+            for connection in self.connections.values():
+                connection.pump()
+
+    def state(self) -> dict[str, Any]:
+        """What ``GET /_feed/state`` answers."""
+        open_ = list(self.connections.values())
+        return {
+            "flood": self.flood,
+            "frames_sent": self.closed_frames + sum(c.frames_sent for c in open_),
+            "streams": sum(len(c.streams) for c in open_),
+            "connections": [c.describe() for c in open_],
+        }
+
+    def last(self) -> dict[str, Any]:
+        """What ``GET /_feed/last`` answers."""
+        return {symbol: data for symbol, tape in self.tapes.items() if (data := tape.data()) is not None}
+
+
+async def serve(host: str, port: int, feed: Feed) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Connection(feed), host, port, reuse_address=True)
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    logger.info("feed: listening on ws://%s:%d", host, port)
+    async with server:
+        await stop.wait()
+    for connection in list(feed.connections.values()):
+        if connection.transport is not None:
+            connection.transport.abort()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a feed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.feed", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9443)
+    parser.add_argument("--ping-interval-s", type=float, default=20.0)
+    parser.add_argument("--no-flood", action="store_true", help="start with the flood off")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(serve(args.host, args.port, Feed(args.ping_interval_s, flood=not args.no_flood)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

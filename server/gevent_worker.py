@@ -27,6 +27,8 @@ from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.workers import ggevent
 
+from server.shutdown import Shutdown
+
 ACCEPT_BATCH = 100
 
 
@@ -70,6 +72,19 @@ class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]
         self.alive = False
         self.log.info("Worker exiting (pid: %s)", self.pid)
         os._exit(0)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        """A graceful stop (SIGTERM): live-push streams end now, so the stop waits for requests
+        in flight, not for clients that would follow a stream for as long as it lasts."""
+        Shutdown.stopping = True
+        super().handle_exit(sig, frame)
+
+    def handle_request(self, listener_name: str, req: object, sock: socket.socket, addr: object) -> None:
+        """As gunicorn's, but a connection is not kept alive past its request once the worker is
+        stopping (a stream that ended at the stop would otherwise hold it for the keepalive)."""
+        super().handle_request(listener_name, req, sock, addr)
+        if not self.alive:
+            raise StopIteration  # gunicorn's keepalive loop closes the connection on it
 
     def run(self) -> None:
         """Serve as gunicorn's gevent worker does, with batch-accepting servers."""

@@ -30,6 +30,7 @@ from server import admission, books, lookup, metrics
 from server.books import BookReader
 from server.errors import ApiError
 from server.hub import POLL_S, Hub
+from server.shutdown import Shutdown
 from server.store import SnapshotStore, StoreUnavailable
 from server.views import RETRY, parse_kind, parse_limit, parse_symbol, settings, store
 from server.views import books as books_reader
@@ -117,7 +118,7 @@ class Follower:
             if first is not None:
                 yield from self._value(first)
             heard = beat = time.monotonic()
-            while True:
+            while not Shutdown.stopping:
                 try:
                     data: bytes | None = inbox.get(timeout=POLL_S)
                 except queue.Empty:

@@ -11,11 +11,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, RedisServer, free_port, http, wait_until
+from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, snapshot_key
+from tests.processes import ROOT, EventStream, RedisServer, free_port, http, wait_until
+from tests.records import vouched
 
 WORKERS = 2
 
@@ -52,3 +55,45 @@ def test_ctrl_c_stops_a_process_run_by_hand_without_a_traceback(
             proc.wait(10)
     output = log.read_text(errors="replace")
     assert "Traceback" not in output, output[-4000:]
+
+
+def test_a_graceful_stop_does_not_wait_for_live_push_clients(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """SIGTERM (what run-local and compose send): a stream a client follows ends within a moment,
+    its HTTP response properly closed, so the stop does not hang on it until it is killed."""
+    client = redis_server.client()
+    key = snapshot_key("bookticker", "BTCUSDT")
+    client.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING"})
+    client.hset(STREAMS_KEY, key, LIVE)
+    vouched(client, key, {"symbol": "BTCUSDT", "bid_price": "1.0", "bid_quantity": "1.0",
+                          "ask_price": "1.1", "ask_quantity": "1.0", "update_id": 1,
+                          "ts": int(time.time() * 1000), "as_of": int(time.time() * 1000)})  # fmt: skip
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_server.url, "WEB_CONCURRENCY": "1"}
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    stream = None
+    try:
+        wait_until(lambda: http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200, 30, 0.1)
+        stream = EventStream(f"http://127.0.0.1:{port}/stream/BTC_USDT")
+        assert stream.status == 200
+        stream.next(5, lambda e: e.get("event") == "snapshot")
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        stream._reader.join(10)
+        ended_after = time.monotonic() - started
+        assert not stream._reader.is_alive(), "the stream was still open 10 s after SIGTERM"
+        proc.wait(10)
+        stopped_after = time.monotonic() - started
+    finally:
+        if stream is not None:
+            stream.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    print(f"stream ended {ended_after:.2f} s, server stopped {stopped_after:.2f} s after SIGTERM")
+    assert ended_after < 2.0 and stopped_after < 5.0
+    assert "Traceback" not in log.read_text(errors="replace")

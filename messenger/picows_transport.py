@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ from messenger.connection import CLOSED, CONNECT_TIMEOUT_S
 if TYPE_CHECKING:
     from messenger.connection import Connection
 
+# picows says "Connected"/"Disconnected" at INFO; the messenger logs its own lines for those.
+logging.getLogger("picows").setLevel(logging.WARNING)
 # Binance's frames are small; a depth snapshot of 5,000 levels a side is well under this.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 TEXT, BINARY, CONTINUATION = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION

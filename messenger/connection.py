@@ -4,6 +4,9 @@ A thread of its own blocks in ``recv`` and hands every data frame to the book; i
 times out, so the hot path does nothing but read, parse and store. Everything else (pings,
 SUBSCRIBE pacing, deciding the connection is dead) is done by the supervisor's thread
 through the methods below; websocket-client locks sends, so both threads may send.
+
+With ``WS_TRANSPORT=picows`` the same thread runs an asyncio loop and picows reads the frames
+instead (messenger.picows_transport); what is done with each message is the same code.
 """
 
 from __future__ import annotations

@@ -3,15 +3,15 @@
     python -m bench.ingest [--symbols 1,100,2000] [--seconds 5] [--repeats 3] [--source feed|simulator]
 
 A source floods bookTicker frames for N symbols as fast as the reader takes them: the cheap feed
-(bench/feed.py, pre-encoded frames, a few percent of a core) or the simulator's flood (about a
-core of its own, so a fast reader measures the simulator). Readers take turns on it, in every
-repeat (bench/readers.py): a bare websocket-client receive loop (the ceiling), the proof of
-concept's pattern, the messenger, a plain asyncio ``websockets`` + ``redis.asyncio`` peer and a
-``picows`` + orjson + hiredis peer. For each, over a steady window: CPU microseconds per frame
-(the reader's CPU time / frames it took), frames per second into Redis, the source's and Redis's
-share of a core; then the flood stops and every symbol's latest value in Redis must become exactly
-what the source sent last. For the messenger also frames lost (sent but never read, counted
-exactly once it has drained). Figures are medians over the repeats.
+(bench/feed.py, pre-encoded frames, a few percent of a core) or the simulator's flood (about a core
+of its own, so a fast reader measures the simulator). Readers take turns on it, in every repeat
+(bench/readers.py): a bare websocket-client receive loop (the ceiling), the proof of concept's
+pattern, the messenger (on each ``WS_TRANSPORT``), a plain asyncio ``websockets`` +
+``redis.asyncio`` peer and a ``picows`` + orjson + hiredis peer. For each, over a steady window: CPU
+microseconds per frame (the reader's CPU time / frames it took), frames per second into Redis, the
+source's and Redis's share of a core; then the flood stops and every symbol's latest value in Redis
+must become exactly what the source sent last. For the messenger also frames lost (sent but never
+read, counted exactly once it has drained), on each transport. Figures are medians over the repeats.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def summarize(n: int, source: str, runs: dict[str, list[dict[str, float]]]) -> d
     row["ratio_to_poc"] = m / row["poc_frames_per_s"]
     row["cpu_ratio_to_ceiling"] = row["messenger_cpu_us_per_frame"] / row["ceiling_cpu_us_per_frame"]
     row["cpu_ratio_to_asyncio"] = row["messenger_cpu_us_per_frame"] / row["asyncio_cpu_us_per_frame"]
-    row["frames_lost_max"] = row["messenger_frames_lost"]
+    row["frames_lost_max"] = max(row.get(f"{m}_frames_lost", 0) for m in ("messenger", "messenger_picows"))
     return row
 
 

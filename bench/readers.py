@@ -41,12 +41,13 @@ class Reader:
         """The reader's process (not started), and its metrics port (the messenger's only)."""
         streams = [f"{s.lower()}@bookTicker" for s in symbols]
         python = sys.executable
-        if self.name == "messenger":
+        if self.name in ("messenger", "messenger_picows"):
             port = free_port()
             env = {
                 "BINANCE_WS_URL": ws_url, "BINANCE_REST_URL": rest_url, "REDIS_URL": redis_url,
                 "METRICS_PORT": str(port), "STATS_INTERVAL_S": "60", "LOG_LEVEL": "WARNING",
                 "RECONNECT_MIN_MS": "100", "RECONNECT_MAX_MS": "1000",
+                "WS_TRANSPORT": "picows" if self.name == "messenger_picows" else "websocket-client",
             }  # fmt: skip
             return Messenger(logs, env, *symbols), port
         if self.name in ("ceiling", "poc"):  # bench/baselines.py, reading until stopped
@@ -98,6 +99,7 @@ def same(kept: Quote | None, sent: Quote) -> bool:
 CEILING = Reader("ceiling", "websocket-client receive loop, no processing (the ceiling)", "")
 POC = Reader("poc", "proof of concept: a document and an EXPIRE per frame", "poc", lasting=False)
 MESSENGER = Reader("messenger", "messenger", "record")
+MESSENGER_PICOWS = Reader("messenger_picows", "messenger with WS_TRANSPORT=picows", "record")
 ASYNCIO = Reader("asyncio", "asyncio websockets + redis.asyncio pipeline", "peer")
 PICOWS = Reader("picows", "picows + orjson + coalesced hiredis writes", "peer")
-READERS = (CEILING, POC, MESSENGER, ASYNCIO, PICOWS)
+READERS = (CEILING, POC, MESSENGER, MESSENGER_PICOWS, ASYNCIO, PICOWS)

@@ -166,9 +166,16 @@ def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
         r["ratio_to_ceiling"],
     )
     lost = r["frames_lost_max"]
-    wrong = {reader: r[f"{reader}_wrong"] for reader in ("messenger", "poc", "asyncio", "picows")}
+    readers = ("messenger", "messenger_picows", "poc", "asyncio", "picows")
+    wrong = {reader: r[f"{reader}_wrong"] for reader in readers if f"{reader}_wrong" in r}
     bad = sum(wrong.values())
-    return [
+    on_picows = []
+    if "messenger_picows_cpu_us_per_frame" in r:  # the messenger with WS_TRANSPORT=picows
+        on_picows = [
+            (name, "CPU us/frame", cpu("messenger"), f"messenger on picows {cpu('messenger_picows')}",
+             f"{r['messenger_picows_cpu_us_per_frame'] / r['messenger_cpu_us_per_frame']:.2f}", "", ""),
+        ]  # fmt: skip
+    return [*on_picows,
         (name, "CPU us/frame", cpu("messenger"), f"asyncio peer {cpu('asyncio')}", f"{to_asyncio:.2f}",
          "<= 1.00", verdict(to_asyncio, 1.0, False)),
         (name, "CPU us/frame", cpu("messenger"), f"ceiling {cpu('ceiling')}", f"{to_ceiling:.2f}",

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+# How the messenger reads WebSocket frames: websocket-client (Python framing), or picows (compiled).
+WS_TRANSPORTS = ("websocket-client", "picows")
 # redis-py also takes a password as a query parameter.
 _PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
@@ -44,6 +46,9 @@ class Settings:
     reconnect_min_ms: int = _setting(500, low=10, high=600_000)
     reconnect_max_ms: int = _setting(30_000, low=10, high=3_600_000)
     max_streams_per_connection: int = _setting(1024, low=1, high=1024)
+    # What reads each connection's frames: "websocket-client", or "picows", whose compiled framing
+    # costs less CPU per frame (see README "Dependencies"); both behave the same otherwise.
+    ws_transport: str = _setting("websocket-client")
     # How often the symbol list (exchangeInfo, weight 20) is fetched again.
     catalog_refresh_s: float = _setting(300, low=1, high=24 * 3600)
     # A first request for a symbol not streamed yet waits this long for its first value.
@@ -118,6 +123,10 @@ class Settings:
             raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"LOG_FORMAT={self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if self.ws_transport not in WS_TRANSPORTS:
+            raise SettingsError(
+                f"WS_TRANSPORT={self.ws_transport!r} is not one of {', '.join(WS_TRANSPORTS)}"
+            )
         if self.reconnect_min_ms > self.reconnect_max_ms:
             raise SettingsError("RECONNECT_MIN_MS must not exceed RECONNECT_MAX_MS")
 

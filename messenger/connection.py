@@ -4,6 +4,9 @@ A thread of its own blocks in ``recv`` and hands every data frame to the book; i
 times out, so the hot path does nothing but read, parse and store. Everything else (pings,
 SUBSCRIBE pacing, deciding the connection is dead) is done by the supervisor's thread
 through the methods below; websocket-client locks sends, so both threads may send.
+
+With ``WS_TRANSPORT=picows`` the same thread runs an asyncio loop and picows reads the frames
+instead (messenger.picows_transport); what is done with each message is the same code.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import websocket
@@ -47,9 +50,24 @@ STREAMS_PER_REQUEST = 200
 CONNECT_TIMEOUT_S = 10.0
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+# How frames are read (settings.ws_transport): websocket-client's Python framing, or picows's
+# compiled one (messenger.picows_transport).
+WEBSOCKET_CLIENT, PICOWS = "websocket-client", "picows"
 # Takes diff depth events: (connection, SYMBOL, fields, monotonic time received).
 DiffSink = Callable[[Any, str, Fields, float], None]
 _ids = itertools.count(1)
+# One text message's payload, received at a monotonic time (Connection._text_handler).
+TextHandler = Callable[[bytes, float], None]
+
+
+class Socket(Protocol):
+    """What the supervisor's thread does to an open connection: websocket-client's WebSocket, or
+    messenger.picows_transport's stand-in that hands each call to the connection's loop."""
+
+    def send(self, payload: str) -> Any: ...
+    def ping(self, payload: str) -> Any: ...
+    def send_close(self, status: int = ..., reason: bytes = ...) -> Any: ...
+    def abort(self) -> Any: ...
 
 
 class Connection:
@@ -65,8 +83,10 @@ class Connection:
         ping_interval_s: float,
         candles: Callable[[str, Fields], None] | None = None,
         diffs: DiffSink | None = None,
+        transport: str = WEBSOCKET_CLIENT,
     ) -> None:
         self.id = next(_ids)
+        self.transport = transport
         self.candles = candles  # where kline frames also go (messenger.kline_history)
         self.diffs = diffs  # where diff depth events go instead of the book (messenger.order_books)
         self.base_url = base_url.rstrip("/")
@@ -101,7 +121,7 @@ class Connection:
         self._request_ids = itertools.count(1)
         self._last_sent = float("-inf")
         self._last_ping = 0.0
-        self._ws: websocket.WebSocket | None = None
+        self._ws: Socket | None = None
         self._url_streams: list[str] = []
         self._in_url: set[str] = set()
         self._thread = threading.Thread(target=self._run, name=f"conn-{self.id}", daemon=True)
@@ -226,42 +246,58 @@ class Connection:
     # -- reading (its own thread) -----------------------------------------------------
 
     def _run(self) -> None:
+        if self.transport == PICOWS:
+            from messenger import picows_transport  # noqa: PLC0415 (only when chosen; it imports this)
+
+            picows_transport.run(self)
+            return
         try:
             ws = websocket.create_connection(self.url, timeout=CONNECT_TIMEOUT_S, skip_utf8_validation=True)
         except websocket.WebSocketBadStatusException as exc:
-            self.refused_status = exc.status_code
-            self.retry_after = (exc.resp_headers or {}).get("retry-after")
-            self.close_reason = self.close_reason or f"connect refused: HTTP {exc.status_code}"
-            self.state = CLOSED
+            self._refused(exc.status_code, (exc.resp_headers or {}).get("retry-after"))
             return
         except (websocket.WebSocketException, OSError) as exc:
-            self.close_reason = self.close_reason or f"connect failed: {exc}"
-            self.state = CLOSED
+            self._connect_failed(exc)
             return
         ws.settimeout(None)
+        self._opened(ws)
+        try:
+            self._read(ws)
+        except (websocket.WebSocketException, OSError) as exc:
+            self._dropped(exc)
+        finally:
+            self.state = CLOSED
+            ws.shutdown()
+
+    # Both transports' reader threads call these.
+
+    def _refused(self, status: int, retry_after: str | None) -> None:
+        """The handshake was answered with an HTTP status other than 101."""
+        self.refused_status = status
+        self.retry_after = retry_after
+        self.close_reason = self.close_reason or f"connect refused: HTTP {status}"
+        self.state = CLOSED
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        self.close_reason = self.close_reason or f"connect failed: {exc}"
+        self.state = CLOSED
+
+    def _opened(self, ws: Socket) -> None:
+        """The handshake succeeded: the URL's streams are confirmed; before any frame is read."""
         self._ws = ws
         now = time.monotonic()
         self.opened_at = self.last_heard = now
         self.state = OPEN
         logger.info("%s: connected, %d streams in the URL", self, len(self._url_streams))
         self._confirmed(self._url_streams, now)
-        try:
-            self._read(ws)
-        except (websocket.WebSocketException, OSError) as exc:
-            self.close_reason = self.close_reason or f"dropped: {exc or type(exc).__name__}"
-        finally:
-            self.state = CLOSED
-            ws.shutdown()
+
+    def _dropped(self, exc: BaseException) -> None:
+        self.close_reason = self.close_reason or f"dropped: {exc or type(exc).__name__}"
 
     def _read(self, ws: websocket.WebSocket) -> None:
         recv = ws.recv_data_frame
-        loads = orjson.loads
-        routes = self.routes
-        on_frame = self.book.on_frame
         monotonic = time.monotonic
-        kind_frames = self.kind_frames
-        candles = self.candles
-        diffs = self.diffs
+        text = self._text_handler()
         while True:
             opcode, frame = recv(True)
             now = monotonic()
@@ -271,22 +307,34 @@ class Connection:
                     self._closed_by_server(frame.data)
                     return
                 continue  # pings (answered by the library) and pongs: proof of life only
+            text(frame.data, now)
+
+    def _text_handler(self) -> TextHandler:
+        """What is done with every text message (data, replies, events), by either transport."""
+        loads = orjson.loads
+        routes = self.routes
+        on_frame = self.book.on_frame
+        kind_frames = self.kind_frames
+        candles = self.candles
+        diffs = self.diffs
+
+        def text(raw: bytes, now: float) -> None:
             self.frames += 1
             try:
-                msg = loads(frame.data)
+                msg = loads(raw)
                 route = routes.get(msg["stream"])
                 data = msg["data"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                self._other(frame.data, now)
-                continue
+                self._other(raw, now)
+                return
             if route is None:
                 self._unrouted(msg)
-                continue
+                return
             try:
                 order, fields = route.kind.parse(data, route.symbol)
             except MalformedFrame as exc:
-                self._malformed(f"{route.stream}: {exc}", frame.data)
-                continue
+                self._malformed(f"{route.stream}: {exc}", raw)
+                return
             if route.kind.diff:  # a change to a book kept locally, not a value
                 if diffs is not None:
                     diffs(self, route.symbol, fields, now)
@@ -296,6 +344,8 @@ class Connection:
                 candles(route.symbol, fields)
             name = route.kind.name
             kind_frames[name] = kind_frames.get(name, 0) + 1
+
+        return text
 
     def _other(self, raw: bytes, now: float) -> None:
         """A frame that is not market data: a reply to our request, an event, or garbage."""

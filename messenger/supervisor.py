@@ -328,6 +328,7 @@ class Supervisor:
             self.settings.ping_interval_ms / 1000,
             self.candles,
             self.diffs,
+            self.settings.ws_transport,
         )
         max_age = self.settings.connection_max_age_s
         # Jitter staggers the replacement of connections that were opened together.

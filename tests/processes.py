@@ -34,6 +34,7 @@ def symbol_list_loaded(client: redis.Redis, timeout_s: float = 10) -> None:
 
 # ``TRANSMUTE_PORTS=19200-19299``: take ports from this range only (several people sharing a machine).
 PORTS_ENV = "TRANSMUTE_PORTS"
+WS_TRANSPORT_ENV = "TRANSMUTE_TEST_WS_TRANSPORT"
 _handed_out: set[int] = set()
 
 
@@ -263,6 +264,10 @@ def messenger_env(sim: Simulator, redis_url: str, **settings: Any) -> dict[str, 
         "LOG_LEVEL": "INFO",
         "METRICS_PORT": "0",
     }
+    # Every messenger the tests start reads its frames with this transport, if set (the suite runs
+    # on both: `TRANSMUTE_TEST_WS_TRANSPORT=picows`); a test's own WS_TRANSPORT wins.
+    if transport := os.environ.get(WS_TRANSPORT_ENV):
+        env["WS_TRANSPORT"] = transport
     env.update({k.upper(): str(v) for k, v in settings.items()})
     return env
 

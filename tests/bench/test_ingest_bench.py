@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from bench import ingest
-from bench.readers import ASYNCIO, MESSENGER, PICOWS, POC, Quote, Reader
+from bench.readers import ASYNCIO, MESSENGER, MESSENGER_PICOWS, PICOWS, POC, Quote, Reader
 from bench.run import _ingest_rows
 from bench.sources import FeedProcess, FeedSource, SimulatorSource
 from contract.keys import snapshot_key
@@ -37,7 +37,7 @@ def short_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest, "WARM_S", 0.2)
 
 
-@pytest.mark.parametrize("reader", [MESSENGER, ASYNCIO, PICOWS, POC], ids=lambda r: r.name)
+@pytest.mark.parametrize("reader", [MESSENGER, MESSENGER_PICOWS, ASYNCIO, PICOWS, POC], ids=lambda r: r.name)
 def test_each_reader_leaves_the_last_value_the_feed_sent_for_every_symbol(
     reader: Reader, feed: FeedProcess, sim: Simulator, redis_server: RedisServer, logs_dir: Path
 ) -> None:
@@ -47,7 +47,7 @@ def test_each_reader_leaves_the_last_value_the_feed_sent_for_every_symbol(
     assert result["frames_per_s"] > 1000
     assert 0 < result["cpu_us_per_frame"] < 1000
     assert result["source_cpu_share"] < ingest.SATURATED  # (in clock ticks of 10 ms: may read 0)
-    if reader is MESSENGER:
+    if reader in (MESSENGER, MESSENGER_PICOWS):
         assert result["frames_lost"] == 0
     if reader in (ASYNCIO, PICOWS):  # (the messenger deletes its values as it stops; the POC's expire)
         sent, client = source.last(SYMBOLS), redis_server.client()
@@ -97,7 +97,8 @@ def test_the_simulators_flood_is_judged_by_its_books(
 
 def test_the_table_holds_the_messenger_to_its_peers_and_names_a_saturated_source() -> None:
     figures = {"ceiling": (8.0, 100_000.0), "poc": (150.0, 5_000.0), "messenger": (20.0, 50_000.0),
-               "asyncio": (10.0, 90_000.0), "picows": (2.0, 400_000.0)}  # fmt: skip
+               "asyncio": (10.0, 90_000.0), "picows": (2.0, 400_000.0),
+               "messenger_picows": (5.0, 80_000.0)}  # fmt: skip
     runs = {
         reader: [{"cpu_us_per_frame": cpu, "frames_per_s": rate, "redis_cpu_share": 0.1, "rss_mb": 40.0,
                   "source_cpu_share": 0.95 if reader == "picows" else 0.1, "wrong": 0, "frames_lost": 0}]
@@ -110,6 +111,8 @@ def test_the_table_holds_the_messenger_to_its_peers_and_names_a_saturated_source
     assert cells["CPU us/frame", "ceiling"][4:] == ("2.50", "<= 1.25", "missed by 100%")
     assert cells["frames/s into Redis", "ceiling"][4:] == ("0.50", ">= 0.85", "missed by 41%")
     assert "picows peer 2.0 (feed 95%: saturated)" in cells["CPU us/frame", "picows"][3]
+    assert cells["CPU us/frame", "messenger"][2:] == ("20.0 (feed 10%)", "messenger on picows 5.0 (feed 10%)",
+                                                      "0.25", "", "")  # fmt: skip
     assert cells["frames lost; symbols wrong", "wrong:"][-1] == "met"
 
 

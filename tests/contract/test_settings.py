@@ -38,6 +38,7 @@ def test_empty_variable_means_default() -> None:
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379' must be a redis/rediss/unix:// URL"),
         ({"BINANCE_WS_URL": "https://x"}, "BINANCE_WS_URL='https://x' must be a ws/wss:// URL"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is not one of"),
+        ({"WS_TRANSPORT": "aiohttp"}, "WS_TRANSPORT='aiohttp' is not one of websocket-client, picows"),
         ({"RECONNECT_MIN_MS": "5000", "RECONNECT_MAX_MS": "1000"}, "RECONNECT_MIN_MS must not exceed"),
     ],
 )

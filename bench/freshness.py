@@ -1,6 +1,7 @@
 """Freshness: how long from the exchange sending a frame until a client can read it over HTTP.
 
     python -m bench.freshness [--samples 400] [--repeats 3] [--symbols 2000] [--rate 10]
+                              [--transports websocket-client,picows]
 
 The simulator streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
 messenger runs ``--all`` and the server runs as shipped (gunicorn, gevent). A probe then, again
@@ -9,6 +10,10 @@ and again, makes the simulator send a new top of book for BTCUSDT and polls unti
 
 - ``http``: ``POST /snapshot/BTC_USDT`` on a kept-alive connection, what a client sees;
 - ``redis``: ``GET`` of the key straight from Redis (the baseline: how fresh Redis is).
+
+Each repeat runs the messenger once on each ``WS_TRANSPORT`` (the default ``websocket-client``,
+then ``picows``; the order alternates between repeats), against the same flood: the figures of the
+default transport keep their plain names, picows's are prefixed ``picows_``.
 
 A latency is counted from the simulator handing the frame to its connections to the end of the
 first read that returned it, so it includes the probe's own last read (an upper bound). The
@@ -115,14 +120,22 @@ def sample(sim_conn: http.client.HTTPConnection, reader: Any, n: int) -> float |
     return None
 
 
-def run_once(symbols: int, rate: float, samples: int) -> dict[str, float]:
-    """One measurement: p50/p99 in ms for each reader, and the rate actually streamed."""
+def run_once(
+    symbols: int, rate: float, samples: int, transport: str = "websocket-client"
+) -> dict[str, float]:
+    """One measurement with the messenger on ``transport``: p50/p99 in ms for each reader, and the
+    rate actually streamed."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         redis_server, sim = redis_and_simulator(logs, "--rate", str(rate), *trading_symbols(symbols))
         metrics_port = free_port()
         env = messenger_env(
-            sim, redis_server.url, STATS_INTERVAL_S=60, LOG_LEVEL="WARNING", METRICS_PORT=metrics_port
+            sim,
+            redis_server.url,
+            STATS_INTERVAL_S=60,
+            LOG_LEVEL="WARNING",
+            METRICS_PORT=metrics_port,
+            WS_TRANSPORT=transport,
         )
         messenger = Messenger(logs, env, "--all")
         gunicorn = Gunicorn(logs, redis_server.url, workers=None)
@@ -155,13 +168,28 @@ def run_once(symbols: int, rate: float, samples: int) -> dict[str, float]:
     }
 
 
-def run(symbols: int = 2000, rate: float = 10.0, samples: int = 400, repeats: int = 3) -> dict[str, Any]:
-    """Medians over ``repeats`` runs, with the HTTP path's ratio to reading Redis directly."""
-    row: dict[str, Any] = {
-        "symbols": symbols,
-        **medians([run_once(symbols, rate, samples) for _ in range(repeats)]),
-    }
-    row["http_p99_over_redis_p99"] = row["http_p99_ms"] / row["redis_p99_ms"]
+DEFAULT_TRANSPORT = "websocket-client"
+
+
+def run(
+    symbols: int = 2000,
+    rate: float = 10.0,
+    samples: int = 400,
+    repeats: int = 3,
+    transports: tuple[str, ...] = (DEFAULT_TRANSPORT, "picows"),
+) -> dict[str, Any]:
+    """Medians over ``repeats`` runs of each transport, with the HTTP path's ratio to reading Redis
+    directly; each repeat runs every transport, in an order that alternates between repeats."""
+    runs: dict[str, list[dict[str, float]]] = {t: [] for t in transports}
+    for n in range(repeats):
+        for transport in transports if n % 2 == 0 else transports[::-1]:
+            runs[transport].append(run_once(symbols, rate, samples, transport))
+    row: dict[str, Any] = {"symbols": symbols}
+    for transport, measured in runs.items():
+        figures = medians(measured)
+        figures["http_p99_over_redis_p99"] = figures["http_p99_ms"] / figures["redis_p99_ms"]
+        prefix = "" if transport == DEFAULT_TRANSPORT else f"{transport}_"
+        row.update({prefix + name: value for name, value in figures.items()})
     return row
 
 
@@ -172,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--transports", default=f"{DEFAULT_TRANSPORT},picows", metavar="NAME,...")
     args = parser.parse_args(argv)
-    print(json.dumps(rounded(run(args.symbols, args.rate, args.samples, args.repeats))))
+    transports = tuple(filter(None, args.transports.split(",")))
+    print(json.dumps(rounded(run(args.symbols, args.rate, args.samples, args.repeats, transports))))
     return 0
 
 

@@ -81,6 +81,12 @@ def table(results: dict[str, Any]) -> str:
         f"HTTP {f['http_p50_ms']:.1f} / {f['http_p99_ms']:.1f}",
         f"Redis {f['redis_p50_ms']:.1f} / {f['redis_p99_ms']:.1f}",
         f"{f['http_p99_over_redis_p99']:.2f}", "p99 <= 5", verdict(f["http_p99_ms"], 5, False))  # fmt: skip
+    if "picows_http_p99_ms" in f:  # the messenger with WS_TRANSPORT=picows, same flood, same run
+        add(f"freshness, {f['picows_frames_per_s']:,.0f} frames/s, picows", "sent -> readable, p50 / p99 ms",
+            f"HTTP {f['picows_http_p50_ms']:.1f} / {f['picows_http_p99_ms']:.1f}",
+            f"Redis {f['picows_redis_p50_ms']:.1f} / {f['picows_redis_p99_ms']:.1f}",
+            f"{f['picows_http_p99_over_redis_p99']:.2f}", "p99 <= 5",
+            verdict(f["picows_http_p99_ms"], 5, False))  # fmt: skip
     s = results["serving"]
     name = f"serving, wrk {s['connections']} connections"
     add(name, "requests/s", f"{s['server_requests_per_s']:,.0f}", f"bare {s['bare_requests_per_s']:,.0f}",
@@ -279,10 +285,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     a.set_title(f"Ingest ({rows[0]['source']} flood)")
     a.legend(ncols=2, fontsize="small")
     f = results["freshness"]
-    b.bar([0, 1], [f["redis_p50_ms"], f["http_p50_ms"]], 0.35, label="p50")
-    b.bar([0.35, 1.35], [f["redis_p99_ms"], f["http_p99_ms"]], 0.35, label="p99")
+    sides = [("", "websocket-client")] + [("picows_", "picows")] * ("picows_http_p99_ms" in f)
+    for i, (prefix, _) in enumerate(sides):
+        at = [2 * i, 2 * i + 1]
+        b.bar(at, [f[f"{prefix}redis_p50_ms"], f[f"{prefix}http_p50_ms"]], 0.35,
+              label="p50" if i == 0 else None, color="tab:blue")  # fmt: skip
+        b.bar([x + 0.35 for x in at], [f[f"{prefix}redis_p99_ms"], f[f"{prefix}http_p99_ms"]], 0.35,
+              label="p99" if i == 0 else None, color="tab:orange")  # fmt: skip
     b.axhline(5, color="red", linestyle="--", label="target p99")
-    b.set_xticks([0.17, 1.17], ["readable in Redis", "readable over HTTP"])
+    b.set_xticks([x + 0.17 for x in range(2 * len(sides))],
+                 [f"{where}\n{name}" for _, name in sides for where in ("Redis", "HTTP")])  # fmt: skip
     b.set_ylabel("ms after the frame was sent")
     b.set_title(f"Freshness at {f['frames_per_s']:,.0f} frames/s")
     b.legend()

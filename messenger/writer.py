@@ -70,12 +70,15 @@ class Writer(Worker):
         self._last_write = 0.0
         self._interval = MIN_WRITE_INTERVAL_S
         self._backoff = Backoff(0.05, 2.0)
+        self._conn: Any = None  # the writer's own connection (see _send)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Write what is pending (deletions of invalidated keys included), then stop."""
         super().stop()
         self.book.wake.set()
         self._thread.join(timeout_s)
+        if self._conn is not None:
+            self._conn.disconnect()
         self.client.close()
 
     def run(self) -> None:
@@ -188,10 +191,17 @@ class Writer(Worker):
     def _send(self, commands: list[bytes]) -> None:
         """Send commands (messenger.resp) in one round trip and read every reply (an error reply raises).
 
-        On any error the connection is dropped, so no unread reply is left on it.
+        The writer keeps one connection of its own rather than taking one from the pool for each
+        batch: the pool replaces a connection Redis closed without a word, so a Redis that
+        restarted (or failed over) between two batches would go unnoticed, and values it lost
+        that do not change (quiet symbols, vouchers) would not be rewritten for minutes. On its
+        own connection every loss surfaces as an error here, and the batch after an error
+        rewrites everything. On any error the connection is dropped, so no unread reply is left
+        on it; the next batch opens a new one.
         """
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.client.connection_pool.get_connection()  # kept, never released
         try:
             conn.send_packed_command([b"".join(commands)])
             for _ in commands:
@@ -199,8 +209,6 @@ class Writer(Worker):
         except BaseException:
             conn.disconnect()
             raise
-        finally:
-            pool.release(conn)
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.errors += 1

@@ -102,7 +102,13 @@ class Process:
     def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
+        # Names come from ports, and ports are handed out again (TRANSMUTE_PORTS): a log of its own,
+        # never one left by an earlier process of the same name (restarts of this one append).
         self.log_path = log_dir / f"{name}.log"
+        n = 1
+        while self.log_path.exists():
+            n += 1
+            self.log_path = log_dir / f"{name}.{n}.log"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 

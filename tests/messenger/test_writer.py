@@ -157,6 +157,43 @@ def test_redis_restart_is_survived_and_everything_rewritten(book: Book, redis_se
 
 
 @pytest.mark.redis
+def test_a_redis_restart_between_two_batches_is_noticed_and_a_quiet_value_rewritten(
+    book: Book, redis_server: RedisServer
+) -> None:
+    """Redis restarts (empty) while the writer has nothing to write: the writer's next batch
+    must notice, though a connection pool would have reconnected without a word, and rewrite
+    the value that does not change, at once rather than at its next renewal minutes later."""
+    client = redis_client(Settings.from_env({}, redis_url=redis_server.url))
+    client.flushall()
+    # Liveness announced every 2.5 s: the restart falls between two batches.
+    writer = Writer(book, client, ttl_ms=15_000, refresh_interval_s=5.0, messenger_id=RUN)
+    writer.start()
+    try:
+        conn = Conn(time.monotonic())
+        on(book, conn)
+        book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
+        wait_until(lambda: served(client, QUIET), 2)
+        batches = writer.batches
+        redis_server.stop()
+        redis_server.start()  # empty: it keeps nothing on disk
+        assert writer.batches == batches, "the writer wrote during the restart: the test proves nothing"
+        back = redis_server.client()
+
+        def rewritten() -> bool:
+            conn.last_heard = time.monotonic()  # the connection keeps talking meanwhile
+            return served(back, QUIET) is not None
+
+        wait_until(rewritten, 6, what="the quiet value back after the writer's next batch")
+        assert served(back, QUIET)["bid_price"] == "1.0"
+        back.close()
+    finally:
+        writer.stop()
+        client.close()
+        if not redis_server.running():
+            redis_server.start()
+
+
+@pytest.mark.redis
 def test_a_closed_candle_is_published_though_the_next_one_replaced_it_before_the_write(
     book: Book, real_redis: redis.Redis
 ) -> None:

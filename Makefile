@@ -30,12 +30,14 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	VENV=$(VENV) scripts/run-local --demo $(SYMBOLS)
 
-## test: lint, types and the whole test suite (what CI runs)
+## test: lint, types and the whole test suite (what CI runs); then every test that starts a
+## messenger again with its frames read by picows (WS_TRANSPORT=picows)
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+	TRANSMUTE_TEST_WS_TRANSPORT=picows $(BIN)/pytest -m messenger
 
 ## bench: every benchmark beside its baseline (~19 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench

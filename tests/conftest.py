@@ -81,6 +81,18 @@ def started(request: pytest.FixtureRequest) -> Iterator[Started]:
             print(f"----- {process.name} -----\n{process.log()[-6000:]}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``messenger`` every test that starts a real messenger (the messenger_factory fixture or
+    tests.processes.Messenger itself): `make test` runs those again with WS_TRANSPORT=picows."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if (
+            "messenger_factory" in getattr(item, "fixturenames", ())
+            or getattr(module, "Messenger", None) is Messenger
+        ):
+            item.add_marker(pytest.mark.messenger)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep each phase's report on the test item, for fixtures that show logs on failure."""

@@ -30,7 +30,7 @@ from picows import (
     ws_connect,
 )
 
-from messenger.connection import CLOSED, CONNECT_TIMEOUT_S
+from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, SEND_SPACING_S
 
 if TYPE_CHECKING:
     from messenger.connection import Connection
@@ -43,21 +43,45 @@ TEXT, BINARY, CONTINUATION = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINU
 PING, CLOSE = WSMsgType.PING, WSMsgType.CLOSE
 
 
+class Pacer:
+    """Messages out of one connection, at most one per SEND_SPACING_S *as they leave* (on the loop).
+
+    The supervisor spaces its sends when it makes them, but here they only leave when the loop
+    runs them: a loop held up (a busy core) would let the queued ones go together, over Binance's
+    5 a second. So every message (requests, pings and pongs alike) leaves at least SEND_SPACING_S
+    after the one before it, whatever the delays before; the order is kept."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._next_at = float("-inf")  # loop time before which nothing more may leave
+
+    def __call__(self, send: Callable[..., Any], *args: Any) -> None:
+        """Send now if the spacing allows, else when it does (on the loop's thread)."""
+        now = self._loop.time()
+        at = max(now, self._next_at)
+        self._next_at = at + SEND_SPACING_S
+        if at <= now:
+            send(*args)
+        else:
+            self._loop.call_at(at, send, *args)
+
+
 class LoopSocket:
     """The connection's socket as the supervisor's thread sees it: each call runs on the loop.
 
     Calls after the loop ended do nothing, as sends on a closed websocket-client socket fail
     quietly in ``Connection._send``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: WSTransport) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: WSTransport, pacer: Pacer) -> None:
         self._loop = loop
         self._transport = transport
+        self._pacer = pacer
 
     def send(self, payload: str) -> None:
-        self._call(self._transport.send, TEXT, payload.encode())
+        self._call(self._pacer, self._transport.send, TEXT, payload.encode())
 
     def ping(self, payload: str) -> None:
-        self._call(self._transport.send_ping, payload.encode())
+        self._call(self._pacer, self._transport.send_ping, payload.encode())
 
     def send_close(self, status: int = WSCloseCode.OK.value, reason: bytes = b"") -> None:
         self._call(self._transport.send_close, WSCloseCode(status), reason)
@@ -82,10 +106,11 @@ class Listener(WSListener):
         self.monotonic = time.monotonic
         self.parts: list[bytes] = []  # of a fragmented message
         self.parts_type = TEXT
+        self.pacer = Pacer(loop)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         # Here, before picows reads any frame after the handshake's response.
-        self.conn._opened(LoopSocket(self.loop, transport))
+        self.conn._opened(LoopSocket(self.loop, transport, self.pacer))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         now = self.monotonic()
@@ -97,7 +122,7 @@ class Listener(WSListener):
         elif msg_type is TEXT or msg_type is BINARY or msg_type is CONTINUATION:
             self._fragment(frame, now)
         elif msg_type is PING:
-            transport.send_pong(frame.get_payload_as_bytes())
+            self.pacer(transport.send_pong, frame.get_payload_as_bytes())
         elif msg_type is CLOSE:
             conn._closed_by_server(frame.get_payload_as_bytes())
             if not transport.is_close_frame_sent:

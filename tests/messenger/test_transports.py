@@ -8,6 +8,7 @@ messenger's own, on each transport, and the test reads what it recorded.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +27,8 @@ from picows import (
 
 from messenger.binance import BOOK_TICKER
 from messenger.book import Book
-from messenger.connection import CLOSED, PICOWS, WEBSOCKET_CLIENT, Connection
+from messenger.connection import CLOSED, PICOWS, SEND_SPACING_S, WEBSOCKET_CLIENT, Connection
+from messenger.picows_transport import Pacer
 from messenger.routes import route_for
 from tests.processes import free_port
 
@@ -132,3 +134,30 @@ def test_a_refused_handshake_gives_its_status_and_retry_after(
     assert (conn.refused_status, conn.retry_after) == (429, "7")
     assert conn.close_reason == "connect refused: HTTP 429"
     assert conn.opened_at is None
+
+
+def test_picows_messages_leave_spaced_though_the_loop_was_held_up() -> None:
+    """Sends queued while the connection's loop was busy (a starved core) would leave together,
+    over Binance's 5 messages a second: they leave SEND_SPACING_S apart, in order, pongs too."""
+    loop = asyncio.new_event_loop()
+    left: list[tuple[float, str]] = []
+    pacer = Pacer(loop)
+
+    def send(what: str) -> None:
+        left.append((loop.time(), what))
+
+    def held_up() -> None:
+        threading.Event().wait(0.5)  # the loop does nothing else meanwhile
+
+    try:
+        loop.call_soon(held_up)
+        for what in ("subscribe 1", "subscribe 2", "ping", "pong", "subscribe 3"):
+            loop.call_soon(pacer, send, what)  # as LoopSocket queues them from another thread
+        loop.run_until_complete(asyncio.sleep(5 * SEND_SPACING_S + 0.2))
+    finally:
+        loop.close()
+    assert [what for _, what in left] == ["subscribe 1", "subscribe 2", "ping", "pong", "subscribe 3"]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(left)]
+    assert min(gaps) >= SEND_SPACING_S - 0.005, gaps
+    in_any_second = max(sum(1 for t, _ in left if start <= t < start + 1.0) for start, _ in left)
+    assert in_any_second <= 3

@@ -31,13 +31,13 @@ demo: $(VENV)/.runtime
 	VENV=$(VENV) scripts/run-local --demo $(SYMBOLS)
 
 ## test: lint, types and the whole test suite (what CI runs); then every test that starts a
-## messenger again with its frames read by picows (WS_TRANSPORT=picows)
+## messenger again with its frames read by picows (WS_TRANSPORT=picows; the chaos run shortened to 30 s)
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
-	TRANSMUTE_TEST_WS_TRANSPORT=picows $(BIN)/pytest -m messenger
+	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -m messenger
 
 ## bench: every benchmark beside its baseline (~19 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench

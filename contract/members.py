@@ -1,13 +1,16 @@
 """Members: every messenger run on one Redis, and what the server reads of them.
 
 A member registers in MEMBERS_KEY scored by when it is presumed dead (its last word plus
-LIVENESS_TIMEOUT_MS); a member scored in the past is dead, whatever it left behind. Each writes
-its heartbeat (contract.keys.member_key) and what it streams (contract.keys.member_streams_key);
-the server reads only those of live members, so what a dead member left is ignored as soon as
-it is dropped, and two members never overwrite each other's word.
+LIVENESS_TIMEOUT_MS); a member scored in the past is dead (one that stopped cleanly scores
+itself so at once). Each writes its heartbeat (contract.keys.member_key, gone with its TTL) and
+what it streams (contract.keys.member_streams_key), so two members never overwrite each
+other's word.
 
 The stream states are read through scripts (one round trip, whatever the number of members): a
-stream is ``live`` if any live member says so, else ``pending`` if any does.
+stream is ``live`` if any registered member says so, else ``pending`` if any does. A member that
+died or stopped is registered until swept (contract.keys.RECORD_TTL_MS later): what it streamed
+still reads ``live``, so its values, gone, answer 500 (streamed, not current) until another
+member carries them, as they did when there was one messenger.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import redis
 
 from contract.keys import LIVE, MEMBER_STREAMS_KEY_PREFIX, MEMBERS_KEY, member_key
 
-# The live members' stream hashes (KEYS[1]: MEMBERS_KEY; now and the hashes' prefix as
-# arguments), and one stream's state over them.
+# The registered members' stream hashes (KEYS[1]: MEMBERS_KEY; the hashes' prefix as argument),
+# and one stream's state over them.
 STATES_LUA = (
     """
-local function member_hashes(members, now_ms, prefix)
+local function member_hashes(members, prefix)
   local hashes = {}
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', members, '(' .. now_ms, '+inf')) do
+  for _, m in ipairs(redis.call('ZRANGE', members, 0, -1)) do
     hashes[#hashes + 1] = prefix .. m
   end
   return hashes
@@ -45,26 +48,26 @@ local function stream_state(hashes, key)
 end
 """
 )
-# ARGV: now (ms), the hashes' prefix, then the keys. Returns each key's state (or false).
+# ARGV: the hashes' prefix, then the keys. Returns each key's state (or false).
 STATES_SCRIPT = (
     STATES_LUA
     + """
-local hashes = member_hashes(KEYS[1], ARGV[1], ARGV[2])
+local hashes = member_hashes(KEYS[1], ARGV[1])
 local out = {}
-for i = 3, #ARGV do out[i - 2] = stream_state(hashes, ARGV[i]) end
+for i = 2, #ARGV do out[i - 1] = stream_state(hashes, ARGV[i]) end
 return out
 """
 )
-# ARGV: now (ms), the hashes' prefix, a key prefix. Returns every key streamed by a live member
-# that starts with the key prefix, once.
+# ARGV: the hashes' prefix, a key prefix. Returns every key a registered member streams that
+# starts with the key prefix, once.
 STREAMED_SCRIPT = (
     STATES_LUA
     + """
 local seen, out = {}, {}
-local n = #ARGV[3]
-for _, h in ipairs(member_hashes(KEYS[1], ARGV[1], ARGV[2])) do
+local n = #ARGV[2]
+for _, h in ipairs(member_hashes(KEYS[1], ARGV[1])) do
   for _, key in ipairs(redis.call('HKEYS', h)) do
-    if not seen[key] and string.sub(key, 1, n) == ARGV[3] then
+    if not seen[key] and string.sub(key, 1, n) == ARGV[2] then
       seen[key] = true
       out[#out + 1] = key
     end
@@ -81,7 +84,7 @@ def now_ms() -> int:
 
 
 class StreamStates:
-    """What live members stream: each key's state, or every key of a kind."""
+    """What registered members stream: each key's state, or every key of a kind."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._states = client.register_script(STATES_SCRIPT)
@@ -90,12 +93,12 @@ class StreamStates:
     def states(self, keys: Sequence[str], client: Any = None) -> Any:
         """``pending`` / ``live`` / None per key (bytes as Redis answers); with ``client`` a
         pipeline, queued on it."""
-        args: list[str | int] = [now_ms(), MEMBER_STREAMS_KEY_PREFIX, *keys]
+        args = [MEMBER_STREAMS_KEY_PREFIX, *keys]
         return self._states(keys=[MEMBERS_KEY], args=args, client=client)
 
     def streamed(self, prefix: str) -> list[str]:
-        """Every key starting with ``prefix`` that a live member streams."""
-        raw = self._streamed(keys=[MEMBERS_KEY], args=[now_ms(), MEMBER_STREAMS_KEY_PREFIX, prefix])
+        """Every key starting with ``prefix`` that a registered member streams."""
+        raw = self._streamed(keys=[MEMBERS_KEY], args=[MEMBER_STREAMS_KEY_PREFIX, prefix])
         return [k.decode() if isinstance(k, bytes) else str(k) for k in raw]
 
 

@@ -8,8 +8,10 @@ leaving. Streams are owned by rendezvous hashing over the live members that are 
 the others take its streams while it still carries them, then deregisters.
 
 For make before break it also answers which of the streams this member is letting go of another
-live member reports ``live`` already (``handed_over``). Members dead for long are swept (their
-registration, wants and stream states), by whichever member notices first.
+live member reports ``live`` already (``handed_over``: this member then stops writing them), and
+which of those another member has written since (``taken``: this member may let go, and
+withdrawing its own record then deletes nothing another member vouches for). Members dead for
+long are swept (their registration, wants and stream states), by whichever member notices first.
 """
 
 from __future__ import annotations
@@ -22,15 +24,35 @@ from typing import Any
 import orjson
 import redis
 
-from contract.keys import LEAVING_KEY, LIVE, MEMBERS_KEY, WANTS_KEY, member_key, member_streams_key
+from contract.keys import (
+    LEAVING_KEY,
+    LIVE,
+    MEMBERS_KEY,
+    RECORD_TTL_MS,
+    WANTS_KEY,
+    member_key,
+    member_streams_key,
+)
 from messenger.backoff import Backoff
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-# A member presumed dead this long ago has its leftovers removed (only its registration tells it
-# apart from a live one, so it is kept a while for the log's sake).
-SWEEP_AFTER_MS = 60_000
+# Of KEYS, those whose record another member wrote last (ARGV[1]: how this member's records start).
+THEIRS_LUA = """
+local n, out = #ARGV[1], {}
+for _, key in ipairs(KEYS) do
+  local record = redis.call('GET', key)
+  if record and string.sub(record, 1, n) ~= ARGV[1] then out[#out + 1] = key end
+end
+return out
+"""
+# A muted key is looked at only after this long: a write of it the writer had in flight when it
+# was muted has landed by then.
+MUTE_SETTLE_S = 0.1
+# A member presumed dead this long ago has its leftovers removed: until then what it streamed reads
+# as streamed (contract.members), so its symbols answer 500, not 503, as its records may linger.
+SWEEP_AFTER_MS = RECORD_TTL_MS
 
 
 class Membership(Worker):
@@ -39,7 +61,13 @@ class Membership(Worker):
     ``version`` moves on with every change of those."""
 
     def __init__(
-        self, client: redis.Redis, member: str, liveness_ms: int, interval_s: float, wants: dict[str, Any]
+        self,
+        client: redis.Redis,
+        member: str,
+        liveness_ms: int,
+        interval_s: float,
+        wants: dict[str, Any],
+        records_start: str = "",
     ) -> None:
         super().__init__("membership")
         self.client = client
@@ -54,6 +82,12 @@ class Membership(Worker):
         self.leaving = False
         self.handed_over: frozenset[str] = frozenset()
         self.asked: frozenset[str] = frozenset()  # keys to look for on other members (set by the owner)
+        # Keys no longer written here (set by the owner), since when; ``taken``: those of them whose
+        # record in Redis another member wrote since.
+        self.muted: dict[str, float] = {}
+        self.taken: frozenset[str] = frozenset()
+        self._records_start = records_start
+        self._theirs = client.register_script(THEIRS_LUA)
         self.read = threading.Event()  # set after each read
         self._wake = threading.Event()
         self._backoff = Backoff(0.1, 2.0)
@@ -130,7 +164,7 @@ class Membership(Worker):
         """Which asked-for keys another member reports live."""
         asked = sorted(self.asked)
         if not asked or not others:
-            self.handed_over = frozenset()
+            self.handed_over = self.taken = frozenset()
             return
         pipe = self.client.pipeline(transaction=False)
         for member in others:
@@ -139,6 +173,10 @@ class Membership(Worker):
         for states in pipe.execute():
             done.update(k for k, s in zip(asked, states, strict=True) if _text(s) == LIVE)
         self.handed_over = frozenset(done)
+        settled = time.monotonic() - MUTE_SETTLE_S
+        muted = [k for k, since in list(self.muted.items()) if since <= settled and k in done]
+        theirs = self._theirs(keys=muted, args=[self._records_start]) if muted else []
+        self.taken = frozenset(_text(k) for k in theirs)
 
     def _sweep(self, dead: list[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -151,12 +189,15 @@ class Membership(Worker):
                     SWEEP_AFTER_MS // 1000)  # fmt: skip
 
     def _deregister(self) -> None:
-        """Gone cleanly: the others drop this member now rather than after the liveness timeout."""
+        """Gone cleanly: the others drop this member now rather than after the liveness timeout.
+
+        It stays registered, as dead, until swept: what it streamed still reads as streamed.
+        """
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(MEMBERS_KEY, self.member)
+        pipe.zadd(MEMBERS_KEY, {self.member: int(time.time() * 1000)}, xx=True)
         pipe.zrem(LEAVING_KEY, self.member)
         pipe.hdel(WANTS_KEY, self.member)
-        pipe.delete(member_streams_key(self.member), member_key(self.member))
+        pipe.delete(member_key(self.member))
         try:
             pipe.execute()
         except redis.RedisError as exc:

@@ -42,7 +42,7 @@ from messenger.signals import StopFlags
 from messenger.stats import Stats
 from messenger.supervisor import Supervisor
 from messenger.trade_history import TradeHistory
-from messenger.writer import Writer
+from messenger.writer import Writer, records_start
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class Messenger:
             settings.liveness_timeout_ms,
             min(settings.refresh_interval_ms / 1000, settings.liveness_timeout_ms / 4000),
             {},
+            records_start(self.id),
         )
         self._releasing: dict[str, float] = {}  # streams no longer owned -> carried until then
         self._started = time.monotonic()
@@ -167,12 +168,14 @@ class Messenger:
         self, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind], flags: StopFlags
     ) -> None:
         """Own nothing, and carry on until the other members report this one's streams live
-        (at most HANDOVER_S, or until a second Ctrl-C)."""
+        (at most HANDOVER_S, or until a second Ctrl-C); at once if there is no other member."""
         self.membership.leave()
         deadline = time.monotonic() + HANDOVER_S
         carried = len(self.supervisor.routes)
         logger.info("member %s: leaving; handing %d streams over", self.id, carried)
         while self.supervisor.routes and not flags.force:
+            if not any(m != self.id for m in self.membership.eligible):
+                break  # no member to hand over to
             now = time.monotonic()
             if now >= deadline:
                 logger.warning("member %s: %d streams not taken over within %.0f s; letting go",
@@ -189,7 +192,8 @@ class Messenger:
         members = self.membership
         if not members.version and now < self._started + FIRST_READ_WAIT_S:
             return
-        inputs = (self.catalog.version, self.demand.version, members.version, members.handed_over)
+        inputs = (self.catalog.version, self.demand.version, members.version, members.handed_over,
+                  members.taken)  # fmt: skip
         if inputs == self._planned_for and now < self._next_plan:
             return
         self._planned_for, self._next_plan = inputs, now + REPLAN_S
@@ -247,21 +251,28 @@ class Messenger:
 
     def _owned(self, wanted: Plan, now: float) -> dict[str, Route]:
         """The wanted streams this member owns, and those it no longer owns but still carries
-        until another member reports them live (at most HANDOVER_S)."""
+        (at most HANDOVER_S) until another member reports them live, then without writing them
+        until that member has written them (messenger.membership)."""
         members = self.membership
         eligible, replicas = members.eligible, self.settings.replicas
         routes = {s: r for s, r in wanted.routes.items() if owns(self.id, r.key, eligible, replicas)}
         others = any(m != self.id for m in eligible)
         releasing: dict[str, float] = {}
         for stream, route in self.supervisor.routes.items():
-            if stream in routes or stream not in wanted.routes or not others:
-                continue  # owned, wanted by no one, or no one to hand it to
+            if stream in routes or stream not in wanted.routes:
+                continue  # owned, or wanted by no one
+            if not others:  # leaving, with no one to hand it to: carried until the end
+                routes[stream] = route
+                continue
             until = self._releasing.get(stream, now + HANDOVER_S)
-            if route.key not in members.handed_over and now < until:
+            if route.key not in members.taken and now < until:
                 releasing[stream] = until
                 routes[stream] = route
         self._releasing = releasing
         members.asked = frozenset(routes[s].key for s in releasing)
+        muted = {key: members.muted.get(key, time.monotonic()) for key in members.asked & members.handed_over}
+        members.muted = muted
+        self.book.mute(frozenset(muted))
         return routes
 
     def _watch_connects(self) -> None:

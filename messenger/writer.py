@@ -51,7 +51,7 @@ return 0
 RECORD_RENEW_S = RECORD_TTL_MS / 3000
 
 
-def _records_of(messenger: str) -> str:
+def records_start(messenger: str) -> str:
     """How every record this member writes starts: its voucher comes first (contract.servable)."""
     voucher = VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="")
     return '{"' + VOUCHER + '":"' + voucher
@@ -144,7 +144,7 @@ class Writer(Worker):
         watched = self.watched()
         ttl, messenger = self.ttl_ms, self.messenger_id
         if batch.deletes:
-            mine = _records_of(messenger)
+            mine = records_start(messenger)
             add(command("EVAL", DELETE_MINE_LUA, len(batch.deletes), *batch.deletes, mine))
             commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
         # Liveness first: a record is never written before the connection it names is live.

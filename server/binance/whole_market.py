@@ -60,7 +60,7 @@ SCRIPT = (
     + STATES_LUA
     + """
 local prefix, member = ARGV[1], ARGV[2]
-local hashes = member_hashes(KEYS[2], ARGV[4], ARGV[5])
+local hashes = member_hashes(KEYS[2], ARGV[5])
 local score = redis.call('ZSCORE', KEYS[3], member)
 local asked = 0
 if score and tonumber(score) >= tonumber(ARGV[3]) then

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     processes = settings.processes if args.processes is None else args.processes
     if processes == 0:
-        processes = os.cpu_count() or 1
+        processes = len(os.sched_getaffinity(0))  # the cores this process may run on
     if processes < 0:
         print("messenger: --processes must be 0 or more", file=sys.stderr)
         return 2

@@ -5,11 +5,12 @@ under load and stay immediate when quiet. Each record names the connection that 
 and each live connection's liveness key is rewritten well inside SNAPSHOT_TTL_MS: that, not the
 values, is what keeps quiet values servable, so the steady work does not grow with the number of
 keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
-Invalidated keys are deleted. Each value goes out with its TTL in one command (``SET key value
-PX ttl``), a batch in one round trip. A value that a live-push client watches is also published
-on a channel named after its key (an empty message when it is withdrawn); the lists of trades
-are messenger.trade_history's. If Redis fails, the writer retries with backoff and rewrites
-everything once it is back; the WebSocket connections are not touched.
+Invalidated keys are deleted where the record is still this member's (another member may have
+written it since: it carries the stream too, or took it over). Each value goes out with its TTL
+in one command (``SET key value PX ttl``), a batch in one round trip. A value that a live-push
+client watches is also published on a channel named after its key (an empty message when it is
+withdrawn); the lists of trades are messenger.trade_history's. If Redis fails, the writer retries
+with backoff and rewrites everything once it is back; the WebSocket connections are not touched.
 """
 
 from __future__ import annotations

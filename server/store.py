@@ -1,4 +1,5 @@
-"""Reading snapshots, the symbol list and stream states from Redis; registering demand.
+"""Reading snapshots, the symbol list and stream states (over every member: contract.members)
+from Redis; registering demand.
 
 The only place the server reads or writes Redis (live push listens through hub.py).
 Every call is one round trip, for any number of symbols. Records are read through the shared

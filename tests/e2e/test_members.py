@@ -136,6 +136,7 @@ def test_three_members_carry_each_pinned_stream_once_and_a_killed_ones_move_with
     time.sleep(0.3)
     poller.stop()
     outages = poller.outages(killed_at)
+    print(f"killed member's symbols {orphans}: longest outage per symbol (s) {outages}")
     assert set(outages) <= set(orphans), f"only the killed member's symbols fail: {outages}"
     assert max(outages.values(), default=0.0) <= LIVENESS_MS / 1000 + 1.0, outages
     assert wait_until(lambda: http("GET", f"{gunicorn.url}/readyz")[0] == 200, 5)

@@ -90,13 +90,15 @@ class Membership(Worker):
         self._theirs = client.register_script(THEIRS_LUA)
         self.read = threading.Event()  # set after each read
         self._wake = threading.Event()
+        self._lock = threading.Lock()  # the view changes on this thread and in leave()
         self._backoff = Backoff(0.1, 2.0)
 
     def leave(self) -> None:
         """Own nothing from now on: the others take this member's streams (make before break)."""
-        self.leaving = True
-        self.eligible = tuple(m for m in self.eligible if m != self.member)
-        self.version += 1
+        with self._lock:
+            self.leaving = True
+            self.eligible = tuple(m for m in self.eligible if m != self.member)
+            self.version += 1
         self.read.clear()
         self._wake.set()  # say so at once
 
@@ -145,16 +147,19 @@ class Membership(Worker):
                 except orjson.JSONDecodeError:
                     continue
         self._handovers([m for m in eligible if m != self.member])
-        if (tuple(live), eligible, wants) != (self.live, self.eligible, self.wants):
-            joined = set(live) - set(self.live)
-            gone = set(self.live) - set(live)
-            if self.version and (joined or gone):
-                logger.info("member %s: members now %s (+%s -%s)", self.member, ", ".join(live),
-                            ",".join(sorted(joined)) or "0", ",".join(sorted(gone)) or "0")  # fmt: skip
-            self.live, self.eligible, self.wants = tuple(live), eligible, wants
-            self.version += 1
-        elif not self.version:
-            self.version = 1
+        with self._lock:
+            if self.leaving:  # leave() may have come since the start of this round
+                eligible = tuple(m for m in eligible if m != self.member)
+            if (tuple(live), eligible, wants) != (self.live, self.eligible, self.wants):
+                joined = set(live) - set(self.live)
+                gone = set(self.live) - set(live)
+                if self.version and (joined or gone):
+                    logger.info("member %s: members now %s (+%s -%s)", self.member, ", ".join(live),
+                                ",".join(sorted(joined)) or "0", ",".join(sorted(gone)) or "0")  # fmt: skip
+                self.live, self.eligible, self.wants = tuple(live), eligible, wants
+                self.version += 1
+            elif not self.version:
+                self.version = 1
         dead = [_text(m) for m in dead_raw]
         if dead:
             self._sweep(dead)

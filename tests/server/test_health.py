@@ -7,6 +7,7 @@ import time
 import orjson
 import redis
 
+from contract.keys import MEMBERS_KEY
 from server import create_app
 from tests.processes import free_port
 from tests.records import heartbeat
@@ -81,3 +82,43 @@ def test_readyz_is_503_until_the_messenger_has_the_symbol_list(fake_redis: redis
 def test_readyz_is_200_with_a_live_connection_and_the_symbol_list(fake_redis: redis.Redis) -> None:
     heartbeat(fake_redis, beat())
     assert create_app(client=fake_redis).test_client().get("/readyz").status_code == 200
+
+
+def test_readyz_with_several_members_is_200_once_all_are_heard_and_spread_streams_alike(
+    fake_redis: redis.Redis,
+) -> None:
+    app = create_app(client=fake_redis).test_client()
+    heartbeat(fake_redis, beat(view=["a", "b"], streams=3), name="a")
+    heartbeat(fake_redis, beat(view=["a"], streams=1), name="b")
+    response = app.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["reason"] == "member b is still taking over streams (members changed)"
+    heartbeat(fake_redis, beat(view=["a", "b"], streams=2), name="b")
+    response = app.get("/readyz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [m["member"] for m in body["members"]] == ["a", "b"]
+    assert body["messenger"]["member"] == "a"
+
+
+def test_readyz_is_503_while_a_live_member_is_not_heard_from_and_names_it(fake_redis: redis.Redis) -> None:
+    heartbeat(fake_redis, beat(view=["a", "b"]), name="a")
+    fake_redis.zadd(MEMBERS_KEY, {"b": int(time.time() * 1000) + 5000})  # registered, heartbeat lapsed
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert (response.status_code, response.get_json()["reason"]) == (
+        503,
+        "member b is not heard from; its streams move to the others",
+    )
+
+
+def test_readyz_ignores_a_leaving_members_view_and_names_a_member_that_is_not_ready(
+    fake_redis: redis.Redis,
+) -> None:
+    heartbeat(fake_redis, beat(view=["a", "b"]), name="a")
+    heartbeat(fake_redis, beat(view=["a", "b"], live_connections=0), name="b")
+    heartbeat(fake_redis, beat(view=[], leaving=True), name="c")
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert (response.status_code, response.get_json()["reason"]) == (
+        503,
+        "member b: the messenger has no live connection to Binance",
+    )

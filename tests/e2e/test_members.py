@@ -188,3 +188,31 @@ def test_all_with_three_member_processes_and_two_replicas_owns_each_stream_exact
     counts = wait_until(owned_twice, 60, interval_s=0.5, what="every stream owned by exactly 2 members")
     statuses = [v for v in real_redis.hvals("transmute:symbols") if v == b"TRADING"]
     assert len(counts) == len(statuses)
+
+
+def test_a_demand_is_taken_by_its_owner_only_and_served_at_the_first_request(
+    member: Callable[..., Messenger], real_redis: redis.Redis, gunicorn: Gunicorn
+) -> None:
+    for _ in range(3):
+        member(SYMBOLS[0])
+    wait_until(lambda: len(live_members(real_redis)) == 3, 15, what="3 members")
+    wait_until(lambda: gunicorn.snapshot(SYMBOLS[0])[0] == 200, 10, what="the pinned symbol served")
+    asked = ["XRPBTC", "ADABTC", "TRXBTC", "DOGEUSDT", "SOLUSDT"]
+    for symbol in asked:
+        assert gunicorn.snapshot(symbol)[0] == 200, symbol  # within DEMAND_WAIT_MS
+
+    def once() -> Any:
+        found = carriers(real_redis, asked)
+        return all(len(m) == 1 for m in found.values()) and found
+
+    found = wait_until(once, 5, what="each asked-for symbol carried by exactly one member")
+    assert len({m[0] for m in found.values()}) > 1, f"spread over the members: {found}"
+
+
+def test_what_any_member_pins_is_carried_by_its_owners_whoever_pinned_it(
+    member: Callable[..., Messenger], real_redis: redis.Redis, gunicorn: Gunicorn
+) -> None:
+    member(*SYMBOLS[:3])
+    member(*SYMBOLS[3:])
+    wait_until(lambda: spread(real_redis, 2), 20, what="each pinned symbol on exactly one of 2 members")
+    wait_until(lambda: all_served(gunicorn), 10, what="every symbol served")

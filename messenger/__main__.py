@@ -61,17 +61,16 @@ def parse_kinds(text: str) -> list[StreamKind]:
     return list(dict.fromkeys(out))
 
 
-def _member_argv(argv: list[str] | None) -> list[str]:
-    """The command line without ``--processes``: what each member process runs."""
-    out, skip = [], False
-    for arg in sys.argv[1:] if argv is None else argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            out.append(arg)
-    return out
+def cores() -> int:
+    """The CPU cores this process may run on (a container's share where the OS says), at least 1."""
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _member_argv(args: argparse.Namespace) -> list[str]:
+    """What each member process runs: the same symbols and kinds, as one member."""
+    everything = ["--all"] if args.all_symbols else []
+    return [*args.symbols, *everything, "--streams", args.streams, "--processes", "1"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     processes = settings.processes if args.processes is None else args.processes
     if processes == 0:
-        processes = len(os.sched_getaffinity(0))  # the cores this process may run on
+        processes = cores()
     if processes < 0:
         print("messenger: --processes must be 0 or more", file=sys.stderr)
         return 2
     if processes > 1:
-        return run_members(processes, _member_argv(argv), settings.metrics_port)
+        return run_members(processes, _member_argv(args), settings.metrics_port)
     # Reader threads are busy under load; a writer woken with a batch ready should not wait the
     # default 5 ms for the GIL (that was most of the frame-to-Redis p99 at 20,000 frames/s).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)

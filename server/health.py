@@ -52,7 +52,8 @@ def service_not_ready(members: list[str], beats: list[dict[str, Any]]) -> str | 
     for beat in owning:
         reason = not_ready(beat)
         if reason is not None:
-            return reason if len(beats) == 1 else f"member {beat['member']}: {reason}"
+            # The reason first, as with one messenger: what is wrong matters more than where.
+            return reason if len(owning) == 1 else f"{reason} (member {beat['member']} of {len(owning)})"
     return None
 
 

@@ -120,5 +120,5 @@ def test_readyz_ignores_a_leaving_members_view_and_names_a_member_that_is_not_re
     response = create_app(client=fake_redis).test_client().get("/readyz")
     assert (response.status_code, response.get_json()["reason"]) == (
         503,
-        "member b: the messenger has no live connection to Binance",
+        "the messenger has no live connection to Binance (member b of 2)",
     )

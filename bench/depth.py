@@ -29,11 +29,12 @@ import redis
 from bench.bare_depth import KEY as BARE_KEY
 from bench.klines import CHECK, RUN, WARM_UP_S, fetch, load, vouching
 from bench.stack import medians, rounded, running
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from contract.order_book import book_fields, level_bytes
 from contract.records import AS_OF, TS, VOUCHER, encode_record
 from tests.processes import Gunicorn, Process, RedisServer, http, wait_until
+from tests.records import stream_state
 
 SYMBOL, LIMIT = "BTCUSDT", 1000
 PATH = f"/api/v3/depth?symbol={SYMBOL}&limit={LIMIT}"
@@ -68,7 +69,7 @@ def fill(client: redis.Redis) -> bytes:
     record = {VOUCHER: voucher, **fields, TS: now_ms, AS_OF: now_ms, "source": "stream", "connection": 1}
     key = snapshot_key(DEPTH, SYMBOL)
     client.set(key, encode_record(record))
-    client.hset(STREAMS_KEY, key, LIVE)
+    stream_state(client, key, LIVE)
     client.hset(SYMBOLS_KEY, SYMBOL, "TRADING")
     answer = (
         b'{"lastUpdateId":' + str(UPDATE_ID).encode() + b',"bids":[' + b",".join(bids)

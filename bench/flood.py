@@ -29,7 +29,8 @@ import orjson
 
 import tests.processes
 from bench.stack import proc_stats
-from contract.keys import DEMAND_KEY, HEARTBEAT_KEY
+from contract.keys import DEMAND_KEY
+from contract.members import heartbeats
 from messenger.binance import KINDS_BY_KEY
 from tests.processes import Gunicorn, Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
@@ -201,9 +202,7 @@ def run(args: argparse.Namespace, sim: Simulator, messenger: Messenger, server: 
     rss_peak, beats = rss_start, []
     while time.monotonic() < poll_end:
         rss_peak = max(rss_peak, proc_stats(pid)[1])
-        raw = client.get(HEARTBEAT_KEY)
-        if raw:
-            beats.append(orjson.loads(raw))
+        beats.extend(heartbeats(client)[1])
         time.sleep(0.5)
     for thread in threads:
         thread.join()

@@ -37,10 +37,11 @@ import redis
 from bench.bare_klines import KEY as BARE_KEY
 from bench.serving import parse_wrk
 from bench.stack import medians, rounded, running
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, voucher_key
 from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, write_keys
 from contract.records import encode_record
 from tests.processes import Gunicorn, Process, RedisServer, http, wait_until
+from tests.records import stream_state
 
 SYMBOL, INTERVAL, LIMIT = "BTCUSDT", "1m", 1000
 PATH = f"/api/v3/klines?symbol={SYMBOL}&interval={INTERVAL}&limit={LIMIT}"
@@ -133,7 +134,7 @@ def fill(client: redis.Redis) -> bytes:
     client.set(voucher, now_ms, px=VOUCHER_TTL_MS)
     key = snapshot_key(f"kline_{INTERVAL}", SYMBOL)
     client.set(key, encode_record({"voucher": voucher, **open_record(rows[-1], now_ms)}))
-    client.hset(STREAMS_KEY, key, LIVE)
+    stream_state(client, key, LIVE)
     client.hset(SYMBOLS_KEY, SYMBOL, "TRADING")
     answer = b"[" + b",".join(encode_row(r) for r in rows) + b"]"
     client.set(BARE_KEY, answer)

@@ -10,8 +10,11 @@
 | ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
-| ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
-| ``transmute:streams`` | hash | messenger | snapshot key -> ``pending`` / ``live``: what it streams |
+| ``transmute:members`` | sorted set | messenger | members (messenger runs) scored by when presumed dead |
+| ``transmute:leaving`` | sorted set | messenger | members stopping cleanly (own nothing), scored alike |
+| ``transmute:member:<member>`` | string, TTL | messenger | a member's heartbeat: what it carries, how fresh |
+| ``transmute:streams:<member>`` | hash | messenger | snapshot key -> ``pending`` / ``live`` it streams |
+| ``transmute:wants`` | hash | messenger | member -> the streams it pins (symbols, ``--all``, kinds), JSON |
 | ``transmute:symbols`` | hash | messenger | symbol -> status (TRADING, BREAK, ...) from exchangeInfo |
 | ``transmute:exchangeinfo`` | string | messenger | the last exchangeInfo document |
 | ``transmute:demand`` | sorted set | server | ``<kind>:<SYMBOL>`` scored by its last request (epoch ms) |
@@ -32,10 +35,19 @@ VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
 # leaves behind, not on freshness (that is the voucher's TTL). Renewed well before it runs out.
 RECORD_TTL_MS = 600_000
 WATCHED_KEY = "transmute:watched"
-HEARTBEAT_KEY = "transmute:messenger"
-# Written every refresh (a third of SNAPSHOT_TTL_MS) with the values' TTL, SNAPSHOT_TTL_MS: it is
-# gone as soon as they are when the messenger dies, so /readyz says so as soon as /snapshot does.
-STREAMS_KEY = "transmute:streams"
+# Every messenger run is a member (contract.members): registered here, scored by the time (epoch
+# ms) it is presumed dead unless heard from again (LIVENESS_TIMEOUT_MS after its last word).
+MEMBERS_KEY = "transmute:members"
+# Members stopping cleanly (scored the same): still carrying, but owning nothing any more.
+LEAVING_KEY = "transmute:leaving"
+# A member's heartbeat, written every refresh (a third of SNAPSHOT_TTL_MS) with the values' TTL:
+# it is gone as soon as they are when the member dies, so /readyz says so as soon as /snapshot does.
+MEMBER_KEY_TEMPLATE = "transmute:member:{member}"
+# What a member streams; only the hashes of live members count (contract.members).
+MEMBER_STREAMS_KEY_PREFIX = "transmute:streams:"
+MEMBER_STREAMS_KEY_TEMPLATE = MEMBER_STREAMS_KEY_PREFIX + "{member}"
+# What each member pins, so that every member plans over the same wanted streams.
+WANTS_KEY = "transmute:wants"
 SYMBOLS_KEY = "transmute:symbols"
 EXCHANGE_INFO_KEY = "transmute:exchangeinfo"
 DEMAND_KEY = "transmute:demand"
@@ -45,7 +57,7 @@ ALL_SYMBOLS = "*"
 # A token bucket per client address (tokens, when last counted), for new on-demand streams.
 CLIENT_BUDGET_KEY_TEMPLATE = "transmute:client:{address}"
 
-# States in STREAMS_KEY: subscribed but no value yet since, or served at least once since.
+# States in a member's streams hash: subscribed but no value yet since, or served at least once since.
 PENDING = "pending"
 LIVE = "live"
 
@@ -58,6 +70,16 @@ def snapshot_key(kind: str, symbol: str) -> str:
 def voucher_key(messenger: str, connection: int) -> str:
     """Key of one live connection's liveness: ``transmute:voucher:5f3a9c1e:3``."""
     return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection=connection)
+
+
+def member_key(member: str) -> str:
+    """Key of one member's heartbeat: ``transmute:member:5f3a9c1e``."""
+    return MEMBER_KEY_TEMPLATE.format(member=member)
+
+
+def member_streams_key(member: str) -> str:
+    """Key of what one member streams: ``transmute:streams:5f3a9c1e``."""
+    return MEMBER_STREAMS_KEY_TEMPLATE.format(member=member)
 
 
 def demand_member(kind: str, symbol: str) -> str:

@@ -76,6 +76,11 @@ class Settings:
     # Levels per side of the REST snapshot a local order book starts from (contract.order_book):
     # 1,000 costs weight 50, 5,000 weight 250; the book is exact down to the snapshot's last level.
     depth_snapshot_limit: int = _setting(1000, low=100, high=5000)
+    # Members (messenger runs, contract.members) that carry each stream: 2 or more for high
+    # availability (a member's death then costs no 500), 1 to spread the streams only.
+    replicas: int = _setting(1, low=1, high=16)
+    # Member processes ``python -m messenger`` runs on this machine; 0: one per CPU core.
+    processes: int = _setting(1, low=0, high=256)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)

@@ -117,6 +117,9 @@ class Book:
         # Keys the supervisor gave each connection: vouched and pending keys are always among them.
         self._assigned: dict[Voucher, set[str]] = {}
         self._tracked: dict[str, str] = {}  # keys we stream -> PENDING until first served, then LIVE
+        # Keys another member carries now, which this one is letting go of: not written any more,
+        # so the record in Redis becomes the other's before this one withdraws its own.
+        self._muted: frozenset[str] = frozenset()
         self._tracked_changed: set[str] = set()
         # Connections let go of: a frame their reader thread still hands over is ignored.
         self._released: weakref.WeakSet[Voucher] = weakref.WeakSet()
@@ -336,6 +339,11 @@ class Book:
                     self._tracked_changed.add(key)
         self.wake.set()
 
+    def mute(self, keys: frozenset[str]) -> None:
+        """Write none of these keys from now on (and any other again); deletions still go out."""
+        with self.lock:
+            self._muted = keys
+
     def vouched_keys(self, conn: Voucher) -> set[str]:
         """The keys ``conn`` vouches for now."""
         with self.lock:
@@ -395,8 +403,11 @@ class Book:
                 self._entries[key].named = None
             limit = now - self.liveness_timeout_s
             entries, by_written, announced = self._entries, self._by_written, self._announced
+            muted = self._muted
             vouchers: dict[int, float] = {}
             for key in keys:
+                if muted and key in muted:
+                    continue
                 entry = entries[key]
                 candidates = entry.vouchers
                 if not candidates or entry.fields is None:

@@ -1,4 +1,11 @@
-"""The messenger assembled: book, Redis writer, REST seeder, catalog, demand and supervisor."""
+"""The messenger assembled: book, Redis writer, REST seeder, catalog, demand, membership and
+supervisor.
+
+One messenger is one member of the service (messenger.membership): it carries the wanted
+streams it owns (messenger.ownership), and a stream it no longer owns until another member
+reports it live (make before break) or HANDOVER_S has passed. Stopped cleanly, it first owns
+nothing, waits (at most HANDOVER_S) until the others carry its streams, then lets go.
+"""
 
 from __future__ import annotations
 
@@ -17,28 +24,37 @@ from contract.settings import Settings
 from contract.trade_history import BACKFILL_SERIES
 from messenger import metrics
 from messenger.backfill import Backfills
-from messenger.binance import BOOK_TICKER, StreamKind
+from messenger.binance import BOOK_TICKER, KINDS, StreamKind
 from messenger.book import Book
 from messenger.catalog import Catalog
 from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
 from messenger.kline_history import KlineHistory
+from messenger.membership import Membership
 from messenger.order_books import OrderBooks
-from messenger.planner import plan
+from messenger.ownership import owns
+from messenger.planner import Plan, plan
 from messenger.reachability import WEBSOCKET, Reachability
 from messenger.rest import BinanceRest
+from messenger.routes import Route
 from messenger.seeder import Seeder
 from messenger.signals import StopFlags
 from messenger.stats import Stats
 from messenger.supervisor import Supervisor
 from messenger.trade_history import TradeHistory
-from messenger.writer import Writer
+from messenger.writer import Writer, records_start
 
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
 # Idle demand is noticed within this long even when nothing else changes.
 REPLAN_S = 1.0
+# A stream this member no longer owns is carried at most this long for its new owner to catch
+# up; a member stopping cleanly waits at most this long for the others to take its streams.
+HANDOVER_S = 10.0
+# Nothing is planned before the members are known (a member that planned alone would carry
+# everything for a moment), unless Redis does not answer for this long.
+FIRST_READ_WAIT_S = 3.0
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -97,7 +113,17 @@ class Messenger:
             settings, self.book, self.seeder, candles=self.klines.frame, diffs=self.books.event
         )
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
-        self._planned_for: tuple[int, int] | None = None
+        self.membership = Membership(
+            redis_client(settings),
+            self.id,
+            settings.liveness_timeout_ms,
+            min(settings.refresh_interval_ms / 1000, settings.liveness_timeout_ms / 4000),
+            {},
+            records_start(self.id),
+        )
+        self._releasing: dict[str, float] = {}  # streams no longer owned -> carried until then
+        self._started = time.monotonic()
+        self._planned_for: tuple[Any, ...] | None = None
         self._next_plan = 0.0
         self._not_trading_logged: set[str] = set()
         self._over_cap = 0  # demanded streams left out by the last plan (DEMAND_MAX_STREAMS)
@@ -111,8 +137,10 @@ class Messenger:
     ) -> None:
         """Stream ``pinned`` (and every trading symbol with ``all_symbols``) in ``kinds``, and
         whatever users ask for, until a stop flag is set; then stop cleanly."""
-        for part in (self.writer, self.seeder, self.klines, self.books, self.history, self.backfills,
-                     self.catalog, self.demand):  # fmt: skip
+        self.membership.own_wants = {
+            "symbols": list(pinned), "all": all_symbols, "kinds": [k.name for k in kinds]}  # fmt: skip
+        for part in (self.membership, self.writer, self.seeder, self.klines, self.books, self.history,
+                     self.backfills, self.catalog, self.demand):  # fmt: skip
             part.start()
         if self.settings.metrics_port:
             try:
@@ -131,11 +159,41 @@ class Messenger:
                 self.supervisor.tick(now)
                 self.stats.maybe_log(now)
                 flags.stop.wait(TICK_S)
+            if not flags.force:
+                self._leave(pinned, all_symbols, kinds, flags)
         finally:
             self.stop(flags.force)
 
+    def _leave(
+        self, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind], flags: StopFlags
+    ) -> None:
+        """Own nothing, and carry on until the other members report this one's streams live
+        (at most HANDOVER_S, or until a second Ctrl-C); at once if there is no other member."""
+        self.membership.leave()
+        deadline = time.monotonic() + HANDOVER_S
+        carried = len(self.supervisor.routes)
+        logger.info("member %s: leaving; handing %d streams over", self.id, carried)
+        while self.supervisor.routes and not flags.force:
+            if not any(m != self.id for m in self.membership.eligible):
+                break  # no member to hand over to
+            now = time.monotonic()
+            if now >= deadline:
+                logger.warning("member %s: %d streams not taken over within %.0f s; letting go",
+                               self.id, len(self.supervisor.routes), HANDOVER_S)  # fmt: skip
+                break
+            self._replan(pinned, all_symbols, kinds, now)
+            self._watch_connects()
+            self.supervisor.tick(now)
+            time.sleep(TICK_S)
+        if carried and not self.supervisor.routes:
+            logger.info("member %s: every stream handed over", self.id)
+
     def _replan(self, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind], now: float) -> None:
-        inputs = (self.catalog.version, self.demand.version)
+        members = self.membership
+        if not members.version and now < self._started + FIRST_READ_WAIT_S:
+            return
+        inputs = (self.catalog.version, self.demand.version, members.version, members.handed_over,
+                  members.taken)  # fmt: skip
         if inputs == self._planned_for and now < self._next_plan:
             return
         self._planned_for, self._next_plan = inputs, now + REPLAN_S
@@ -159,15 +217,63 @@ class Messenger:
             logger.warning("messenger: %d streams asked for are left out: at most %d are carried on demand",
                            wanted.over_cap, self.settings.demand_max_streams)  # fmt: skip
         self._over_cap = wanted.over_cap
-        self.supervisor.pin(wanted.pinned)
-        added, removed = self.supervisor.set_routes(wanted.routes)
+        self._pin_others(wanted, pinned, all_symbols, kinds)
+        routes = self._owned(wanted, now)
+        self.supervisor.pin(wanted.pinned & routes.keys())
+        added, removed = self.supervisor.set_routes(routes)
         self.klines.follow({
             (route.symbol, route.kind.name.removeprefix("kline_"))
-            for route in wanted.routes.values() if route.kind.candles
+            for route in routes.values() if route.kind.candles
         })  # fmt: skip
-        self.books.follow({route.symbol: route.key for route in wanted.routes.values() if route.kind.diff})
+        self.books.follow({route.symbol: route.key for route in routes.values() if route.kind.diff})
         if added or removed:
-            logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(wanted.routes))
+            logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(routes))
+
+    def _pin_others(
+        self, wanted: Plan, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind]
+    ) -> None:
+        """Add what the other members pin: every member plans over the same wanted streams, so
+        each of those has owners whoever pinned it."""
+        own = {"symbols": list(pinned), "all": all_symbols, "kinds": [k.name for k in kinds]}
+        seen = [own]
+        for spec in self.membership.wants.values():
+            if spec in seen:
+                continue
+            seen.append(spec)
+            spec_kinds = [KINDS[name] for name in spec.get("kinds", ()) if name in KINDS]
+            theirs = plan(
+                [str(s) for s in spec.get("symbols", ())], bool(spec.get("all")), {},
+                self.catalog.trading, 0.0, 0.0, spec_kinds,
+            )  # fmt: skip
+            for stream, route in theirs.routes.items():
+                wanted.routes.setdefault(stream, route)
+                wanted.pinned.add(stream)
+
+    def _owned(self, wanted: Plan, now: float) -> dict[str, Route]:
+        """The wanted streams this member owns, and those it no longer owns but still carries
+        (at most HANDOVER_S) until another member reports them live, then without writing them
+        until that member has written them (messenger.membership)."""
+        members = self.membership
+        eligible, replicas = members.eligible, self.settings.replicas
+        routes = {s: r for s, r in wanted.routes.items() if owns(self.id, r.key, eligible, replicas)}
+        others = any(m != self.id for m in eligible)
+        releasing: dict[str, float] = {}
+        for stream, route in self.supervisor.routes.items():
+            if stream in routes or stream not in wanted.routes:
+                continue  # owned, or wanted by no one
+            if not others:  # leaving, with no one to hand it to: carried until the end
+                routes[stream] = route
+                continue
+            until = self._releasing.get(stream, now + HANDOVER_S)
+            if route.key not in members.taken and now < until:
+                releasing[stream] = until
+                routes[stream] = route
+        self._releasing = releasing
+        members.asked = frozenset(routes[s].key for s in releasing)
+        muted = {key: members.muted.get(key, time.monotonic()) for key in members.asked & members.handed_over}
+        members.muted = muted
+        self.book.mute(frozenset(muted))
+        return routes
 
     def _watch_connects(self) -> None:
         """Tell ``reach`` whether connections get through (before the supervisor forgets the ones
@@ -196,6 +302,11 @@ class Messenger:
         errors = self.reach.failures()
         return {
             "pid": os.getpid(),
+            "member": self.id,
+            "leaving": self.membership.leaving,
+            # The members this one spreads streams over: every member sees the same once settled.
+            "view": list(self.membership.eligible),
+            "handing_over": len(self._releasing),
             "binance": "connected" if live else "unreachable" if errors else "connecting",
             "binance_errors": errors,
             "connections": len(conns),
@@ -219,3 +330,4 @@ class Messenger:
         # Readers are not waited for long: the book has let go of their connections already.
         self.supervisor.close_all(timeout_s=0.0 if force else 0.5)
         self.writer.stop(timeout_s=0.5 if force else 2.0)
+        self.membership.stop()

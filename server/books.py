@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from contract import kinds
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, PENDING, STREAMS_KEY, snapshot_key
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, PENDING, snapshot_key
 from contract.order_book import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -360,7 +360,7 @@ class BookReader:
         keys = [snapshot_key(KIND, s) for s in symbols]
         pipe = self.store.client.pipeline(transaction=False)
         self._heads(keys=keys, client=pipe)
-        pipe.hmget(STREAMS_KEY, keys)
+        self.store.stream_states.states(keys, pipe)
         pipe.hmget(UNSYNCED_KEY, symbols)
         flat, states, words = pipe.execute()
         now = _now_ms()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 import redis
 from flask import Blueprint
 
-from contract.keys import HEARTBEAT_KEY
+from contract.members import heartbeats
 from server.errors import store_down
 from server.views import store
 
@@ -34,29 +33,56 @@ def not_ready(beat: dict[str, Any]) -> str | None:
     return None
 
 
+def service_not_ready(members: list[str], beats: list[dict[str, Any]]) -> str | None:
+    """Why the members together cannot serve every wanted stream, or None if they can.
+
+    Each wanted stream has live owners carrying it when every live member is heard from, those
+    that are not leaving spread the streams over the same members (they all see the same ones),
+    and each of them is ready on its own (``not_ready``).
+    """
+    heard = {beat["member"] for beat in beats}
+    silent = [m for m in members if m not in heard]
+    if silent:
+        return f"member {', '.join(silent)} is not heard from; its streams move to the others"
+    owning = [beat for beat in beats if not beat.get("leaving")]
+    view = sorted(beat["member"] for beat in owning)
+    for beat in owning:
+        if "view" in beat and sorted(beat["view"]) != view:
+            return f"member {beat['member']} is still taking over streams (members changed)"
+    for beat in owning:
+        reason = not_ready(beat)
+        if reason is not None:
+            # The reason first, as with one messenger: what is wrong matters more than where.
+            return reason if len(owning) == 1 else f"{reason} (member {beat['member']} of {len(owning)})"
+    return None
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int]:
-    """200 while Redis answers, the messenger's heartbeat is fresh and the messenger is connected to
-    Binance with its symbol list; 503 with the reason otherwise.
+    """200 while Redis answers, every live messenger (member) has a fresh heartbeat, is connected
+    to Binance with its symbol list, and all spread the streams alike; 503 with the reason otherwise.
 
-    Also says how much of what the messenger streams is fresh (servable) right now.
+    Also says how much of what the members stream is fresh (servable) right now; ``messenger`` is
+    the first member's heartbeat, ``members`` every one's.
     """
     try:
-        raw = store().client.get(HEARTBEAT_KEY)
+        members, beats = heartbeats(store().client)
     except redis.RedisError as exc:
         store_down("/readyz", exc)
         return {"status": "unavailable", "reason": "redis does not answer"}, 503
-    if raw is None:
+    if not beats:
         return {"status": "unavailable", "reason": "no fresh messenger heartbeat"}, 503
-    beat = orjson.loads(raw)
-    tracked, fresh = beat.get("tracked", 0), beat.get("fresh", 0)
+    tracked = sum(beat.get("tracked", 0) for beat in beats)
+    fresh = sum(beat.get("fresh", 0) for beat in beats)
+    now = int(time.time() * 1000)
     body = {
         "status": "ready",
-        "messenger": beat,
-        "heartbeat_age_ms": max(0, int(time.time() * 1000) - beat.get("ts", 0)),
+        "messenger": beats[0],
+        "members": beats,
+        "heartbeat_age_ms": max(max(0, now - beat.get("ts", 0)) for beat in beats),
         "fresh_share": round(fresh / tracked, 4) if tracked else None,
     }
-    reason = not_ready(beat)
+    reason = service_not_ready(members, beats)
     if reason is not None:
         return {**body, "status": "unavailable", "reason": reason}, 503
     return body, 200

@@ -115,8 +115,14 @@ SCHEMAS: Doc = {
             "reason": {**STRING, "description": "Why not: Redis, no heartbeat, Binance unreachable, ..."},
             "messenger": {
                 "type": "object",
-                "description": "The messenger's last heartbeat: binance (connected, connecting or "
+                "description": "The first member's last heartbeat: binance (connected, connecting or "
                 "unreachable), binance_errors, live_connections, streams, fresh, redis, ...",
+            },
+            "members": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Every live messenger's (member's) last heartbeat, each naming its member, "
+                "whether it is leaving and the members it spreads streams over (view)",
             },
             "heartbeat_age_ms": INTEGER,
             "fresh_share": {"type": ["number", "null"], "description": "Share of streamed keys servable now"},
@@ -521,7 +527,8 @@ PATHS: Doc = {
     "/healthz": {"get": {"summary": "The process is up", "responses": {"200": _json(_ref("Health"), "Up")}}},
     "/readyz": {
         "get": {
-            "summary": "Redis answers, the messenger's heartbeat is fresh, and it is connected to Binance",
+            "summary": "Redis answers, and every messenger (member) is heard from, connected to Binance "
+            "and spreads the streams over the same members",
             "responses": {
                 "200": _json(_ref("Ready"), "Ready, with the share of streamed keys that are fresh"),
                 "503": _json(_ref("Ready"), "Not ready, with the reason"),
@@ -540,7 +547,8 @@ PATHS: Doc = {
             "responses": {
                 "200": _json(
                     {"type": "object", "required": ["messenger", "symbols", "books"]},
-                    "The streamed symbols; the order books kept, each with its update id, levels held "
+                    "Every member's heartbeat (members; messenger: the first one's), the streamed symbols; "
+                    "the order books kept, each with its update id, levels held "
                     "(counts) and age, or the reason it cannot be served: syncing, resyncing, out_of_sync "
                     "or not_vouched",
                 ),

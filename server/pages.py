@@ -10,8 +10,8 @@ import orjson
 import redis
 from flask import Blueprint, Response, render_template
 
-from contract.keys import HEARTBEAT_KEY
 from contract.kinds import key_kind
+from contract.members import heartbeats
 from server import docs as guide
 from server import openapi
 from server.books import KIND as BOOK_KIND
@@ -31,11 +31,12 @@ def status_page() -> str:
 
 @bp.get("/status.json")
 def status() -> dict[str, Any]:
-    """What the status page shows: the messenger's heartbeat, every streamed bookTicker, and every
-    order book kept (its depth and age, or why it cannot be served)."""
+    """What the status page shows: the members' heartbeats (``messenger``: the first one's), every
+    streamed bookTicker, and every order book kept (its depth and age, or why it cannot be
+    served)."""
     snapshots = store()
     try:
-        beat = snapshots.client.get(HEARTBEAT_KEY)
+        _, beats = heartbeats(snapshots.client)
         symbols = snapshots.streamed(BOOK_TICKER)
         # Watching the status page is no one's use of each symbol: it keeps none streamed.
         records = snapshots.snapshots(BOOK_TICKER, symbols, touch=False) if symbols else []
@@ -56,7 +57,12 @@ def status() -> dict[str, Any]:
             )
             row["age_ms"] = max(0, now - record["as_of"])
         rows.append(row)
-    return {"messenger": orjson.loads(beat) if beat else None, "symbols": rows, "books": book_rows}
+    return {
+        "messenger": beats[0] if beats else None,
+        "members": beats,
+        "symbols": rows,
+        "books": book_rows,
+    }
 
 
 @bp.get("/openapi.json")

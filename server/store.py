@@ -1,4 +1,5 @@
-"""Reading snapshots, the symbol list and stream states from Redis; registering demand.
+"""Reading snapshots, the symbol list and stream states (over every member: contract.members)
+from Redis; registering demand.
 
 The only place the server reads or writes Redis (live push listens through hub.py).
 Every call is one round trip, for any number of symbols. Records are read through the shared
@@ -20,13 +21,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from contract.keys import (
-    DEMAND_KEY,
-    STREAMS_KEY,
-    SYMBOLS_KEY,
-    demand_member,
-    snapshot_key,
-)
+from contract.keys import DEMAND_KEY, SYMBOLS_KEY, demand_member, snapshot_key
+from contract.members import StreamStates
 from contract.records import MalformedRecord
 from contract.servable import CurrentReader, pairs, servable
 
@@ -71,6 +67,7 @@ class SnapshotStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._current = CurrentReader(client)
+        self.stream_states = StreamStates(client)  # over every live member (contract.members)
         # Streams counted as demand in the last TOUCH_EVERY_S: pruned as they age, so it holds
         # only what was asked for in the last second or so, however many symbols were ever asked.
         self._touched: dict[str, float] = {}
@@ -146,7 +143,7 @@ class SnapshotStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(SYMBOLS_KEY, symbols)
         pipe.exists(SYMBOLS_KEY)
-        pipe.hmget(STREAMS_KEY, keys)
+        self.stream_states.states(keys, pipe)
         self._current(keys, pipe)
         statuses, loaded, states, flat = self._execute(pipe)
         return [
@@ -185,11 +182,10 @@ class SnapshotStore:
         """The symbols streamed in this kind now (exchange spelling), from the stream states."""
         prefix = snapshot_key(kind, "")
         try:
-            keys = self.client.hkeys(STREAMS_KEY)
+            keys = self.stream_states.streamed(prefix)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        names = (_text(k) or "" for k in keys)
-        return sorted(n[len(prefix) :].upper() for n in names if n.startswith(prefix))
+        return sorted(k[len(prefix) :].upper() for k in keys)
 
     def suggest(self, symbol: str) -> str | None:
         """The listed symbol closest to an unknown one, if any is close."""

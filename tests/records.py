@@ -7,8 +7,9 @@ from typing import Any
 
 import redis
 
-from contract.keys import snapshot_key, voucher_key
+from contract.keys import MEMBERS_KEY, member_key, member_streams_key, snapshot_key, voucher_key
 from contract.kinds import DEPTH
+from contract.members import StreamStates
 from contract.order_book import book_fields, level_bytes
 from contract.records import AS_OF, TS, VOUCHER, encode_record
 
@@ -63,3 +64,26 @@ def put_book(
     client.set(voucher, now, px=px)
     client.set(snapshot_key(DEPTH, symbol), raw)
     return raw
+
+
+def member(client: redis.Redis, name: str = RUN) -> None:
+    """Register a member (contract.members) that stays live for an hour."""
+    client.zadd(MEMBERS_KEY, {name: int(time.time() * 1000) + 3_600_000})
+
+
+def stream_state(client: redis.Redis, key: str, state: str, name: str = RUN) -> None:
+    """Say, as a live member, that ``key`` is streamed (``pending`` or ``live``)."""
+    member(client, name)
+    client.hset(member_streams_key(name), key, state)
+
+
+def heartbeat(client: redis.Redis, beat: bytes, px: int | None = None, name: str = RUN) -> None:
+    """Write a live member's heartbeat (its JSON)."""
+    member(client, name)
+    client.set(member_key(name), beat, px=px)
+
+
+def streamed_state(client: redis.Redis, key: str) -> str | None:
+    """The state of ``key`` over every live member, as the server reads it."""
+    (state,) = StreamStates(client).states([key])
+    return state.decode() if isinstance(state, bytes) else state

@@ -31,11 +31,13 @@ from contract.keys import (
     ALL_SYMBOLS,
     DEMAND_KEY,
     LIVE,
-    STREAMS_KEY,
+    MEMBER_STREAMS_KEY_PREFIX,
+    MEMBERS_KEY,
     SYMBOLS_KEY,
     market_demand_member,
     snapshot_key,
 )
+from contract.members import STATES_LUA
 from contract.records import MalformedRecord
 from contract.servable import VOUCHED_LUA, CurrentReader, pairs, servable
 from server import admission
@@ -46,17 +48,19 @@ EXTENSION = "transmute.whole_market"
 # While the whole market's streams start, the missing values are looked for this often.
 WAIT_POLL_S = 0.1
 
-# KEYS: the symbol list, the stream states, the demand set.
+# KEYS: the symbol list, the members (whose stream states count: contract.members), the demand set.
 # ARGV: the kind's key prefix (``transmute:ticker:``), the demand member, the start of the idle
-# window (ms), now (ms).
+# window (ms), now (ms), the members' stream hashes' prefix.
 # Returns {demand current (0/1), symbol list loaded (0/1), then per trading symbol: symbol,
 # record, heard, and its stream state where there is no record}.
 # A key is the prefix and the symbol in lower case: Binance's symbols are ASCII letters and
 # digits, or letters without case (string.lower changes ASCII only).
 SCRIPT = (
     VOUCHED_LUA
+    + STATES_LUA
     + """
 local prefix, member = ARGV[1], ARGV[2]
+local hashes = member_hashes(KEYS[2], ARGV[5])
 local score = redis.call('ZSCORE', KEYS[3], member)
 local asked = 0
 if score and tonumber(score) >= tonumber(ARGV[3]) then
@@ -72,7 +76,7 @@ for i = 1, #statuses, 2 do
     local key = prefix .. string.lower(statuses[i])
     local record, heard = vouched(key)
     local state = false
-    if not record then state = redis.call('HGET', KEYS[2], key) end
+    if not record then state = stream_state(hashes, key) end
     out[n + 1], out[n + 2], out[n + 3], out[n + 4] = statuses[i], record, heard, state
     n = n + 4
   end
@@ -112,9 +116,11 @@ class WholeMarket:
         """Every trading symbol's current record of ``kind``, in one round trip."""
         now_ms = int(time.time() * 1000)
         since_ms = now_ms - self.idle_ms
-        args: list[str | int] = [snapshot_key(kind, ""), market_demand_member(kind), since_ms, now_ms]
+        args: list[str | int] = [
+            snapshot_key(kind, ""), market_demand_member(kind), since_ms, now_ms, MEMBER_STREAMS_KEY_PREFIX
+        ]  # fmt: skip
         try:
-            flat: list[Any] = self._script(keys=[SYMBOLS_KEY, STREAMS_KEY, DEMAND_KEY], args=args)
+            flat: list[Any] = self._script(keys=[SYMBOLS_KEY, MEMBERS_KEY, DEMAND_KEY], args=args)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
         out = MarketRead(bool(flat[0]), bool(flat[1]))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, snapshot_key
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
 from tests.processes import ROOT, EventStream, RedisServer, free_port, http, wait_until
-from tests.records import vouched
+from tests.records import stream_state, vouched
 
 WORKERS = 2
 
@@ -65,7 +65,7 @@ def test_a_graceful_stop_does_not_wait_for_live_push_clients(
     client = redis_server.client()
     key = snapshot_key("bookticker", "BTCUSDT")
     client.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING"})
-    client.hset(STREAMS_KEY, key, LIVE)
+    stream_state(client, key, LIVE)
     vouched(client, key, {"symbol": "BTCUSDT", "bid_price": "1.0", "bid_quantity": "1.0",
                           "ask_price": "1.1", "ask_quantity": "1.0", "update_id": 1,
                           "ts": int(time.time() * 1000), "as_of": int(time.time() * 1000)})  # fmt: skip

@@ -12,10 +12,10 @@ import orjson
 import pytest
 import redis
 
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, WATCHED_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, WATCHED_KEY, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from tests.processes import EventStream, Gunicorn, http, wait_until
-from tests.records import RUN, book_levels, put_book
+from tests.records import RUN, book_levels, put_book, stream_state
 
 KEY = snapshot_key(DEPTH, "BTCUSDT")
 
@@ -23,7 +23,7 @@ KEY = snapshot_key(DEPTH, "BTCUSDT")
 @pytest.fixture
 def listed(real_redis: redis.Redis) -> redis.Redis:
     real_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING"})
-    real_redis.hset(STREAMS_KEY, KEY, LIVE)
+    stream_state(real_redis, KEY, LIVE)
     return real_redis
 
 

@@ -11,10 +11,10 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY
+from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY
 from contract.trade_history import tail_key
 from server import create_app
-from tests.records import book_levels, put_book, vouched
+from tests.records import book_levels, put_book, stream_state, vouched
 
 
 def now_ms() -> int:
@@ -25,7 +25,7 @@ def put(client: redis.Redis, kind: str, symbol: str, **fields: Any) -> None:
     record = {"symbol": symbol, **fields, "ts": now_ms() - 10, "as_of": now_ms(), "source": "stream"}
     key = f"transmute:{kind}:{symbol.lower()}"
     vouched(client, key, record, px=5000)
-    client.hset(STREAMS_KEY, key, LIVE)
+    stream_state(client, key, LIVE)
 
 
 BOOK = {"bid_price": "1.10000000", "bid_quantity": "2.00000000", "ask_price": "1.20000000",

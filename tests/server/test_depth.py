@@ -21,12 +21,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from contract.keys import LIVE, PENDING, STREAMS_KEY, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, PENDING, SYMBOLS_KEY, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from contract.order_book import UNSYNCED_KEY, WANTED_KEY, level_bytes
 from server import create_app
 from server.books import served
-from tests.records import RUN, book_levels, put_book
+from tests.records import RUN, book_levels, put_book, stream_state
 
 KEY = snapshot_key(DEPTH, "BTCUSDT")
 
@@ -61,7 +61,7 @@ def unavailable(reason: str) -> float:
 @pytest.fixture
 def app(real_redis: redis.Redis) -> Flask:
     real_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "ETHBTC": "TRADING"})
-    real_redis.hset(STREAMS_KEY, KEY, LIVE)
+    stream_state(real_redis, KEY, LIVE)
     return create_app({"demand_wait_ms": 300}, client=real_redis)
 
 
@@ -156,7 +156,7 @@ def test_a_book_the_messenger_says_is_resynchronizing_says_so(
     assert "resynchronizing" in response.get_json()["msg"]
     assert client.post("/snapshot/BTCUSDT/depth").status_code == 500
     assert unavailable("resyncing") == before + 2
-    real_redis.hset(STREAMS_KEY, KEY, PENDING)
+    stream_state(real_redis, KEY, PENDING)
     real_redis.hset(UNSYNCED_KEY, "BTCUSDT", "syncing")  # its first snapshot is not applied yet
     response = client.get("/api/v3/depth?symbol=BTCUSDT")
     assert response.status_code == 503
@@ -303,7 +303,7 @@ def test_the_status_page_shows_each_book_or_why_it_cannot_be_served(
     put_book(
         real_redis, "BTCUSDT", book_levels(300, 0), book_levels(250, 1), levels=500, update_id=31, px=60_000
     )
-    real_redis.hset(STREAMS_KEY, snapshot_key(DEPTH, "ETHBTC"), LIVE)
+    stream_state(real_redis, snapshot_key(DEPTH, "ETHBTC"), LIVE)
     real_redis.hset(UNSYNCED_KEY, "ETHBTC", "resyncing")
     before = real_redis.zcard(WANTED_KEY)
     btc, eth = client.get("/status.json").get_json()["books"]

@@ -7,9 +7,10 @@ import time
 import orjson
 import redis
 
-from contract.keys import HEARTBEAT_KEY
+from contract.keys import MEMBERS_KEY
 from server import create_app
 from tests.processes import free_port
+from tests.records import heartbeat
 
 
 def test_healthz_is_200_even_without_redis() -> None:
@@ -40,7 +41,7 @@ def test_readyz_is_200_with_a_fresh_heartbeat_and_says_how_much_is_fresh(fake_re
         "fresh": 6,
         "ts": int(time.time() * 1000),
     }
-    fake_redis.set(HEARTBEAT_KEY, orjson.dumps(beat), px=5000)
+    heartbeat(fake_redis, orjson.dumps(beat), px=5000)
     body = create_app(client=fake_redis).test_client().get("/readyz").get_json()
     assert body["status"] == "ready"
     assert body["fresh_share"] == 0.75
@@ -60,7 +61,7 @@ def test_readyz_is_503_while_the_messenger_has_no_live_connection_and_says_why(
     fake_redis: redis.Redis,
 ) -> None:
     error = "wss://stream.binance.com:9443: connect failed: [Errno -2] Name or service not known"
-    fake_redis.set(HEARTBEAT_KEY, beat(live_connections=0, binance="unreachable", binance_errors=[error]))
+    heartbeat(fake_redis, beat(live_connections=0, binance="unreachable", binance_errors=[error]))
     response = create_app(client=fake_redis).test_client().get("/readyz")
     assert response.status_code == 503
     body = response.get_json()
@@ -70,7 +71,7 @@ def test_readyz_is_503_while_the_messenger_has_no_live_connection_and_says_why(
 
 
 def test_readyz_is_503_until_the_messenger_has_the_symbol_list(fake_redis: redis.Redis) -> None:
-    fake_redis.set(HEARTBEAT_KEY, beat(catalog_symbols=0))
+    heartbeat(fake_redis, beat(catalog_symbols=0))
     response = create_app(client=fake_redis).test_client().get("/readyz")
     assert (response.status_code, response.get_json()["reason"]) == (
         503,
@@ -79,5 +80,45 @@ def test_readyz_is_503_until_the_messenger_has_the_symbol_list(fake_redis: redis
 
 
 def test_readyz_is_200_with_a_live_connection_and_the_symbol_list(fake_redis: redis.Redis) -> None:
-    fake_redis.set(HEARTBEAT_KEY, beat())
+    heartbeat(fake_redis, beat())
     assert create_app(client=fake_redis).test_client().get("/readyz").status_code == 200
+
+
+def test_readyz_with_several_members_is_200_once_all_are_heard_and_spread_streams_alike(
+    fake_redis: redis.Redis,
+) -> None:
+    app = create_app(client=fake_redis).test_client()
+    heartbeat(fake_redis, beat(view=["a", "b"], streams=3), name="a")
+    heartbeat(fake_redis, beat(view=["a"], streams=1), name="b")
+    response = app.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["reason"] == "member b is still taking over streams (members changed)"
+    heartbeat(fake_redis, beat(view=["a", "b"], streams=2), name="b")
+    response = app.get("/readyz")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [m["member"] for m in body["members"]] == ["a", "b"]
+    assert body["messenger"]["member"] == "a"
+
+
+def test_readyz_is_503_while_a_live_member_is_not_heard_from_and_names_it(fake_redis: redis.Redis) -> None:
+    heartbeat(fake_redis, beat(view=["a", "b"]), name="a")
+    fake_redis.zadd(MEMBERS_KEY, {"b": int(time.time() * 1000) + 5000})  # registered, heartbeat lapsed
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert (response.status_code, response.get_json()["reason"]) == (
+        503,
+        "member b is not heard from; its streams move to the others",
+    )
+
+
+def test_readyz_ignores_a_leaving_members_view_and_names_a_member_that_is_not_ready(
+    fake_redis: redis.Redis,
+) -> None:
+    heartbeat(fake_redis, beat(view=["a", "b"]), name="a")
+    heartbeat(fake_redis, beat(view=["a", "b"], live_connections=0), name="b")
+    heartbeat(fake_redis, beat(view=[], leaving=True), name="c")
+    response = create_app(client=fake_redis).test_client().get("/readyz")
+    assert (response.status_code, response.get_json()["reason"]) == (
+        503,
+        "the messenger has no live connection to Binance (member b of 2)",
+    )

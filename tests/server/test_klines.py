@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
+from contract.keys import LIVE, SYMBOLS_KEY
 from contract.klines import (
     HISTORY_TTL_MS,
     WRITE_SCRIPT,
@@ -22,7 +22,7 @@ from contract.klines import (
     write_keys,
 )
 from server import create_app
-from tests.records import vouched
+from tests.records import stream_state, vouched
 
 MINUTE = 60_000
 
@@ -72,7 +72,7 @@ def stream(client: redis.Redis, n: int, closed: bool = False, px: int = 5000) ->
         "source": "stream",
     }  # fmt: skip
     vouched(client, "transmute:kline_1m:btcusdt", record, px=px)
-    client.hset(STREAMS_KEY, "transmute:kline_1m:btcusdt", LIVE)
+    stream_state(client, "transmute:kline_1m:btcusdt", LIVE)
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, STREAMS_KEY, SYMBOLS_KEY
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, SYMBOLS_KEY
 from contract.servable import servable
 from server import create_app
 from server.store import Decode
-from tests.records import vouched
+from tests.records import stream_state, vouched
 from tests.server.test_snapshot import record
 
 BNB = "transmute:bookticker:bnbbtc"
@@ -107,7 +107,7 @@ def test_the_first_value_that_arrives_while_waiting_is_answered(
 def test_a_symbol_being_subscribed_is_waited_for_without_asking_again(
     fake_redis: redis.Redis, client: FlaskClient, wake_ups: Callable[[], list[bytes]]
 ) -> None:
-    fake_redis.hset(STREAMS_KEY, BNB, PENDING)
+    stream_state(fake_redis, BNB, PENDING)
     assert client.post("/snapshot/BNBBTC").status_code == 503
     assert wake_ups() == []
 
@@ -152,10 +152,10 @@ def test_a_first_value_written_between_two_reads_is_served_not_called_stale(fake
         ) -> list[Any]:
             missed = super().snapshots(kind, symbols, touch, decode, also)
             vouched(fake_redis, BNB, record(symbol="BNBBTC"), px=1000)
-            fake_redis.hset(STREAMS_KEY, BNB, LIVE)
+            stream_state(fake_redis, BNB, LIVE)
             return [None for _ in missed]
 
-    fake_redis.hset(STREAMS_KEY, BNB, PENDING)
+    stream_state(fake_redis, BNB, PENDING)
     [found] = lookup.current(ReadJustBeforeTheWrite(fake_redis), "bookticker", ["BNBBTC"], None, 0.0)
     assert found["symbol"] == "BNBBTC"
 
@@ -164,7 +164,7 @@ def test_a_streamed_symbol_without_a_value_is_stale_even_before_the_symbol_list_
     fake_redis: redis.Redis, client: FlaskClient
 ) -> None:
     fake_redis.delete(SYMBOLS_KEY)  # the messenger died before writing the list, after a first value
-    fake_redis.hset(STREAMS_KEY, BNB, LIVE)
+    stream_state(fake_redis, BNB, LIVE)
     response = client.post("/snapshot/BNBBTC")
     assert response.status_code == 500
     assert response.get_json()["error"].startswith("No current data for BNBBTC")

@@ -11,16 +11,17 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import HEARTBEAT_KEY, PENDING, STREAMS_KEY
+from contract.keys import PENDING
 from server import create_app
 from server.openapi import NOT_SUPPORTED, document
+from tests.records import heartbeat, stream_state
 from tests.server.test_binance_api import BOOK, put
 
 
 @pytest.fixture
 def app(fake_redis: redis.Redis) -> Flask:
     put(fake_redis, "bookticker", "BTCUSDT", **BOOK, connection=3)
-    fake_redis.hset(STREAMS_KEY, "transmute:bookticker:ethbtc", PENDING)  # streamed, no value yet
+    stream_state(fake_redis, "transmute:bookticker:ethbtc", PENDING)  # streamed, no value yet
     beat = {
         "connections": 1,
         "streams": 2,
@@ -29,7 +30,7 @@ def app(fake_redis: redis.Redis) -> Flask:
         "redis": True,
         "ts": int(time.time() * 1000),
     }
-    fake_redis.set(HEARTBEAT_KEY, orjson.dumps(beat))
+    heartbeat(fake_redis, orjson.dumps(beat))
     return create_app(client=fake_redis)
 
 

@@ -9,8 +9,9 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from contract.keys import HEARTBEAT_KEY, SYMBOLS_KEY
+from contract.keys import SYMBOLS_KEY
 from server import create_app
+from tests.records import heartbeat
 from tests.server.test_binance_api import put
 
 ROLLING = {
@@ -112,7 +113,7 @@ def test_a_rolling_window_with_no_current_value_is_503(client: FlaskClient) -> N
 
 
 def beat(client: redis.Redis, **fields: Any) -> None:
-    client.set(HEARTBEAT_KEY, orjson.dumps({"pid": 1, "binance": "connected", **fields}))
+    heartbeat(client, orjson.dumps({"pid": 1, "binance": "connected", **fields}))
 
 
 @pytest.mark.parametrize(

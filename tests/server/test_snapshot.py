@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY
+from contract.keys import LIVE, SYMBOLS_KEY
 from server import create_app
 from tests.processes import free_port
-from tests.records import vouched
+from tests.records import stream_state, vouched
 
 KEY = "transmute:bookticker:btcusdt"
 
@@ -41,7 +41,7 @@ def record(**overrides: Any) -> dict[str, Any]:
 def app(fake_redis: redis.Redis) -> Flask:
     # The messenger's catalog and stream states: BTCUSDT is streamed, ETHBTC is listed but halted.
     fake_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "BNBBTC": "TRADING", "ETHBTC": "BREAK"})
-    fake_redis.hset(STREAMS_KEY, KEY, LIVE)
+    stream_state(fake_redis, KEY, LIVE)
     return create_app({"demand_wait_ms": 100}, client=fake_redis)
 
 

@@ -12,11 +12,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.backfill import BACKFILL_KEY, Backfill
-from contract.keys import EXCHANGE_INFO_KEY, LIVE, STREAMS_KEY, SYMBOLS_KEY, voucher_key
+from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY, voucher_key
 from contract.trade_history import backfilled_key, origin_key, tail_key
 from server import create_app
 from server.trade_history import BY_TIME, FETCH, FROM_ID, OK, RECENT, STALE, WAIT, Query, TradeHistoryStore
-from tests.records import RUN, vouched
+from tests.records import RUN, stream_state, vouched
 
 RECORD = "transmute:aggtrade:btcusdt"
 
@@ -41,7 +41,7 @@ def stream_at(client: redis.Redis, newest: int) -> None:
     now = int(time.time() * 1000)
     record = {"symbol": "BTCUSDT", "agg_trade_id": newest, "ts": now, "as_of": now, "source": "stream"}
     vouched(client, RECORD, record, px=5000)
-    client.hset(STREAMS_KEY, RECORD, LIVE)
+    stream_state(client, RECORD, LIVE)
 
 
 def lapse(client: redis.Redis) -> None:

@@ -9,17 +9,17 @@ import pytest
 import redis
 from flask import Flask
 
-from contract.keys import LIVE, STREAMS_KEY, SYMBOLS_KEY, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, voucher_key
 from server import create_app
 from server.store import TOUCH_EVERY_S, SnapshotStore
-from tests.records import RUN, vouched
+from tests.records import RUN, stream_state, vouched
 from tests.server.test_snapshot import KEY, record
 
 
 @pytest.fixture
 def app(any_redis: redis.Redis) -> Flask:
     any_redis.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING"})
-    any_redis.hset(STREAMS_KEY, KEY, LIVE)
+    stream_state(any_redis, KEY, LIVE)
     return create_app({"demand_wait_ms": 100}, client=any_redis)
 
 

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+import contract.redis_client
 from contract.settings import Settings
 from contract.trade_history import BACKFILL_SERIES
 from messenger import metrics
@@ -43,12 +42,7 @@ REPLAN_S = 1.0
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A client that fails fast: every user of it owns its retries and their backoff."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return contract.redis_client.redis_client(settings, timeout_s=2.0, retries=0)
 
 
 class Messenger:

@@ -148,7 +148,8 @@ class Process:
 class RedisServer(Process):
     """A private redis-server: no persistence, on its own port."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        """``args``: more of redis-server's options (``--replicaof``, ``--cluster-enabled``...)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -156,7 +157,7 @@ class RedisServer(Process):
             )
         self.port = free_port()
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(log_dir)]  # fmt: skip
+                "--dir", str(log_dir), *args]  # fmt: skip
         super().__init__(f"redis-{self.port}", argv, log_dir)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
@@ -58,6 +59,7 @@ def test_sentinels_name_the_primary_and_the_url_gives_password_tls_and_db() -> N
 def test_sentinels_without_tls_or_password() -> None:
     settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINELS": "h:26379"})
     pool = redis_client(settings, timeout_s=1.0, retries=0).connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
     assert pool.connection_class is SentinelManagedConnection
     assert pool.connection_kwargs.get("password") is None
     assert pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["password"] is None
@@ -73,7 +75,7 @@ def test_cluster_mode_is_redis_pys_cluster_client_found_from_one_node(
         admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # a cluster of one node
         wait_until(lambda: admin.cluster("info")["cluster_state"] == "ok", 10, what="the cluster")
     settings = Settings.from_env({"REDIS_URL": node.url, "REDIS_CLUSTER": "1"})
-    client = redis_client(settings, timeout_s=1.0, retries=0)
+    client: Any = redis_client(settings, timeout_s=1.0, retries=0)
     assert mode(settings) == CLUSTER
     assert isinstance(client, RedisCluster)
     client.set("a", "1")

@@ -10,6 +10,16 @@ PX ttl``), a batch in one round trip. A value that a live-push client watches is
 on a channel named after its key (an empty message when it is withdrawn); the lists of trades
 are messenger.trade_history's. If Redis fails, the writer retries with backoff and rewrites
 everything once it is back; the WebSocket connections are not touched.
+
+What Redis held before a failure may not be what the writer last wrote: a restarted Redis holds
+nothing, and a replica promoted by a Sentinel failover misses the writes the old primary
+acknowledged but had not passed on yet, so it serves older records under live vouchers. Two rules
+make the rewrite the only way back. A write on a connection made since the last write (redis-py
+reconnects silently, to whichever primary the sentinels name) is refused before it is sent and
+becomes a failure. After a failure the vouchers take new names (a new generation): every record
+rewritten names them, and a record left from before names a voucher nobody renews any more, which
+expires within SNAPSHOT_TTL_MS. So a reader that meets the rewrite half done, or a record the
+rewrite does not reach, never pairs an old record with a live voucher.
 """
 
 from __future__ import annotations
@@ -38,6 +48,11 @@ MIN_WRITE_INTERVAL_S = 0.0005
 MAX_WRITE_INTERVAL_S = 0.004
 # Records are renewed once a third of their TTL has passed since they were last written.
 RECORD_RENEW_S = RECORD_TTL_MS / 3000
+
+
+class Reconnected(redis.ConnectionError):
+    """The writer's connection was made anew since its last write: the Redis behind it may hold
+    something else than was written (restarted, or a promoted replica)."""
 
 
 class Writer(Worker):
@@ -70,12 +85,17 @@ class Writer(Worker):
         self._last_write = 0.0
         self._interval = MIN_WRITE_INTERVAL_S
         self._backoff = Backoff(0.05, 2.0)
+        # Bumped by every failure: the vouchers written after it have names of their own.
+        self.generation = 0
+        self._conn: Any = None  # the writer's own connection, from the pool
+        self._fresh = True  # that connection was made since: only a full rewrite may use it
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Write what is pending (deletions of invalidated keys included), then stop."""
         super().stop()
         self.book.wake.set()
         self._thread.join(timeout_s)
+        self._release()
         self.client.close()
 
     def run(self) -> None:
@@ -112,7 +132,8 @@ class Writer(Worker):
                     everything = True
                     if stopping:
                         return
-                    self._stopping.wait(self._backoff.next_delay())
+                    if not isinstance(exc, Reconnected):  # Redis answers: rewrite at once
+                        self._stopping.wait(self._backoff.next_delay())
                     continue
                 everything = False
             if stopping:
@@ -128,7 +149,8 @@ class Writer(Worker):
         if batch.deletes:
             add(command("DEL", *batch.deletes))
             commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
-        ttl, messenger = self.ttl_ms, self.messenger_id
+        ttl = self.ttl_ms
+        messenger = f"{self.messenger_id}.{self.generation}" if self.generation else self.messenger_id
         # Liveness first: a record is never written before the connection it names is live.
         for conn_id, heard in batch.vouchers.items():
             add(command("SET", voucher_key(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
@@ -171,7 +193,7 @@ class Writer(Worker):
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
             add(command("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", ttl))
-        self._send(commands)
+        self._send(commands, batch.streams_complete)
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:
@@ -185,25 +207,47 @@ class Writer(Worker):
         self.healthy = True
         self._backoff.reset()
 
-    def _send(self, commands: list[bytes]) -> None:
+    def _send(self, commands: list[bytes], everything: bool) -> None:
         """Send commands (messenger.resp) in one round trip and read every reply (an error reply raises).
 
-        On any error the connection is dropped, so no unread reply is left on it.
+        On a connection made since the last write only ``everything`` (a full rewrite) is sent;
+        anything else raises Reconnected. On any error the connection is dropped, so no unread
+        reply is left on it.
         """
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn = self._conn
+        if conn is None:
+            # Kept out of the pool until it fails: it is only ever made again after a failure,
+            # and nothing else using the pool can reconnect it between two writes.
+            conn = self._conn = self.client.connection_pool.get_connection()
+            conn.register_connect_callback(self._connected)
+            self._fresh = True
         try:
+            conn.connect()  # a no-op when connected: a reconnect is known before anything is sent
+            if self._fresh and not everything:
+                raise Reconnected("connected anew since the last write")
             conn.send_packed_command([b"".join(commands)])
             for _ in commands:
                 conn.read_response()
+            self._fresh = False
         except BaseException:
-            conn.disconnect()
+            self._release()
             raise
-        finally:
-            pool.release(conn)
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+
+    def _connected(self, conn: Any) -> None:
+        """redis-py calls this whenever the writer's connection is (re)made."""
+        self._fresh = True
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.errors += 1
-        if self.healthy or self.errors == 1:
+        self.generation += 1
+        if isinstance(exc, Reconnected):
+            logger.info("redis: %s; rewriting everything", exc)
+        elif self.healthy or self.errors == 1:
             logger.warning("redis: write failed (%s); retrying with backoff", exc)
         self.healthy = False

@@ -84,7 +84,9 @@ class Writer(Worker):
         self.latency = Histogram()  # frame received -> value acknowledged by Redis
         self._last_write = 0.0
         self._interval = MIN_WRITE_INTERVAL_S
-        self._backoff = Backoff(0.05, 2.0)
+        # Capped low: a Redis back (a restart, a new primary) is written to within half a second of
+        # answering, and a retry costs one connection attempt (and a question to each sentinel).
+        self._backoff = Backoff(0.05, 0.5)
         # Bumped by every failure: the vouchers written after it have names of their own.
         self.generation = 0
         self._conn: Any = None  # the writer's own connection, from the pool

@@ -59,20 +59,45 @@ def redis_client(settings: Settings, *, timeout_s: float, retries: int) -> redis
     if chosen == CLUSTER:
         # Not a redis.Redis, but the same commands for what the code uses of it (see above).
         return cast(redis.Redis, RedisCluster.from_url(settings.redis_url, **options))
-    node = _url_options(settings.redis_url)
-    tls = {k: v for k, v in node.items() if k.startswith("ssl")}
     sentinels = Sentinel(  # type: ignore[no-untyped-call]
-        sentinel_addresses(settings.redis_sentinels),
-        sentinel_kwargs={
-            **options,
-            **tls,
-            "password": settings.redis_sentinel_password or None,
-        },
+        sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, options)
     )
     client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_service, **node, **options
+        settings.redis_sentinel_service, **_url_options(settings.redis_url), **options
     )
     return client
+
+
+def sentinel_warning(settings: Settings) -> str | None:
+    """A line for the log when the first sentinel that answers may name a promoted replica while a
+    voucher it copied from the old primary still lives (``down-after-milliseconds`` under twice
+    SNAPSHOT_TTL_MS: README "High availability"); None when not in Sentinel mode, or fine."""
+    if mode(settings) != SENTINEL:
+        return None
+    once = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0)}
+    options = _sentinel_options(settings, once)
+    service = settings.redis_sentinel_service
+    for host, port in sentinel_addresses(settings.redis_sentinels):
+        try:
+            with redis.Redis(host, port, decode_responses=True, **options) as sentinel:
+                state: Any = sentinel.execute_command("SENTINEL", "MASTER", service)
+        except redis.RedisError:
+            continue
+        down_after_ms = int(state["down-after-milliseconds"])
+        if down_after_ms < 2 * settings.snapshot_ttl_ms:
+            return (
+                f"sentinel {host}:{port}: down-after-milliseconds {down_after_ms} for {service} is under "
+                f"twice SNAPSHOT_TTL_MS ({settings.snapshot_ttl_ms}): after a failover, a value the old "
+                "primary had already replaced may be served for a moment"
+            )
+        return None
+    return None
+
+
+def _sentinel_options(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: the caller's timeouts, REDIS_URL's TLS, their own password."""
+    tls = {k: v for k, v in _url_options(settings.redis_url).items() if k.startswith("ssl")}
+    return {**options, **tls, "password": settings.redis_sentinel_password or None}
 
 
 def _url_options(url: str) -> dict[str, Any]:

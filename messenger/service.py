@@ -114,6 +114,8 @@ class Messenger:
             except OSError as exc:
                 logger.warning("metrics: cannot listen on %s:%d (%s); running without",
                                self.settings.host, self.settings.metrics_port, exc)  # fmt: skip
+        if warning := contract.redis_client.sentinel_warning(self.settings):
+            logger.warning("redis: %s", warning)
         everything = " and every trading symbol" if all_symbols else ""
         logger.info("messenger: pinned %s%s (%s); any other trading symbol and kind on demand",
                     ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip

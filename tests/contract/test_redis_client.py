@@ -9,10 +9,10 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
-from contract.redis_client import CLUSTER, SENTINEL, SINGLE, mode, redis_client
+from contract.redis_client import CLUSTER, SENTINEL, SINGLE, mode, redis_client, sentinel_warning
 from contract.settings import Settings, SettingsError
 from tests.conftest import Started
-from tests.processes import RedisServer, free_port, wait_until
+from tests.processes import RedisSentinel, RedisServer, free_port, wait_until
 
 SENTINELS = "10.0.0.1:26379, sentinel-b:26380,[::1]:26381"
 
@@ -114,3 +114,18 @@ def test_defaults_are_one_redis() -> None:
     chosen = (settings.redis_sentinels, settings.redis_sentinel_service, settings.redis_cluster)
     assert chosen == ("", "mymaster", 0)
     assert mode(settings) == SINGLE
+
+
+@pytest.mark.redis
+def test_sentinels_that_may_promote_while_a_copied_voucher_lives_are_warned_of(
+    started: Started, logs_dir: Path
+) -> None:
+    primary = started.add(RedisServer(logs_dir))
+    sentinel = started.add(RedisSentinel(logs_dir, primary.port, "prices", quorum=1, down_after_ms=1500))
+    env = {"REDIS_SENTINELS": f"127.0.0.1:{free_port()},127.0.0.1:{sentinel.port}",  # the first is down
+           "REDIS_SENTINEL_SERVICE": "prices"}  # fmt: skip
+    warning = sentinel_warning(Settings.from_env({**env, "SNAPSHOT_TTL_MS": "1000"}))
+    assert warning is not None
+    assert "down-after-milliseconds 1500 for prices is under twice SNAPSHOT_TTL_MS (1000)" in warning
+    assert sentinel_warning(Settings.from_env({**env, "SNAPSHOT_TTL_MS": "750"})) is None
+    assert sentinel_warning(Settings.from_env({})) is None

@@ -256,3 +256,4 @@ def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(s
     print(f"sentinel: {counts.get(200, 0)} values judged, worst staleness {worst} ms")
     assert not stale, stale[:10]
     assert stack.messenger.running() and stack.server.running()
+    assert "down-after-milliseconds" not in stack.messenger.log()  # the settings follow the rule

@@ -13,7 +13,9 @@ Asserted over all answers: every error while no primary answers is a JSON 503 wi
 promoted replica holds no live voucher, see README "High availability"); every 200 is a value
 the exchange published and that was still current SNAPSHOT_TTL_MS + SLACK_MS before the request
 (the freshness rule of the chaos test; in practice milliseconds); update ids never go back.
-The time from each kill until 200s are back is printed (median and worst of the five).
+The time from each kill until 200s are back is printed (median and worst of the five). After the
+five, pub/sub still works through the last primary: a symbol asked for the first time is served
+(demand), and live push delivers updates.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pytest
 from simulator import record
 from tests.conftest import Started
 from tests.processes import (
+    EventStream,
     Gunicorn,
     Messenger,
     RedisSentinel,
@@ -257,3 +260,17 @@ def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(s
     assert not stale, stale[:10]
     assert stack.messenger.running() and stack.server.running()
     assert "down-after-milliseconds" not in stack.messenger.log()  # the settings follow the rule
+
+    # Pub/sub follows the failovers too: a symbol asked for the first time (demand, published to
+    # the messenger), and live push (the messenger publishes, the server's hub listens).
+    assert http("POST", f"{stack.server.url}/snapshot/ETH_BTC")[0] == 200
+    stream = EventStream(f"{stack.server.url}/stream/BTC_USDT")
+    try:
+        first = stream.next(5, is_snapshot)["json"]["update_id"]
+        stream.next(5, lambda e: is_snapshot(e) and e["json"]["update_id"] > first)
+    finally:
+        stream.close()
+
+
+def is_snapshot(event: dict[str, Any]) -> bool:
+    return event.get("event") == "snapshot"

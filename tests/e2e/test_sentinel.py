@@ -15,7 +15,8 @@ the exchange published and that was still current SNAPSHOT_TTL_MS + SLACK_MS bef
 (the freshness rule of the chaos test; in practice milliseconds); update ids never go back.
 The time from each kill until 200s are back is printed (median and worst of the five). After the
 five, pub/sub still works through the last primary: a symbol asked for the first time is served
-(demand), and live push delivers updates.
+(demand), and live push delivers updates. A second test asks the sentinels for a failover
+(``SENTINEL FAILOVER``) with the primary alive, and judges the answers the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
@@ -204,16 +206,25 @@ def failover(stack: Stack, poller: Poller) -> tuple[float, float]:
     return (back_ms - killed_ms) / 1000, (last_503 - killed_ms) / 1000
 
 
-def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(stack: Stack) -> None:
+Rounds = list[tuple[float, float]]  # per failover: seconds until 200s were back, until the last 503
+
+
+def polled(stack: Stack, rounds: Callable[[Poller], Rounds]) -> tuple[Poller, Rounds]:
+    """Poll all along ``rounds`` (and half a second after)."""
     wait_until(lambda: http("POST", f"{stack.server.url}/snapshot/BTC_USDT")[0] == 200, 20, what="a 200")
     poller = Poller(stack.server.port)
     poller.start()
     try:
         wait_until(lambda: len(poller.answers) > 25, 5, what="the poller")
-        rounds = [failover(stack, poller) for _ in range(FAILOVERS)]
+        done = rounds(poller)
         time.sleep(0.5)  # a few more 200s after the last round
     finally:
         poller.stop()
+    return poller, done
+
+
+def judge(stack: Stack, poller: Poller) -> dict[int, int]:
+    """Assert what every answer must be (see the module's docstring); returns the count by status."""
     timeline = record.Timeline()
     cursor = 0
     while True:
@@ -223,18 +234,10 @@ def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(s
         if not dump["entries"]:
             break
         cursor = dump["next"]
-
     counts: dict[int, int] = {}
     for answer in poller.answers:
         counts[answer.status] = counts.get(answer.status, 0) + 1
-    outages = [outage for outage, _ in rounds]
-    print(
-        f"sentinel: {FAILOVERS} failovers, answers {dict(sorted(counts.items()))}; 200s back after "
-        f"median {statistics.median(outages):.2f} s, worst {max(outages):.2f} s; per failover, "
-        f"last 503 / 200s back (s): {', '.join(f'{n:.2f}/{o:.2f}' for o, n in rounds)}"
-    )
     assert set(counts) <= {200, 500, 503}, counts
-    assert counts.get(503, 0) >= FAILOVERS  # each failover was seen by the client
     for answer in poller.answers:
         if answer.status == 503:
             assert answer.retry_after == "1"
@@ -260,6 +263,19 @@ def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(s
     assert not stale, stale[:10]
     assert stack.messenger.running() and stack.server.running()
     assert "down-after-milliseconds" not in stack.messenger.log()  # the settings follow the rule
+    return counts
+
+
+def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(stack: Stack) -> None:
+    poller, rounds = polled(stack, lambda p: [failover(stack, p) for _ in range(FAILOVERS)])
+    counts = judge(stack, poller)
+    outages = [outage for outage, _ in rounds]
+    print(
+        f"sentinel: {FAILOVERS} failovers, answers {dict(sorted(counts.items()))}; 200s back after "
+        f"median {statistics.median(outages):.2f} s, worst {max(outages):.2f} s; per failover, "
+        f"last 503 / 200s back (s): {', '.join(f'{n:.2f}/{o:.2f}' for o, n in rounds)}"
+    )
+    assert counts.get(503, 0) >= FAILOVERS  # each failover was seen by the client
 
     # Pub/sub follows the failovers too: a symbol asked for the first time (demand, published to
     # the messenger), and live push (the messenger publishes, the server's hub listens).
@@ -270,6 +286,43 @@ def test_killing_the_primary_gives_503s_then_200s_never_a_stale_or_older_value(s
         stream.next(5, lambda e: is_snapshot(e) and e["json"]["update_id"] > first)
     finally:
         stream.close()
+
+
+def test_a_failover_asked_for_demotes_a_live_primary_and_everything_is_rewritten(stack: Stack) -> None:
+    """``SENTINEL FAILOVER``: the old primary lives on, taking writes until the sentinels make it a
+    replica and close its clients' connections; redis-py then reconnects to the new primary without
+    an error. The messenger must still rewrite everything there (messenger.writer), and no client
+    sees a stale value or an update id going back."""
+    port = primary_port(stack.sentinels)
+    [old] = [n for n in stack.nodes if n.port == port]
+
+    def demoted() -> bool:
+        with old.client() as client:
+            return bool(client.info("replication")["role"] == "slave")
+
+    def asked(poller: Poller) -> Rounds:
+        started_ms = now_ms()
+        with stack.sentinels[0].client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        wait_until(lambda: primary_port(stack.sentinels) not in (None, port), 15, what="the switch")
+        wait_until(demoted, 30, what="the old primary to be made a replica")
+        # The writer's connection was closed under it (a failed write), or it found it made anew.
+        log = stack.messenger.log
+        wait_until(lambda: "write failed" in log() or "rewriting everything" in log(), 10, what="the rewrite")
+        rewritten_ms = now_ms()
+        wait_until(lambda: _steady(poller), 10, what="200s")
+        return [((rewritten_ms - started_ms) / 1000, 0.0)]
+
+    poller, [(rewritten_s, _)] = polled(stack, asked)
+    counts = judge(stack, poller)
+    print(f"sentinel: a failover asked for: answers {dict(sorted(counts.items()))}, "
+          f"rewritten {rewritten_s:.1f} s after it was asked for")  # fmt: skip
+
+
+def _steady(poller: Poller) -> bool:
+    """The last second's answers (at least 20) were all 200s."""
+    recent = [a for a in list(poller.answers) if a.asked_ms >= now_ms() - 1000]
+    return len(recent) >= 20 and all(a.status == 200 for a in recent)
 
 
 def is_snapshot(event: dict[str, Any]) -> bool:

@@ -238,6 +238,7 @@ class Writer(Worker):
     def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn.deregister_connect_callback(self._connected)  # back in the pool: not ours any more
             conn.disconnect()
             self.client.connection_pool.release(conn)
 

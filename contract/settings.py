@@ -35,6 +35,14 @@ class Settings:
     """Everything the messenger and the server read from the environment."""
 
     redis_url: str = _setting("redis://127.0.0.1:6379/0")
+    # Sentinel (contract.redis_client): the sentinels, ``host:port,host:port``; empty: no Sentinel.
+    # REDIS_URL then gives the data nodes' password, TLS and db (its host is not used).
+    redis_sentinels: str = _setting("")
+    redis_sentinel_service: str = _setting("mymaster")
+    # The sentinels' own password (``requirepass`` in sentinel.conf); empty: none.
+    redis_sentinel_password: str = _setting("")
+    # 1: REDIS_URL names one node of a Redis Cluster (contract.redis_client).
+    redis_cluster: int = _setting(0, low=0, high=1)
     binance_ws_url: str = _setting("wss://stream.binance.com:9443")
     binance_rest_url: str = _setting("https://api.binance.com")
     # How long a value outlives the messenger's last word on it: the bound if the messenger dies.
@@ -122,6 +130,7 @@ class Settings:
             if high is not None and value > high:
                 raise SettingsError(f"{name}={value} is above the maximum {high}")
         _check_url("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"))
+        _check_redis_mode(self)
         _check_url("BINANCE_WS_URL", self.binance_ws_url, ("ws", "wss"))
         _check_url("BINANCE_REST_URL", self.binance_rest_url, ("http", "https"))
         if self.log_level.upper() not in LOG_LEVELS:
@@ -173,6 +182,39 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
         raise SettingsError(f"{problem} and a valid port") from None
     if parts.scheme not in schemes or (parts.scheme != "unix" and not parts.hostname):
         raise SettingsError(problem)
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 in brackets: ``[::1]:26379``) as (host, port) pairs."""
+    problem = f"REDIS_SENTINELS={text!r} must be host:port[,host:port...] with ports 1 to 65535"
+    addresses = []
+    for item in text.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not colon or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(problem)
+        if any(c.isspace() or c in "/@[]" for c in host):
+            raise SettingsError(problem)
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def _check_redis_mode(settings: Settings) -> None:
+    scheme = urlsplit(settings.redis_url).scheme
+    if settings.redis_sentinels:
+        sentinel_addresses(settings.redis_sentinels)
+        if settings.redis_cluster:
+            raise SettingsError("REDIS_SENTINELS and REDIS_CLUSTER=1 exclude each other: choose one")
+        if scheme == "unix":
+            raise SettingsError("REDIS_SENTINELS needs a redis:// or rediss:// REDIS_URL, not unix://")
+    service = settings.redis_sentinel_service
+    if not service or not service.isascii() or any(not c.isprintable() or c.isspace() for c in service):
+        raise SettingsError(f"REDIS_SENTINEL_SERVICE={service!r} must be a name without spaces")
+    if settings.redis_cluster:
+        if scheme == "unix":
+            raise SettingsError("REDIS_CLUSTER=1 needs a redis:// or rediss:// REDIS_URL, not unix://")
+        if urlsplit(settings.redis_url).path.strip("/") not in ("", "0"):
+            raise SettingsError("REDIS_CLUSTER=1: a cluster has only db 0; REDIS_URL names another")
 
 
 def masked(url: str) -> str:

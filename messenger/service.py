@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+import contract.redis_client
 from contract.settings import Settings
 from contract.trade_history import BACKFILL_SERIES
 from messenger import metrics
@@ -59,12 +58,7 @@ FIRST_READ_WAIT_S = 3.0
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A client that fails fast: every user of it owns its retries and their backoff."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return contract.redis_client.redis_client(settings, timeout_s=2.0, retries=0)
 
 
 class Messenger:
@@ -148,6 +142,8 @@ class Messenger:
             except OSError as exc:
                 logger.warning("metrics: cannot listen on %s:%d (%s); running without",
                                self.settings.host, self.settings.metrics_port, exc)  # fmt: skip
+        if warning := contract.redis_client.sentinel_warning(self.settings):
+            logger.warning("redis: %s", warning)
         everything = " and every trading symbol" if all_symbols else ""
         logger.info("messenger: pinned %s%s (%s); any other trading symbol and kind on demand",
                     ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip

@@ -11,6 +11,16 @@ in one command (``SET key value PX ttl``), a batch in one round trip. A value th
 client watches is also published on a channel named after its key (an empty message when it is
 withdrawn); the lists of trades are messenger.trade_history's. If Redis fails, the writer retries
 with backoff and rewrites everything once it is back; the WebSocket connections are not touched.
+
+What Redis held before a failure may not be what the writer last wrote: a restarted Redis holds
+nothing, and a replica promoted by a Sentinel failover misses the writes the old primary
+acknowledged but had not passed on yet, so it serves older records under live vouchers. Two rules
+make the rewrite the only way back. A write on a connection made since the last write (redis-py
+reconnects silently, to whichever primary the sentinels name) is refused before it is sent and
+becomes a failure. After a failure the vouchers take new names (a new generation): every record
+rewritten names them, and a record left from before names a voucher nobody renews any more, which
+expires within SNAPSHOT_TTL_MS. So a reader that meets the rewrite half done, or a record the
+rewrite does not reach, never pairs an old record with a live voucher.
 """
 
 from __future__ import annotations
@@ -44,7 +54,10 @@ DELETE_MINE_LUA = """
 local n = #ARGV[1]
 for _, key in ipairs(KEYS) do
   local record = redis.call('GET', key)
-  if record and string.sub(record, 1, n) == ARGV[1] then redis.call('DEL', key) end
+  if record and string.sub(record, 1, n) == ARGV[1] then
+    local after = string.sub(record, n + 1, n + 1)  -- ':' then the connection, or '.' a generation
+    if after == ':' or after == '.' then redis.call('DEL', key) end
+  end
 end
 return 0
 """
@@ -53,9 +66,15 @@ RECORD_RENEW_S = RECORD_TTL_MS / 3000
 
 
 def records_start(messenger: str) -> str:
-    """How every record this member writes starts: its voucher comes first (contract.servable)."""
-    voucher = VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="")
+    """How every record this member writes starts, whatever its vouchers' generation: its voucher
+    comes first (contract.servable), named after the member, then ``:`` or ``.<generation>:``."""
+    voucher = VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="").removesuffix(":")
     return '{"' + VOUCHER + '":"' + voucher
+
+
+class Reconnected(redis.ConnectionError):
+    """The writer's connection was made anew since its last write: the Redis behind it may hold
+    something else than was written (restarted, or a promoted replica)."""
 
 
 class Writer(Worker):
@@ -87,16 +106,20 @@ class Writer(Worker):
         self.latency = Histogram()  # frame received -> value acknowledged by Redis
         self._last_write = 0.0
         self._interval = MIN_WRITE_INTERVAL_S
-        self._backoff = Backoff(0.05, 2.0)
-        self._conn: Any = None  # the writer's own connection (see _send)
+        # Capped low: a Redis back (a restart, a new primary) is written to within half a second of
+        # answering, and a retry costs one connection attempt (and a question to each sentinel).
+        self._backoff = Backoff(0.05, 0.5)
+        # Bumped by every failure: the vouchers written after it have names of their own.
+        self.generation = 0
+        self._conn: Any = None  # the writer's own connection, from the pool
+        self._fresh = True  # that connection was made since: only a full rewrite may use it
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Write what is pending (deletions of invalidated keys included), then stop."""
         super().stop()
         self.book.wake.set()
         self._thread.join(timeout_s)
-        if self._conn is not None:
-            self._conn.disconnect()
+        self._release()
         self.client.close()
 
     def run(self) -> None:
@@ -133,7 +156,8 @@ class Writer(Worker):
                     everything = True
                     if stopping:
                         return
-                    self._stopping.wait(self._backoff.next_delay())
+                    if not isinstance(exc, Reconnected):  # Redis answers: rewrite at once
+                        self._stopping.wait(self._backoff.next_delay())
                     continue
                 everything = False
             if stopping:
@@ -146,9 +170,12 @@ class Writer(Worker):
         commands: list[bytes] = []
         add = commands.append
         watched = self.watched()
-        ttl, messenger = self.ttl_ms, self.messenger_id
+        ttl = self.ttl_ms
+        member = self.messenger_id
+        # Vouchers only: they take a new name after every failure (see the module's docstring).
+        messenger = f"{member}.{self.generation}" if self.generation else member
         if batch.deletes:
-            mine = records_start(messenger)
+            mine = records_start(member)
             add(command("EVAL", DELETE_MINE_LUA, len(batch.deletes), *batch.deletes, mine))
             commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
         # Liveness first: a record is never written before the connection it names is live.
@@ -182,7 +209,7 @@ class Writer(Worker):
         if batch.retired_vouchers:
             add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.
-        streams_key = member_streams_key(messenger)
+        streams_key = member_streams_key(member)
         if batch.streams_complete:
             add(command("DEL", streams_key))
         states = [item for k, v in batch.streams.items() if v is not None for item in (k, v)]
@@ -193,8 +220,8 @@ class Writer(Worker):
             add(command("HDEL", streams_key, *dropped))
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
-            add(command("SET", member_key(messenger), encode_record(heartbeat), "PX", ttl))
-        self._send(commands)
+            add(command("SET", member_key(member), encode_record(heartbeat), "PX", ttl))
+        self._send(commands, batch.streams_complete)
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:
@@ -208,30 +235,48 @@ class Writer(Worker):
         self.healthy = True
         self._backoff.reset()
 
-    def _send(self, commands: list[bytes]) -> None:
+    def _send(self, commands: list[bytes], everything: bool) -> None:
         """Send commands (messenger.resp) in one round trip and read every reply (an error reply raises).
 
-        The writer keeps one connection of its own rather than taking one from the pool for each
-        batch: the pool replaces a connection Redis closed without a word, so a Redis that
-        restarted (or failed over) between two batches would go unnoticed, and values it lost
-        that do not change (quiet symbols, vouchers) would not be rewritten for minutes. On its
-        own connection every loss surfaces as an error here, and the batch after an error
-        rewrites everything. On any error the connection is dropped, so no unread reply is left
-        on it; the next batch opens a new one.
+        On a connection made since the last write only ``everything`` (a full rewrite) is sent;
+        anything else raises Reconnected. On any error the connection is dropped, so no unread
+        reply is left on it.
         """
         conn = self._conn
         if conn is None:
-            conn = self._conn = self.client.connection_pool.get_connection()  # kept, never released
+            # Kept out of the pool until it fails: it is only ever made again after a failure,
+            # and nothing else using the pool can reconnect it between two writes.
+            conn = self._conn = self.client.connection_pool.get_connection()
+            conn.register_connect_callback(self._connected)
+            self._fresh = True
         try:
+            conn.connect()  # a no-op when connected: a reconnect is known before anything is sent
+            if self._fresh and not everything:
+                raise Reconnected("connected anew since the last write")
             conn.send_packed_command([b"".join(commands)])
             for _ in commands:
                 conn.read_response()
+            self._fresh = False
         except BaseException:
-            conn.disconnect()
+            self._release()
             raise
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.deregister_connect_callback(self._connected)  # back in the pool: not ours any more
+            conn.disconnect()
+            self.client.connection_pool.release(conn)
+
+    def _connected(self, conn: Any) -> None:
+        """redis-py calls this whenever the writer's connection is (re)made."""
+        self._fresh = True
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.errors += 1
-        if self.healthy or self.errors == 1:
+        self.generation += 1
+        if isinstance(exc, Reconnected):
+            logger.info("redis: %s; rewriting everything", exc)
+        elif self.healthy or self.errors == 1:
             logger.warning("redis: write failed (%s); retrying with backoff", exc)
         self.healthy = False

@@ -45,7 +45,7 @@ def build_app(overrides: Mapping[str, Any] | None = None, client: redis.Redis | 
     app.json = OrjsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["transmute.settings"] = settings
-    client = client or redis_client(settings.redis_url)
+    client = client or redis_client(settings)
     store = app.extensions["transmute.store"] = SnapshotStore(client)
     candles = app.extensions["transmute.candles"] = CandleStore(client, store)
     books = app.extensions["transmute.books"] = BookReader(store, settings.demand_wait_ms / 1000)

@@ -18,13 +18,13 @@ from functools import lru_cache
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+import contract.redis_client
 from contract.keys import DEMAND_KEY, SYMBOLS_KEY, demand_member, snapshot_key
 from contract.members import StreamStates
 from contract.records import MalformedRecord
 from contract.servable import CurrentReader, pairs, servable
+from contract.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +41,10 @@ class StoreUnavailable(Exception):
     """Redis did not answer."""
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A pooled client that fails fast; one retry gets past a connection Redis closed on restart."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 1),
-    )
+def redis_client(settings: Settings) -> redis.Redis:
+    """A pooled client that fails fast; one retry gets past a connection Redis closed on restart
+    (or a primary that a failover demoted: contract.redis_client)."""
+    return contract.redis_client.redis_client(settings, timeout_s=0.5, retries=1)
 
 
 @dataclass(frozen=True, slots=True)

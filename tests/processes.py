@@ -1,4 +1,4 @@
-"""Real processes for tests: redis-server, the simulator, the messenger and gunicorn.
+"""Real processes for tests: redis-server, redis-sentinel, the simulator, the messenger and gunicorn.
 
 Each starts on a free 127.0.0.1 port, logs to a file (shown when a test fails), and is
 stopped by the fixture that started it.
@@ -154,7 +154,8 @@ class Process:
 class RedisServer(Process):
     """A private redis-server: no persistence, on its own port."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        """``args``: more of redis-server's options (``--replicaof``, ``--cluster-enabled``...)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -162,7 +163,7 @@ class RedisServer(Process):
             )
         self.port = free_port()
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(log_dir)]  # fmt: skip
+                "--dir", str(log_dir), *args]  # fmt: skip
         super().__init__(f"redis-{self.port}", argv, log_dir)
 
     @property
@@ -183,6 +184,75 @@ class RedisServer(Process):
         """Whether it answers."""
         with self.client() as client:
             return bool(client.ping())
+
+
+class RedisSentinel(Process):
+    """A private ``redis-sentinel`` watching one primary as ``service``, with short timings: a
+    primary silent for ``down_after_ms`` is down, and a failover is tried again after twice
+    ``failover_timeout_ms``."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        primary_port: int,
+        service: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 800,
+        failover_timeout_ms: int = 1500,
+    ) -> None:
+        binary = shutil.which("redis-sentinel")
+        if binary is None:
+            raise RuntimeError(
+                "redis-sentinel is not installed (apt-get install redis-sentinel); .ci/run installs it"
+            )
+        self.port = free_port()
+        self.service = service
+        # The sentinel rewrites its configuration as it learns: a file of its own.
+        config = log_dir / f"sentinel-{self.port}.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {log_dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+        super().__init__(f"sentinel-{self.port}", [binary, str(config)], log_dir)
+
+    def client(self) -> redis.Redis:
+        """A client of the sentinel itself (SENTINEL commands)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
+
+    def start(self) -> None:
+        """Start and wait until it answers PING."""
+        super().start()
+        wait_until(self.ping, 10, what="redis-sentinel to answer")
+
+    def ping(self) -> bool:
+        """Whether it answers."""
+        with self.client() as client:
+            return bool(client.ping())
+
+    def primary(self) -> tuple[str, int] | None:
+        """Where it says the primary is (None while it knows no primary that answers)."""
+        state = self._master()
+        if "s_down" in state["flags"] or "o_down" in state["flags"]:
+            return None
+        return state["ip"], int(state["port"])
+
+    def _master(self) -> dict[str, str]:
+        with self.client() as client:
+            state: dict[str, str] = client.execute_command("SENTINEL", "MASTER", self.service)
+        return state
+
+    def others(self) -> int:
+        """The other sentinels it knows of."""
+        return int(self._master()["num-other-sentinels"])
+
+    def replicas(self) -> dict[int, str]:
+        """The replicas it knows of: port -> flags (``slave``, or ``slave,s_down``...)."""
+        with self.client() as client:
+            found: Any = client.execute_command("SENTINEL", "REPLICAS", self.service)
+        return {int(r["port"]): r["flags"] for r in found}
 
 
 class Simulator(Process):

@@ -220,3 +220,71 @@ def test_a_closed_candle_is_published_though_the_next_one_replaced_it_before_the
     finally:
         writer.stop()
         watcher.close()
+
+
+def lose_the_last_write(client: redis.Redis, key: str, older: dict[str, Any]) -> None:
+    """What a replica promoted by a failover holds when the old primary acknowledged a write it
+    had not passed on yet: the record before it, still naming a live voucher."""
+    client.set(key, orjson.dumps(older), px=RECORD_TTL_MS)
+
+
+@pytest.mark.redis
+def test_a_silent_reconnect_rewrites_everything_under_new_vouchers(
+    book: Book, real_redis: redis.Redis
+) -> None:
+    """redis-py may reconnect without an error (a Sentinel pool, to the new primary): the writer
+    sends nothing but a full rewrite on a connection made anew, and its records name vouchers of
+    a new generation, so the older record the new primary held is never served again."""
+    writer = start_writer(book, real_redis)
+    try:
+        conn = Conn(time.monotonic())
+        on(book, conn)
+        book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
+        older = wait_until(lambda: stored(real_redis, QUIET), 2)
+        book.on_frame(conn, QUIET, 2, fields("2.0", 2), time.monotonic())
+        wait_until(lambda: stored(real_redis, QUIET)["update_id"] == 2, 2)
+        lose_the_last_write(real_redis, QUIET, older)
+        writer._conn.disconnect()  # as a pool does to its idle connections when the primary moves
+
+        def rewritten() -> Any:
+            conn.last_heard = time.monotonic()  # the connection keeps talking, the value never changes
+            record = stored(real_redis, QUIET)
+            return record if record["update_id"] == 2 else None
+
+        record = wait_until(rewritten, 3, what="the full rewrite")
+        assert record["voucher"] == voucher_key(f"{RUN}.1", conn.id)
+        assert served(real_redis, QUIET)["update_id"] == 2
+        assert writer.generation == 1
+        # The old generation's voucher is no longer renewed: what named it dies with it.
+        wait_until(lambda: not real_redis.exists(voucher_key(RUN, conn.id)), TTL_MS / 1000 + 1)
+    finally:
+        writer.stop()
+
+
+@pytest.mark.redis
+def test_after_a_failed_write_a_record_left_from_before_is_never_served(
+    book: Book, real_redis: redis.Redis
+) -> None:
+    """A record the rewrite does not reach (the book let go of its key meanwhile) names the old
+    generation's voucher, which nobody renews: it stops being served within the voucher's TTL."""
+    writer = start_writer(book, real_redis)
+    try:
+        conn = Conn(time.monotonic())
+        on(book, conn)
+        book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
+        old = wait_until(lambda: stored(real_redis, QUIET), 2)
+        leftover = "transmute:bookticker:leftover"
+        real_redis.set(leftover, orjson.dumps(old), px=RECORD_TTL_MS)
+        real_redis.client_kill_filter(_type="normal", skipme=True)  # the next write fails
+        started = time.monotonic()
+
+        def both() -> bool:
+            conn.last_heard = time.monotonic()
+            return served(real_redis, leftover) is None and served(real_redis, QUIET) is not None
+
+        wait_until(both, 3, what="the leftover to go, the value to stay")
+        assert time.monotonic() - started < TTL_MS / 1000 + 0.5
+        assert stored(real_redis, QUIET)["voucher"] == voucher_key(f"{RUN}.1", conn.id)
+        assert writer.errors == 1
+    finally:
+        writer.stop()

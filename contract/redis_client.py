@@ -1,0 +1,114 @@
+"""Every Redis client of both processes, from the settings: one Redis, Sentinel, or Cluster.
+
+The mode is chosen here and nowhere else (contract.settings validates the settings):
+
+- ``REDIS_URL`` alone: one redis-server (auth, TLS and db in the URL).
+- ``REDIS_SENTINELS=host:26379,host2:26379`` with ``REDIS_SENTINEL_SERVICE`` (default
+  ``mymaster``): the primary the sentinels name, through redis-py's ``Sentinel.master_for``. Its
+  pool asks the sentinels for the primary's address on every new connection, and drops a
+  connection to a primary that was demoted (``READONLY``), so a client follows a failover on its
+  own. ``REDIS_URL`` gives what the data nodes need besides their address: user and password,
+  TLS (``rediss://``, with its ``ssl_*`` parameters) and db; its host and port are not used.
+  The sentinels are reached with the same TLS and ``REDIS_SENTINEL_PASSWORD`` (none by default).
+  Every client is the primary's: neither process reads from replicas (README "High availability").
+- ``REDIS_CLUSTER=1``: redis-py's ``RedisCluster``, ``REDIS_URL`` naming any one node. Only the
+  client is built: the key layout is not hash-tagged yet, so multi-key reads fail across slots.
+
+Every user (pub/sub included) gets its client here; the caller only says how long it waits and
+how often a command is retried on a broken connection (each side owns its backoff).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from contract.settings import Settings, sentinel_addresses
+
+SENTINEL = "sentinel"
+CLUSTER = "cluster"
+SINGLE = "single"
+
+
+def mode(settings: Settings) -> str:
+    """Which of the three modes the settings choose."""
+    if settings.redis_sentinels:
+        return SENTINEL
+    if settings.redis_cluster:
+        return CLUSTER
+    return SINGLE
+
+
+def redis_client(settings: Settings, *, timeout_s: float, retries: int) -> redis.Redis:
+    """A pooled client of the Redis the settings name, whose commands give up after ``timeout_s``
+    and are retried at once ``retries`` times on a broken connection."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), retries),
+    }
+    chosen = mode(settings)
+    if chosen == SINGLE:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    if chosen == CLUSTER:
+        # Not a redis.Redis, but the same commands for what the code uses of it (see above).
+        return cast(redis.Redis, RedisCluster.from_url(settings.redis_url, **options))
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, options)
+    )
+    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_service, **_url_options(settings.redis_url), **options
+    )
+    return client
+
+
+def sentinel_warning(settings: Settings) -> str | None:
+    """A line for the log when the first sentinel that answers may name a promoted replica while a
+    voucher it copied from the old primary still lives (``down-after-milliseconds`` under twice
+    SNAPSHOT_TTL_MS: README "High availability"); None when not in Sentinel mode, or fine."""
+    if mode(settings) != SENTINEL:
+        return None
+    once = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": Retry(NoBackoff(), 0)}
+    options = _sentinel_options(settings, once)
+    service = settings.redis_sentinel_service
+    for host, port in sentinel_addresses(settings.redis_sentinels):
+        try:
+            with redis.Redis(host, port, decode_responses=True, **options) as sentinel:
+                state: Any = sentinel.execute_command("SENTINEL", "MASTER", service)
+        except redis.RedisError:
+            continue
+        down_after_ms = int(state["down-after-milliseconds"])
+        if down_after_ms < 2 * settings.snapshot_ttl_ms:
+            return (
+                f"sentinel {host}:{port}: down-after-milliseconds {down_after_ms} for {service} is under "
+                f"twice SNAPSHOT_TTL_MS ({settings.snapshot_ttl_ms}): after a failover, a value the old "
+                "primary had already replaced may be served for a moment"
+            )
+        return None
+    return None
+
+
+def _sentinel_options(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: the caller's timeouts, REDIS_URL's TLS, their own password."""
+    tls = {k: v for k, v in _url_options(settings.redis_url).items() if k.startswith("ssl")}
+    return {**options, **tls, "password": settings.redis_sentinel_password or None}
+
+
+def _url_options(url: str) -> dict[str, Any]:
+    """REDIS_URL's connection options without its address; TLS as ``ssl=True`` (the form
+    redis-py's Sentinel pool takes)."""
+    options: dict[str, Any] = parse_url(url)
+    for name in ("host", "port", "path"):
+        options.pop(name, None)
+    connection_class = options.pop("connection_class", None)
+    if connection_class is UnixDomainSocketConnection:
+        raise ValueError("a unix:// REDIS_URL names no sentinel-managed node")  # settings refuse it
+    if connection_class is not None and issubclass(connection_class, SSLConnection):
+        options["ssl"] = True
+    return options

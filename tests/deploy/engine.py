@@ -89,10 +89,10 @@ def compose_command() -> list[str]:
 class Stack:
     """One compose project of the repository's own files, under a name of its own."""
 
-    def __init__(self, project: str, env: dict[str, str], *profile: str) -> None:
+    def __init__(self, project: str, env: dict[str, str], *profile: str, files: tuple[str, ...] = ()) -> None:
         self.project = project
         self.env = env
-        self.command = compose_command()
+        self.command = [*compose_command(), *(a for f in files for a in ("-f", f))]
         self.base = [*self.command, "-p", project, *(a for p in profile for a in ("--profile", p))]
 
     def compose(self, *args: str, timeout_s: float = 120) -> str:

@@ -36,7 +36,6 @@ from contract import keys
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_WINDOW_MS = 60_000
 # A take refused because Redis cannot be reached is tried again this much later.
 UNREACHABLE_RETRY_S = 1.0
 # Why a take was refused.
@@ -118,12 +117,15 @@ class Egress:
         connections: int,
         connection_window_s: float,
         weight_per_minute: int,
+        weight_window_s: float = 60.0,
     ) -> None:
+        """``weight_window_s``: Binance's minute; shorter only in tests."""
         self.client = client
         self.name = name
         self.connections = connections
         self.connection_window_ms = round(connection_window_s * 1000)
         self.weight_per_minute = weight_per_minute
+        self.weight_window_ms = round(weight_window_s * 1000)
         self._keys = {
             CONNECTION: keys.egress_connections_key(name),
             WEIGHT: keys.egress_weight_key(name),
@@ -148,7 +150,7 @@ class Egress:
 
     def take_weight(self, weight: int) -> Grant:
         """Take a REST call's weight from the minute's budget, before the call is sent."""
-        return self._take(WEIGHT, weight, self.weight_per_minute, WEIGHT_WINDOW_MS)
+        return self._take(WEIGHT, weight, self.weight_per_minute, self.weight_window_ms)
 
     def back_off(self, wait_s: float) -> None:
         """Binance said to wait (a 429/418's Retry-After): every member of this egress waits."""

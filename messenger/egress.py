@@ -13,7 +13,8 @@ Members that share an address (the ``EGRESS`` setting names it) therefore share 
 
 Each take is one Lua script (one round trip, atomic: no interleaving of members can overspend),
 timed by Redis's own clock so members on different hosts agree on the windows. An attempt is
-counted before it is sent, so the budget's window always holds at least what Binance's does.
+counted before it is sent and held TRANSIT_MS past the window, so the budget's window holds what
+Binance's does (an attempt still on its way after that is rare; the margin below the limit covers it).
 
 When Redis cannot be reached the take is refused (fail closed): a member that cannot reach Redis
 cannot publish anything it would fetch, and a local guess could only overspend the shared budget.
@@ -36,6 +37,10 @@ from contract import keys
 
 logger = logging.getLogger(__name__)
 
+# An attempt is counted when taken, Binance counts it when it arrives (a handshake, a request):
+# the budget holds each one this much longer than Binance's window, so that whatever Binance still
+# counts, the budget does too. Arrivals later than this are rare; the budget's margin covers them.
+TRANSIT_MS = 2000
 # A take refused because Redis cannot be reached is tried again this much later.
 UNREACHABLE_RETRY_S = 1.0
 # Why a take was refused.
@@ -175,7 +180,8 @@ class Egress:
         member = f"{self._run}:{next(self._ids)}"
         try:
             granted, wait_ms, used = self._script(
-                keys=[self._keys[kind], self._backoff_key], args=[kind, amount, limit, window_ms, member]
+                keys=[self._keys[kind], self._backoff_key],
+                args=[kind, amount, limit, window_ms + TRANSIT_MS, member],
             )
         except redis.RedisError as exc:
             if not self._unreachable_logged:

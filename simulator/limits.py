@@ -5,8 +5,9 @@ Binance counts per IP: connection attempts (300 per 5 minutes), REST request wei
 (an IP that keeps calling is banned). The simulator keeps each per IP and records a violation
 each time a client goes past one: ``GET /_sim/violations`` reports them (simulator/control.py).
 
-A call that arrives within ``IN_FLIGHT_GRACE_S`` of a refusal is not counted as ignoring it:
-it was on its way before the client could know.
+A call read within ``IN_FLIGHT_GRACE_S`` of a refusal is not counted as ignoring it: it may have
+been on its way before the client could know (several clients behind one IP learn of a refusal
+only through each other, and a busy client or simulator loop delays a call by a second at times).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from simulator.config import SimConfig
 
 CONNECTIONS, WEIGHT, RETRY_AFTER = "connections", "weight", "retry_after"
 KINDS = (CONNECTIONS, WEIGHT, RETRY_AFTER)
-IN_FLIGHT_GRACE_S = 1.0
+IN_FLIGHT_GRACE_S = 2.0
 WEIGHT_WINDOW_S = 60.0
 EVENTS_KEPT = 500
 

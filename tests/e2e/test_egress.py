@@ -2,11 +2,12 @@
 
 The simulator sees every member from 127.0.0.1: one IP, Binance's limits counted for it
 (simulator/limits.py), each violation recorded. Its limits are lowered (40 connection attempts
-per 10 s, 600 weight a minute) and the members' shared budget set to 90 % of them, so that three
+per 6 s, 150 weight a minute) and the members' shared budget set to 90 % of them, so that three
 members starting ``--all`` together need more connections than one window allows, as 3 x 100
-connections would on Binance: alone, each member's own pacing would overrun it; together, they wait
-for the window to roll. Without membership every member carries every symbol: what is tested
-here is the budget, not who carries what.
+connections would on Binance, and their reconnects more REST weight (seeds) than a minute allows:
+alone, each member's own pacing would overrun them; together, they wait for the window to roll.
+Without membership every member carries every symbol: what is tested here is the budget, not who
+carries what.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ MessengerFactory = Callable[..., Messenger]
 
 SYMBOLS = 60
 PER_CONNECTION = 4  # 15 connections a member, 45 for three: more than one window's 40
-SIM_CONNECTIONS, WINDOW_S, SIM_WEIGHT = 40, 10, 600
+SIM_CONNECTIONS, WINDOW_S, SIM_WEIGHT = 40, 6, 150
 RETRY_AFTER_S = 6
 BUDGET = {
     "EGRESS_CONNECTIONS": 36,
     "EGRESS_CONNECTION_WINDOW_S": WINDOW_S,
-    "EGRESS_REST_WEIGHT": 540,
     "MAX_STREAMS_PER_CONNECTION": PER_CONNECTION,
 }
 
@@ -74,24 +74,38 @@ def drop_all(sim: Simulator) -> set[int]:
     return dropped
 
 
+Team = tuple[Simulator, list[Messenger], list[str]]
+
+
 @pytest.fixture
-def team(
+def team_factory(
     tmp_path: Path,
     sim_factory: SimFactory,
     messenger_factory: MessengerFactory,
-    gunicorn: Gunicorn,
     real_redis: redis.Redis,
-) -> tuple[Simulator, list[Messenger], list[str]]:
-    """Three members starting ``--all`` at once against one simulator and one Redis."""
-    info, symbols = small_exchange(tmp_path)
-    sim = sim_factory(
-        "--exchange-info", str(info), "--rate", "2",
-        "--max-connections", str(SIM_CONNECTIONS), "--connection-window", str(WINDOW_S),
-        "--rest-weight-limit", str(SIM_WEIGHT),
-    )  # fmt: skip
-    members = [messenger_factory(sim, "--all", **BUDGET) for _ in range(3)]
-    symbol_list_loaded(real_redis)
-    return sim, members, symbols
+) -> Callable[[int], Team]:
+    """Three members starting ``--all`` at once against one simulator (``weight`` a minute allowed,
+    90 % of it the members' budget) and one Redis."""
+
+    def make(weight: int) -> Team:
+        info, symbols = small_exchange(tmp_path)
+        sim = sim_factory(
+            "--exchange-info", str(info), "--rate", "2",
+            "--max-connections", str(SIM_CONNECTIONS), "--connection-window", str(WINDOW_S),
+            "--rest-weight-limit", str(weight),
+        )  # fmt: skip
+        budget = {**BUDGET, "EGRESS_REST_WEIGHT": weight * 9 // 10}
+        members = [messenger_factory(sim, "--all", **budget) for _ in range(3)]
+        symbol_list_loaded(real_redis)
+        return sim, members, symbols
+
+    return make
+
+
+@pytest.fixture
+def team(team_factory: Callable[[int], Team]) -> Team:
+    """Three members, 150 weight a minute allowed (135 theirs)."""
+    return team_factory(SIM_WEIGHT)
 
 
 def all_in(sim: Simulator, gunicorn: Gunicorn, symbols: list[str]) -> None:
@@ -101,7 +115,7 @@ def all_in(sim: Simulator, gunicorn: Gunicorn, symbols: list[str]) -> None:
 
 
 def test_three_members_starting_all_at_once_share_one_budget_and_break_no_limit(
-    team: tuple[Simulator, list[Messenger], list[str]], gunicorn: Gunicorn
+    team: Team, gunicorn: Gunicorn
 ) -> None:
     sim, members, symbols = team
     all_in(sim, gunicorn, symbols)
@@ -117,9 +131,9 @@ def test_three_members_starting_all_at_once_share_one_budget_and_break_no_limit(
 
 
 def test_a_reconnect_storm_of_every_member_stays_within_the_limits_and_the_service_comes_back(
-    team: tuple[Simulator, list[Messenger], list[str]], gunicorn: Gunicorn
+    team: Team, gunicorn: Gunicorn
 ) -> None:
-    sim, _, symbols = team
+    sim, members, symbols = team
     all_in(sim, gunicorn, symbols)
     # Every connection of every member dropped at once; then again as soon as every symbol is
     # served, while some members still wait for the budget to let their last connections in.
@@ -132,6 +146,9 @@ def test_a_reconnect_storm_of_every_member_stays_within_the_limits_and_the_servi
     assert report["total"] == 0, report["events"]
     assert cut_off(sim) == []
     assert report["peak"]["connections"]["127.0.0.1"] <= SIM_CONNECTIONS
+    assert report["peak"]["weight"]["127.0.0.1"] <= SIM_WEIGHT * 9 // 10
+    # The reconnects' seeds wanted more weight than the minute's budget: some waited for it.
+    assert any(f"egress sim{sim.port}: budget" in m.log() for m in members)
 
 
 def held_after_a_refusal(
@@ -156,9 +173,9 @@ def held_after_a_refusal(
 
 
 def test_a_429_seen_by_one_member_holds_every_member_for_its_retry_after(
-    team: tuple[Simulator, list[Messenger], list[str]], gunicorn: Gunicorn
+    team_factory: Callable[[int], Team], gunicorn: Gunicorn
 ) -> None:
-    sim, _, symbols = team
+    sim, _, symbols = team_factory(6000)  # REST weight to spare: the 429 is the only limit
     all_in(sim, gunicorn, symbols)
     # A handshake refused: only its member hears it; the others learn it from the shared back-off.
     sim.fault("connect_429", count=1, retry_after_s=RETRY_AFTER_S, status=429)

@@ -23,7 +23,7 @@ import redis
 
 from simulator.config import EXCHANGE_INFO_FIXTURE
 from simulator.limits import IN_FLIGHT_GRACE_S
-from tests.processes import Gunicorn, Messenger, Simulator, symbol_list_loaded, wait_until
+from tests.processes import Gunicorn, Messenger, Simulator, free_port, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
@@ -62,6 +62,12 @@ def cut_off(sim: Simulator) -> list[Any]:
     return [c["violations"] for c in state["closed"] + state["sessions"] if c["violations"]]
 
 
+def metric(text: str, name: str) -> float:
+    """One sample's value from a Prometheus text page (0 when absent)."""
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(found[0]) if found else 0.0
+
+
 def serving(gunicorn: Gunicorn, symbols: list[str]) -> bool:
     """Whether every symbol answers 200."""
     return all(gunicorn.snapshot(s)[0] == 200 for s in symbols)
@@ -95,7 +101,7 @@ def team_factory(
             "--rest-weight-limit", str(weight),
         )  # fmt: skip
         budget = {**BUDGET, "EGRESS_REST_WEIGHT": weight * 9 // 10}
-        members = [messenger_factory(sim, "--all", **budget) for _ in range(3)]
+        members = [messenger_factory(sim, "--all", METRICS_PORT=free_port(), **budget) for _ in range(3)]
         symbol_list_loaded(real_redis)
         return sim, members, symbols
 
@@ -128,6 +134,17 @@ def test_three_members_starting_all_at_once_share_one_budget_and_break_no_limit(
     assert report["peak"]["connections"]["127.0.0.1"] <= SIM_CONNECTIONS
     # The budget did hold them back: one window could not take them all.
     assert any("connection budget of egress" in m.log() for m in members)
+    # Each member's metrics show the shared budget: all together took 45 connections.
+    egress = f'egress="sim{sim.port}"'
+    taken = refused = 0.0
+    for member in members:
+        text = http("GET", f"http://127.0.0.1:{member.env['METRICS_PORT']}/metrics")[2]
+        assert f'transmute_messenger_egress_limit{{{egress},kind="connection"}} 36.0' in text
+        taken += metric(text, f'transmute_messenger_egress_taken_total{{{egress},kind="connection"}}')
+        refused += metric(
+            text, f'transmute_messenger_egress_refused_total{{{egress},kind="connection",why="budget"}}'
+        )
+    assert taken == 45 and refused >= 1
 
 
 def test_a_reconnect_storm_of_every_member_stays_within_the_limits_and_the_service_comes_back(

@@ -29,7 +29,7 @@ def test_members_share_the_connection_budget_and_get_it_back_as_the_window_rolls
     assert all(g.granted for g in taken)
     refused = b.take_connection()
     assert not refused.granted and refused.why == BUDGET
-    assert 0 < refused.wait_s <= 1.0 + TRANSIT_MS / 1000  # held a little past the window
+    assert 0 < refused.wait_s <= 1.01 + TRANSIT_MS / 1000  # held a little past the window
     assert not a.take_connection().granted  # the other member too
     time.sleep(refused.wait_s + 0.01)
     assert b.take_connection().granted

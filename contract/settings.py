@@ -84,8 +84,9 @@ class Settings:
     # 10 % stay free for anything on the address that does not take from this budget.
     egress_connections: int = _setting(270, low=1, high=300)
     egress_connection_window_s: float = _setting(300, low=1, high=3600)
-    # REST request weight per minute for all members together (Binance: 6,000 per IP).
-    egress_rest_weight: int = _setting(4800, low=1, high=6000)
+    # REST request weight per minute for all members together (Binance: 6,000 per IP). Half: the
+    # rest covers what the budget cannot see (other programs; what a Redis restart forgot).
+    egress_rest_weight: int = _setting(3000, low=1, high=6000)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)
     # Gunicorn worker processes; 0: two per CPU core.

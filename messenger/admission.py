@@ -25,6 +25,8 @@ CONNECTIONS_PER_WINDOW = 250
 CONNECTION_WINDOW_S = 300.0
 # When the budget is spent, look again this much later.
 BUDGET_RETRY_S = 1.0
+# When the shared budget frees a slot in a moment, look again no sooner than this.
+BUDGET_MIN_WAIT_S = 0.1
 # Handshake answers that speak for the whole IP: rate limited, and banned.
 IP_WIDE_STATUSES = (429, 418)
 BUDGET_WHY = "the connection budget"
@@ -59,6 +61,7 @@ class Admission:
         self._refused_until = 0.0
         self._budget_until = 0.0
         self._budget_why = BUDGET_WHY
+        self._spent_said = False
 
     def refused(self, status: int | None, retry_after: str | None, now: float) -> float | None:
         """A handshake was refused with ``status``: if that speaks for the IP, hold every new
@@ -85,6 +88,7 @@ class Admission:
     def _take_shared(self, egress: Egress, now: float) -> bool:
         grant = egress.take_connection()
         if grant.granted:
+            self._spent_said = False
             return True
         if grant.why == BACKOFF:
             why = f"Binance's Retry-After (shared by egress {egress.name})"
@@ -92,10 +96,12 @@ class Admission:
             why = f"Redis (egress {egress.name}'s budget is held there)"
         else:
             why = BUDGET_WHY
-            logger.warning("conn: connection budget of egress %s spent (%d per %.0f s); no new connection "
-                           "for %.1f s", egress.name, egress.connections,
-                           egress.connection_window_ms / 1000, grant.wait_s)  # fmt: skip
-        self._budget_until, self._budget_why = now + grant.wait_s, why
+            if not self._spent_said:  # once until a connection is let in again, not every look
+                self._spent_said = True
+                logger.warning("conn: connection budget of egress %s spent (%d per %.0f s); no new "
+                               "connection for %.1f s", egress.name, egress.connections,
+                               egress.connection_window_ms / 1000, grant.wait_s)  # fmt: skip
+        self._budget_until, self._budget_why = now + max(grant.wait_s, BUDGET_MIN_WAIT_S), why
         return False
 
     def closed_until(self) -> tuple[float, str]:

@@ -9,7 +9,9 @@ Members that share an address (the ``EGRESS`` setting names it) therefore share 
 - every REST call takes its weight from ``EGRESS_REST_WEIGHT`` per rolling minute before it is
   sent (each purpose keeps its own pacing on top, e.g. order book snapshots);
 - a 429/418 seen by any member is written as the egress's back-off: every take of every member
-  is refused until its ``Retry-After`` has passed.
+  is refused until its ``Retry-After`` has passed;
+- the weight Binance reports used (``X-MBX-USED-WEIGHT-1M``) raises the window when it holds less
+  (after a Redis restart emptied it, or when something else on the address spends weight).
 
 Each take is one Lua script (one round trip, atomic: no interleaving of members can overspend),
 timed by Redis's own clock so members on different hosts agree on the windows. An attempt is
@@ -63,7 +65,7 @@ if kind == 'backoff' then
   end
   return {1, held - now, 0}
 end
-if held > now then
+if held > now and kind ~= 'observed' then
   return {0, held - now, -1}
 end
 local limit, window = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -92,6 +94,15 @@ for i = 1, #buckets, 2 do
     used = used + tonumber(buckets[i + 1])
     if b < oldest then oldest = b end
   end
+end
+-- Binance reported this much used on the address: the window holds at least as much.
+if kind == 'observed' then
+  if amount > used then
+    redis.call('HINCRBY', KEYS[1], second, amount - used)
+    redis.call('PEXPIRE', KEYS[1], window + 2000)
+    return {1, 0, amount}
+  end
+  return {0, 0, used}
 end
 -- A call heavier than the whole budget goes alone, in an empty window.
 if used > 0 and used + amount > limit then
@@ -147,6 +158,7 @@ class Egress:
         self.refused: Counter[tuple[str, str]] = Counter()
         self.used: dict[str, int] = {CONNECTION: 0, WEIGHT: 0}
         self.backoffs_shared = 0
+        self.raised = 0  # times Binance's reported weight raised the window (observed_weight)
         self._unreachable_logged = False
 
     def take_connection(self) -> Grant:
@@ -156,6 +168,22 @@ class Egress:
     def take_weight(self, weight: int) -> Grant:
         """Take a REST call's weight from the minute's budget, before the call is sent."""
         return self._take(WEIGHT, weight, self.weight_per_minute, self.weight_window_ms)
+
+    def observed_weight(self, used: int) -> None:
+        """Binance reported ``used`` weight this minute (``X-MBX-USED-WEIGHT-1M``): if the budget's
+        window holds less (Redis restarted and forgot it, or something else on the address spends
+        weight), it is raised to that, for every member."""
+        if used <= self.used[WEIGHT]:
+            return  # the window held at least that much when this member last took from it
+        try:
+            raised, _, total = self._script(
+                keys=[self._keys[WEIGHT], self._backoff_key],
+                args=["observed", used, self.weight_per_minute, self.weight_window_ms + TRANSIT_MS, ""],
+            )
+        except redis.RedisError:
+            return  # takes are refused meanwhile anyway
+        self.used[WEIGHT] = max(self.used[WEIGHT], int(total))
+        self.raised += int(raised)
 
     def back_off(self, wait_s: float) -> None:
         """Binance said to wait (a 429/418's Retry-After): every member of this egress waits."""

@@ -137,6 +137,9 @@ def _egress(egress: Egress) -> Iterator[CounterMetricFamily | GaugeMetricFamily]
     yield _gauge("egress_backoff_seconds", "What is left of a Retry-After this member knows of",
                  egress.backoff_left_s())  # fmt: skip
     yield _counter("egress_backoffs_shared", "429/418 back-offs this member shared", egress.backoffs_shared)
+    yield _counter(
+        "egress_weight_raised", "Times Binance's reported weight raised the budget's window", egress.raised
+    )
 
 
 def _order_books(books: OrderBooks) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:

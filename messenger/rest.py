@@ -174,6 +174,8 @@ class BinanceRest:
         if header is None or not header.isdigit():
             return
         self.used_weight = int(header)
+        if self.egress is not None:
+            self.egress.observed_weight(self.used_weight)
         # With an egress, the IP's weight beyond its budget was spent by something that does not
         # take from it: pause all the same.
         limit = WEIGHT_LIMIT_PER_MINUTE * WEIGHT_BUDGET_SHARE

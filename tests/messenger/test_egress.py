@@ -57,6 +57,18 @@ def test_members_share_the_rest_weight_and_a_call_heavier_than_the_budget_goes_a
     assert not c.take_weight(1).granted
 
 
+def test_the_weight_binance_reports_raises_a_window_that_holds_less(any_redis: Any) -> None:
+    # As after a Redis restart: the exchange counted 80 this minute, the budget only its own 10.
+    a, b = members(any_redis, 2, weight_per_minute=100)
+    assert a.take_weight(10).granted
+    a.observed_weight(80)
+    assert a.raised == 1
+    assert not b.take_weight(30).granted
+    assert b.take_weight(20).granted
+    b.observed_weight(50)  # less than the window holds: nothing to raise
+    assert a.raised + b.raised == 1
+
+
 def test_a_back_off_seen_by_one_member_holds_every_member_of_the_egress(any_redis: Any) -> None:
     a, b = members(any_redis, 2, connections=100, weight_per_minute=10_000)
     [elsewhere] = members(any_redis, 1, "elsewhere")

@@ -21,6 +21,9 @@
 | ``transmute:demand`` | sorted set | server | ``<kind>:*``: every trading symbol of a kind (MARKET_KINDS) |
 | ``transmute:demand`` | channel | server | a demand was registered: look now |
 | ``transmute:client:<address>`` | hash, TTL | server | a client's budget of new on-demand streams |
+| ``transmute:egress:<egress>:connections`` | sorted set, TTL | messenger | new connections in the window |
+| ``transmute:egress:<egress>:weight`` | hash, TTL | messenger | REST weight taken, by epoch second |
+| ``transmute:egress:<egress>:backoff`` | string, TTL | messenger | until when (epoch ms) to wait |
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ DEMAND_CHANNEL = "transmute:demand"
 ALL_SYMBOLS = "*"
 # A token bucket per client address (tokens, when last counted), for new on-demand streams.
 CLIENT_BUDGET_KEY_TEMPLATE = "transmute:client:{address}"
+# One Binance budget per egress address (the EGRESS setting), shared by the messengers behind it
+# (messenger.egress): connection attempts scored by time (ms), REST weight per second, and the
+# back-off a 429/418 asked for.
+EGRESS_CONNECTIONS_KEY_TEMPLATE = "transmute:egress:{egress}:connections"
+EGRESS_WEIGHT_KEY_TEMPLATE = "transmute:egress:{egress}:weight"
+EGRESS_BACKOFF_KEY_TEMPLATE = "transmute:egress:{egress}:backoff"
 
 # States in a member's streams hash: subscribed but no value yet since, or served at least once since.
 PENDING = "pending"
@@ -106,3 +115,18 @@ def parse_demand_member(member: str) -> tuple[str, str] | None:
 def client_budget_key(address: str) -> str:
     """Key of one client's budget of new on-demand streams (server.admission)."""
     return CLIENT_BUDGET_KEY_TEMPLATE.format(address=address)
+
+
+def egress_connections_key(egress: str) -> str:
+    """Key of an egress's recent connection attempts: ``transmute:egress:default:connections``."""
+    return EGRESS_CONNECTIONS_KEY_TEMPLATE.format(egress=egress)
+
+
+def egress_weight_key(egress: str) -> str:
+    """Key of an egress's REST weight of the last minute, by second."""
+    return EGRESS_WEIGHT_KEY_TEMPLATE.format(egress=egress)
+
+
+def egress_backoff_key(egress: str) -> str:
+    """Key of an egress's shared back-off (a 429/418's Retry-After)."""
+    return EGRESS_BACKOFF_KEY_TEMPLATE.format(egress=egress)

@@ -90,6 +90,16 @@ class Settings:
     # Member processes ``python -m messenger`` runs on this machine; 0: one per CPU core.
     processes: int = _setting(1, low=0, high=256)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
+    # The public address messengers reach Binance from: members with the same EGRESS share one
+    # budget in Redis (messenger.egress). Default: every member behind one address.
+    egress: str = _setting("default")
+    # New WebSocket connections per EGRESS_CONNECTION_WINDOW_S (Binance: 300 per 5 minutes per IP);
+    # 10 % stay free for anything on the address that does not take from this budget.
+    egress_connections: int = _setting(270, low=1, high=300)
+    egress_connection_window_s: float = _setting(300, low=1, high=3600)
+    # REST request weight per minute for all members together (Binance: 6,000 per IP). Half: the
+    # rest covers what the budget cannot see (other programs; what a Redis restart forgot).
+    egress_rest_weight: int = _setting(3000, low=1, high=6000)
     host: str = _setting("127.0.0.1")
     port: int = _setting(3333, low=1, high=65535)
     # Gunicorn worker processes; 0: two per CPU core.
@@ -141,6 +151,8 @@ class Settings:
             raise SettingsError(
                 f"WS_TRANSPORT={self.ws_transport!r} is not one of {', '.join(WS_TRANSPORTS)}"
             )
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.egress):
+            raise SettingsError(f"EGRESS={self.egress!r} must be 1 to 64 letters, digits, '.', '_' or '-'")
         if self.reconnect_min_ms > self.reconnect_max_ms:
             raise SettingsError("RECONNECT_MIN_MS must not exceed RECONNECT_MAX_MS")
 

@@ -5,7 +5,7 @@ from within ``LIVENESS_TIMEOUT_MS``), else 503: what a container's healthcheck a
 path is the metrics, read at scrape time from the counters the parts keep anyway, so the hot
 path pays nothing for them: frames by kind, Redis writes and errors, reconnects by reason,
 connections and streams per connection, control messages sent, liveness timeouts,
-frame-to-Redis latency, freshness.
+frame-to-Redis latency, freshness, and the egress's shared Binance budget (used, taken, refused).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from messenger.egress import CONNECTION, WEIGHT, Egress
 from messenger.order_books import RESYNC_REASONS, STATES, OrderBooks
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class MessengerCollector(Collector):
         yield _counter("rest_seeds", "Values seeded over REST", m.seeder.seeded)
         yield _counter("rest_calls", "REST calls made to Binance", m.rest.calls)
         yield _counter("rest_rate_limited", "REST answers of 429 or 418", m.rest.rate_limited)
+        yield from _egress(m.egress)
         klines = m.klines
         yield _gauge("kline_series", "Candle series kept (symbol and interval)", len(klines.followed))
         yield _counter("kline_candles_appended", "Closed candles appended from the streams", klines.appended)
@@ -106,6 +108,38 @@ class MessengerCollector(Collector):
             buckets=latency.cumulative(),
             sum_value=latency.sum,
         )
+
+
+def _egress(egress: Egress) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """The Binance budget shared by the members on this egress address (messenger.egress)."""
+    label = ["egress", "kind"]
+    used = GaugeMetricFamily(
+        PREFIX + "egress_used",
+        "Budget in use on this egress as last seen (connections: in the window; weight: in the minute)",
+        labels=label,
+    )
+    limit = GaugeMetricFamily(PREFIX + "egress_limit", "The egress's budget", labels=label)
+    taken = CounterMetricFamily(PREFIX + "egress_taken", "Takes granted to this member", labels=label)
+    for kind, value in sorted(egress.used.items()):
+        used.add_metric([egress.name, kind], value)
+    limit.add_metric([egress.name, CONNECTION], egress.connections)
+    limit.add_metric([egress.name, WEIGHT], egress.weight_per_minute)
+    for kind in (CONNECTION, WEIGHT):
+        taken.add_metric([egress.name, kind], egress.granted.get(kind, 0))
+    refused = CounterMetricFamily(
+        PREFIX + "egress_refused",
+        "Takes refused to this member, by why (budget spent, a shared back-off, Redis unreachable)",
+        labels=[*label, "why"],
+    )
+    for (kind, why), n in sorted(egress.refused.items()):
+        refused.add_metric([egress.name, kind, why], n)
+    yield from (used, limit, taken, refused)
+    yield _gauge("egress_backoff_seconds", "What is left of a Retry-After this member knows of",
+                 egress.backoff_left_s())  # fmt: skip
+    yield _counter("egress_backoffs_shared", "429/418 back-offs this member shared", egress.backoffs_shared)
+    yield _counter(
+        "egress_weight_raised", "Times Binance's reported weight raised the budget's window", egress.raised
+    )
 
 
 def _order_books(books: OrderBooks) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:

@@ -3,6 +3,9 @@
 Binance bans IPs that keep calling after a 429; so after a 429 or 418 this client refuses
 to call again until ``Retry-After`` has passed, and it pauses by itself when the minute's
 used weight (``X-MBX-USED-WEIGHT-1M``) nears the limit.
+
+With an egress (messenger.egress), every call first takes its weight (``request_weight``) from
+the budget all members behind the same address share, and a 429/418 holds every one of them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import urllib.request
 from typing import Any
 
 import orjson
+
+from messenger.egress import BACKOFF, Egress
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +52,42 @@ class RateLimited(RestError):
         self.retry_after_s = retry_after_s
 
 
+def request_weight(path: str, params: dict[str, str]) -> int:
+    """Binance's request weight of ``GET path?params`` (the higher figure where the docs and the
+    simulator differ: taking too much from the budget is safe, too little is not)."""
+    one, listed = "symbol" in params, params.get("symbols")
+    count = listed.count(",") + 1 if listed else 0
+    if path == "/api/v3/depth":
+        limit = int(params.get("limit", "100"))
+        return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+    if path == "/api/v3/ticker/bookTicker":
+        return 2 if one else 4
+    if path == "/api/v3/ticker/24hr":
+        return 2 if one else 40 if listed and count <= 100 else 80
+    if path == "/api/v3/ticker":
+        return 4 if one or not listed else 200 if count > 50 else 4 * count
+    return PATH_WEIGHTS.get(path, 1)
+
+
+# Weights that do not depend on the parameters (rest-api.md; the simulator's are the same).
+PATH_WEIGHTS = {
+    EXCHANGE_INFO_PATH: 20,
+    "/api/v3/trades": 25,
+    "/api/v3/historicalTrades": 25,
+    "/api/v3/aggTrades": 4,
+    "/api/v3/klines": 2,
+    "/api/v3/uiKlines": 2,
+    "/api/v3/avgPrice": 2,
+}
+
+
 class BinanceRest:
     """Thread-safe calls to ``BINANCE_REST_URL``."""
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 10.0, egress: Egress | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.egress = egress
         self.used_weight = 0
         self.calls = 0
         self.rate_limited = 0
@@ -102,6 +137,12 @@ class BinanceRest:
             wait = self._blocked_until - time.monotonic()
         if wait > 0:
             raise RateLimited(wait, "REST paused")
+        if self.egress is not None:
+            grant = self.egress.take_weight(request_weight(path, params))
+            if not grant.granted:
+                # Another member's 429/418 holds this one's new connections too.
+                self._block(grant.wait_s, by_binance=grant.why == BACKOFF)
+                raise RateLimited(grant.wait_s, f"egress {self.egress.name}: {grant.why}")
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         # The scheme is http(s): Settings checks BINANCE_REST_URL at start.
         where = self.base_url + path
@@ -116,6 +157,8 @@ class BinanceRest:
                 self.rate_limited += 1
                 retry_after = retry_after_s(exc.headers.get("Retry-After"))
                 self._block(retry_after, by_binance=True)
+                if self.egress is not None:
+                    self.egress.back_off(retry_after)
                 raise RateLimited(retry_after, f"HTTP {exc.code} from {path}") from None
             raise RestError(f"HTTP {exc.code} {exc.read()[:200]!r}", where) from None
         except urllib.error.URLError as exc:
@@ -131,7 +174,14 @@ class BinanceRest:
         if header is None or not header.isdigit():
             return
         self.used_weight = int(header)
-        if self.used_weight > WEIGHT_LIMIT_PER_MINUTE * WEIGHT_BUDGET_SHARE:
+        if self.egress is not None:
+            self.egress.observed_weight(self.used_weight)
+        # With an egress, the IP's weight beyond its budget was spent by something that does not
+        # take from it: pause all the same.
+        limit = WEIGHT_LIMIT_PER_MINUTE * WEIGHT_BUDGET_SHARE
+        if self.egress is not None:
+            limit = self.egress.weight_per_minute
+        if self.used_weight > limit:
             # The minute's window rolls over within 60 s.
             self._block(60.0)
             logger.warning("rest: used weight %d this minute; pausing REST calls", self.used_weight)

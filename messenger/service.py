@@ -28,6 +28,7 @@ from messenger.book import Book
 from messenger.catalog import Catalog
 from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
+from messenger.egress import Egress
 from messenger.kline_history import KlineHistory
 from messenger.membership import Membership
 from messenger.order_books import OrderBooks
@@ -46,6 +47,7 @@ from messenger.writer import Writer, records_start
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
+EGRESS_TIMEOUT_S = 0.5
 # Idle demand is noticed within this long even when nothing else changes.
 REPLAN_S = 1.0
 # A stream this member no longer owns is carried at most this long for its new owner to catch
@@ -56,9 +58,9 @@ HANDOVER_S = 10.0
 FIRST_READ_WAIT_S = 3.0
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings, timeout_s: float = 2.0) -> redis.Redis:
     """A client that fails fast: every user of it owns its retries and their backoff."""
-    return contract.redis_client.redis_client(settings, timeout_s=2.0, retries=0)
+    return contract.redis_client.redis_client(settings, timeout_s=timeout_s, retries=0)
 
 
 class Messenger:
@@ -80,7 +82,15 @@ class Messenger:
             watched=lambda: self.demand.watched,
             status=self.status,
         )
-        self.rest = BinanceRest(settings.binance_rest_url)
+        # Taken from on the supervisor's loop too: a Redis that does not answer holds it 0.5 s at most.
+        self.egress = Egress(
+            redis_client(settings, timeout_s=EGRESS_TIMEOUT_S),
+            settings.egress,
+            settings.egress_connections,
+            settings.egress_connection_window_s,
+            settings.egress_rest_weight,
+        )
+        self.rest = BinanceRest(settings.binance_rest_url, egress=self.egress)
         self.history = TradeHistory(
             redis_client(settings), self.rest, settings.trade_history_max, carried=self._carried_lists
         )
@@ -104,7 +114,12 @@ class Messenger:
             client=redis_client(settings),
         )
         self.supervisor = Supervisor(
-            settings, self.book, self.seeder, candles=self.klines.frame, diffs=self.books.event
+            settings,
+            self.book,
+            self.seeder,
+            candles=self.klines.frame,
+            diffs=self.books.event,
+            egress=self.egress,
         )
         self.stats = Stats(self.supervisor, self.book, self.writer, settings.stats_interval_s)
         self.membership = Membership(

@@ -8,7 +8,8 @@
   been heard from.
 - What Binance counts per IP holds back every new connection: a handshake refused with
   HTTP 429 or 418 (or a REST call answered so) until its ``Retry-After`` has passed, and the
-  budget of 300 new connections per 5 minutes.
+  budget of new connections (Binance: 300 per 5 minutes), both shared in Redis by every member
+  behind the same egress address (messenger.egress).
 - Before the 24 h cut, or when the server announces a shutdown, a connection is replaced
   make-before-break: the successor subscribes, catches up, and only then is the old one closed.
 """
@@ -23,11 +24,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from contract.settings import Settings
-from messenger.admission import Admission
+from messenger.admission import BUDGET_WHY, Admission
 from messenger.backoff import Backoff
 from messenger.binance import Fields
 from messenger.book import Book, Voucher
 from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection, DiffSink
+from messenger.egress import Egress
 from messenger.routes import Route
 from messenger.seeder import Seeder
 
@@ -60,6 +62,7 @@ class Supervisor:
         rand: Callable[[], float] = random.random,
         candles: Callable[[str, Fields], None] | None = None,
         diffs: DiffSink | None = None,
+        egress: Egress | None = None,
     ) -> None:
         self.settings = settings
         self.candles = candles  # where kline frames also go (messenger.kline_history)
@@ -71,7 +74,8 @@ class Supervisor:
         self.conns: list[Connection] = []
         self.owner: dict[str, Connection] = {}
         self.reconnects: Counter[str] = Counter()
-        self.admission = Admission(lambda: seeder.rest.ip_wait_until)
+        # egress: the connection budget and back-off shared with every member on the same address.
+        self.admission = Admission(lambda: seeder.rest.ip_wait_until, egress)
         self._unplaced: dict[str, None] = {}
         self._reopen: list[Reopen] = []
         self._rand = rand
@@ -242,7 +246,7 @@ class Supervisor:
         """Reconnects due now wait for an IP-wide gate their log line did not know of: say so, once."""
         until, why = self.admission.closed_until()
         late = [e for e in due if e.promised < until]
-        if late and until != self._held_said and why != "the connection budget":  # that one says it
+        if late and until != self._held_said and why != BUDGET_WHY:  # that one says it
             self._held_said = until
             logger.warning(
                 "conn: %d reconnect(s) due now wait %.1f s more for %s", len(late), until - now, why

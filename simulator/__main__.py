@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
         help="connection attempts allowed per window (Binance: 300 per 5 minutes)",
     )
     p.add_argument("--connection-window", type=float, default=d.connection_window_s)
+    p.add_argument(
+        "--rest-weight-limit",
+        type=int,
+        default=d.rest_weight_limit,
+        help="REST request weight allowed per minute per IP (Binance: 6,000)",
+    )
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -108,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> SimConfig:
         max_messages_per_s=a.max_messages_per_s, max_streams=a.max_streams,
         max_url_length=a.max_url_length, max_connection_age_s=a.max_connection_age,
         max_connections_per_window=a.max_connections, connection_window_s=a.connection_window,
+        rest_weight_limit=a.rest_weight_limit,
     )  # fmt: skip
 
 

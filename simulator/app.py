@@ -11,7 +11,7 @@ from aiohttp import web
 
 from simulator import control, rest, rest_history
 from simulator.config import SimConfig
-from simulator.exchange import Exchange
+from simulator.exchange import LOCAL, Exchange
 from simulator.rest import EXCHANGE
 from simulator.session import Session
 from simulator.streams import parse_stream
@@ -36,12 +36,13 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return rest.binance_error(400, 2, "Invalid request: invalid stream")
     if len(names) > config.max_streams:
         return rest.binance_error(400, 4, "Too many subscriptions")
-    refusal = exchange.refuse_handshake()
+    ip = request.remote or LOCAL
+    refusal = exchange.refuse_handshake(ip)
     if refusal is not None:  # Binance's answer to an IP over its limits (429) or banned (418)
         status, retry_after = refusal
         msg = "Too many requests." if status == 429 else "IP banned; retry after Retry-After."
         return rest.binance_error(status, -1003, msg, headers={"Retry-After": retry_after})
-    if not exchange.admit_connection():
+    if not exchange.admit_connection(ip):
         return rest.binance_error(429, -1003, "Too many connection attempts.")
     ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=1 << 20)
     await ws.prepare(request)

@@ -65,7 +65,7 @@ async def state(request: web.Request) -> web.Response:
             "refused_handshakes": exchange.refused_handshakes[-200:],
             "rest_rejected": exchange.rest_rejected,
             "loop_lag_max_ms": round(exchange.loop_lag_max_s * 1000),
-            "connection_attempts": len(exchange.connection_attempts),
+            "connection_attempts": exchange.limits.attempts(),
             "control_messages": exchange.control_messages,
             "rest_requests": exchange.rest_requests[-200:],
             "rest_totals": exchange.rest_totals,
@@ -74,6 +74,12 @@ async def state(request: web.Request) -> web.Response:
             "order_books": {symbol: _book_state(book) for symbol, book in exchange.market.books.items()},
         }
     )
+
+
+async def violations(request: web.Request) -> web.Response:
+    """Every time a client IP went past one of Binance's limits (simulator/limits.py): ``total``,
+    counts ``by_ip`` and kind, the last ``events``, and the ``peak`` use per IP."""
+    return _json(request.app[EXCHANGE].limits.report())
 
 
 async def fault(request: web.Request) -> web.Response:
@@ -243,6 +249,7 @@ async def recorded(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Mount the control API."""
     app.router.add_get("/_sim/state", state)
+    app.router.add_get("/_sim/violations", violations)
     app.router.add_post("/_sim/fault", fault)
     app.router.add_post("/_sim/market", market)
     app.router.add_post("/_sim/book", put_book)

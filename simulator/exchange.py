@@ -21,6 +21,7 @@ import orjson
 from simulator.catalog import Catalog
 from simulator.config import SimConfig
 from simulator.depth_feed import DiffFeeds, deliver, is_diff
+from simulator.limits import IpLimits
 from simulator.market import Market
 from simulator.record import Recorder
 from simulator.streams import parse_stream
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.005
+LOCAL = "127.0.0.1"  # the client IP when a caller does not say
 FLOOD_BATCH = 512
 
 
@@ -47,11 +49,10 @@ class Exchange:
         self.closed_sessions: deque[dict[str, Any]] = deque(maxlen=1000)
         self.subscribers: dict[str, set[Session]] = {}
         self.quiet: set[str] = set()
-        self.connection_attempts: deque[float] = deque()
+        self.limits = IpLimits(config)  # Binance's limits per client IP, and their violations
         self.rejected_connections = 0
         self.rest_requests: list[dict[str, Any]] = []  # the last 500: path (with query), at, weight
         self.rest_totals: dict[str, dict[str, int]] = {}  # path -> calls and weight since the start
-        self.rest_weight: deque[tuple[float, int]] = deque()
         self.rest_429: dict[str, float] = {"remaining": 0, "retry_after_s": 0}
         # The connect_429 fault: the next handshakes refused with this status and Retry-After.
         self.connect_refusal: dict[str, float] = {"remaining": 0, "status": 429, "retry_after_s": 0}
@@ -78,26 +79,23 @@ class Exchange:
 
     # -- connections ------------------------------------------------------------------
 
-    def admit_connection(self) -> bool:
+    def admit_connection(self, ip: str = LOCAL) -> bool:
         """Count a connection attempt; False once the per-IP budget of the window is spent."""
-        now = time.monotonic()
-        window = self.config.connection_window_s
-        while self.connection_attempts and now - self.connection_attempts[0] > window:
-            self.connection_attempts.popleft()
-        if len(self.connection_attempts) >= self.config.max_connections_per_window:
-            self.rejected_connections += 1
-            return False
-        self.connection_attempts.append(now)
-        return True
+        if self.limits.attempt(ip):
+            return True
+        self.rejected_connections += 1
+        return False
 
-    def refuse_handshake(self) -> tuple[int, str] | None:
+    def refuse_handshake(self, ip: str = LOCAL) -> tuple[int, str] | None:
         """(HTTP status, Retry-After) if the connect_429 fault refuses this handshake."""
         fault = self.connect_refusal
         if fault["remaining"] <= 0:
             return None
         fault["remaining"] -= 1
         self.refused_handshakes.append(time.time())
-        return int(fault["status"]), str(int(fault["retry_after_s"] or 60))
+        retry_after = int(fault["retry_after_s"] or 60)
+        self.limits.told_to_wait(ip, retry_after)
+        return int(fault["status"]), str(retry_after)
 
     def new_session_id(self) -> int:
         """A fresh connection id."""
@@ -324,13 +322,9 @@ class Exchange:
 
     # -- REST weight ------------------------------------------------------------------
 
-    def spend_weight(self, weight: int) -> int:
-        """Add a request's weight to the last minute's; returns the minute's total."""
-        now = time.monotonic()
-        self.rest_weight.append((now, weight))
-        while self.rest_weight and now - self.rest_weight[0][0] > 60:
-            self.rest_weight.popleft()
-        return sum(w for _, w in self.rest_weight)
+    def spend_weight(self, weight: int, ip: str = LOCAL) -> int:
+        """Add a request's weight to its IP's last minute; returns that minute's total."""
+        return self.limits.spend(ip, weight)
 
 
 def _load_recording(path: Path) -> list[tuple[float, str, dict[str, Any]]]:

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from simulator import record
-from simulator.exchange import Exchange
+from simulator.exchange import LOCAL, Exchange
 from simulator.market import TICKER_REST_NAMES
 
 EXCHANGE: web.AppKey[Exchange] = web.AppKey("exchange", Exchange)
@@ -79,12 +79,14 @@ def weighed(weight_of: Callable[[web.Request], int]) -> Callable[[Handler], Hand
             totals = exchange.rest_totals.setdefault(request.path, {"calls": 0, "weight": 0})
             totals["calls"] += 1
             totals["weight"] += weight
-            used = exchange.spend_weight(weight)
+            ip = request.remote or LOCAL
+            used = exchange.spend_weight(weight, ip)
             fault = exchange.rest_429
             if fault["remaining"] > 0 or used > exchange.config.rest_weight_limit:
                 fault["remaining"] = max(0, fault["remaining"] - 1)
                 exchange.rest_rejected += 1
                 retry_after = str(int(fault["retry_after_s"] or 60))
+                exchange.limits.told_to_wait(ip, float(retry_after))
                 return binance_error(
                     429, -1003,
                     "Too much request weight used; current limit is "

@@ -339,6 +339,9 @@ def messenger_env(sim: Simulator, redis_url: str, **settings: Any) -> dict[str, 
         "STATS_INTERVAL_S": "1",
         "LOG_LEVEL": "INFO",
         "METRICS_PORT": "0",
+        # One simulator is one Binance seen from one address: the messengers of a test share its
+        # budget, and the session's Redis carries no budget over from another test's simulator.
+        "EGRESS": f"sim{sim.port}",
     }
     # Every messenger the tests start reads its frames with this transport, if set (the suite runs
     # on both: `TRANSMUTE_TEST_WS_TRANSPORT=picows`); a test's own WS_TRANSPORT wins.

@@ -40,6 +40,8 @@ def test_empty_variable_means_default() -> None:
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is not one of"),
         ({"WS_TRANSPORT": "aiohttp"}, "WS_TRANSPORT='aiohttp' is not one of websocket-client, picows"),
         ({"RECONNECT_MIN_MS": "5000", "RECONNECT_MAX_MS": "1000"}, "RECONNECT_MIN_MS must not exceed"),
+        ({"EGRESS": "eu west"}, "EGRESS='eu west' must be 1 to 64 letters"),
+        ({"EGRESS_CONNECTIONS": "301"}, "EGRESS_CONNECTIONS=301 is above the maximum 300"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -25,8 +25,8 @@ from __future__ import annotations
 # One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt (contract.kinds.key_kind).
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
 # A live connection of one messenger run (an id of its own per start): written while the
-# connection is heard from, with SNAPSHOT_TTL_MS. A record names the one that vouches for it
-# (contract.records.VOUCHER) and is served only while that key exists.
+# connection is heard from, with SNAPSHOT_TTL_MS. A record names the ones that vouch for it
+# (contract.records.VOUCHER) and is served only while one of those keys exists.
 VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
 # Records outlive their last write by this much at most: a bound on what a messenger that died
 # leaves behind, not on freshness (that is the voucher's TTL). Renewed well before it runs out.
@@ -58,6 +58,11 @@ def snapshot_key(kind: str, symbol: str) -> str:
 def voucher_key(messenger: str, connection: int) -> str:
     """Key of one live connection's liveness: ``transmute:voucher:5f3a9c1e:3``."""
     return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection=connection)
+
+
+def voucher_prefix(messenger: str) -> str:
+    """What every voucher key of one messenger run starts with: ``transmute:voucher:5f3a9c1e:``."""
+    return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="")
 
 
 def demand_member(kind: str, symbol: str) -> str:

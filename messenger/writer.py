@@ -5,11 +5,14 @@ under load and stay immediate when quiet. Each record names the connection that 
 and each live connection's liveness key is rewritten well inside SNAPSHOT_TTL_MS: that, not the
 values, is what keeps quiet values servable, so the steady work does not grow with the number of
 keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
-Invalidated keys are deleted. Each value goes out with its TTL in one command (``SET key value
-PX ttl``), a batch in one round trip. A value that a live-push client watches is also published
-on a channel named after its key (an empty message when it is withdrawn); the lists of trades
-are messenger.trade_history's. If Redis fails, the writer retries with backoff and rewrites
-everything once it is back; the WebSocket connections are not touched.
+Values go out in one script (messenger.conditional), a batch in one round trip, each with its
+TTL: a value replaces the stored one only if its order is newer, since other messengers may
+write the same keys; otherwise this messenger's voucher joins the stored record. A key this
+messenger no longer vouches for is withdrawn from: deleted unless another messenger's voucher
+in it is alive. A value that a live-push client watches is also published on a channel named
+after its key when it replaces the stored one (an empty message when it is deleted); the lists
+of trades are messenger.trade_history's. If Redis fails, the writer retries with backoff and
+rewrites everything once it is back; the WebSocket connections are not touched.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from typing import Any
 
 import redis
 
-from contract.keys import HEARTBEAT_KEY, RECORD_TTL_MS, STREAMS_KEY, voucher_key
-from contract.records import AS_OF, TS, VOUCHER, encode_record
+from contract.keys import HEARTBEAT_KEY, RECORD_TTL_MS, STREAMS_KEY, voucher_key, voucher_prefix
+from contract.ordering import encode_order
+from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
+from messenger.conditional import SCRIPT, ScriptBatch
 from messenger.histogram import Histogram
-from messenger.resp import command, set_px
+from messenger.resp import command
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -59,10 +64,13 @@ class Writer(Worker):
         self.ttl_ms = ttl_ms
         self.refresh_interval_s = refresh_interval_s
         self.messenger_id = messenger_id
+        self._prefix = voucher_prefix(messenger_id)
         self.watched = watched
         self.status = status
         self.writes = 0
         self.deletes = 0
+        self.replaced = 0  # records that replaced the stored one (the rest were older or equal)
+        self.joined = 0  # records whose stored value stayed, the writer's voucher added to it
         self.batches = 0
         self.errors = 0
         self.healthy = False
@@ -119,31 +127,33 @@ class Writer(Worker):
                 return
 
     def write(self, batch: Batch) -> None:
-        """Send one batch in one round trip: deletions, values with their TTL, then stream states."""
+        """One batch in one round trip: liveness, withdrawals and values (one script), stream states."""
         started = time.monotonic()
         offset_ms = (time.time() - started) * 1000
         commands: list[bytes] = []
         add = commands.append
         watched = self.watched()
-        if batch.deletes:
-            add(command("DEL", *batch.deletes))
-            commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
         ttl, messenger = self.ttl_ms, self.messenger_id
         # Liveness first: a record is never written before the connection it names is live.
         for conn_id, heard in batch.vouchers.items():
             add(command("SET", voucher_key(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
+        script = ScriptBatch(RECORD_TTL_MS, self._prefix)
+        for gone in batch.deletes:
+            script.withdraw(gone.encode(), gone in watched)
         record_ttl = b"%d" % RECORD_TTL_MS
+        renewals: list[bytes] = []
         vouchers: dict[int, str] = {}
         for w in batch.writes:
             key = w.key.encode()
             if w.renew:
-                add(command("PEXPIRE", key, record_ttl))
+                renewals.append(command("PEXPIRE", key, record_ttl))
                 continue
             voucher = vouchers.get(w.connection)
             if voucher is None:
                 voucher = vouchers[w.connection] = voucher_key(messenger, w.connection)
             record = {
                 VOUCHER: voucher,
+                ORDER: encode_order(w.order),
                 **w.fields,
                 TS: int(w.changed * 1000 + offset_ms),
                 # Known current when it arrived; the voucher carries when its connection spoke since.
@@ -152,11 +162,18 @@ class Writer(Worker):
                 "connection": w.connection,
             }
             value = encode_record(record)
-            add(set_px(key, value, record_ttl))
             if w.key in watched:
-                for closed in w.superseded:  # closed candles the value replaced, in order
-                    add(command("PUBLISH", key, encode_record({**record, **closed})))
-                add(command("PUBLISH", key, value))
+                # Closed candles the value replaced, in order: each published if newer than what is stored.
+                superseded = [
+                    encode_record({**record, ORDER: encode_order(order), **closed})
+                    for order, closed in w.superseded
+                ]
+                script.write(key, value, True, superseded)
+            else:
+                script.write(key, value, False)
+        if script:
+            add(script.command())
+        commands.extend(renewals)
         if batch.retired_vouchers:
             add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.
@@ -171,7 +188,15 @@ class Writer(Worker):
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
             add(command("SET", HEARTBEAT_KEY, encode_record(heartbeat), "PX", ttl))
-        self._send(commands)
+        try:
+            replies = self._send(commands)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(SCRIPT)  # Redis restarted (or never had it): load it, send again
+            replies = self._send(commands)
+        if script:
+            replaced, joined, _deleted = replies[len(batch.vouchers)]
+            self.replaced += replaced
+            self.joined += joined
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:
@@ -185,8 +210,8 @@ class Writer(Worker):
         self.healthy = True
         self._backoff.reset()
 
-    def _send(self, commands: list[bytes]) -> None:
-        """Send commands (messenger.resp) in one round trip and read every reply (an error reply raises).
+    def _send(self, commands: list[bytes]) -> list[Any]:
+        """Send commands (messenger.resp) in one round trip and return every reply (an error reply raises).
 
         On any error the connection is dropped, so no unread reply is left on it.
         """
@@ -194,8 +219,7 @@ class Writer(Worker):
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(commands)])
-            for _ in commands:
-                conn.read_response()
+            return [conn.read_response() for _ in commands]
         except BaseException:
             conn.disconnect()
             raise

@@ -27,6 +27,7 @@ The whole batch is one EVALSHA, sent with the writer's other commands in one rou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from contract.records import HEAD_LUA, HEAD_LUA_VOUCHER
@@ -146,15 +147,26 @@ def _bulk(arg: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(arg), arg)
 
 
+@functools.lru_cache(maxsize=8)
+def _head(ttl_ms: int, voucher_prefix: str) -> bytes:
+    return _bulk(b"%d" % ttl_ms) + _bulk(voucher_prefix.encode())
+
+
+# A written key's arguments before its record: watched or not, and no superseded messages.
+_PLAIN = b"$1\r\n0\r\n$1\r\n0\r\n$%d\r\n%b\r\n"
+_WATCHED = b"$1\r\n1\r\n$1\r\n0\r\n$%d\r\n%b\r\n"
+
+
 class ScriptBatch:
     """One batch's withdrawals and records, as the one EVALSHA of SCRIPT (RESP bytes: see ``command``)."""
 
     def __init__(self, ttl_ms: int, voucher_prefix: str) -> None:
-        self._head = [_bulk(b"%d" % ttl_ms), _bulk(voucher_prefix.encode())]
+        self._head = _head(ttl_ms, voucher_prefix)
         self._withdrawn: list[bytes] = []
         self._withdrawn_args: list[bytes] = []
         self._written: list[bytes] = []
         self._written_args: list[bytes] = []
+        self._args = 0  # arguments of the written keys
 
     def withdraw(self, key: bytes, watched: bool) -> None:
         """Withdraw this messenger's vouchers from ``key``'s record (deleting it if none is left)."""
@@ -165,26 +177,27 @@ class ScriptBatch:
         """Write ``value`` under ``key`` if its order allows (publishing it, and ``superseded``
         before it, if ``watched``)."""
         self._written.append(b"$%d\r\n%b\r\n" % (len(key), key))
-        args = self._written_args
-        args.append(b"$1\r\n1\r\n" if watched else b"$1\r\n0\r\n")
         if superseded:
             n = len(superseded)
-            args.append(b"$1\r\n%d\r\n" % n if n < 10 else _bulk(b"%d" % n))
+            args = [b"$1\r\n1\r\n" if watched else b"$1\r\n0\r\n", _bulk(b"%d" % n)]
             args.extend(_bulk(s) for s in superseded)
+            args.append(_bulk(value))
+            self._written_args.append(b"".join(args))
+            self._args += 3 + n
         else:
-            args.append(b"$1\r\n0\r\n")
-        args.append(b"$%d\r\n%b\r\n" % (len(value), value))
+            self._written_args.append((_WATCHED if watched else _PLAIN) % (len(value), value))
+            self._args += 3
 
     def __bool__(self) -> bool:
         return bool(self._withdrawn or self._written)
 
     def command(self) -> bytes:
         """``EVALSHA`` of the whole batch, as RESP."""
-        keys = len(self._withdrawn) + len(self._written)
-        count = b"%d" % len(self._withdrawn)
-        args = 3 + keys + 3 + len(self._withdrawn_args) + len(self._written_args)
+        withdrawn, written = self._withdrawn, self._written
+        keys = len(withdrawn) + len(written)
+        count = 3 + keys + 3 + len(withdrawn) + self._args
         return b"".join(
-            [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n" % (args, SHA), _bulk(b"%d" % keys),
-             *self._withdrawn, *self._written, *self._head, _bulk(count),
+            [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n" % (count, SHA), _bulk(b"%d" % keys),
+             *withdrawn, *written, self._head, _bulk(b"%d" % len(withdrawn)),
              *self._withdrawn_args, *self._written_args]
         )  # fmt: skip

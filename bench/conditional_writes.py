@@ -1,6 +1,7 @@
 """Conditional writes: what a record costs written through the script, against a plain SET.
 
     python -m bench.conditional_writes [--symbols 100] [--frames 200] [--batches 400] [--repeats 3]
+                                       [--pad 0]
 
 A private redis-server; in this process, the messenger's real book and Redis writer. Each batch
 is ``frames`` bookTicker frames for ``symbols`` symbols (round robin, each newer than the last),
@@ -13,6 +14,9 @@ in every repeat:
 - ``conditional``: the writer now: one EVALSHA of messenger.conditional's script per batch;
 - ``conditional, 2 members``: two messengers carrying the same streams, each batch written by
   both (the second one's records are equal to what is stored: its voucher joins them).
+
+With ``--pad N`` each record carries N bytes more (an order book's levels: 6 KB at 100 levels,
+60 KB at 1,000): records over messenger.conditional.STAGE_BYTES are staged and renamed into place.
 
 Reported per mode (medians over the repeats): the messenger's CPU per frame (parse and book, and
 the writer's share) and per record written, Redis's CPU per record, and the conditional writer's
@@ -119,13 +123,14 @@ def frames_for(symbols: list[str], start: int, n: int) -> list[tuple[str, bytes]
 
 
 def run_mode(
-    mode: str, server: RedisServer, symbols: list[str], frames: int, batches: int, run_no: int
+    mode: str, server: RedisServer, symbols: list[str], frames: int, batches: int, run_no: int, pad: int = 0
 ) -> dict[str, Any]:
     """One mode: ``batches`` batches of ``frames`` frames; CPU of each phase and of Redis."""
     client = server.client()
     client.flushall()
     keys = {s: snapshot_key(BOOK_TICKER.key_kind, s) for s in symbols}
     plain = mode == "plain"
+    padding = "x" * pad
     members = [Member(client, f"run{run_no:02d}a", list(keys.values()), plain)]
     if mode.endswith("2 members"):
         members.append(Member(client, f"run{run_no:02d}b", list(keys.values()), plain))
@@ -146,6 +151,8 @@ def run_mode(
             member.conn.last_heard = now
             for symbol, raw in payloads:
                 order, fields = parse(orjson.loads(raw), symbol)
+                if pad:
+                    fields["levels"] = padding
                 member.book.on_frame(member.conn, keys[symbol], order, fields, now)
         t1 = time.thread_time()
         for member in members:
@@ -169,7 +176,7 @@ def run_mode(
     }
 
 
-def run(symbols: int, frames: int, batches: int, repeats: int) -> dict[str, Any]:
+def run(symbols: int, frames: int, batches: int, repeats: int, pad: int = 0) -> dict[str, Any]:
     """Every mode, ``repeats`` times in turn against one redis-server; medians per mode."""
     names = [f"SYM{i:05d}USDT" for i in range(symbols)]
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
@@ -179,7 +186,7 @@ def run(symbols: int, frames: int, batches: int, repeats: int) -> dict[str, Any]
         try:
             for r in range(repeats):
                 for mode in MODES:
-                    rows[mode].append(run_mode(mode, server, names, frames, batches, r))
+                    rows[mode].append(run_mode(mode, server, names, frames, batches, r, pad))
         finally:
             server.stop()
     medians = {
@@ -193,6 +200,7 @@ def run(symbols: int, frames: int, batches: int, repeats: int) -> dict[str, Any]
         "frames_per_batch": frames,
         "batches": batches,
         "repeats": repeats,
+        "pad_bytes": pad,
         "modes": medians,
         "conditional_extra_share_of_messenger_cpu_per_frame": extra / plain["messenger_cpu_us_per_frame"],
         "redis_cpu_ratio_conditional_to_plain": conditional["redis_cpu_us_per_record"]
@@ -206,8 +214,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200, help="frames per batch")
     parser.add_argument("--batches", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pad", type=int, default=0, help="bytes added to each record")
     args = parser.parse_args()
-    print(json.dumps(run(args.symbols, args.frames, args.batches, args.repeats), indent=1))
+    print(json.dumps(run(args.symbols, args.frames, args.batches, args.repeats, args.pad), indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 | ``transmute:backfilled:<series>:<symbol>:origin`` | string, TTL | messenger | a trade list's first id |
 | ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
+| ``transmute:staged:<run>:<key>`` | string, TTL | messenger | a large record on its way to ``<key>`` |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:messenger`` | string, TTL | messenger | its heartbeat: what it carries, how much is fresh |
 | ``transmute:streams`` | hash | messenger | snapshot key -> ``pending`` / ``live``: what it streams |
@@ -31,6 +32,9 @@ VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
 # Records outlive their last write by this much at most: a bound on what a messenger that died
 # leaves behind, not on freshness (that is the voucher's TTL). Renewed well before it runs out.
 RECORD_TTL_MS = 600_000
+# A large record, written here by one messenger run just before its script renames it to its key
+# (messenger.conditional): gone at once, unless the run died between the two (then RECORD_TTL_MS).
+STAGED_KEY_TEMPLATE = "transmute:staged:{messenger}:{key}"
 WATCHED_KEY = "transmute:watched"
 HEARTBEAT_KEY = "transmute:messenger"
 # Written every refresh (a third of SNAPSHOT_TTL_MS) with the values' TTL, SNAPSHOT_TTL_MS: it is
@@ -63,6 +67,12 @@ def voucher_key(messenger: str, connection: int) -> str:
 def voucher_prefix(messenger: str) -> str:
     """What every voucher key of one messenger run starts with: ``transmute:voucher:5f3a9c1e:``."""
     return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="")
+
+
+def staged_key(messenger: str, key: str) -> str:
+    """Where one messenger run stages a large record for ``key`` (a snapshot key):
+    ``transmute:staged:5f3a9c1e:transmute:depth:btcusdt``."""
+    return STAGED_KEY_TEMPLATE.format(messenger=messenger, key=key)
 
 
 def demand_member(kind: str, symbol: str) -> str:

@@ -24,14 +24,14 @@ from typing import Any
 
 import redis
 
-from contract.keys import HEARTBEAT_KEY, RECORD_TTL_MS, STREAMS_KEY, voucher_key, voucher_prefix
+from contract.keys import HEARTBEAT_KEY, RECORD_TTL_MS, STREAMS_KEY, staged_key, voucher_key, voucher_prefix
 from contract.ordering import encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
-from messenger.conditional import SCRIPT, ScriptBatch
+from messenger.conditional import SCRIPT, STAGE_BYTES, ScriptBatch
 from messenger.histogram import Histogram
-from messenger.resp import command
+from messenger.resp import command, set_px
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class Writer(Worker):
             script.withdraw(gone.encode(), gone in watched)
         record_ttl = b"%d" % RECORD_TTL_MS
         renewals: list[bytes] = []
+        staging: list[bytes] = []
         vouchers: dict[int, str] = {}
         for w in batch.writes:
             key = w.key.encode()
@@ -162,16 +163,17 @@ class Writer(Worker):
                 "connection": w.connection,
             }
             value = encode_record(record)
-            if w.key in watched:
+            if len(value) > STAGE_BYTES:  # never through Lua: staged, then renamed into place
+                staged = staged_key(messenger, w.key).encode()
+                staging.append(set_px(staged, value, record_ttl))
+                script.write(key, staged, w.key in watched, _superseded(record, w.superseded), staged=True)
+            elif w.key in watched:
                 # Closed candles the value replaced, in order: each published if newer than what is stored.
-                superseded = [
-                    encode_record({**record, ORDER: encode_order(order), **closed})
-                    for order, closed in w.superseded
-                ]
-                script.write(key, value, True, superseded)
+                script.write(key, value, True, _superseded(record, w.superseded))
             else:
                 script.write(key, value, False)
         if script:
+            commands.extend(staging)
             add(script.command())
         commands.extend(renewals)
         if batch.retired_vouchers:
@@ -194,7 +196,7 @@ class Writer(Worker):
             self.client.script_load(SCRIPT)  # Redis restarted (or never had it): load it, send again
             replies = self._send(commands)
         if script:
-            replaced, joined, _deleted = replies[len(batch.vouchers)]
+            replaced, joined, _deleted = replies[len(batch.vouchers) + len(staging)]
             self.replaced += replaced
             self.joined += joined
         done = self._last_write = time.monotonic()
@@ -231,3 +233,8 @@ class Writer(Worker):
         if self.healthy or self.errors == 1:
             logger.warning("redis: write failed (%s); retrying with backoff", exc)
         self.healthy = False
+
+
+def _superseded(record: dict[str, Any], closed: list[tuple[Any, dict[str, Any]]]) -> list[bytes]:
+    """The closed candles a record replaced, as published: the record with each one's fields and order."""
+    return [encode_record({**record, ORDER: encode_order(order), **fields}) for order, fields in closed]

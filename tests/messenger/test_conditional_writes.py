@@ -21,6 +21,7 @@ from contract.ordering import encode_order
 from contract.records import vouchers
 from contract.servable import CurrentReader, pairs, servable
 from messenger.book import Book
+from messenger.conditional import STAGE_BYTES
 from messenger.writer import Writer
 from tests.messenger.test_book import Conn
 from tests.processes import RedisServer, wait_until
@@ -111,14 +112,15 @@ def candles(n: int) -> list[tuple[tuple[int, int, int], dict[str, Any]]]:
     return out
 
 
-@pytest.mark.parametrize("rounds", [400])
+@pytest.mark.parametrize(("rounds", "pad"), [(400, 0), (150, STAGE_BYTES)])
 def test_two_messengers_interleaving_old_and_new_updates_never_take_a_value_back(
-    members: tuple[Member, Member], any_redis: redis.Redis, rounds: int
+    members: tuple[Member, Member], any_redis: redis.Redis, rounds: int, pad: int
 ) -> None:
     """Both carry the same streams, each at its own pace: one is often behind the other, so many
     of its writes are older than what is stored. After every batch, each key holds the newest
     value either wrote, a watched key's channel has published each value that replaced the stored
-    one in order (every closed candle once), and a value both wrote names both vouchers."""
+    one in order (every closed candle once), and a value both wrote names both vouchers. With
+    ``pad``, every record is large (staged, then renamed into place)."""
     seed = time.time_ns()
     logger.info("seed %d", seed)
     rng = random.Random(seed)
@@ -132,6 +134,9 @@ def test_two_messengers_interleaving_old_and_new_updates_never_take_a_value_back
         QUIET: [(u, ticker(u)) for u in range(1, rounds // 20)],
         CANDLE: candles(rounds // 8),
     }
+    for stream in streams.values():
+        for _, fields in stream:
+            fields["pad"] = "x" * pad
     at = {(m.run, key): 0 for m in members for key in streams}  # how far each has read each stream
     newest: dict[str, Any] = {}  # the newest order written so far, by either
     published: list[tuple[int, int, int]] = []
@@ -175,6 +180,7 @@ def test_two_messengers_interleaving_old_and_new_updates_never_take_a_value_back
     closed = [order for order, fields in streams[CANDLE] if fields["closed"]]
     assert set(closed) <= set(published), seed
     assert a.writer.joined + b.writer.joined > 0
+    assert not any_redis.keys("transmute:staged:*")  # each staged record was renamed or dropped
 
 
 def test_a_key_both_vouch_for_stays_servable_when_one_dies(

@@ -9,6 +9,7 @@
 | ``transmute:backfilled:<series>:<symbol>:origin`` | string, TTL | messenger | a trade list's first id |
 | ``transmute:backfill`` | sorted set + channel | server | history asked for (contract.backfill) |
 | ``transmute:voucher:<run>:<n>`` | string, TTL | messenger | a live connection's last word (epoch ms) |
+| ``transmute:staged:<run>:<key>`` | string, TTL | messenger | a large record on its way to ``<key>`` |
 | ``transmute:watched`` | sorted set | server | keys a live-push client follows, scored by expiry (ms) |
 | ``transmute:members`` | sorted set | messenger | members (messenger runs) scored by when presumed dead |
 | ``transmute:leaving`` | sorted set | messenger | members stopping cleanly (own nothing), scored alike |
@@ -31,12 +32,15 @@ from __future__ import annotations
 # One record per stream kind and symbol, e.g. transmute:bookticker:btcusdt (contract.kinds.key_kind).
 SNAPSHOT_KEY_TEMPLATE = "transmute:{kind}:{symbol}"
 # A live connection of one messenger run (an id of its own per start): written while the
-# connection is heard from, with SNAPSHOT_TTL_MS. A record names the one that vouches for it
-# (contract.records.VOUCHER) and is served only while that key exists.
+# connection is heard from, with SNAPSHOT_TTL_MS. A record names the ones that vouch for it
+# (contract.records.VOUCHER) and is served only while one of those keys exists.
 VOUCHER_KEY_TEMPLATE = "transmute:voucher:{messenger}:{connection}"
 # Records outlive their last write by this much at most: a bound on what a messenger that died
 # leaves behind, not on freshness (that is the voucher's TTL). Renewed well before it runs out.
 RECORD_TTL_MS = 600_000
+# A large record, written here by one messenger run just before its script renames it to its key
+# (messenger.conditional): gone at once, unless the run died between the two (then RECORD_TTL_MS).
+STAGED_KEY_TEMPLATE = "transmute:staged:{messenger}:{key}"
 WATCHED_KEY = "transmute:watched"
 # Every messenger run is a member (contract.members): registered here, scored by the time (epoch
 # ms) it is presumed dead unless heard from again (LIVENESS_TIMEOUT_MS after its last word).
@@ -89,6 +93,17 @@ def member_key(member: str) -> str:
 def member_streams_key(member: str) -> str:
     """Key of what one member streams: ``transmute:streams:5f3a9c1e``."""
     return MEMBER_STREAMS_KEY_TEMPLATE.format(member=member)
+
+
+def voucher_prefix(messenger: str) -> str:
+    """What every voucher key of one messenger run starts with: ``transmute:voucher:5f3a9c1e:``."""
+    return VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="")
+
+
+def staged_key(messenger: str, key: str) -> str:
+    """Where one messenger run stages a large record for ``key`` (a snapshot key):
+    ``transmute:staged:5f3a9c1e:transmute:depth:btcusdt``."""
+    return STAGED_KEY_TEMPLATE.format(messenger=messenger, key=key)
 
 
 def demand_member(kind: str, symbol: str) -> str:

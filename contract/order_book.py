@@ -10,11 +10,14 @@ vouched for like every record (contract.servable), written at most once per diff
 asked for in the last DEMAND_IDLE_S, at least the default's, never more than the snapshot depth.
 The server registers the tier it needs in WANTED_KEY.
 
-A record is a JSON object (the first fields as every record: ``voucher``; its last ``ts``,
-``as_of``, ``source``, ``connection``), with the levels as pre-encoded JSON arrays so that a
-request for N levels is a slice of the stored bytes, not a parse of thousands of levels::
+A record is a JSON object (the first fields as every record: ``voucher``, ``order``; its last
+``ts``, ``as_of``, ``source``, ``connection``), with the levels as pre-encoded JSON arrays so that a
+request for N levels is a slice of the stored bytes, not a parse of thousands of levels. Its order
+(contract.ordering.book_order) is its update id, the levels written, and the levels held::
 
-    {"voucher": "transmute:voucher:5f3a9c1e:1", "symbol": "BTCUSDT", "update_id": 160,
+    {"voucher": "transmute:voucher:5f3a9c1e:1",
+     "order": "000000000000000001600000000000000000010000000000000000000200",
+     "symbol": "BTCUSDT", "update_id": 160,
      "levels": 100,          # the tier written: at most this many levels per side
      "limit": 1000,          # the snapshot depth the book was synchronized from
      "counts": [100, 100],   # levels held per side (bids, asks)

@@ -1,13 +1,15 @@
 """When a stored record may be served: the one read rule, as a Redis script both sides share.
 
-A record (contract.records) names the connection that vouches for it; that connection's
-liveness key (contract.keys.voucher_key) exists only while the messenger hears from it. The
-script reads each record and the liveness key it names in one round trip and returns a record
-only where both exist, so what is served can never outlive its connection's last word by more
-than SNAPSHOT_TTL_MS, however long ago the record itself was written.
+A record (contract.records) names the connections that vouch for it (usually one; one per
+messenger that carries its stream); each one's liveness key (contract.keys.voucher_key) exists
+only while its messenger hears from it. The script reads each record and the liveness keys it
+names in one round trip and returns a record only where one of them exists, so what is served
+can never outlive the last word of the last connection vouching for it by more than
+SNAPSHOT_TTL_MS, however long ago the record itself was written. With several, the latest word
+of a live one is taken.
 
-The script reads the voucher from the record's first field with a pattern, without parsing
-JSON: the writer always puts it first.
+The script reads the vouchers from the record's first field with a pattern, without parsing
+JSON: the writer always puts them first.
 """
 
 from __future__ import annotations
@@ -17,22 +19,38 @@ from typing import Any
 
 import redis
 
-from contract.records import AS_OF, VOUCHER, MalformedRecord, decode_record
+from contract.records import AS_OF, HEAD_LUA_VOUCHER, ORDER, VOUCHER, MalformedRecord, decode_record
 
-# The rule in Lua, for every script that reads records: a key's record and its voucher's last
-# word (epoch ms), or false, false.
-VOUCHED_LUA = """
+# The rule in Lua, for every script that reads records: ``heard_of(record)``, the latest word
+# (epoch ms) of a live voucher the record names, or false; ``vouched(key)``, a key's record and
+# that word, or false, false. One voucher (the usual case) costs one GET.
+VOUCHED_LUA = (
+    f"""
+local VOUCHERS = '{HEAD_LUA_VOUCHER}'"""
+    + """
+local function heard_of(record)
+  local named = string.match(record, VOUCHERS)
+  if not named then return false end
+  if not string.find(named, ' ', 1, true) then return redis.call('GET', named) end
+  local latest, best = false, -1
+  for voucher in string.gmatch(named, '%S+') do
+    local word = redis.call('GET', voucher)
+    local ms = word and tonumber(word)
+    if ms and ms > best then latest, best = word, ms end
+  end
+  return latest
+end
 local function vouched(key)
   local record = redis.call('GET', key)
   local heard = false
   if record then
-    local voucher = string.match(record, '^{"voucher":"([^"]+)"')
-    if voucher then heard = redis.call('GET', voucher) end
+    heard = heard_of(record)
     if not heard then record = false end
   end
   return record, heard
 end
 """
+)
 # For each key: the record and its voucher's last word, or false, false.
 READ_SCRIPT = (
     VOUCHED_LUA
@@ -66,8 +84,8 @@ class CurrentReader:
 def servable(raw: Any, heard: Any) -> dict[str, Any] | None:
     """The record to serve from one (record, heard) pair, or None if there is none.
 
-    ``as_of`` becomes the later of the record's and its connection's last word; the voucher's
-    key is not served. Raises MalformedRecord if what is stored is not a record.
+    ``as_of`` becomes the later of the record's and its connections' latest word; the vouchers
+    and the order are not served. Raises MalformedRecord if what is stored is not a record.
     """
     if raw is None or heard is None:
         return None
@@ -77,8 +95,24 @@ def servable(raw: Any, heard: Any) -> dict[str, Any] | None:
     except ValueError:
         raise MalformedRecord(f"voucher {record.get(VOUCHER)!r} holds no time") from None
     record.pop(VOUCHER, None)
+    record.pop(ORDER, None)
     record[AS_OF] = max(record[AS_OF], heard_ms)
     return record
+
+
+def latest_word(words: Sequence[Any]) -> Any:
+    """The latest of the words read from a record's vouchers (None where one is gone), as the
+    script's ``heard_of`` takes it: None if none is alive."""
+    latest, best = None, -1
+    for word in words:
+        if word is not None:
+            try:
+                ms = int(word)
+            except ValueError:
+                continue
+            if ms > best:
+                latest, best = word, ms
+    return latest
 
 
 def pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

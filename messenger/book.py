@@ -10,7 +10,8 @@ any vouching connection is alive, the value is current however long ago it chang
 last one goes, the key is invalidated at once.
 
 Updates are applied only when their order (an update id, a trade id, an event time) is newer,
-whichever connection brings them.
+whichever connection brings them; each value is written with its order, and Redis applies the
+same rule between messengers (messenger.conditional).
 Readers (one thread per connection), the REST seeder, the supervisor and the Redis writer
 all meet here, so every method takes the one lock.
 """
@@ -45,15 +46,16 @@ class Entry:
 
     key: str
     fields: Fields | None = None
-    u: Order = None
+    u: Order = None  # the newest order taken: an update at or before it is not applied
+    order: Order = None  # the value's own order (None for a REST seed without one), written with it
     changed: float = 0.0  # monotonic time the value last changed
     written: float = 0.0  # monotonic time it was last handed to the writer
     named: Voucher | None = None  # the connection the value in Redis says vouches for it
     source: str = SOURCE_STREAM
     vouchers: set[Voucher] = field(default_factory=set)
-    # Closed candles replaced before the writer took them: each is still published (live push
-    # promises every closed candle), though only the latest value is stored.
-    superseded: list[Fields] = field(default_factory=list)
+    # Closed candles replaced before the writer took them, with their orders: each is still
+    # published (live push promises every closed candle), though only the latest value is stored.
+    superseded: list[tuple[Order, Fields]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -66,9 +68,11 @@ class Write:
     heard: float
     source: str
     connection: int = 0  # the connection it names as its voucher (see Batch.vouchers)
+    order: Order = None  # its order (contract.ordering): Redis refuses it if older than what it holds
     update: bool = True  # a new value (not a refresh of one already written)
     renew: bool = False  # only its expiry is due: Redis holds this very record already
-    superseded: list[Fields] = field(default_factory=list)  # published before it (Entry.superseded)
+    # Closed candles published before it, with their orders (Entry.superseded).
+    superseded: list[tuple[Order, Fields]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -156,9 +160,10 @@ class Book:
                 return False
             previous = entry.fields
             if previous is not None and key in self._dirty and previous.get("closed") is True:
-                entry.superseded.append(previous)  # a closed candle the writer has not taken yet
+                entry.superseded.append((entry.order, previous))  # a closed candle the writer has not taken
                 del entry.superseded[:-SUPERSEDED_KEPT]
             entry.fields, entry.u, entry.changed, entry.source = fields, u, now, SOURCE_STREAM
+            entry.order = u
             self.accepted += 1
             if conn not in entry.vouchers:
                 self._vouch(conn, entry)
@@ -194,7 +199,7 @@ class Book:
                 return False  # conn is gone or no longer carries the key
             if u is not None and entry.u is not None and u < entry.u:
                 return False  # older than what was streamed before
-            entry.fields, entry.changed, entry.source = fields, now, SOURCE_REST
+            entry.fields, entry.changed, entry.source, entry.order = fields, now, SOURCE_REST, u
             if u is not None:
                 entry.u = u
             self.seeds_applied += 1
@@ -221,7 +226,7 @@ class Book:
                 if key in self._assigned.get(conn, ()):
                     self._pending.setdefault(conn, {})[key] = now
             entry.vouchers = set()
-            entry.fields, entry.u, entry.superseded = None, None, []
+            entry.fields, entry.u, entry.order, entry.superseded = None, None, None, []
             self._dirty.discard(key)
             self._gone.add(key)
             # Its stream stays "live": it had a value and has none, so the server says so at once
@@ -431,7 +436,7 @@ class Book:
                 by_written[key] = None
                 renew = key not in updated and voucher is named and not everything
                 entry.named = voucher
-                write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id)
+                write = Write(key, entry.fields, entry.changed, heard, entry.source, voucher.id, entry.order)
                 write.update = key in updated
                 write.renew = renew
                 if entry.superseded:

@@ -38,12 +38,23 @@ from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
 
-# Of KEYS, those whose record another member wrote last (ARGV[1]: how this member's records start).
+# Of KEYS, those whose record another member vouches for too: it names a voucher that is not this
+# member's (ARGV[1]: how this member's records start: '{"voucher":"' and its vouchers' prefix).
 THEIRS_LUA = """
-local n, out = #ARGV[1], {}
+local mine, out = string.sub(ARGV[1], 13), {}
+local function ours(voucher)
+  if string.sub(voucher, 1, #mine) ~= mine then return false end
+  local after = string.sub(voucher, #mine + 1, #mine + 1)
+  return after == ':' or after == '.'
+end
 for _, key in ipairs(KEYS) do
-  local record = redis.call('GET', key)
-  if record and string.sub(record, 1, n) ~= ARGV[1] then out[#out + 1] = key end
+  local head = redis.call('GETRANGE', key, 0, 1023)
+  local named = string.match(head, '^{"voucher":"([^"]*)"')
+  if named then
+    for voucher in string.gmatch(named, '%S+') do
+      if not ours(voucher) then out[#out + 1] = key break end
+    end
+  end
 end
 return out
 """

@@ -43,6 +43,7 @@ from typing import Any
 import redis
 
 from contract.order_book import DEFAULT_LIMIT, UNSYNCED_KEY, book_fields
+from contract.ordering import book_order
 from messenger.binance import Fields
 from messenger.book import Book, Voucher
 from messenger.local_book import BadLevel, LocalBook
@@ -93,7 +94,6 @@ class Sync:
     since_refresh: list[tuple[Voucher, Fields]] | None = None
     fresh: LocalBook | None = None
     refreshed_at: float = float("-inf")
-    generation: int = 0  # books swapped in so far: orders a refreshed book after the one it replaced
 
 
 class OrderBooks(Worker):
@@ -180,7 +180,7 @@ class OrderBooks(Worker):
                 # sequence, so it may vouch for what is held (the book ignores the old order).
                 self.duplicates += 1
                 if sync.fields is not None:
-                    self.book.on_frame(conn, sync.key, _order(sync, local), sync.fields, now)
+                    self.book.on_frame(conn, sync.key, _order(sync.fields), sync.fields, now)
                 return
             if fields["first_update_id"] > local.update_id + 1:
                 self._lose(sync, "gap", now)
@@ -224,7 +224,6 @@ class OrderBooks(Worker):
         if fresh is None or local is None or fresh.update_id != local.update_id:
             return False
         sync.local, sync.fresh, sync.since_refresh = fresh, None, None
-        sync.generation += 1
         self.refreshes += 1
         return True
 
@@ -256,7 +255,7 @@ class OrderBooks(Worker):
             return
         bids, asks, partial = local.top(sync.levels)
         sync.fields = book_fields(sync.symbol, local.update_id, sync.levels, local.limit, bids, asks, partial)
-        self.book.on_frame(conn, sync.key, _order(sync, local), sync.fields, now)
+        self.book.on_frame(conn, sync.key, _order(sync.fields), sync.fields, now)
         if (
             sync.since_refresh is None
             and sync.symbol not in self._refresh
@@ -449,7 +448,8 @@ class OrderBooks(Worker):
         }
 
 
-def _order(sync: Sync, local: LocalBook) -> tuple[int, int, int]:
-    """The order of a book's record: its update id, then the levels written, then its generation
-    (a refreshed book at the same update id is a newer record)."""
-    return local.update_id, sync.levels, sync.generation
+def _order(fields: Fields) -> tuple[int, int, int]:
+    """The order of a book's record (contract.ordering.book_order): a refreshed book at the same
+    update id is newer if it holds more levels."""
+    bids, asks = fields["counts"]
+    return book_order(fields["update_id"], fields["levels"], bids + asks)

@@ -5,12 +5,14 @@ under load and stay immediate when quiet. Each record names the connection that 
 and each live connection's liveness key is rewritten well inside SNAPSHOT_TTL_MS: that, not the
 values, is what keeps quiet values servable, so the steady work does not grow with the number of
 keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
-Invalidated keys are deleted where the record is still this member's (another member may have
-written it since: it carries the stream too, or took it over). Each value goes out with its TTL
-in one command (``SET key value PX ttl``), a batch in one round trip. A value that a live-push
-client watches is also published on a channel named after its key (an empty message when it is
-withdrawn); the lists of trades are messenger.trade_history's. If Redis fails, the writer retries
-with backoff and rewrites everything once it is back; the WebSocket connections are not touched.
+Values go out in one script (messenger.conditional), a batch in one round trip, each with its
+TTL: a value replaces the stored one only if its order is newer, since other messengers may
+write the same keys; otherwise this messenger's voucher joins the stored record. A key this
+messenger no longer vouches for is withdrawn from: deleted unless another messenger's voucher
+in it is alive. A value that a live-push client watches is also published on a channel named
+after its key when it replaces the stored one (an empty message when it is deleted); the lists
+of trades are messenger.trade_history's. If Redis fails, the writer retries with backoff and
+rewrites everything once it is back; the WebSocket connections are not touched.
 
 What Redis held before a failure may not be what the writer last wrote: a restarted Redis holds
 nothing, and a replica promoted by a Sentinel failover misses the writes the old primary
@@ -32,10 +34,20 @@ from typing import Any
 
 import redis
 
-from contract.keys import RECORD_TTL_MS, VOUCHER_KEY_TEMPLATE, member_key, member_streams_key, voucher_key
-from contract.records import AS_OF, TS, VOUCHER, encode_record
+from contract.keys import (
+    RECORD_TTL_MS,
+    VOUCHER_KEY_TEMPLATE,
+    member_key,
+    member_streams_key,
+    staged_key,
+    voucher_key,
+    voucher_prefix,
+)
+from contract.ordering import encode_order
+from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
+from messenger.conditional import SCRIPT, STAGE_BYTES, ScriptBatch
 from messenger.histogram import Histogram
 from messenger.resp import command, set_px
 from messenger.worker import Worker
@@ -47,20 +59,6 @@ logger = logging.getLogger(__name__)
 # (only a key's latest value is written), and the writer never holds most of the one GIL.
 MIN_WRITE_INTERVAL_S = 0.0005
 MAX_WRITE_INTERVAL_S = 0.004
-# Deletes only the records this member vouches for (ARGV[1]: how its records start): a key another
-# member has written since (it carries the stream too, or took it over) is that member's to keep.
-# A stopgap until records name every member that vouches for them.
-DELETE_MINE_LUA = """
-local n = #ARGV[1]
-for _, key in ipairs(KEYS) do
-  local record = redis.call('GET', key)
-  if record and string.sub(record, 1, n) == ARGV[1] then
-    local after = string.sub(record, n + 1, n + 1)  -- ':' then the connection, or '.' a generation
-    if after == ':' or after == '.' then redis.call('DEL', key) end
-  end
-end
-return 0
-"""
 # Records are renewed once a third of their TTL has passed since they were last written.
 RECORD_RENEW_S = RECORD_TTL_MS / 3000
 
@@ -96,10 +94,13 @@ class Writer(Worker):
         self.ttl_ms = ttl_ms
         self.refresh_interval_s = refresh_interval_s
         self.messenger_id = messenger_id
+        self._prefix = voucher_prefix(messenger_id)
         self.watched = watched
         self.status = status
         self.writes = 0
         self.deletes = 0
+        self.replaced = 0  # records that replaced the stored one (the rest were older or equal)
+        self.joined = 0  # records whose stored value stayed, the writer's voucher added to it
         self.batches = 0
         self.errors = 0
         self.healthy = False
@@ -164,7 +165,7 @@ class Writer(Worker):
                 return
 
     def write(self, batch: Batch) -> None:
-        """Send one batch in one round trip: deletions, values with their TTL, then stream states."""
+        """One batch in one round trip: liveness, withdrawals and values (one script), stream states."""
         started = time.monotonic()
         offset_ms = (time.time() - started) * 1000
         commands: list[bytes] = []
@@ -174,25 +175,27 @@ class Writer(Worker):
         member = self.messenger_id
         # Vouchers only: they take a new name after every failure (see the module's docstring).
         messenger = f"{member}.{self.generation}" if self.generation else member
-        if batch.deletes:
-            mine = records_start(member)
-            add(command("EVAL", DELETE_MINE_LUA, len(batch.deletes), *batch.deletes, mine))
-            commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
         # Liveness first: a record is never written before the connection it names is live.
         for conn_id, heard in batch.vouchers.items():
             add(command("SET", voucher_key(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
+        script = ScriptBatch(RECORD_TTL_MS, self._prefix)
+        for gone in batch.deletes:
+            script.withdraw(gone.encode(), gone in watched)
         record_ttl = b"%d" % RECORD_TTL_MS
+        renewals: list[bytes] = []
+        staging: list[bytes] = []
         vouchers: dict[int, str] = {}
         for w in batch.writes:
             key = w.key.encode()
             if w.renew:
-                add(command("PEXPIRE", key, record_ttl))
+                renewals.append(command("PEXPIRE", key, record_ttl))
                 continue
             voucher = vouchers.get(w.connection)
             if voucher is None:
                 voucher = vouchers[w.connection] = voucher_key(messenger, w.connection)
             record = {
                 VOUCHER: voucher,
+                ORDER: encode_order(w.order),
                 **w.fields,
                 TS: int(w.changed * 1000 + offset_ms),
                 # Known current when it arrived; the voucher carries when its connection spoke since.
@@ -201,11 +204,19 @@ class Writer(Worker):
                 "connection": w.connection,
             }
             value = encode_record(record)
-            add(set_px(key, value, record_ttl))
-            if w.key in watched:
-                for closed in w.superseded:  # closed candles the value replaced, in order
-                    add(command("PUBLISH", key, encode_record({**record, **closed})))
-                add(command("PUBLISH", key, value))
+            if len(value) > STAGE_BYTES:  # never through Lua: staged, then renamed into place
+                staged = staged_key(messenger, w.key).encode()
+                staging.append(set_px(staged, value, record_ttl))
+                script.write(key, staged, w.key in watched, _superseded(record, w.superseded), staged=True)
+            elif w.key in watched:
+                # Closed candles the value replaced, in order: each published if newer than what is stored.
+                script.write(key, value, True, _superseded(record, w.superseded))
+            else:
+                script.write(key, value, False)
+        if script:
+            commands.extend(staging)
+            add(script.command())
+        commands.extend(renewals)
         if batch.retired_vouchers:
             add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.
@@ -221,7 +232,15 @@ class Writer(Worker):
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
             add(command("SET", member_key(member), encode_record(heartbeat), "PX", ttl))
-        self._send(commands, batch.streams_complete)
+        try:
+            replies = self._send(commands, batch.streams_complete)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(SCRIPT)  # Redis restarted (or never had it): load it, send again
+            replies = self._send(commands, batch.streams_complete)
+        if script:
+            replaced, joined, _deleted = replies[len(batch.vouchers) + len(staging)]
+            self.replaced += replaced
+            self.joined += joined
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:
@@ -235,8 +254,8 @@ class Writer(Worker):
         self.healthy = True
         self._backoff.reset()
 
-    def _send(self, commands: list[bytes], everything: bool) -> None:
-        """Send commands (messenger.resp) in one round trip and read every reply (an error reply raises).
+    def _send(self, commands: list[bytes], everything: bool) -> list[Any]:
+        """Send commands (messenger.resp) in one round trip and return every reply (an error reply raises).
 
         On a connection made since the last write only ``everything`` (a full rewrite) is sent;
         anything else raises Reconnected. On any error the connection is dropped, so no unread
@@ -254,9 +273,9 @@ class Writer(Worker):
             if self._fresh and not everything:
                 raise Reconnected("connected anew since the last write")
             conn.send_packed_command([b"".join(commands)])
-            for _ in commands:
-                conn.read_response()
+            replies = [conn.read_response() for _ in commands]
             self._fresh = False
+            return replies
         except BaseException:
             self._release()
             raise
@@ -280,3 +299,8 @@ class Writer(Worker):
         elif self.healthy or self.errors == 1:
             logger.warning("redis: write failed (%s); retrying with backoff", exc)
         self.healthy = False
+
+
+def _superseded(record: dict[str, Any], closed: list[tuple[Any, dict[str, Any]]]) -> list[bytes]:
+    """The closed candles a record replaced, as published: the record with each one's fields and order."""
+    return [encode_record({**record, ORDER: encode_order(order), **fields}) for order, fields in closed]

@@ -39,8 +39,8 @@ from contract.order_book import (
     tier,
     wanted_member,
 )
-from contract.records import VOUCHER, MalformedRecord
-from contract.servable import VOUCHED_LUA, pairs
+from contract.records import VOUCHER, MalformedRecord, vouchers
+from contract.servable import VOUCHED_LUA, latest_word, pairs
 from server import lookup, metrics
 from server.store import SnapshotStore, StoreUnavailable
 
@@ -211,53 +211,55 @@ class BookReader:
         self.store = store
         self.wait_s = wait_s
         self._heads = store.client.register_script(HEADS_SCRIPT)
-        self._vouchers: dict[str, str] = {}  # symbol -> the voucher its record named when last read
+        self._vouchers: dict[str, str] = {}  # symbol -> the vouchers its record named when last read
 
     def read(self, symbol: str, limit: int) -> Book | None:
         """The book as it is now (None if there is none), its tier for ``limit`` registered;
         raises StoreUnavailable.
 
-        The read rule is the script's (a record, and at the same instant the voucher it names), in
-        one command that costs no more than a GET: ``MGET`` of the record and the voucher its last
-        read named, kept per symbol. Only if the record names another voucher now (its connection
+        The read rule is the script's (a record, and at the same instant the vouchers it names), in
+        one command that costs no more than a GET: ``MGET`` of the record and the vouchers its last
+        read named, kept per symbol. Only if the record names other vouchers now (its connections
         changed) is it read again through the script. (A large value through a Lua script costs
         Redis about 80 us more than a GET: more than the rest of the request.)
         """
         key = snapshot_key(KIND, symbol)
-        voucher = self._vouchers.get(symbol)
+        named = self._vouchers.get(symbol)
         also = self._wanted([symbol], limit)
-        if voucher is not None:
-            raw, heard = self._mget(key, voucher, self.store.due(KIND, [symbol]), also)
+        if named is not None:
+            raw, heard = self._mget(key, named, self.store.due(KIND, [symbol]), also)
             if raw is None:
                 return None
             book = _decoded(key, raw, heard)
-            if book is not None and book.head.get(VOUCHER) == voucher:
+            if book is not None and book.head.get(VOUCHER) == named:
                 return book if heard is not None else None
             also = None  # registered already
         [found] = self.store.snapshots(KIND, [symbol], decode=served, also=also)
         if isinstance(found, Book):
             named = found.head.get(VOUCHER)
-            if isinstance(named, str):
+            if isinstance(named, str) and named:
                 self._vouchers[symbol] = named
             return found
         return None
 
     def _mget(
-        self, key: str, voucher: str, due: list[str], also: Callable[[Any], None] | None
+        self, key: str, named: str, due: list[str], also: Callable[[Any], None] | None
     ) -> tuple[Any, Any]:
-        """The record and a voucher at one instant; demand and tier registered in the same round trip."""
+        """The record and the latest word of the vouchers ``named`` (a record's ``voucher``) at one
+        instant; demand and tier registered in the same round trip."""
+        keys = [key, *vouchers(named)]
         try:
             if not due and also is None:
-                raw, heard = self.store.client.mget([key, voucher])
-                return raw, heard
+                raw, *words = self.store.client.mget(keys)
+                return raw, latest_word(words)
             pipe = self.store.client.pipeline(transaction=False)
-            pipe.mget([key, voucher])
+            pipe.mget(keys)
             if due:
                 pipe.zadd(DEMAND_KEY, dict.fromkeys(due, _now_ms()), xx=True)
             if also is not None:
                 also(pipe)
-            raw, heard = pipe.execute()[0]
-            return raw, heard
+            raw, *words = pipe.execute()[0]
+            return raw, latest_word(words)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -24,7 +24,7 @@ from flask import Blueprint, Response, current_app, request
 
 from contract import kinds
 from contract.keys import snapshot_key
-from contract.records import VOUCHER, MalformedRecord, decode_record
+from contract.records import ORDER, VOUCHER, MalformedRecord, decode_record
 from contract.servable import servable
 from server import admission, books, lookup, metrics
 from server.books import BookReader
@@ -152,6 +152,7 @@ class Follower:
         """A published record: just written, so its connection vouched for it a moment ago."""
         record = decode_record(data)
         record.pop(VOUCHER, None)
+        record.pop(ORDER, None)
         return record
 
     def read(self) -> Any:

@@ -1,6 +1,6 @@
 """Reading kept trade lists (contract.trade_history): a range, or what must happen before it can be.
 
-One Redis script per read (one round trip) takes the stream's record and its voucher, the tail,
+One Redis script per read (one round trip) takes the stream's record and its vouchers, the tail,
 the backfilled set and the origin mark of one series, and answers one of:
 
 - ``ok`` and the items, in Binance's REST shape, oldest first: every id of the range is held;
@@ -27,6 +27,7 @@ import redis
 from contract import backfill
 from contract.backfill import Backfill
 from contract.keys import snapshot_key
+from contract.servable import VOUCHED_LUA
 from contract.trade_history import (
     AGG_TRADE,
     AGG_TRADE_BY_TIME,
@@ -47,6 +48,7 @@ OK, STALE, WAIT, FETCH = "ok", "stale", "wait", "fetch"
 # Lua pattern of an item's time, Lua pattern of the record's newest id, the items a tail keeps.
 READ_SCRIPT = (
     HELD_LUA
+    + VOUCHED_LUA
     + """
 local tail, older = KEYS[2], KEYS[3]
 local mode, limit = ARGV[1], tonumber(ARGV[2])
@@ -54,8 +56,7 @@ local tpat = ARGV[5]
 local vouched, latest = false, nil
 local record = redis.call('GET', KEYS[1])
 if record then
-  local voucher = string.match(record, '^{"voucher":"([^"]+)"')
-  if voucher and redis.call('EXISTS', voucher) == 1 then
+  if heard_of(record) then
     vouched = true
     latest = tonumber(string.match(record, ARGV[6]))
   end

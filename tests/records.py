@@ -11,16 +11,20 @@ from contract.keys import MEMBERS_KEY, member_key, member_streams_key, snapshot_
 from contract.kinds import DEPTH
 from contract.members import StreamStates
 from contract.order_book import book_fields, level_bytes
-from contract.records import AS_OF, TS, VOUCHER, encode_record
+from contract.ordering import encode_order
+from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 
 RUN = "tests"
 
 
-def vouched(client: redis.Redis, key: str, record: dict[str, Any], px: int | None = None) -> None:
-    """Store ``record`` under ``key`` with a live voucher (its connection, alive for ``px`` ms)."""
+def vouched(
+    client: redis.Redis, key: str, record: dict[str, Any], px: int | None = None, others: tuple[str, ...] = ()
+) -> None:
+    """Store ``record`` under ``key`` with a live voucher (its connection, alive for ``px`` ms),
+    and ``others`` (other messengers' voucher keys, set by the caller) named after it."""
     voucher = voucher_key(RUN, int(record.get("connection", 1)))
     client.set(voucher, int(record[AS_OF]), px=px)
-    client.set(key, encode_record({VOUCHER: voucher, **record}))
+    client.set(key, encode_record({VOUCHER: " ".join((voucher, *others)), ORDER: "", **record}))
 
 
 def book_levels(n: int, side: int, first: int = 10_000, step: int = 1) -> list[bytes]:
@@ -46,14 +50,17 @@ def put_book(
     as_of_ms: int | None = None,
     px: int | None = None,
     connection: int = 1,
+    others: tuple[str, ...] = (),
 ) -> bytes:
     """Store a book record as the messenger's writer does (voucher, fields, ts, as_of, source,
-    connection) with a live voucher; returns the stored bytes."""
+    connection) with a live voucher, and ``others`` (other messengers' voucher keys) named after
+    it; returns the stored bytes."""
     now = int(time.time() * 1000) if as_of_ms is None else as_of_ms
     voucher = voucher_key(RUN, connection)
     fields = book_fields(symbol, update_id, levels, limit, bids, asks, partial)
     record = {
-        VOUCHER: voucher,
+        VOUCHER: " ".join((voucher, *others)),
+        ORDER: encode_order((update_id, levels, len(bids) + len(asks))),
         **fields,
         TS: now - 5,
         AS_OF: now,

@@ -341,3 +341,24 @@ def test_a_book_is_served_only_while_the_voucher_it_names_lives_whichever_it_nam
     real_redis.delete(voucher_key(RUN, 2))  # connection 2 dies; 1 still lives, but vouches for nothing here
     assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 503
     assert client.post("/snapshot/BTCUSDT/depth").status_code == 500
+
+
+def test_a_book_two_messengers_vouch_for_is_served_while_either_lives(
+    real_redis: redis.Redis, client: FlaskClient
+) -> None:
+    """The MGET read (the vouchers its last read named) follows the same rule as the script."""
+    bids, asks = book_levels(100, 0), book_levels(100, 1)
+    other = voucher_key("otherrun", 4)
+    spoke = int(time.time() * 1000) + 5000
+    real_redis.set(other, spoke, px=60_000)  # spoke last
+    put_book(real_redis, "BTCUSDT", bids, asks, update_id=1, px=60_000, connection=1, others=(other,))
+    for _ in range(2):  # the first read through the script, the next through MGET
+        assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 200
+        assert client.post("/snapshot/BTCUSDT/depth").get_json()["as_of"] == spoke
+    real_redis.delete(other)  # that messenger was killed
+    assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 200
+    assert client.post("/snapshot/BTCUSDT/depth").get_json()["as_of"] < int(time.time() * 1000) + 1000
+    put_book(real_redis, "BTCUSDT", bids, asks, update_id=2, px=60_000, connection=2)  # names another
+    assert orjson.loads(client.get("/api/v3/depth?symbol=BTCUSDT").get_data())["lastUpdateId"] == 2
+    real_redis.delete(voucher_key(RUN, 2))  # connection 1 lives on, but this record does not name it
+    assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 503

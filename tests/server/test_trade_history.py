@@ -78,6 +78,20 @@ def test_the_most_recent_while_vouched_for_and_caught_up(
     assert read(kept, Query(RECENT, 50)).status == STALE
 
 
+def test_the_most_recent_while_either_of_two_messengers_vouches(any_redis: redis.Redis) -> None:
+    keep(any_redis, tail_key("aggtrade", "BTCUSDT"), range(1000, 2000))
+    other = voucher_key("otherrun", 1)
+    any_redis.set(other, 1)
+    now = int(time.time() * 1000)
+    record = {"symbol": "BTCUSDT", "agg_trade_id": 1999, "ts": now, "as_of": now, "source": "stream"}
+    vouched(any_redis, RECORD, record, px=5000, others=(other,))
+    store = TradeHistoryStore(any_redis)
+    lapse(any_redis)  # the first messenger was killed: the other still vouches
+    assert got(read(store, Query(RECENT, 5))) == list(range(1995, 2000))
+    any_redis.delete(other)
+    assert read(store, Query(RECENT, 5)).status == STALE
+
+
 def test_a_tail_the_stream_started_is_waited_for_while_the_messenger_fills_it(
     any_redis: redis.Redis, kept: TradeHistoryStore
 ) -> None:

@@ -64,3 +64,25 @@ def test_per_symbol_bookkeeping_does_not_grow_with_every_symbol_ever_asked(
         store.snapshots("bookticker", [f"NOPE{n}USDT"])
         clock[0] += 0.01  # 100 distinct symbols a second, never the same twice
     assert len(store._touched) <= 100 / TOUCH_EVERY_S * 2 + 1
+
+
+def test_a_record_two_messengers_vouch_for_is_served_while_either_lives(
+    app: Flask, any_redis: redis.Redis
+) -> None:
+    """Replicas: the record names both; ``as_of`` is the latest word of a live one."""
+    other = voucher_key("otherrun", 1)
+    doc = record(connection=1)
+    vouched(any_redis, KEY, doc, others=(other,))
+    heard = int(time.time() * 1000) - 10
+    any_redis.set(other, heard)
+    body = post(app).get_json()
+    assert body["as_of"] == heard > doc["as_of"]
+    assert "voucher" not in body and "order" not in body
+    any_redis.delete(other)  # that messenger was killed: the first still vouches
+    body = post(app).get_json()
+    assert body["bid_price"] == doc["bid_price"] and body["as_of"] == doc["as_of"]
+    any_redis.set(other, heard)
+    any_redis.delete(voucher_key(RUN, 1))  # the first was killed instead
+    assert post(app).get_json()["as_of"] == heard
+    any_redis.delete(other)
+    assert post(app).status_code == 500

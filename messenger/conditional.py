@@ -1,0 +1,235 @@
+"""Conditional writes: a batch of records written, and vouchers withdrawn, by one script in Redis.
+
+Several messengers may write the same key (replicas of a stream, or the old and the new owner
+during a handover), so whether a record replaces the stored one is decided in Redis, atomically,
+from the order each record carries (contract.ordering) and the vouchers it names
+(contract.records), never from what a messenger believes is stored:
+
+- a newer order replaces the stored record, which then names the writer's voucher alone;
+- an equal or older one leaves the value as it is and adds the writer's voucher to the record's
+  (dropping vouchers whose key no longer exists), and renews its TTL: the writer's connection is
+  live and carries the stream, so anything newer will reach it and be written (the rule
+  messenger.book applies to connections within one messenger);
+- a record with no order (a REST seed without one) is written if nothing is stored or no other
+  messenger's voucher in the stored record is alive, else the writer's voucher is added;
+- a messenger keeps at most one voucher in a record (the one its latest write names): its other
+  vouchers there are replaced by it.
+
+Only a record that replaced the stored one is published to a watched key's channel; so are the
+closed candles it superseded (messenger.book.Entry.superseded), each only if newer than what was
+stored. A withdrawal (a key this messenger no longer vouches for, or the messenger stopping)
+removes this messenger's vouchers from the record, and deletes it (publishing the empty message
+if watched) only if no other live voucher remains.
+
+The whole batch is one EVALSHA, sent with the writer's other commands in one round trip
+(messenger.resp). Redis forgets scripts when it restarts: the writer loads it again on NOSCRIPT.
+A script's arguments are copied into Lua and back, which for a large record (a deep order book:
+60 KB at 1,000 levels) costs Redis five times a plain SET. So a record over STAGE_BYTES is written
+under a key of this messenger's own first (contract.keys.staged_key), in the same round trip, and
+the script renames it into place if it replaces the stored one (deletes it if not): the record
+never passes through Lua.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+from contract.records import HEAD_LUA, HEAD_LUA_VOUCHER
+
+# KEYS: the keys withdrawn from (ARGV[3] of them), then the keys written.
+# ARGV[1]: the records' TTL (ms); ARGV[2]: this messenger's voucher prefix (contract.keys.voucher_prefix);
+# ARGV[3]: how many keys are withdrawn from; then '1' or '0' (watched) for each of those; then for
+# each key written: '0', '1' (watched), '2' (staged) or '3' (both), how many superseded messages,
+# those, and the record, or for a staged one the key it was staged under (STAGE_BYTES).
+# Returns {records that replaced the stored one, records joined (voucher added), keys deleted}.
+SCRIPT = (
+    f"""
+local HEAD, OLD_HEAD = '{HEAD_LUA}', '{HEAD_LUA_VOUCHER}'
+"""
+    + """
+local ttl, mine, withdrawn = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- A record's vouchers and order ('' if none), or nil if it is not a record.
+local function head(record)
+  local _, stop, named, order = string.find(record, HEAD)
+  if stop then return named, order end
+  _, stop, named = string.find(record, OLD_HEAD)
+  if stop then return named, '' end
+  return nil
+end
+local function newer(order, than)
+  if than == '' or #order ~= #than then return true end
+  return order > than
+end
+-- This messenger's vouchers: its prefix, whatever generation of its names follows (``<run>:`` or
+-- ``<run>.<generation>:``, messenger.writer).
+local base = string.sub(mine, 1, #mine - 1)
+local function ours(voucher)
+  if string.sub(voucher, 1, #base) ~= base then return false end
+  local after = string.sub(voucher, #base + 1, #base + 1)
+  return after == ':' or after == '.'
+end
+-- The vouchers of a record that stay: every other messenger's that is alive, in their order,
+-- with ``voucher`` (if any) where this messenger's was, else last. Also how many others stay.
+local function staying(named, voucher)
+  local out, others, placed = {}, 0, voucher == nil
+  for v in string.gmatch(named, '%S+') do
+    if ours(v) then
+      if not placed then out[#out + 1], placed = voucher, true end
+    elseif redis.call('EXISTS', v) == 1 then
+      out[#out + 1], others = v, others + 1
+    end
+  end
+  if not placed then out[#out + 1] = voucher end
+  return table.concat(out, ' '), others
+end
+-- The head is all a decision needs: a large record (a deep order book) is read whole only when
+-- it is rewritten with other vouchers.
+local function peek(key)
+  local start = redis.call('GETRANGE', key, 0, 1023)
+  if start == '' then return false end
+  local named, order = head(start)
+  if named or #start < 1024 then return start, named, order end
+  start = redis.call('GET', key)
+  named, order = head(start)
+  return start, named, order
+end
+local function revouched(key, record, named, list)
+  if #record >= 1024 then record = redis.call('GET', key) end
+  return '{"voucher":"' .. list .. '"' .. string.sub(record, #named + 14)
+end
+local replaced, joined, deleted = 0, 0, 0
+local i = 4
+for k = 1, withdrawn do
+  local key, watched = KEYS[k], ARGV[i]
+  i = i + 1
+  local record, named = peek(key)
+  if record then
+    local list, others = '', 0
+    if named then list, others = staying(named, nil) end
+    if others == 0 then
+      redis.call('DEL', key)
+      deleted = deleted + 1
+      if watched == '1' then redis.call('PUBLISH', key, '') end
+    elseif list ~= named then
+      redis.call('SET', key, revouched(key, record, named, list), 'KEEPTTL')
+    end
+  end
+end
+for k = withdrawn + 1, #KEYS do
+  local key, flags, n = KEYS[k], ARGV[i], tonumber(ARGV[i + 1])
+  local first = i + 2
+  local value = ARGV[first + n]
+  i = first + n + 1
+  local watched, staged = flags == '1' or flags == '3', flags == '2' or flags == '3'
+  local voucher, order
+  if staged then voucher, order = head(redis.call('GETRANGE', value, 0, 1023))
+  else voucher, order = head(value) end
+  if voucher then
+    local record, named, stored = peek(key)
+    local replace, list, others = true, nil, 0
+    if record and named then
+      if order ~= '' then replace = newer(order, stored) end
+      if not replace or order == '' then
+        list, others = staying(named, voucher)
+        replace = order == '' and others == 0
+      end
+    end
+    if replace then
+      -- A staged record takes the key's place whole (with its TTL): it never passes through here.
+      if staged then redis.call('RENAME', value, key) else redis.call('SET', key, value, 'PX', ttl) end
+      replaced = replaced + 1
+      if watched then
+        for s = first, first + n - 1 do
+          local _, closed = head(ARGV[s])
+          if not named or stored == '' or newer(closed, stored) then redis.call('PUBLISH', key, ARGV[s]) end
+        end
+        if staged then value = redis.call('GET', key) end
+        redis.call('PUBLISH', key, value)
+      end
+    else
+      if staged then redis.call('DEL', value) end
+      joined = joined + 1
+      if list == named then
+        redis.call('PEXPIRE', key, ttl)
+      else
+        redis.call('SET', key, revouched(key, record, named, list), 'PX', ttl)
+      end
+    end
+  end
+end
+return {replaced, joined, deleted}
+"""
+)
+# Records larger than this are staged (see above); below it, the copies cost less than the SET.
+STAGE_BYTES = 4096
+SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest().encode()
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(arg), arg)
+
+
+@functools.lru_cache(maxsize=8)
+def _head(ttl_ms: int, voucher_prefix: str) -> bytes:
+    return _bulk(b"%d" % ttl_ms) + _bulk(voucher_prefix.encode())
+
+
+# A written key's arguments: its flags (watched 1, staged 2), no superseded messages, its record.
+_ARGS = {flags: b"$1\r\n%d\r\n$1\r\n0\r\n" % flags + b"$%d\r\n%b\r\n" for flags in range(4)}
+_FLAGS = {flags: b"$1\r\n%d\r\n" % flags for flags in range(4)}
+
+
+class ScriptBatch:
+    """One batch's withdrawals and records, as the one EVALSHA of SCRIPT (RESP bytes: see ``command``)."""
+
+    def __init__(self, ttl_ms: int, voucher_prefix: str) -> None:
+        self._head = _head(ttl_ms, voucher_prefix)
+        self._withdrawn: list[bytes] = []
+        self._withdrawn_args: list[bytes] = []
+        self._written: list[bytes] = []
+        self._written_args: list[bytes] = []
+        self._args = 0  # arguments of the written keys
+
+    def withdraw(self, key: bytes, watched: bool) -> None:
+        """Withdraw this messenger's vouchers from ``key``'s record (deleting it if none is left)."""
+        self._withdrawn.append(_bulk(key))
+        self._withdrawn_args.append(b"$1\r\n1\r\n" if watched else b"$1\r\n0\r\n")
+
+    def write(
+        self,
+        key: bytes,
+        value: bytes,
+        watched: bool,
+        superseded: list[bytes] | None = None,
+        staged: bool = False,
+    ) -> None:
+        """Write ``value`` under ``key`` if its order allows (publishing it, and ``superseded``
+        before it, if ``watched``). ``staged``: ``value`` is the key the record was written
+        under just before (``SET staged_key record PX ttl``, in the same round trip)."""
+        self._written.append(b"$%d\r\n%b\r\n" % (len(key), key))
+        flags = watched + 2 * staged
+        if superseded:
+            n = len(superseded)
+            args = [_FLAGS[flags], _bulk(b"%d" % n)]
+            args.extend(_bulk(s) for s in superseded)
+            args.append(_bulk(value))
+            self._written_args.append(b"".join(args))
+            self._args += 3 + n
+        else:
+            self._written_args.append(_ARGS[flags] % (len(value), value))
+            self._args += 3
+
+    def __bool__(self) -> bool:
+        return bool(self._withdrawn or self._written)
+
+    def command(self) -> bytes:
+        """``EVALSHA`` of the whole batch, as RESP."""
+        withdrawn, written = self._withdrawn, self._written
+        keys = len(withdrawn) + len(written)
+        count = 3 + keys + 3 + len(withdrawn) + self._args
+        return b"".join(
+            [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n" % (count, SHA), _bulk(b"%d" % keys),
+             *withdrawn, *written, self._head, _bulk(b"%d" % len(withdrawn)),
+             *self._withdrawn_args, *self._written_args]
+        )  # fmt: skip

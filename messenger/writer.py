@@ -255,7 +255,9 @@ class Writer(Worker):
         self._backoff.reset()
 
     def _send(self, commands: list[bytes], everything: bool) -> list[Any]:
-        """Send commands (messenger.resp) in one round trip and return every reply (an error reply raises).
+        """Send commands (messenger.resp) in one round trip and return every reply; the first error
+        reply is raised once all are read (after NOSCRIPT the connection stays: the script is loaded
+        and the batch sent again on it; after any other the connection is dropped).
 
         On a connection made since the last write only ``everything`` (a full rewrite) is sent;
         anything else raises Reconnected. On any error the connection is dropped, so no unread
@@ -273,12 +275,23 @@ class Writer(Worker):
             if self._fresh and not everything:
                 raise Reconnected("connected anew since the last write")
             conn.send_packed_command([b"".join(commands)])
-            replies = [conn.read_response() for _ in commands]
-            self._fresh = False
-            return replies
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # an error reply: the others are still read
+                    replies.append(exc)
         except BaseException:
             self._release()
             raise
+        self._fresh = False  # every reply read: the connection is ours and clean
+        for reply in replies:
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                raise reply
+            if isinstance(reply, redis.ResponseError):  # READONLY (a demoted primary) and the like:
+                self._release()  # the next connection asks the sentinels anew
+                raise reply
+        return replies
 
     def _release(self) -> None:
         conn, self._conn = self._conn, None

@@ -61,7 +61,8 @@ class Member:
     def flush(self) -> None:
         """Write what changed, as the writer's next batch (one round trip)."""
         now = time.monotonic()
-        batch = self.book.take(now, None, announce=True)
+        # The first batch on the writer's new connection rewrites everything, as its run loop does.
+        batch = self.book.take(now, None, everything=self.writer.batches == 0, announce=True)
         if batch:
             self.writer.write(batch)
 

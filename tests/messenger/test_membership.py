@@ -57,13 +57,20 @@ def test_a_stream_is_handed_over_once_another_member_reports_it_live_and_taken_o
     a.round()
     assert a.handed_over == frozenset()
     any_redis.hset(member_streams_key("bbbb"), key, LIVE)
-    any_redis.set(key, records_start("aaaa") + '1","bid_price":"1"}')
+    any_redis.set(key, records_start("aaaa") + ':1","bid_price":"1"}')
     a.round()
     assert a.handed_over == {key}
     a.muted = {key: time.monotonic() - 1}
     a.round()
     assert a.taken == frozenset()  # the record is still ours: letting go would delete it
-    any_redis.set(key, records_start("bbbb") + '1","bid_price":"1"}')
+    any_redis.set(key, records_start("aaaa") + '.2:1","bid_price":"1"}')  # a later generation of ours
+    a.round()
+    assert a.taken == frozenset()
+    # The new owner's voucher joined ours (the same value, contract.records): it vouches too.
+    any_redis.set(key, records_start("aaaa") + ':1 transmute:voucher:bbbb:1","bid_price":"1"}')
+    a.round()
+    assert a.taken == {key}
+    any_redis.set(key, records_start("bbbb") + ':1","bid_price":"1"}')
     a.round()
     assert a.taken == {key}
 

@@ -101,7 +101,11 @@ def team_factory(
             "--rest-weight-limit", str(weight),
         )  # fmt: skip
         budget = {**BUDGET, "EGRESS_REST_WEIGHT": weight * 9 // 10}
-        members = [messenger_factory(sim, "--all", METRICS_PORT=free_port(), **budget) for _ in range(3)]
+        # REPLICAS=3: every member carries every stream (members of one service share the streams
+        # out otherwise), so three of them need three times the connections of one.
+        members = [
+            messenger_factory(sim, "--all", METRICS_PORT=free_port(), REPLICAS=3, **budget) for _ in range(3)
+        ]
         symbol_list_loaded(real_redis)
         return sim, members, symbols
 

@@ -10,8 +10,10 @@ from the order each record carries (contract.ordering) and the vouchers it names
   (dropping vouchers whose key no longer exists), and renews its TTL: the writer's connection is
   live and carries the stream, so anything newer will reach it and be written (the rule
   messenger.book applies to connections within one messenger);
-- a record with no order (a REST seed without one) is written if nothing is stored or no other
-  messenger's voucher in the stored record is alive, else the writer's voucher is added;
+- but a stored record no other messenger's live voucher stands behind is a leftover (a stopped
+  run, an exchange restarted with lower ids, a Redis restored from before): any write replaces
+  it, whatever the orders; so does a record with no order (a REST seed without one) when nothing
+  is stored;
 - a messenger keeps at most one voucher in a record (the one its latest write names): its other
   vouchers there are replaced by it.
 
@@ -131,8 +133,11 @@ for k = withdrawn + 1, #KEYS do
     if record and named then
       if order ~= '' then replace = newer(order, stored) end
       if not replace or order == '' then
+        -- Not newer (or no order to tell): the stored value stays only while another member's
+        -- live voucher stands behind it. One nobody live vouches for is a leftover (a stopped
+        -- run, an exchange restarted with lower ids, a Redis restored from before): replaced.
         list, others = staying(named, voucher)
-        replace = order == '' and others == 0
+        replace = others == 0
       end
     end
     if replace then

@@ -328,3 +328,18 @@ def test_running_writers_stopping_one_by_one(real_redis: redis.Redis, redis_serv
     finally:
         for m in (a, b):
             m.writer.stop()
+
+
+def test_a_leftover_no_live_member_vouches_for_is_replaced_whatever_its_order(
+    any_redis: redis.Redis,
+) -> None:
+    """A record left by a run that stopped (or by an exchange whose ids went back) with a higher
+    order than anything now sent must not block the new values, nor be vouched for by them."""
+    gone, now = Member(any_redis, "dead0001"), Member(any_redis, "live0002")
+    gone.frame(KEYS[0], 900, {"symbol": "BTCUSDT", "bid_price": "9.0"})
+    gone.flush()
+    any_redis.delete(gone.voucher)  # that run is gone: its voucher expired
+    now.frame(KEYS[0], 5, {"symbol": "BTCUSDT", "bid_price": "1.0"})
+    now.flush()
+    record = served(any_redis, KEYS[0])
+    assert record is not None and record["bid_price"] == "1.0"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from messenger.__main__ import _member_argv, cores, parse_args
 
 
@@ -15,3 +19,23 @@ def test_each_member_runs_the_same_symbols_and_kinds_as_one_member_however_proce
 
 def test_one_per_core_is_at_least_one() -> None:
     assert cores() >= 1
+
+
+def test_a_member_killed_by_a_signal_makes_the_launcher_exit_as_a_shell_reports_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """H10 finding: a member SIGKILLed, then the launcher stopped, made it exit with sys.exit(-9),
+    i.e. status 247, which scripts/run-local printed as "kill: 119: invalid signal specification"
+    and "the messenger exited (killed by SIG)". A status must be 0..255; a signal death 128 + N."""
+    import signal
+    import subprocess
+
+    from messenger import processes
+
+    real_popen = subprocess.Popen
+
+    def killed_at_once(args: object, **kwargs: Any) -> subprocess.Popen[bytes]:
+        return real_popen(["sh", "-c", "kill -9 $$"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", killed_at_once)
+    assert processes.run_members(1, [], 0) == 128 + signal.SIGKILL

@@ -39,3 +39,21 @@ def test_a_member_killed_by_a_signal_makes_the_launcher_exit_as_a_shell_reports_
 
     monkeypatch.setattr(subprocess, "Popen", killed_at_once)
     assert processes.run_members(1, [], 0) == 128 + signal.SIGKILL
+
+
+def test_processes_on_the_command_line_is_bounded_as_the_setting_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """H10 finding: PROCESSES=100000 is refused ("above the maximum 256"), but
+    ``python -m messenger --processes 100000`` goes straight to run_members and starts 100,000
+    member processes (only a negative number is refused)."""
+    import messenger.__main__ as main_module
+
+    started: list[int] = []
+
+    def run_members(count: int, argv: object, port: int) -> int:
+        started.append(count)
+        return 0
+
+    monkeypatch.setattr(main_module, "run_members", run_members)
+    monkeypatch.setenv("METRICS_PORT", "0")
+    assert main_module.main(["btcusdt", "--processes", "100000"]) == 2
+    assert started == []

@@ -129,3 +129,21 @@ def test_sentinels_that_may_promote_while_a_copied_voucher_lives_are_warned_of(
     assert "down-after-milliseconds 1500 for prices is under twice SNAPSHOT_TTL_MS (1000)" in warning
     assert sentinel_warning(Settings.from_env({**env, "SNAPSHOT_TTL_MS": "750"})) is None
     assert sentinel_warning(Settings.from_env({})) is None
+
+
+def test_sentinels_that_do_not_answer_are_named_in_one_short_line() -> None:
+    """H10 finding: with REDIS_SENTINELS pointing nowhere, every component logs redis-py's
+    MasterNotFoundError as is: about 1,150 characters of the sentinel client's repr
+    ("No master found for 'mymaster' : <redis.client.Redis(<redis.connection.ConnectionPool(...")
+    on each retry, where a Redis down gives "Error 111 connecting to host:port. Connection refused."
+    What the logs print (str of the error) should be short and name the sentinel that failed."""
+    import redis
+
+    port = free_port()  # nothing listens there
+    settings = Settings.from_env({"REDIS_SENTINELS": f"127.0.0.1:{port}"})
+    with pytest.raises(redis.RedisError) as caught:
+        redis_client(settings, timeout_s=0.5, retries=0).ping()
+    line = str(caught.value)
+    assert "\n" not in line
+    assert len(line) < 300, line
+    assert f"127.0.0.1:{port}" in line

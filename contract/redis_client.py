@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from contract.settings import Settings, sentinel_addresses
 
@@ -59,13 +59,32 @@ def redis_client(settings: Settings, *, timeout_s: float, retries: int) -> redis
     if chosen == CLUSTER:
         # Not a redis.Redis, but the same commands for what the code uses of it (see above).
         return cast(redis.Redis, RedisCluster.from_url(settings.redis_url, **options))
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    sentinels = _Sentinels(  # type: ignore[no-untyped-call]
         sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, options)
     )
     client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
         settings.redis_sentinel_service, **_url_options(settings.redis_url), **options
     )
     return client
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, whose "no primary" error says in one short line which sentinels were
+    asked (redis-py's own carries the repr of every sentinel client: a thousand characters in
+    every log line of every retry)."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            asked = ", ".join(
+                f"{c.connection_pool.connection_kwargs.get('host')}:{c.connection_pool.connection_kwargs.get('port')}"
+                for c in self.sentinels
+            )
+            raise MasterNotFoundError(
+                f"no primary for {service_name!r} from the sentinels at {asked} "
+                "(none answered, or none knows that service)"
+            ) from None
 
 
 def sentinel_warning(settings: Settings) -> str | None:

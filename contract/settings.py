@@ -18,6 +18,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 # How the messenger reads WebSocket frames: websocket-client (Python framing), or picows (compiled).
 WS_TRANSPORTS = ("websocket-client", "picows")
+# Member processes one `python -m messenger` may start (PROCESSES, --processes).
+MAX_PROCESSES = 256
 # redis-py also takes a password as a query parameter.
 _PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
@@ -88,7 +90,7 @@ class Settings:
     # availability (a member's death then costs no 500), 1 to spread the streams only.
     replicas: int = _setting(1, low=1, high=16)
     # Member processes ``python -m messenger`` runs on this machine; 0: one per CPU core.
-    processes: int = _setting(1, low=0, high=256)
+    processes: int = _setting(1, low=0, high=MAX_PROCESSES)
     stats_interval_s: float = _setting(10, low=0.1, high=3600)
     # The public address messengers reach Binance from: members with the same EGRESS share one
     # budget in Redis (messenger.egress). Default: every member behind one address.

@@ -9,7 +9,7 @@ import sys
 
 from contract.kinds import resolve_kind
 from contract.logs import configure_logging
-from contract.settings import Settings, SettingsError
+from contract.settings import MAX_PROCESSES, Settings, SettingsError
 from contract.symbols import InvalidSymbol, normalize_symbol
 from messenger.binance import KINDS, StreamKind
 from messenger.processes import run_members
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     processes = settings.processes if args.processes is None else args.processes
     if processes == 0:
         processes = cores()
-    if processes < 0:
-        print("messenger: --processes must be 0 or more", file=sys.stderr)
+    if not 0 <= processes <= MAX_PROCESSES:
+        print(f"messenger: --processes must be 0 to {MAX_PROCESSES}", file=sys.stderr)
         return 2
     if processes > 1:
         return run_members(processes, _member_argv(args), settings.metrics_port)

@@ -67,5 +67,6 @@ def run_members(count: int, argv: Sequence[str], metrics_port: int) -> int:
                     logger.warning("messenger: member process %d exited (status %d); not restarted",
                                    child.pid, child.returncode)  # fmt: skip
             time.sleep(POLL_S)
-    statuses = [c.returncode for c in children]
+    # As a shell says it: a member killed by signal N is 128 + N (Popen says -N).
+    statuses = [128 - c.returncode if c.returncode < 0 else c.returncode for c in children]
     return next((s for s in statuses if s != 0), 0)

@@ -132,7 +132,7 @@ def test_sentinels_that_may_promote_while_a_copied_voucher_lives_are_warned_of(
 
 
 def test_sentinels_that_do_not_answer_are_named_in_one_short_line() -> None:
-    """H10 finding: with REDIS_SENTINELS pointing nowhere, every component logs redis-py's
+    """with REDIS_SENTINELS pointing nowhere, every component logs redis-py's
     MasterNotFoundError as is: about 1,150 characters of the sentinel client's repr
     ("No master found for 'mymaster' : <redis.client.Redis(<redis.connection.ConnectionPool(...")
     on each retry, where a Redis down gives "Error 111 connecting to host:port. Connection refused."

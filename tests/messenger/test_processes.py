@@ -24,7 +24,7 @@ def test_one_per_core_is_at_least_one() -> None:
 def test_a_member_killed_by_a_signal_makes_the_launcher_exit_as_a_shell_reports_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """H10 finding: a member SIGKILLed, then the launcher stopped, made it exit with sys.exit(-9),
+    """a member SIGKILLed, then the launcher stopped, made it exit with sys.exit(-9),
     i.e. status 247, which scripts/run-local printed as "kill: 119: invalid signal specification"
     and "the messenger exited (killed by SIG)". A status must be 0..255; a signal death 128 + N."""
     import signal
@@ -42,7 +42,7 @@ def test_a_member_killed_by_a_signal_makes_the_launcher_exit_as_a_shell_reports_
 
 
 def test_processes_on_the_command_line_is_bounded_as_the_setting_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    """H10 finding: PROCESSES=100000 is refused ("above the maximum 256"), but
+    """PROCESSES=100000 is refused ("above the maximum 256"), but
     ``python -m messenger --processes 100000`` goes straight to run_members and starts 100,000
     member processes (only a negative number is refused)."""
     import messenger.__main__ as main_module

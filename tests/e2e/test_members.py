@@ -142,6 +142,28 @@ def test_three_members_carry_each_pinned_stream_once_and_a_killed_ones_move_with
     assert wait_until(lambda: http("GET", f"{gunicorn.url}/readyz")[0] == 200, 5)
 
 
+def test_with_two_replicas_a_killed_member_costs_no_answer_but_a_200(
+    member: Callable[..., Messenger], real_redis: redis.Redis, gunicorn: Gunicorn
+) -> None:
+    """REPLICAS=2: every record names the vouchers of both members that carry it, so SIGKILL of
+    one leaves every symbol served by the other, while it happens and after."""
+    members = [member(REPLICAS=2) for _ in range(3)]
+    wait_until(lambda: spread(real_redis, 3, replicas=2), 20, what="each stream on exactly 2 of 3 members")
+    wait_until(lambda: all_served(gunicorn), 10, what="every symbol served")
+    owner = Counter(m for ms in carriers(real_redis).values() for m in ms).most_common(1)[0][0]
+    pids = {beat["member"]: beat["pid"] for beat in heartbeats(real_redis)[1]}
+    victim = next(m for m in members if m.proc is not None and m.proc.pid == pids[owner])
+    poller = Poller(gunicorn, SYMBOLS)
+    time.sleep(0.3)  # answers from before the kill
+    victim.kill()
+    wait_until(lambda: spread(real_redis, 2, replicas=2), LIVENESS_MS / 1000 + 5, what="2 replicas again")
+    time.sleep(SETTINGS["SNAPSHOT_TTL_MS"] / 1000 + 0.5)  # past the dead member's vouchers' TTL
+    poller.stop()
+    answers = len(poller.answers)
+    print(f"REPLICAS=2, SIGKILL of the member carrying most: {answers} answers, non-200: {poller.failures()}")
+    assert answers > 50 and not poller.failures(), poller.failures()
+
+
 def test_scaling_from_one_member_to_three_and_back_with_sigterm_answers_no_500(
     member: Callable[..., Messenger], real_redis: redis.Redis, gunicorn: Gunicorn
 ) -> None:

@@ -1,7 +1,8 @@
 """The messenger's Prometheus metrics and health check, on ``METRICS_PORT``.
 
 ``/healthz`` answers 200 only while at least one connection to Binance is live (open, and heard
-from within ``LIVENESS_TIMEOUT_MS``), else 503: what a container's healthcheck asks. Every other
+from within ``LIVENESS_TIMEOUT_MS``), or while this member owns no stream at all (the other
+members carry every one: messenger.ownership), else 503: what a container's healthcheck asks. Every other
 path is the metrics, read at scrape time from the counters the parts keep anyway, so the hot
 path pays nothing for them: frames by kind, Redis writes and errors, reconnects by reason,
 connections and streams per connection, control messages sent, liveness timeouts,
@@ -192,9 +193,10 @@ def app(messenger: Messenger, registry: CollectorRegistry) -> WSGIApplication:
             scrape: Iterable[bytes] = metrics(environ, start_response)
             return scrape
         live = live_connections(messenger)
-        body = orjson.dumps({"live_connections": live})
+        idle = not live and messenger.carries_nothing()
+        body = orjson.dumps({"live_connections": live, "carries_nothing": idle})
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        start_response("200 OK" if live else "503 Service Unavailable", headers)
+        start_response("200 OK" if live or idle else "503 Service Unavailable", headers)
         return [body]
 
     return respond

@@ -199,6 +199,10 @@ class Messenger:
         if carried and not self.supervisor.routes:
             logger.info("member %s: every stream handed over", self.id)
 
+    def carries_nothing(self) -> bool:
+        """Planned, and owning no stream now: the other members carry them all (nothing to be live for)."""
+        return self._planned_for is not None and not self.supervisor.routes
+
     def _replan(self, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind], now: float) -> None:
         members = self.membership
         if not members.version and now < self._started + FIRST_READ_WAIT_S:

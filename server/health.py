@@ -47,13 +47,14 @@ def service_not_ready(members: list[str], beats: list[dict[str, Any]]) -> str | 
     owning = [beat for beat in beats if not beat.get("leaving")]
     view = sorted(beat["member"] for beat in owning)
     for beat in owning:
-        if "view" in beat and sorted(beat["view"]) != view:
-            return f"member {beat['member']} is still taking over streams (members changed)"
-    for beat in owning:
         reason = not_ready(beat)
         if reason is not None:
-            # The reason first, as with one messenger: what is wrong matters more than where.
+            # The reason first, as with one messenger: what is wrong matters more than where (and
+            # than a change of members, which passes on its own).
             return reason if len(owning) == 1 else f"{reason} (member {beat['member']} of {len(owning)})"
+    for beat in owning:
+        if "view" in beat and sorted(beat["view"]) != view:
+            return f"member {beat['member']} is still taking over streams (members changed)"
     return None
 
 

@@ -218,7 +218,9 @@ def test_make_demo_restarts_a_killed_messenger_while_server_and_redis_answer(ter
     wait_until(lambda: snapshot(terminal) == 500, SNAPSHOT_TTL_MS / 1000 + 1, what="500 after the kill")
     wait_until(lambda: readyz(terminal)[0] == 503, SNAPSHOT_TTL_MS / 1000 + 1, what="/readyz 503")
     assert time.monotonic() - killed <= SNAPSHOT_TTL_MS / 1000 + 1
-    assert readyz(terminal)[1]["reason"] == "no fresh messenger heartbeat"
+    # Its members (one per core) go with it: which one the server notices first names the reason.
+    reason = readyz(terminal)[1]["reason"]
+    assert isinstance(reason, str) and ("heartbeat" in reason or "member" in reason), reason
     notice = terminal.wait_for(
         r"run: the messenger exited \(killed by SIGKILL\).*restarting it in (\d+) s", 5
     )

@@ -194,7 +194,7 @@ def app(messenger: Messenger, registry: CollectorRegistry) -> WSGIApplication:
             return scrape
         live = live_connections(messenger)
         idle = not live and messenger.carries_nothing()
-        body = orjson.dumps({"live_connections": live, "carries_nothing": idle})
+        body = orjson.dumps({"live_connections": live, **({"carries_nothing": True} if idle else {})})
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         start_response("200 OK" if live or idle else "503 Service Unavailable", headers)
         return [body]

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 import contract.redis_client
+from contract.keys import member_key
 from contract.settings import Settings
 from contract.trade_history import BACKFILL_SERIES
 from messenger import metrics
@@ -185,8 +186,9 @@ class Messenger:
         carried = len(self.supervisor.routes)
         logger.info("member %s: leaving; handing %d streams over", self.id, carried)
         while self.supervisor.routes and not flags.force:
-            if not any(m != self.id for m in self.membership.eligible):
-                break  # no member to hand over to
+            others = [m for m in self.membership.eligible if m != self.id]
+            if not others or not self._heard_from(others):
+                break  # no member to hand over to (a dead one stays in the list for its liveness timeout)
             now = time.monotonic()
             if now >= deadline:
                 logger.warning("member %s: %d streams not taken over within %.0f s; letting go",
@@ -198,6 +200,14 @@ class Messenger:
             time.sleep(TICK_S)
         if carried and not self.supervisor.routes:
             logger.info("member %s: every stream handed over", self.id)
+
+    def _heard_from(self, members: list[str]) -> bool:
+        """Whether any of ``members`` has a heartbeat in Redis now (it expires SNAPSHOT_TTL_MS after
+        a member's last write: a member killed a moment ago is already silent there)."""
+        try:
+            return bool(self.membership.client.exists(*(member_key(m) for m in members)))
+        except redis.RedisError:
+            return True  # cannot tell: wait, as bounded by HANDOVER_S
 
     def carries_nothing(self) -> bool:
         """Planned, and owning no stream now: the other members carry them all (nothing to be live for)."""

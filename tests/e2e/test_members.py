@@ -219,6 +219,9 @@ def test_a_demand_is_taken_by_its_owner_only_and_served_at_the_first_request(
         member(SYMBOLS[0])
     wait_until(lambda: len(live_members(real_redis)) == 3, 15, what="3 members")
     wait_until(lambda: gunicorn.snapshot(SYMBOLS[0])[0] == 200, 10, what="the pinned symbol served")
+    # Ready: the symbol list is loaded and every member sees the same members (until then a
+    # demand may rightly be a 503, "try again shortly").
+    wait_until(lambda: http("GET", f"{gunicorn.url}/readyz")[0] == 200, 10, what="/readyz 200")
     asked = ["XRPBTC", "ADABTC", "TRXBTC", "DOGEUSDT", "SOLUSDT"]
     for symbol in asked:
         assert gunicorn.snapshot(symbol)[0] == 200, symbol  # within DEMAND_WAIT_MS

@@ -139,11 +139,13 @@ class Member:
         self.writer = cls(self.book, client, TTL_MS, TTL_MS / 3000, run)
         self.book.assign(self.conn, keys)
         self.book.carry(self.conn, keys, 0.0)
+        self.everything = True  # a writer's first batch on a new connection is a full rewrite
 
     def write(self) -> int:
         """Take and write what changed; returns the records written."""
-        batch = self.book.take(time.monotonic(), None, announce=True)
+        batch = self.book.take(time.monotonic(), None, self.everything, announce=True)
         self.writer.write(batch)
+        self.everything = False
         return len(batch.writes)
 
 

@@ -46,6 +46,10 @@ VOUCHER_SEPARATOR = " "
 # empty). A record written before orders were (no ``order``) matches HEAD_LUA_VOUCHER only.
 HEAD_LUA = '^{"voucher":"([^"]*)","order":"(%d*)"'
 HEAD_LUA_VOUCHER = '^{"voucher":"([^"]*)"'
+# The same head as plain strings, for scripts on the hot path: a plain find costs Redis a fraction
+# of a pattern match. A record starts with VOUCHERS_START; ORDER_START follows its vouchers' quote.
+VOUCHERS_START = '{"voucher":"'
+ORDER_START = '","order":"'
 SOURCE_STREAM = "stream"
 SOURCE_REST = "rest"
 

@@ -37,8 +37,13 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from contract.records import HEAD_LUA, HEAD_LUA_VOUCHER
+from contract.records import ORDER_START, VOUCHERS_START
 
+# A written record this small has what is stored under its key read by one MGET with the others
+# (whole: a stored record is about as large as the one replacing it); a larger one has its head
+# read by GETRANGE. MGET_CHUNK keys per MGET keep within what Lua's unpack() takes.
+PREFETCH_BYTES = 1024
+MGET_CHUNK = 1000
 # KEYS: the keys withdrawn from (ARGV[3] of them), then the keys written.
 # ARGV[1]: the records' TTL (ms); ARGV[2]: this messenger's voucher prefix (contract.keys.voucher_prefix);
 # ARGV[3]: how many keys are withdrawn from; then '1' or '0' (watched) for each of those; then for
@@ -47,28 +52,36 @@ from contract.records import HEAD_LUA, HEAD_LUA_VOUCHER
 # Returns {records that replaced the stored one, records joined (voucher added), keys deleted}.
 SCRIPT = (
     f"""
-local HEAD, OLD_HEAD = '{HEAD_LUA}', '{HEAD_LUA_VOUCHER}'
+local VOUCHERS, ORDER = '{VOUCHERS_START}', '{ORDER_START}'
+local PREFETCH_BYTES, MGET_CHUNK = {PREFETCH_BYTES}, {MGET_CHUNK}
 """
     + """
+local find, sub = string.find, string.sub
 local ttl, mine, withdrawn = ARGV[1], ARGV[2], tonumber(ARGV[3])
--- A record's vouchers and order ('' if none), or nil if it is not a record.
+-- A record's head, read with plain finds (a pattern match costs several times more, per record):
+-- where its voucher list ends (the quote after it) and its order ('' if it has none), or nil if it
+-- is not a record (or its head is cut off: a large record's first 1,024 bytes).
 local function head(record)
-  local _, stop, named, order = string.find(record, HEAD)
-  if stop then return named, order end
-  _, stop, named = string.find(record, OLD_HEAD)
-  if stop then return named, '' end
-  return nil
+  if find(record, VOUCHERS, 1, true) ~= 1 then return nil end
+  local q = find(record, '"', 13, true)
+  if not q then return nil end
+  if find(record, ORDER, q, true) ~= q then return q, '' end
+  local e = find(record, '"', q + 11, true)
+  if not e then return nil end
+  return q, sub(record, q + 11, e - 1)
 end
+-- The voucher list of a record whose head ends at ``q``.
+local function vouchers(record, q) return sub(record, 13, q - 1) end
 local function newer(order, than)
   if than == '' or #order ~= #than then return true end
   return order > than
 end
 -- This messenger's vouchers: its prefix, whatever generation of its names follows (``<run>:`` or
 -- ``<run>.<generation>:``, messenger.writer).
-local base = string.sub(mine, 1, #mine - 1)
+local base = sub(mine, 1, #mine - 1)
 local function ours(voucher)
-  if string.sub(voucher, 1, #base) ~= base then return false end
-  local after = string.sub(voucher, #base + 1, #base + 1)
+  if sub(voucher, 1, #base) ~= base then return false end
+  local after = sub(voucher, #base + 1, #base + 1)
   return after == ':' or after == '.'
 end
 -- The vouchers of a record that stay: every other messenger's that is alive, in their order,
@@ -86,68 +99,91 @@ local function staying(named, voucher)
   return table.concat(out, ' '), others
 end
 -- The head is all a decision needs: a large record (a deep order book) is read whole only when
--- it is rewritten with other vouchers.
+-- its head is not within its first 1,024 bytes, or when it is rewritten with other vouchers.
 local function peek(key)
   local start = redis.call('GETRANGE', key, 0, 1023)
   if start == '' then return false end
-  local named, order = head(start)
-  if named or #start < 1024 then return start, named, order end
+  local q, order = head(start)
+  if q or #start < 1024 then return start, q, order end
   start = redis.call('GET', key)
-  named, order = head(start)
-  return start, named, order
+  q, order = head(start)
+  return start, q, order
 end
-local function revouched(key, record, named, list)
+-- The record with ``list`` for vouchers (its head ends at ``q``).
+local function revouched(key, record, q, list)
   if #record >= 1024 then record = redis.call('GET', key) end
-  return '{"voucher":"' .. list .. '"' .. string.sub(record, #named + 14)
+  return VOUCHERS .. list .. sub(record, q)
 end
 local replaced, joined, deleted = 0, 0, 0
 local i = 4
 for k = 1, withdrawn do
   local key, watched = KEYS[k], ARGV[i]
   i = i + 1
-  local record, named = peek(key)
+  local record, q = peek(key)
   if record then
-    local list, others = '', 0
-    if named then list, others = staying(named, nil) end
+    local named, list, others = nil, '', 0
+    if q then
+      named = vouchers(record, q)
+      list, others = staying(named, nil)
+    end
     if others == 0 then
       redis.call('DEL', key)
       deleted = deleted + 1
       if watched == '1' then redis.call('PUBLISH', key, '') end
     elseif list ~= named then
-      redis.call('SET', key, revouched(key, record, named, list), 'KEEPTTL')
+      redis.call('SET', key, revouched(key, record, q, list), 'KEEPTTL')
     end
   end
 end
+-- What is stored under the small records' keys, read by MGET a chunk of keys at a time: one call
+-- costs Redis about what one GETRANGE does, so a batch of small records pays one read, not one each.
+local prefetched, small, at = {}, {}, i
+for k = withdrawn + 1, #KEYS do
+  local n = tonumber(ARGV[at + 1])
+  local value = ARGV[at + 2 + n]
+  if (ARGV[at] == '0' or ARGV[at] == '1') and #value <= PREFETCH_BYTES then small[#small + 1] = k end
+  at = at + 3 + n
+end
+for c = 1, #small, MGET_CHUNK do
+  local chunk = {}
+  for j = c, math.min(c + MGET_CHUNK - 1, #small) do chunk[#chunk + 1] = KEYS[small[j]] end
+  local found = redis.call('MGET', unpack(chunk))
+  for j = 1, #chunk do prefetched[small[c + j - 1]] = found[j] end
+end
+local rewritten = {}  -- keys written by this batch already: their prefetched record is gone
 for k = withdrawn + 1, #KEYS do
   local key, flags, n = KEYS[k], ARGV[i], tonumber(ARGV[i + 1])
   local first = i + 2
   local value = ARGV[first + n]
   i = first + n + 1
   local watched, staged = flags == '1' or flags == '3', flags == '2' or flags == '3'
-  local voucher, order
-  if staged then voucher, order = head(redis.call('GETRANGE', value, 0, 1023))
-  else voucher, order = head(value) end
-  if voucher then
-    local record, named, stored = peek(key)
-    local replace, list, others = true, nil, 0
-    if record and named then
+  local written = staged and redis.call('GETRANGE', value, 0, 1023) or value
+  local wq, order = head(written)
+  if wq then
+    local record, q, stored = prefetched[k], nil, nil
+    if record == nil or rewritten[key] then record, q, stored = peek(key)
+    elseif record then q, stored = head(record) end
+    local replace, named, list, others = true, nil, nil, 0
+    if record and q then
       if order ~= '' then replace = newer(order, stored) end
       if not replace or order == '' then
         -- Not newer (or no order to tell): the stored value stays only while another member's
         -- live voucher stands behind it. One nobody live vouches for is a leftover (a stopped
         -- run, an exchange restarted with lower ids, a Redis restored from before): replaced.
-        list, others = staying(named, voucher)
+        named = vouchers(record, q)
+        list, others = staying(named, vouchers(written, wq))
         replace = others == 0
       end
     end
     if replace then
       -- A staged record takes the key's place whole (with its TTL): it never passes through here.
       if staged then redis.call('RENAME', value, key) else redis.call('SET', key, value, 'PX', ttl) end
+      rewritten[key] = true
       replaced = replaced + 1
       if watched then
         for s = first, first + n - 1 do
           local _, closed = head(ARGV[s])
-          if not named or stored == '' or newer(closed, stored) then redis.call('PUBLISH', key, ARGV[s]) end
+          if not q or stored == '' or newer(closed, stored) then redis.call('PUBLISH', key, ARGV[s]) end
         end
         if staged then value = redis.call('GET', key) end
         redis.call('PUBLISH', key, value)
@@ -158,7 +194,8 @@ for k = withdrawn + 1, #KEYS do
       if list == named then
         redis.call('PEXPIRE', key, ttl)
       else
-        redis.call('SET', key, revouched(key, record, named, list), 'PX', ttl)
+        redis.call('SET', key, revouched(key, record, q, list), 'PX', ttl)
+        rewritten[key] = true
       end
     end
   end

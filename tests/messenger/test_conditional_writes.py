@@ -21,7 +21,7 @@ from contract.ordering import encode_order
 from contract.records import vouchers
 from contract.servable import CurrentReader, pairs, servable
 from messenger.book import Book
-from messenger.conditional import STAGE_BYTES
+from messenger.conditional import MGET_CHUNK, PREFETCH_BYTES, SCRIPT, STAGE_BYTES, ScriptBatch
 from messenger.writer import Writer
 from tests.messenger.test_book import Conn
 from tests.processes import RedisServer, wait_until
@@ -113,7 +113,9 @@ def candles(n: int) -> list[tuple[tuple[int, int, int], dict[str, Any]]]:
     return out
 
 
-@pytest.mark.parametrize(("rounds", "pad"), [(400, 0), (150, STAGE_BYTES)])
+# Records small enough to be read by the batch's MGET, too large for it (their heads read by
+# GETRANGE), and large enough to be staged.
+@pytest.mark.parametrize(("rounds", "pad"), [(400, 0), (150, PREFETCH_BYTES), (150, STAGE_BYTES)])
 def test_two_messengers_interleaving_old_and_new_updates_never_take_a_value_back(
     members: tuple[Member, Member], any_redis: redis.Redis, rounds: int, pad: int
 ) -> None:
@@ -343,3 +345,60 @@ def test_a_leftover_no_live_member_vouches_for_is_replaced_whatever_its_order(
     now.flush()
     record = served(any_redis, KEYS[0])
     assert record is not None and record["bid_price"] == "1.0"
+
+
+def _record(voucher: str, order: int, **fields: Any) -> bytes:
+    return orjson.dumps({"voucher": voucher, "order": encode_order(order), **fields})
+
+
+def _run(client: redis.Redis, batch: ScriptBatch) -> Any:
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_packed_command([batch.command()])
+        return conn.read_response()
+    finally:
+        client.connection_pool.release(conn)
+
+
+def test_a_key_written_twice_in_one_batch_ends_as_if_written_in_two(any_redis: redis.Redis) -> None:
+    """The script reads what is stored before it writes (small records: one MGET for the whole
+    batch); a key's second write in a batch is judged against the first one's result, not against
+    that earlier read: the batch ends as the same two writes in two batches do. (Another member
+    vouches for the stored value; this one replaces it, then writes an older one.)"""
+    any_redis.script_load(SCRIPT)
+    theirs, mine = voucher_key("bbbb0002", 1), voucher_key("aaaa0001", 1)
+    any_redis.set(theirs, 1, px=TTL_MS)
+    any_redis.set(mine, 1, px=TTL_MS)
+    prefix = voucher_key("aaaa0001", 0)[:-1]
+    results = []
+    for together in (True, False):
+        any_redis.set(TICKER, _record(theirs, 5, u=5))
+        batch = ScriptBatch(RECORD_TTL_MS, prefix)
+        batch.write(TICKER.encode(), _record(mine, 7, u=7), False)
+        if not together:
+            _run(any_redis, batch)
+            batch = ScriptBatch(RECORD_TTL_MS, prefix)
+        batch.write(TICKER.encode(), _record(mine, 4, u=4), False)
+        _run(any_redis, batch)
+        results.append(stored(any_redis, TICKER))
+    assert results[0] == results[1]
+
+
+def test_a_batch_of_more_small_records_than_one_read_takes_writes_each_by_its_order(
+    real_redis: redis.Redis,
+) -> None:
+    """More keys than one MGET reads (MGET_CHUNK): every key is judged by its own stored record."""
+    real_redis.script_load(SCRIPT)
+    theirs, mine = voucher_key("bbbb0002", 1), voucher_key("aaaa0001", 1)
+    real_redis.set(theirs, 1, px=TTL_MS)
+    real_redis.set(mine, 1, px=TTL_MS)
+    n = MGET_CHUNK * 2 + 7
+    keys = [f"transmute:bookticker:s{i}usdt" for i in range(n)]
+    for i, key in enumerate(keys):  # another member's; odd keys newer than what the batch brings
+        real_redis.set(key, _record(theirs, 10 if i % 2 else 1, u=i))
+    batch = ScriptBatch(RECORD_TTL_MS, voucher_key("aaaa0001", 0)[:-1])
+    for i, key in enumerate(keys):
+        batch.write(key.encode(), _record(mine, 5, u=-i), False)
+    assert _run(real_redis, batch) == [n - n // 2, n // 2, 0]
+    for i, key in enumerate(keys):
+        assert stored(real_redis, key)["u"] == (i if i % 2 else -i), key

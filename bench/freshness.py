@@ -79,8 +79,15 @@ class HttpReader:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 
     def __call__(self) -> int:
-        self.conn.request("POST", "/snapshot/BTC_USDT")
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", "/snapshot/BTC_USDT")
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # The server closed the kept-alive connection (its keep-alive timeout): a client
+            # connects again, as this one does.
+            self.conn.close()
+            self.conn.request("POST", "/snapshot/BTC_USDT")
+            response = self.conn.getresponse()
         body = response.read()
         if response.status != 200:
             return -1
@@ -111,8 +118,15 @@ def sample(sim_conn: http.client.HTTPConnection, reader: Any, n: int) -> float |
         "ask_price": f"{40000 + n % 1000}.02000000",
         "ask_quantity": "1.00000000",
     }
-    sim_conn.request("POST", "/_sim/book", orjson.dumps(doc), {"Content-Type": "application/json"})
-    sent = orjson.loads(sim_conn.getresponse().read())
+    body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
+    try:
+        sim_conn.request("POST", "/_sim/book", body, headers)
+        response = sim_conn.getresponse()
+    except (http.client.RemoteDisconnected, ConnectionError):
+        sim_conn.close()  # reconnected by the next request
+        sim_conn.request("POST", "/_sim/book", body, headers)
+        response = sim_conn.getresponse()
+    sent = orjson.loads(response.read())
     published_s: float = sent["published_at_ms"] / 1000
     while time.time() - published_s < GIVE_UP_S:
         if reader() >= sent["u"]:

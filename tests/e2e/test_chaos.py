@@ -16,9 +16,7 @@ withdraws values: they expire a TTL after the writer stops renewing them). With 
 (2,000 and 1,000 ms) nothing may be served more than 3 s after it was superseded. A stream whose
 last subscriber left counts its last value as superseded then (see ``simulator/record.py``); the
 messenger withdraws a value before it unsubscribes, so that costs a correct messenger nothing.
-``SLACK_MS`` adds one second for what one machine adds: every process here shares two cores, a
-superseding frame is stamped when the exchange queues it, not when it leaves, and a staleness
-is measured from when the request was sent (before the value was read: never overstated).
+``SLACK_MS`` adds one second for what one machine adds (tests/oracle.py, which also judges).
 A 200 whose value was superseded longer ago than ``BOUND_MS`` fails the test; so does a 200
 whose value the exchange never published.
 
@@ -53,6 +51,7 @@ import pytest
 from contract.settings import Settings
 from simulator import record
 from tests.conftest import Started
+from tests.oracle import SLACK_MS, Judgement, Published, Stream, Value, served_value, stream_name
 from tests.processes import Gunicorn, Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(420)]
@@ -72,7 +71,6 @@ SETTINGS: dict[str, Any] = {
     "DEMAND_CLIENT_STREAMS_PER_S": 1000,
     "DEMAND_CLIENT_BURST": 2000,
 }
-SLACK_MS = 1000
 BOUND_MS = SETTINGS["LIVENESS_TIMEOUT_MS"] + SETTINGS["SNAPSHOT_TTL_MS"] + SLACK_MS
 # A drop is a reconnect with the shortest backoff and a resubscribe: well within half the wait
 # a 1008 imposes on its own connection.
@@ -100,36 +98,6 @@ FLOOD_WITHOUT_CAP = 1500
 FLOOD_OVER_CAP = 500
 SNAPSHOTS_MAX = 100  # symbols per POST /snapshots (its limit)
 
-# Our record's fields, by the letters of the stream payload ``record.VALUES`` reads, per family.
-MINI = {"c": "close", "o": "open", "h": "high", "l": "low", "v": "volume", "q": "quote_volume"}
-LETTERS: dict[str, dict[str, str]] = {
-    "bookTicker": {"u": "update_id", "b": "bid_price", "B": "bid_quantity", "a": "ask_price",
-                   "A": "ask_quantity"},
-    "trade": {"t": "trade_id", "p": "price", "q": "quantity", "T": "trade_time"},
-    "aggTrade": {"a": "agg_trade_id", "p": "price", "q": "quantity", "T": "trade_time"},
-    "depth": {"lastUpdateId": "last_update_id", "bids": "bids", "asks": "asks"},
-    "kline": {"t": "open_time", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume",
-              "n": "trades"},
-    "miniTicker": MINI,
-    "ticker": {**MINI, "b": "bid_price", "B": "bid_quantity", "a": "ask_price", "A": "ask_quantity",
-               "n": "trades"},
-    "avgPrice": {"w": "price", "T": "last_trade_time"},
-}  # fmt: skip
-
-Stream = tuple[str, str]  # (SYMBOL, kind)
-
-
-def stream_name(stream: Stream) -> str:
-    """The exchange's name of a stream, as the record keys it."""
-    return f"{stream[0].lower()}@{stream[1]}"
-
-
-def served_value(kind: str, doc: dict[str, Any]) -> tuple[Any, record.Content]:
-    """(order, content) of a served record, as ``record.VALUES`` gives them for a payload."""
-    family = record.family(kind)
-    payload = {letter: doc[name] for letter, name in LETTERS[family].items()}
-    return record.VALUES[family]({"k": payload} if family == "kline" else payload)
-
 
 @dataclasses.dataclass(slots=True)
 class Answer:
@@ -140,7 +108,7 @@ class Answer:
     asked_ms: int
     answered_ms: int
     status: int  # 0: no answer at all
-    value: tuple[Any, record.Content] | None = None
+    value: Value | None = None
     detail: str = ""
 
 
@@ -214,9 +182,7 @@ class Chaos:
         self.answers: list[Answer] = []
         self.windows: list[tuple[int, str, str]] = [(now_ms(), "startup", "")]
         self.latest: dict[Stream, int] = {}  # polled stream -> status of its last answer
-        self.timeline = record.Timeline()
-        self.recorded = 0
-        self.lost = 0
+        self.published = Published(sim)
         self.subscribed_peak = 0
         self.pinned = [(s, k) for s in PINNED for k in PINNED_KINDS]
         trading = sorted(
@@ -273,16 +239,7 @@ class Chaos:
 
     def pull_record(self) -> None:
         """Everything the simulator recorded since the last pull, into the timeline."""
-        while True:
-            url = f"{self.sim.rest_url}/_sim/record?since={self.recorded}"
-            status, _, dump = http("GET", url, timeout_s=30)
-            if status != 200:
-                return
-            self.timeline.add(dump["entries"])
-            self.lost += dump["lost"]
-            self.recorded = dump["next"]
-            if not dump["entries"]:
-                return
+        self.published.pull()
 
     def stop(self) -> None:
         """Stop every client; take the rest of the record (once)."""
@@ -559,27 +516,17 @@ def fault_at(chaos: Chaos, at_ms: int) -> str:
     return [name for start, name, _ in chaos.windows if start <= at_ms][-1]
 
 
-def judged(chaos: Chaos) -> tuple[list[str], list[str], int, int]:
-    """(never sent, stale beyond the bound, values judged, worst staleness in ms) of every 200."""
-    never, stale, count, worst = [], [], 0, 0
+def judged(chaos: Chaos) -> Judgement:
+    """The verdicts on every 200 (tests/oracle.py)."""
+    origin_ms = chaos.windows[0][0]
+    judgement = Judgement(chaos.published, BOUND_MS, origin_ms)
     for answer in chaos.answers:
-        if answer.value is None:
-            continue
-        count += 1
-        order, content = answer.value
-        name = stream_name(answer.stream)
-        verdict = chaos.timeline.judge(name, order, content, answer.asked_ms, answer.answered_ms)
-        where = f"{answer.role} {name} at t+{(answer.asked_ms - chaos.windows[0][0]) / 1000:.1f} s"
-        during = f"during {fault_at(chaos, answer.asked_ms)}"
-        if not verdict.sent:
-            never.append(f"{where} {during}: order {order} {content} was never published")
-        elif verdict.stale_ms > BOUND_MS:
-            stale.append(
-                f"{where} {during}: order {order} superseded {verdict.stale_ms} ms before "
-                f"(published t+{((verdict.published_ms or 0) - chaos.windows[0][0]) / 1000:.1f} s)"
-            )
-        worst = max(worst, verdict.stale_ms)
-    return never, stale, count, worst
+        if answer.value is not None:
+            at_s = (answer.asked_ms - origin_ms) / 1000
+            name = stream_name(answer.stream)
+            where = f"{answer.role} {name} at t+{at_s:.1f} s during {fault_at(chaos, answer.asked_ms)}"
+            judgement.judge(answer.stream, answer.value, answer.asked_ms, answer.answered_ms, where)
+    return judgement
 
 
 def limit_violations(sim: Simulator) -> list[str]:
@@ -606,17 +553,18 @@ def test_chaos_never_serves_a_value_the_exchange_did_not_send_or_replaced_too_lo
     chaos.run(duration_s, [f for f in os.environ.get("CHAOS_FAULTS", "").split(",") if f])
     chaos.stop()
     violations = limit_violations(chaos.sim)
-    never, stale, count, worst = judged(chaos)
+    judgement = judged(chaos)
+    never, stale = judgement.never, judgement.stale
     pinned_runs = non_200_runs(chaos, ("pinned",))
     report(chaos, pinned_runs, non_200_runs(chaos, ("steady",)))
-    print(f"chaos: {count} values served, judged against {chaos.recorded} publications recorded "
-          f"({chaos.lost} lost): {len(never)} never sent, {len(stale)} stale beyond {BOUND_MS} ms; "
-          f"worst staleness {worst} ms; most streams subscribed {chaos.subscribed_peak}")  # fmt: skip
+    published = chaos.published
+    print(f"chaos: {judgement.summary()}; against {published.recorded} publications recorded "
+          f"({published.lost} lost); most streams subscribed {chaos.subscribed_peak}")  # fmt: skip
     for line in (never + stale)[:20]:
         print(f"chaos:   {line}")
 
     seed = f"(CHAOS_SEED={chaos.seed})"
-    assert chaos.lost == 0, f"the record lost {chaos.lost} entries: the oracle cannot judge {seed}"
+    assert published.lost == 0, f"the record lost {published.lost} entries: the oracle cannot judge {seed}"
     assert not never, f"{len(never)} answers carried a value the exchange never sent {seed}: {never[:5]}"
     too_old = f"a value superseded over {BOUND_MS} ms before"
     assert not stale, f"{len(stale)} answers carried {too_old} {seed}: {stale[:5]}"

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -53,17 +54,30 @@ class Pacer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._next_at = float("-inf")  # loop time before which nothing more may leave
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._left_at = float("-inf")  # loop time the last message actually left
+        self._waiting = False  # a drain is scheduled
 
     def __call__(self, send: Callable[..., Any], *args: Any) -> None:
         """Send now if the spacing allows, else when it does (on the loop's thread)."""
-        now = self._loop.time()
-        at = max(now, self._next_at)
-        self._next_at = at + SEND_SPACING_S
-        if at <= now:
+        self._queue.append((send, args))
+        if not self._waiting:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Send what may leave now; the next one is due SEND_SPACING_S after the last one *left*
+        (not after it was due: a drain the loop ran late would otherwise let the next go early)."""
+        self._waiting = False
+        while self._queue:
+            now = self._loop.time()
+            due = self._left_at + SEND_SPACING_S
+            if now < due:
+                self._waiting = True
+                self._loop.call_at(due, self._drain)
+                return
+            send, args = self._queue.popleft()
+            self._left_at = now
             send(*args)
-        else:
-            self._loop.call_at(at, send, *args)
 
 
 class LoopSocket:

@@ -257,7 +257,7 @@ class Chaos:
         """Wait until every polled stream's last answer is a 200."""
         deadline = time.monotonic() + timeout_s
         polled = self.pinned + self.steady
-        while first or time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             if all(self.latest.get(s) == 200 for s in polled):
                 return True
             time.sleep(0.05)

@@ -138,7 +138,8 @@ def test_a_refused_handshake_gives_its_status_and_retry_after(
 
 def test_picows_messages_leave_spaced_though_the_loop_was_held_up() -> None:
     """Sends queued while the connection's loop was busy (a starved core) would leave together,
-    over Binance's 5 messages a second: they leave SEND_SPACING_S apart, in order, pongs too."""
+    over Binance's 5 messages a second: they leave SEND_SPACING_S apart, in order, pongs too;
+    and one the loop sent late does not bring the next one forward."""
     loop = asyncio.new_event_loop()
     left: list[tuple[float, str]] = []
     pacer = Pacer(loop)
@@ -153,6 +154,9 @@ def test_picows_messages_leave_spaced_though_the_loop_was_held_up() -> None:
         loop.call_soon(held_up)
         for what in ("subscribe 1", "subscribe 2", "ping", "pong", "subscribe 3"):
             loop.call_soon(pacer, send, what)  # as LoopSocket queues them from another thread
+        # Held up again across the second message's turn: it leaves ~50 ms late.
+        late = loop.time() + 0.5 + SEND_SPACING_S - 0.02
+        loop.call_at(late, lambda: threading.Event().wait(0.07))
         loop.run_until_complete(asyncio.sleep(5 * SEND_SPACING_S + 0.2))
     finally:
         loop.close()

@@ -8,14 +8,17 @@ Ingest: ``python -m messenger --processes 1`` and ``--processes 2`` take turns, 
 the same flood (the cheap feed, bench/feed.py: bookTicker for N pinned symbols, as fast as they
 read), as bench/ingest.py measures a reader. The steady window starts once the members have split
 the streams (each member's heartbeat seeing every member and handing nothing over, every stream
-carried live by exactly one member, the feed holding each stream once). Over it: CPU microseconds
-per frame summed over every process of the messenger (the launcher and its members), frames per
-second into Redis, the feed's and Redis's share of a core, and how busy the machine was (the three
-together, in cores). Then the flood stops and every symbol's value in Redis must become the last
-one sent, and every frame sent must have been read (the members' metrics; counted from once the
-streams are split, with the flood paused, since a member drops uncounted what trails the
-UNSUBSCRIBE of a stream it hands over). Targets (issue 15): CPU per frame with 2 processes within
-1.1x of 1 process, and more frames/s with 2 whenever the flood source is not the limit.
+carried live by exactly one member). Over it: CPU microseconds per frame summed over every process
+of the messenger (the launcher and its members), frames per second into the book and Redis (the
+members' metrics: frames of streams they carry), the feed's and Redis's share of a core, and how
+busy the machine was (the three together, in cores); and ``extra_streams``, how many more streams
+the feed holds than there are symbols (a member left subscribed to a stream it no longer carries:
+its frames are read and dropped). Then the flood stops and every symbol's value in Redis must
+become the last one sent, and every frame sent must have been read (counted from once the streams
+are split, with the flood paused: a member drops uncounted what trails the UNSUBSCRIBE of a
+stream it hands over, and what comes for a stream it stayed subscribed to). Targets (issue 15):
+CPU per frame with 2 processes within 1.1x of 1 process, and more frames/s with 2 whenever the
+flood source is not the limit.
 
 Failover: 3 members pinning the same symbols (``REPLICAS=1``), the server as shipped
 (gunicorn), a client polling the symbols of the member carrying the most, every 20 ms on a
@@ -87,13 +90,23 @@ def metrics_ports(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
-def frames_read(port: int) -> float:
-    """Market-data frames a member has read, from its metrics: those of streams it carries, and
-    those of a stream it has just handed over (read after its UNSUBSCRIBE was sent: unrouted)."""
+def member_frames(port: int) -> tuple[float, float]:
+    """(frames of streams a member carries, frames of a stream it does not: unrouted) it has read,
+    from its metrics. A member also drops, uncounted, what trails the UNSUBSCRIBE of a stream it
+    handed over."""
     text = http("GET", f"http://127.0.0.1:{port}/metrics")[2]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(("transmute_messenger_frames_total{",
-                                   "transmute_messenger_frames_unrouted_total ")))  # fmt: skip
+    routed = unrouted = 0.0
+    for line in text.splitlines():
+        if line.startswith("transmute_messenger_frames_total{"):
+            routed += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("transmute_messenger_frames_unrouted_total "):
+            unrouted += float(line.rsplit(" ", 1)[1])
+    return routed, unrouted
+
+
+def routed(ports: list[int]) -> float:
+    """Frames of the streams they carry that the members have read, together."""
+    return sum(member_frames(port)[0] for port in ports)
 
 
 def settled(client: redis.Redis, count: int) -> tuple[list[str], list[dict[str, Any]]]:
@@ -110,7 +123,7 @@ def settled(client: redis.Redis, count: int) -> tuple[list[str], list[dict[str, 
 
 def split(client: redis.Redis, source: Source, processes: int, keys: list[str]) -> bool:
     """``processes`` live members, each seeing them all and handing nothing over, each stream
-    carried live by exactly one, every key written, and the source holding each stream once."""
+    carried live by exactly one, every key written, and the source holding each stream."""
     members, beats = settled(client, processes)
     if not beats or sum(b["streams_wanted"] for b in beats) != len(keys):
         return False
@@ -123,7 +136,7 @@ def split(client: redis.Redis, source: Source, processes: int, keys: list[str]) 
         set(counts) == set(keys)
         and set(counts.values()) == {1}
         and client.exists(*keys) == len(keys)
-        and source.streams() == len(keys)
+        and source.streams() >= len(keys)  # more: a stream left subscribed (extra_streams)
     )
 
 
@@ -133,7 +146,7 @@ def drained(ports: list[int]) -> float:
     last = -1.0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        read = sum(frames_read(port) for port in ports)
+        read = sum(sum(member_frames(port)) for port in ports)
         if read == last:
             return read
         last = read
@@ -160,8 +173,14 @@ def measure(
     messenger.start()
     try:
         keys = MESSENGER.keys(symbols)
-        wait_until(lambda: split(client, source, processes, keys), 90, 0.1,
-                   what=f"--processes {processes}: each stream carried by exactly one member")  # fmt: skip
+        try:
+            wait_until(lambda: split(client, source, processes, keys), 90, 0.1,
+                       what=f"--processes {processes}: each stream carried by one member")  # fmt: skip
+        except AssertionError as exc:
+            beats = [{k: b.get(k) for k in ("member", "view", "handing_over", "streams", "streams_wanted")}
+                     for b in heartbeats(client)[1]]  # fmt: skip
+            raise AssertionError(f"{exc}; live members {live_members(client)}, heartbeats {beats}, "
+                                 f"the feed's streams {source.streams()}") from None  # fmt: skip
         assert messenger.proc is not None
         assert redis_server.proc is not None
         tree = process_tree(messenger.proc.pid)
@@ -175,12 +194,13 @@ def measure(
         source.flood(True)
         time.sleep(WARM_S)
         cpu0, others0 = cpu_by_pid(tree), cpu_by_pid(others)
-        frames0, t0 = source.frames_sent(), time.monotonic()
+        extra_streams = source.streams() - len(symbols)
+        frames0, t0 = routed(ports), time.monotonic()
         time.sleep(seconds)
         cpu1, others1 = cpu_by_pid(tree), cpu_by_pid(others)
-        frames1, elapsed = source.frames_sent(), time.monotonic() - t0
+        frames1, elapsed = routed(ports), time.monotonic() - t0
         source.flood(False)
-        frames = max(1, frames1 - frames0)
+        frames = max(1.0, frames1 - frames0)
         members_cpu = cpu_between(cpu0, cpu1)
         source_cpu = others1[source.pid] - others0[source.pid]
         redis_cpu = others1[redis_server.proc.pid] - others0[redis_server.proc.pid]
@@ -191,6 +211,7 @@ def measure(
             "source_cpu_share": source_cpu / elapsed,
             "redis_cpu_share": redis_cpu / elapsed,
             "busy_cores": (members_cpu + source_cpu + redis_cpu) / elapsed,
+            "extra_streams": float(extra_streams),
         }
         result["wrong"], result["settle_s"] = settle(MESSENGER, source, client, symbols)
         read_after = drained(ports)
@@ -208,7 +229,7 @@ def summarize(n: int, source: str, runs: dict[int, list[dict[str, float]]]) -> d
     for processes, samples in runs.items():
         for metric in samples[0]:
             values = [s[metric] for s in samples]
-            worst = metric in ("wrong", "frames_lost")
+            worst = metric in ("wrong", "frames_lost", "extra_streams")
             row[f"p{processes}_{metric}"] = max(values) if worst else statistics.median(values)
         row[f"p{processes}_source_saturated"] = max(s["source_cpu_share"] for s in samples) >= SATURATED
     row["cpu_ratio_2_to_1"] = row["p2_cpu_us_per_frame"] / row["p1_cpu_us_per_frame"]

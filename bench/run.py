@@ -163,16 +163,19 @@ def _members_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
         rate_verdict = f"missed by {1 - rate:.0%}"
     lost = {p: r[f"p{p}_frames_lost"] for p in (1, 2)}
     wrong = {p: r[f"p{p}_wrong"] for p in (1, 2)}
-    bad = sum(lost.values()) + sum(wrong.values())
+    extra = {p: r.get(f"p{p}_extra_streams", 0) for p in (1, 2)}
+    bad = sum(lost.values()) + sum(wrong.values()) + sum(extra.values())
     return [
         (name, "CPU us/frame, all members", side(2, f"{r['p2_cpu_us_per_frame']:.1f}"),
          side(1, f"{r['p1_cpu_us_per_frame']:.1f}"), f"{cpu:.2f}", "<= 1.10", verdict(cpu, 1.1, False)),
         (name, "frames/s into Redis", side(2, f"{r['p2_frames_per_s']:,.0f}"),
          side(1, f"{r['p1_frames_per_s']:,.0f}"), f"{rate:.2f}", "> 1.00 unless the source is the limit",
          rate_verdict),
-        (name, "frames lost; symbols wrong", f"2 processes {lost[2]:.0f}; {wrong[2]:.0f}",
-         f"1 process {lost[1]:.0f}; {wrong[1]:.0f}", "", "0 lost, 0 wrong",
-         "met" if bad == 0 else f"{sum(lost.values()):.0f} lost, {sum(wrong.values()):.0f} wrong"),
+        (name, "frames lost; symbols wrong; streams left subscribed",
+         f"2 processes {lost[2]:,.0f}; {wrong[2]:.0f}; {extra[2]:.0f}",
+         f"1 process {lost[1]:,.0f}; {wrong[1]:.0f}; {extra[1]:.0f}", "", "0 lost, 0 wrong, 0 left",
+         "met" if bad == 0 else f"{sum(lost.values()):,.0f} lost, {sum(wrong.values()):.0f} wrong, "
+         f"{sum(extra.values()):.0f} left"),
     ]  # fmt: skip
 
 

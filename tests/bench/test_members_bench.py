@@ -36,6 +36,7 @@ def test_each_process_count_reads_every_frame_and_leaves_the_last_value_sent(
     result = members.measure(processes, FeedSource(feed), SYMBOLS, 0.5, redis_server, sim.rest_url, logs_dir)
     assert result["wrong"] == 0
     assert result["frames_lost"] == 0
+    assert result["extra_streams"] == 0
     assert result["frames_per_s"] > 1000
     assert 0 < result["cpu_us_per_frame"] < 1000
 
@@ -64,7 +65,8 @@ def test_a_kill_is_over_when_the_last_of_its_symbols_has_failed_and_answered_200
 def _ingest_row(changes: dict[tuple[int, str], float]) -> dict[str, Any]:
     runs = {p: [{"cpu_us_per_frame": 10.0, "frames_per_s": 50_000.0, "members_cpu_share": 0.5 * p,
                  "source_cpu_share": 0.05, "redis_cpu_share": 0.1, "busy_cores": 0.6 * p, "wrong": 0,
-                 "settle_s": 0.1, "frames_lost": 0}] for p in members.PROCESSES}  # fmt: skip
+                 "settle_s": 0.1, "frames_lost": 0, "extra_streams": 0}]
+            for p in members.PROCESSES}  # fmt: skip
     for (p, metric), value in changes.items():
         runs[p][0][metric] = value
     return {**members.summarize(100, "feed", runs), "cores": 2}
@@ -85,7 +87,10 @@ def test_the_table_holds_two_processes_to_one_and_names_what_limits_the_rate() -
     saturated = {**slower, (2, "source_cpu_share"): 0.95}
     row = _members_rows(_ingest_row(saturated))[1]
     assert row[-1] == "not judged: the feed is the limit" and "feed 95%: saturated" in row[2]
-    assert _members_rows(_ingest_row({(1, "frames_lost"): 3}))[2][-1] == "3 lost, 0 wrong"
+    assert _members_rows(_ingest_row({(1, "frames_lost"): 3}))[2][-1] == "3 lost, 0 wrong, 0 left"
+    left = _members_rows(_ingest_row({(2, "extra_streams"): 18, (2, "frames_lost"): 5000}))[2]
+    assert left[2:] == ("2 processes 5,000; 0; 18", "1 process 0; 0; 0", "", "0 lost, 0 wrong, 0 left",
+                        "5,000 lost, 0 wrong, 18 left")  # fmt: skip
 
 
 def test_the_table_judges_failover_against_the_liveness_timeout_plus_1s() -> None:

@@ -271,6 +271,22 @@ def run(symbols: int, frames: int, batches: int, repeats: int, pad: int = 0) -> 
     }
 
 
+# What ``make bench`` runs (bench/run.py): (symbols, frames per batch, batches, pad bytes). One
+# record a batch (a quiet market: the script's fixed cost per batch), ~150 records a batch (a busy
+# one), and 6 KB records (an order book of 100 levels, staged and renamed by the script).
+VARIANTS = ((1, 1, 2000, 0), (150, 150, 400, 0), (100, 200, 400, 6000))
+
+
+def run_variants(repeats: int, quick: bool = False) -> list[dict[str, Any]]:
+    """Each of VARIANTS (a quarter of the batches if ``quick``), with the records a batch wrote."""
+    rows = []
+    for symbols, frames, batches, pad in VARIANTS:
+        row = run(symbols, frames, batches // 4 if quick else batches, repeats, pad)
+        row["records_per_batch"] = row["modes"]["plain"]["records"] / row["batches"]
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.conditional_writes", description=__doc__)
     parser.add_argument("--symbols", type=int, default=100)

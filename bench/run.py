@@ -21,16 +21,19 @@ from typing import Any
 
 from bench import (
     closed_candles,
+    conditional_writes,
     depth,
     freshness,
     ingest,
     kline_weight,
     klines,
+    members,
     order_books,
     renewal,
     scale,
     serving,
 )
+from bench.ingest import SATURATED
 from bench.stack import rounded
 
 
@@ -49,6 +52,9 @@ def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str
         "closed_candles": lambda: rounded(closed_candles.run(seconds=5 if quick else 20, repeats=repeats)),
         "depth": lambda: rounded(depth.run(seconds=3 if quick else 10, repeats=repeats)),
         "order_books": lambda: rounded(order_books.run(events=5000 if quick else 20_000)),
+        "members": lambda: [rounded(r) for r in members.run_ingest([100, 2000], min(seconds, 3.0), repeats)],
+        "failover": lambda: rounded(members.run_failover(3 if quick else 10, members.LIVENESS_MS, 12)),
+        "conditional_writes": lambda: conditional_writes.run_variants(repeats, quick),
     }
     unknown = (only or set()) - set(benchmarks)
     if unknown:
@@ -126,7 +132,84 @@ def table(results: dict[str, Any]) -> str:
         rows += _depth_rows(results["depth"])
     if "order_books" in results:
         rows += _book_rows(results["order_books"])
+    for r in results.get("members", []):
+        rows += _members_rows(r)
+    if "failover" in results:
+        rows += _failover_rows(results["failover"])
+    for c in results.get("conditional_writes", []):
+        rows += _conditional_rows(c)
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
+
+
+def _members_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``--processes 2`` against 1 on the same flood: CPU per frame over all member processes, and
+    frames/s, each with the source's share of a core and how busy the machine was."""
+    name = f"members ingest, {r['symbols']:,} symbols ({r['source']})"
+
+    def side(p: int, figure: str) -> str:
+        label = "process" if p == 1 else "processes"
+        saturated = ": saturated" if r[f"p{p}_source_saturated"] else ""
+        return (f"{p} {label} {figure} ({r['source']} {r[f'p{p}_source_cpu_share']:.0%}{saturated}; "
+                f"{r[f'p{p}_busy_cores']:.1f} of {r['cores']} cores busy)")  # fmt: skip
+
+    cpu, rate = r["cpu_ratio_2_to_1"], r["rate_ratio_2_to_1"]
+    if rate > 1:
+        rate_verdict = "met"
+    elif r["p2_source_saturated"]:
+        rate_verdict = f"not judged: the {r['source']} is the limit"
+    elif r["p2_busy_cores"] >= SATURATED * r["cores"]:
+        rate_verdict = f"missed by {1 - rate:.0%}: the machine is the limit"
+    else:
+        rate_verdict = f"missed by {1 - rate:.0%}"
+    lost = {p: r[f"p{p}_frames_lost"] for p in (1, 2)}
+    wrong = {p: r[f"p{p}_wrong"] for p in (1, 2)}
+    extra = {p: r.get(f"p{p}_extra_streams", 0) for p in (1, 2)}
+    bad = sum(lost.values()) + sum(wrong.values()) + sum(extra.values())
+    return [
+        (name, "CPU us/frame, all members", side(2, f"{r['p2_cpu_us_per_frame']:.1f}"),
+         side(1, f"{r['p1_cpu_us_per_frame']:.1f}"), f"{cpu:.2f}", "<= 1.10", verdict(cpu, 1.1, False)),
+        (name, "frames/s into Redis", side(2, f"{r['p2_frames_per_s']:,.0f}"),
+         side(1, f"{r['p1_frames_per_s']:,.0f}"), f"{rate:.2f}", "> 1.00 unless the source is the limit",
+         rate_verdict),
+        (name, "frames lost; symbols wrong; streams left subscribed",
+         f"2 processes {lost[2]:,.0f}; {wrong[2]:.0f}; {extra[2]:.0f}",
+         f"1 process {lost[1]:,.0f}; {wrong[1]:.0f}; {extra[1]:.0f}", "", "0 lost, 0 wrong, 0 left",
+         "met" if bad == 0 else f"{sum(lost.values()):,.0f} lost, {sum(wrong.values()):.0f} wrong, "
+         f"{sum(extra.values()):.0f} left"),
+    ]  # fmt: skip
+
+
+def _failover_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
+    name = f"failover, {f['members']} members REPLICAS=1, {f['kills']} SIGKILLs"
+    bound, worst = f["bound_s"], f["served_again_worst_s"]
+    return [
+        (name, "kill -> its symbols served again, median / worst s",
+         f"{f['served_again_median_s']:.2f} / {worst:.2f}",
+         f"LIVENESS_TIMEOUT_MS {f['liveness_timeout_ms'] / 1000:g} s + 1 s", f"{worst / bound:.2f}",
+         f"worst <= {bound:g} s", verdict(worst, bound, False)),
+        (name, "longest non-200 run of a symbol, median / worst s",
+         f"{f['outage_median_s']:.2f} / {f['outage_worst_s']:.2f}", "", "", "", ""),
+    ]  # fmt: skip
+
+
+def _conditional_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The conditional writer against plain SET in one run: its extra CPU per frame as a share of
+    the messenger's (with plain SET), and Redis's CPU per record."""
+    name = f"conditional writes, {c['records_per_batch']:,.0f}-record batches"
+    if c["pad_bytes"]:
+        name += f", {c['pad_bytes'] / 1000:g} KB records"
+    plain, cond, two = (c["modes"][m] for m in conditional_writes.MODES)
+    share = c["conditional_extra_share_of_messenger_cpu_per_frame"]
+    return [
+        (name, "writer's extra CPU, share of the messenger's CPU/frame",
+         f"conditional {cond['messenger_cpu_us_per_frame']:.1f} us/frame",
+         f"plain SET {plain['messenger_cpu_us_per_frame']:.1f} us/frame", f"{share:+.1%}", "<= 10%",
+         verdict(share, 0.10, False)),
+        (name, "Redis CPU us/record",
+         f"conditional {cond['redis_cpu_us_per_record']:.1f}; 2 members {two['redis_cpu_us_per_record']:.1f}",
+         f"plain SET {plain['redis_cpu_us_per_record']:.1f}",
+         f"{c['redis_cpu_ratio_conditional_to_plain']:.2f}", "", ""),
+    ]  # fmt: skip
 
 
 def _depth_rows(d: dict[str, Any]) -> list[tuple[str, ...]]:

@@ -60,6 +60,40 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (children found by their parent id in /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, i = [pid], 0
+    while i < len(tree):
+        tree.extend(children.get(tree[i], []))
+        i += 1
+    return tree
+
+
+def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds used so far by each of these processes that is still there."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = proc_stats(pid)[0]
+        except OSError:  # exited
+            continue
+    return out
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes there at both readings used between them, together."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) of samples, by the nearest rank."""
     ordered = sorted(samples)

@@ -30,7 +30,7 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	VENV=$(VENV) scripts/run-local --demo $(SYMBOLS)
 
-## test: lint, types and the whole test suite (what CI runs); then the tests of what the transport
+## test: lint, types and the whole test suite on two workers (what CI runs); then the tests of what the transport
 ## does (connections, frames, faults, books) again with frames read by picows (WS_TRANSPORT=picows;
 ## the chaos run shortened to 30 s). `make test PICOWS_TESTS=tests` runs every messenger test on both.
 PICOWS_TESTS ?= tests/e2e/test_chaos.py tests/e2e/test_reconnects.py tests/e2e/test_freshness.py \
@@ -39,8 +39,8 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
-	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -m messenger $(PICOWS_TESTS)
+	$(BIN)/pytest -n 2 --dist loadgroup
+	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -n 2 --dist loadgroup -m messenger $(PICOWS_TESTS)
 
 ## bench: every benchmark beside its baseline (~19 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench

@@ -111,12 +111,18 @@ class Connection:
         self.kind_frames: dict[str, int] = {}  # market-data frames by stream kind
         self.malformed = 0
         self.unknown = 0
+        self.trailing = 0  # frames of a stream let go of, before the exchange stopped it
         self.refused = 0
         self.requests_sent = 0
         self.pings_sent = 0
         self._to_subscribe: deque[str] = deque()
         self._to_unsubscribe: deque[str] = deque()
         self._leaving: set[str] = set()  # unsubscribed: their last frames may still come
+        self._subscribing: set[str] = set()  # in a SUBSCRIBE not answered yet
+        # Taken by the supervisor's changes of streams and by the reader's handling of replies:
+        # whatever their interleaving, a stream the exchange was asked for and is no longer
+        # wanted gets its UNSUBSCRIBE (see remove_streams and _reply).
+        self._subscriptions = threading.Lock()
         self._requests: dict[int, tuple[str, list[str]]] = {}
         self._request_ids = itertools.count(1)
         self._last_sent = float("-inf")
@@ -183,18 +189,23 @@ class Connection:
         """Carry more streams: queued for SUBSCRIBE."""
         added = [s for s in streams if s not in self.streams]
         self.book.assign(self, self._keys(added))
-        for stream in added:
-            self.streams[stream] = None
-            self._to_subscribe.append(stream)
+        with self._subscriptions:
+            for stream in added:
+                self.streams[stream] = None
+                self._to_subscribe.append(stream)
 
     def remove_streams(self, streams: list[str]) -> None:
-        """Stop carrying streams: the book lets go of them now, UNSUBSCRIBE follows."""
-        gone = [s for s in streams if s in self.streams]
-        for stream in gone:
-            del self.streams[stream]
-            self._leaving.add(stream)
-            if stream in self.subscribed or stream in self._in_url:
-                self._to_unsubscribe.append(stream)
+        """Stop carrying streams: the book lets go of them now, UNSUBSCRIBE follows (for one whose
+        SUBSCRIBE is not answered yet, once it is: _reply)."""
+        with self._subscriptions:
+            gone = [s for s in streams if s in self.streams]
+            for stream in gone:
+                del self.streams[stream]
+                if stream in self.subscribed or stream in self._in_url:
+                    self._leaving.add(stream)
+                    self._to_unsubscribe.append(stream)
+                elif stream in self._subscribing:
+                    self._leaving.add(stream)
         self.book.release(self, self._keys(gone))
 
     def _keys(self, streams: list[str]) -> list[str]:
@@ -227,6 +238,9 @@ class Connection:
     def _request(self, method: str, streams: list[str], now: float) -> None:
         rid = next(self._request_ids)
         self._requests[rid] = (method, streams)
+        if method == "SUBSCRIBE":
+            with self._subscriptions:
+                self._subscribing.update(streams)
         doc = orjson.dumps({"method": method, "params": streams, "id": rid}).decode()
         self._send(lambda ws: ws.send(doc), now)
         self.requests_sent += 1
@@ -367,6 +381,7 @@ class Connection:
             self._shutdown_announced()
             return
         if msg.get("stream") in self._leaving:
+            self.trailing += 1  # counted, not logged: expected for a moment after an UNSUBSCRIBE
             return
         # Frames may trail an UNSUBSCRIBE for a moment; anything else is worth a look.
         self.unknown += 1
@@ -390,16 +405,26 @@ class Connection:
         if problem is not None:
             self.refused += len(streams)
             logger.warning("%s: %s of %d streams refused: %s", self, method, len(streams), problem)
-            if method == "UNSUBSCRIBE":  # still subscribed: those wanted again meanwhile are carried
+        with self._subscriptions:
+            if method == "SUBSCRIBE":
+                self._subscribing.difference_update(streams)
+                if problem is not None:
+                    self._leaving.difference_update(s for s in streams if s not in self.streams)
+                    return
+                # Let go of while this SUBSCRIBE was on its way: the exchange streams them now.
+                late = [s for s in streams if s not in self.streams]
+                if late:
+                    self.subscribed.update(late)
+                    self._to_unsubscribe.extend(late)
                 self._confirmed([s for s in streams if s in self.streams], now)
-        elif method == "SUBSCRIBE":
-            self._confirmed([s for s in streams if s in self.streams], now)
-            logger.info("%s: subscribed %d streams (%d in all)", self, len(streams), len(self.subscribed))
-        else:
-            self.subscribed.difference_update(streams)
-            self._leaving.difference_update(streams)
-            # Wanted again while they were leaving: their SUBSCRIBE waited for this reply.
-            self._to_subscribe.extend(s for s in streams if s in self.streams)
+                logger.info("%s: subscribed %d streams (%d in all)", self, len(streams), len(self.subscribed))
+            elif problem is not None:  # still subscribed: those wanted again meanwhile are carried
+                self._confirmed([s for s in streams if s in self.streams], now)
+            else:
+                self.subscribed.difference_update(streams)
+                self._leaving.difference_update(streams)
+                # Wanted again while they were leaving: their SUBSCRIBE waited for this reply.
+                self._to_subscribe.extend(s for s in streams if s in self.streams)
 
     def _confirmed(self, streams: list[str], since: float) -> None:
         """The exchange streams these to us from ``since`` on: vouch, or seed what is new."""

@@ -55,6 +55,8 @@ class MessengerCollector(Collector):
         yield frames
         yield _counter("frames_malformed", "Frames skipped as malformed", supervisor.total("malformed"))
         yield _counter("frames_unrouted", "Frames for a stream not carried", supervisor.total("unknown"))
+        yield _counter("frames_trailing", "Frames of a stream let go of, before the exchange stopped it",
+                       supervisor.total("trailing"))  # fmt: skip
         yield _counter(
             "updates_older_dropped", "Updates dropped as older than the value held", book.older_dropped
         )

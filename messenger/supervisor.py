@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # An old connection is closed at the latest this long after its successor was opened.
 HANDOVER_LIMIT_S = 60.0
 POLICY_VIOLATION = 1008
-COUNTERS = ("frames", "malformed", "unknown", "refused", "requests_sent", "pings_sent")
+COUNTERS = ("frames", "malformed", "unknown", "trailing", "refused", "requests_sent", "pings_sent")
 
 
 @dataclass
@@ -171,7 +171,7 @@ class Supervisor:
         return self.total("frames")
 
     def total(self, counter: str) -> int:
-        """A connection counter (frames, malformed, unknown, refused, requests_sent, pings_sent)
+        """A connection counter (frames, malformed, unknown, trailing, refused, requests_sent, pings_sent)
         summed over every connection since start."""
         return self.closed[counter] + sum(int(getattr(c, counter)) for c in self.conns)
 

@@ -27,8 +27,8 @@ then drops the one carrying the pinned streams); with a demand cap in the settin
 (``DEMAND_MAX_STREAMS``), the streams subscribed never exceed it.
 
 ``CHAOS_SEED`` replays a schedule (the processes' timing still varies); ``CHAOS_DURATION_S``
-lengthens or shortens the fault phase (default 45 s; every fault is injected once however short); ``CHAOS_FAULTS=burst,1008`` injects only
-those. Run with ``-s`` to see the report.
+lengthens or shortens the fault phase (default 45 s; every fault is injected once however short);
+``CHAOS_FAULTS=burst,1008`` injects only those. Run with ``-s`` to see the report.
 """
 
 from __future__ import annotations

@@ -114,3 +114,33 @@ def test_a_stream_wanted_again_before_its_unsubscribe_was_even_sent(refused: boo
         reply(conn, unsubscribe, ws.now)
         pump_until(conn, ws, 2.5)
         assert ws.sent[-1][1]["method"] == "SUBSCRIBE"
+
+
+def test_a_stream_let_go_of_before_its_subscribe_was_answered_is_unsubscribed_once_it_is() -> None:
+    """Found by the members benchmark: a member handing streams over right after subscribing them
+    stayed subscribed to them for good (the exchange streams what it was asked for; nobody asked it
+    to stop), so their frames were read and dropped for the connection's lifetime."""
+    conn, ws = connection(["BTCUSDT", "ADXETH"])
+    stream, kept = route_for("ADXETH", BOOK_TICKER).stream, route_for("BTCUSDT", BOOK_TICKER).stream
+    conn.add_streams([stream, kept])
+    pump_until(conn, ws, 0.5)
+    [(_, subscribe)] = ws.sent
+    conn.remove_streams([stream])  # handed over while the exchange has not answered yet
+    pump_until(conn, ws, 1.0)
+    assert len(ws.sent) == 1  # nothing to unsubscribe until it is subscribed
+    reply(conn, subscribe, ws.now)
+    pump_until(conn, ws, 2.0)
+    [(_, unsubscribe)] = ws.sent[1:]
+    assert (unsubscribe["method"], unsubscribe["params"]) == ("UNSUBSCRIBE", [stream])
+    assert conn.subscribed == {stream, kept}  # until the exchange answers
+    reply(conn, unsubscribe, ws.now)
+    assert conn.subscribed == {kept} and not conn._leaving
+
+
+def test_a_stream_let_go_of_before_its_subscribe_was_sent_is_never_sent() -> None:
+    conn, ws = connection(["ADXETH"])
+    stream = route_for("ADXETH", BOOK_TICKER).stream
+    conn.add_streams([stream])
+    conn.remove_streams([stream])
+    pump_until(conn, ws, 2.0)
+    assert ws.sent == [] and not conn._leaving

@@ -95,6 +95,8 @@ class Writer(Worker):
         self.refresh_interval_s = refresh_interval_s
         self.messenger_id = messenger_id
         self._prefix = voucher_prefix(messenger_id)
+        self._streams_key = member_streams_key(messenger_id)
+        self._voucher_keys: dict[tuple[str, int], str] = {}  # made once: every batch names them
         self.watched = watched
         self.status = status
         self.writes = 0
@@ -177,7 +179,7 @@ class Writer(Worker):
         messenger = f"{member}.{self.generation}" if self.generation else member
         # Liveness first: a record is never written before the connection it names is live.
         for conn_id, heard in batch.vouchers.items():
-            add(command("SET", voucher_key(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
+            add(command("SET", self._voucher(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
         script = ScriptBatch(RECORD_TTL_MS, self._prefix)
         for gone in batch.deletes:
             script.withdraw(gone.encode(), gone in watched)
@@ -192,7 +194,7 @@ class Writer(Worker):
                 continue
             voucher = vouchers.get(w.connection)
             if voucher is None:
-                voucher = vouchers[w.connection] = voucher_key(messenger, w.connection)
+                voucher = vouchers[w.connection] = self._voucher(messenger, w.connection)
             record = {
                 VOUCHER: voucher,
                 ORDER: encode_order(w.order),
@@ -220,7 +222,7 @@ class Writer(Worker):
         if batch.retired_vouchers:
             add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
         # After the values: a key the server finds "live" has its first value written already.
-        streams_key = member_streams_key(member)
+        streams_key = self._streams_key
         if batch.streams_complete:
             add(command("DEL", streams_key))
         states = [item for k, v in batch.streams.items() if v is not None for item in (k, v)]
@@ -253,6 +255,16 @@ class Writer(Worker):
             logger.info("redis: connected; writing")
         self.healthy = True
         self._backoff.reset()
+
+    def _voucher(self, messenger: str, conn_id: int) -> str:
+        """A connection's voucher key, made once (forgotten wholesale now and then: connections
+        and generations come and go)."""
+        key = self._voucher_keys.get((messenger, conn_id))
+        if key is None:
+            if len(self._voucher_keys) >= 4096:
+                self._voucher_keys.clear()
+            key = self._voucher_keys[messenger, conn_id] = voucher_key(messenger, conn_id)
+        return key
 
     def _send(self, commands: list[bytes], everything: bool) -> list[Any]:
         """Send commands (messenger.resp) in one round trip and return every reply; the first error

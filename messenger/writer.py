@@ -97,6 +97,7 @@ class Writer(Worker):
         self._prefix = voucher_prefix(messenger_id)
         self._streams_key = member_streams_key(messenger_id)
         self._voucher_keys: dict[tuple[str, int], str] = {}  # made once: every batch names them
+        self._staged_keys: dict[tuple[str, str], bytes] = {}
         self.watched = watched
         self.status = status
         self.writes = 0
@@ -207,9 +208,10 @@ class Writer(Worker):
             }
             value = encode_record(record)
             if len(value) > STAGE_BYTES:  # never through Lua: staged, then renamed into place
-                staged = staged_key(messenger, w.key).encode()
+                staged = self._staged(messenger, w.key)
                 staging.append(set_px(staged, value, record_ttl))
-                script.write(key, staged, w.key in watched, _superseded(record, w.superseded), staged=True)
+                closed = _superseded(record, w.superseded) if w.superseded else None
+                script.write(key, staged, w.key in watched, closed, staged=True)
             elif w.key in watched:
                 # Closed candles the value replaced, in order: each published if newer than what is stored.
                 script.write(key, value, True, _superseded(record, w.superseded))
@@ -265,6 +267,15 @@ class Writer(Worker):
                 self._voucher_keys.clear()
             key = self._voucher_keys[messenger, conn_id] = voucher_key(messenger, conn_id)
         return key
+
+    def _staged(self, messenger: str, key: str) -> bytes:
+        """The key a large record of ``key`` is staged under, made once (as ``_voucher``)."""
+        staged = self._staged_keys.get((messenger, key))
+        if staged is None:
+            if len(self._staged_keys) >= 65536:
+                self._staged_keys.clear()
+            staged = self._staged_keys[messenger, key] = staged_key(messenger, key).encode()
+        return staged
 
     def _send(self, commands: list[bytes], everything: bool) -> list[Any]:
         """Send commands (messenger.resp) in one round trip and return every reply; the first error

@@ -14,7 +14,6 @@ from contract.settings import MAX_PROCESSES, Settings, SettingsError
 from contract.symbols import InvalidSymbol, normalize_symbol
 from messenger.binance import KINDS, StreamKind
 from messenger.processes import run_members
-from messenger.service import Messenger
 from messenger.signals import StopFlags, captured
 
 logger = logging.getLogger("messenger")
@@ -83,7 +82,18 @@ def _member_argv(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the messenger; returns the exit status."""
+    """Run the messenger; returns the exit status.
+
+    SIGTERM and SIGINT are caught first: a stop that comes while the process is still starting
+    (``docker stop`` just after ``docker start``, a launcher stopping its members) is kept and
+    honoured, not lost. As a container's PID 1 without handlers, a SIGTERM is simply discarded
+    (PID 1 has no default action), so the container ran on until docker SIGKILLed it 10 s later.
+    """
+    with captured(StopFlags()) as flags:
+        return _main(argv, flags)
+
+
+def _main(argv: list[str] | None, flags: StopFlags) -> int:
     args = parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -100,14 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"messenger: --processes must be 0 to {MAX_PROCESSES}", file=sys.stderr)
         return 2
     if processes > 1:
-        return run_members(processes, _member_argv(args), settings.metrics_port)
+        return run_members(processes, _member_argv(args), settings.metrics_port, flags)
+    if flags.stop.is_set():
+        return 0  # stopped before it began: nothing to undo
+    # Imported here: a launcher does without the messenger's modules, so it starts (and takes a
+    # stop) sooner, and holds none of them.
+    from messenger.service import Messenger  # noqa: PLC0415
+
     # Reader threads are busy under load; a writer woken with a batch ready should not wait the
     # default 5 ms for the GIL (that was most of the frame-to-Redis p99 at 20,000 frames/s).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    messenger = Messenger(settings)
-    with captured(StopFlags()) as flags:
-        messenger.run(symbols, args.all_symbols, flags, kinds)
+    Messenger(settings).run(symbols, args.all_symbols, flags, kinds)
     return 0
 
 

@@ -5,6 +5,10 @@ own), checked over HTTP on the published port, and taken down. Base images that 
 are stood in for from Debian by ``scripts/stand-in-images``; a machine behind a proxy that re-signs
 TLS passes its extra CAs (``/usr/local/share/ca-certificates``) as the build argument the README
 documents. The first run builds everything and takes minutes; each phase's time is printed.
+
+The messenger runs as compose has it by default: a launcher and one member per core (PROCESSES=0,
+whatever the environment says), so ``docker kill``/``stop``/``start``, a stop while it starts and a
+member killed inside the container are all judged with several members in the container.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ DEV_ONLY = {
     if line and not line.startswith(("-r", "#"))
 }
 DEV_DEBS = re.compile(r"-dev$|^(gcc|g\+\+|cpp|make|build-essential|binutils|libc-dev-bin)(-[\d.]+)?$")
+# Inside the messenger container: SIGKILL the member serving the health check (port 9464); its pid.
+KILL_FIRST_MEMBER = (
+    "import os, signal\n"
+    "for pid in sorted(filter(str.isdigit, os.listdir('/proc')), key=int):\n"
+    "    try: env = open(f'/proc/{pid}/environ', 'rb').read().split(b'\\0')\n"
+    "    except OSError: continue\n"
+    "    if b'PROCESSES=1' in env and b'METRICS_PORT=9464' in env:\n"
+    "        os.kill(int(pid), signal.SIGKILL); print(pid); break\n"
+)
 SIM_CLIENT = (
     "import sys, urllib.request as u; m, url, body = sys.argv[1:];"
     "r = u.Request(url, body.encode() or None, {'Content-Type': 'application/json'}, method=m);"
@@ -83,6 +96,7 @@ def stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Stack]:
     say(config, f"base images ready in {time.monotonic() - started:.1f} s ({said or 'all present'})")
     port = free_port()
     env = {**os.environ, "PORT": str(port), "EXTRA_CA_CERTS": extra_ca_certs()}
+    env.pop("PROCESSES", None)  # compose's default is what is tested: a member per core
     stack = Stack(f"transmute-test-{port}", env, "sim")
     failed = request.session.testsfailed
     try:
@@ -107,6 +121,31 @@ def health(stack: Stack) -> dict[str, str]:
     """Each running service's health as Docker reports it."""
     fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}no healthcheck{{end}}"
     return {svc: docker("inspect", "-f", fmt, cid).strip() for svc, cid in stack.containers().items()}
+
+
+def messenger_processes(stack: Stack) -> list[str]:
+    """The messenger container's ``python -m messenger`` processes (a launcher and its members,
+    or one member)."""
+    listed = docker("top", stack.containers()["messenger-sim"], "-o", "pid,args").splitlines()[1:]
+    return [line for line in listed if "-m messenger" in line and "docker-init" not in line]
+
+
+def members_per_container(stack: Stack) -> int:
+    """The processes compose's default (PROCESSES=0: one member per core) gives the messenger
+    container on this machine: one, or a launcher and a member per core."""
+    cid = stack.containers()["messenger-sim"]
+    cores = int(docker("exec", cid, "python", "-c", "import os; print(len(os.sched_getaffinity(0)))"))
+    return 1 if cores == 1 else cores + 1
+
+
+def all_members_up(stack: Stack, expected: int) -> bool:
+    """The messenger container running and healthy, with every member process it starts."""
+    return health(stack).get("messenger-sim") == "healthy" and len(messenger_processes(stack)) == expected
+
+
+def exit_code(cid: str) -> int:
+    """How the container's last run ended (137: SIGKILLed, e.g. by docker stop after its 10 s)."""
+    return int(docker("inspect", "-f", "{{.State.ExitCode}}", cid))
 
 
 def snapshot(stack: Stack) -> tuple[int, Any]:
@@ -137,6 +176,14 @@ def test_every_service_of_the_sim_profile_becomes_healthy(
     say(request.config, f"every service healthy {time.monotonic() - begun:.1f} s after up returned")
 
 
+def test_the_messenger_container_runs_one_member_per_core_by_default(stack: Stack) -> None:
+    expected = members_per_container(stack)
+    processes = wait_until(lambda: (p := messenger_processes(stack)) and len(p) == expected and p, 30,
+                           interval_s=0.2, what=f"{expected} messenger processes")  # fmt: skip
+    if expected > 1:  # the launcher, then its members (one per core, each a member of its own)
+        assert sum("--processes 1" in p for p in processes) == expected - 1, processes
+
+
 def test_the_published_port_answers_200_with_the_simulators_value(stack: Stack) -> None:
     wait_until(lambda: snapshot(stack)[0] == 200, 30, interval_s=0.1, what="a first 200")
     sim_control(stack, "POST", "market", {"quiet": ["BTCUSDT"]})  # only the value set here
@@ -157,6 +204,7 @@ def test_without_the_messenger_the_server_answers_500_within_the_ttl_plus_1s_and
 ) -> None:
     bound_s = int(os.environ.get("SNAPSHOT_TTL_MS", "1000")) / 1000 + 1
     messenger = stack.containers()["messenger-sim"]
+    expected = members_per_container(stack)
     wait_until(lambda: snapshot(stack)[0] == 200, 30, interval_s=0.1, what="a 200 before the messenger goes")
     begun = time.monotonic()
     # Polled while docker still waits for the container to exit (a stop lets it clean up first).
@@ -164,13 +212,80 @@ def test_without_the_messenger_the_server_answers_500_within_the_ttl_plus_1s_and
         status, body = wait_until(lambda: (r := snapshot(stack))[0] != 200 and r, bound_s + 5, 0.02)
         took_s = time.monotonic() - begun
         assert command.wait(60) == 0, f"docker {how} failed"
+        command_s = time.monotonic() - begun
     assert (status, body["status_code"]) == (500, 500), body
     assert took_s <= bound_s, f"500 only {took_s:.2f} s after `docker {how}`"
+    if how == "stop":  # every member left cleanly (137 would be docker's SIGKILL after its 10 s)
+        assert exit_code(messenger) == 0, (
+            f"the messenger exited {exit_code(messenger)} after {command_s:.1f} s"
+        )
     docker("start", messenger)
     back = time.monotonic()
     wait_until(lambda: snapshot(stack)[0] == 200, 30, interval_s=0.05, what="200 again")
-    say(request.config, f"docker {how} messenger: 500 after {took_s:.2f} s (bound {bound_s:.1f} s); "
-                        f"200 again {time.monotonic() - back:.1f} s after docker start")  # fmt: skip
+    again_s = time.monotonic() - back
+    # And it stays up: healthy (a health check passed since the start), with every member.
+    wait_until(
+        lambda: all_members_up(stack, expected), 30, interval_s=0.5, what="every member up and healthy"
+    )
+    say(request.config, f"docker {how} messenger: 500 after {took_s:.2f} s (bound {bound_s:.1f} s), "
+                        f"docker {how} returned after {command_s:.2f} s; 200 again {again_s:.1f} s after "
+                        f"docker start, healthy with {expected} processes "
+                        f"{time.monotonic() - back:.1f} s after")  # fmt: skip
+
+
+def test_a_stop_while_the_messenger_is_starting_ends_it_at_once(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    """``docker stop`` as soon as ``docker start`` returns, while the processes are still starting:
+    the SIGTERM is honoured, not lost (as a PID 1 without handlers yet, the messenger discarded it,
+    and docker SIGKILLed it after its 10 s: status 137)."""
+    messenger = stack.containers()["messenger-sim"]
+    expected = members_per_container(stack)
+    docker("stop", messenger)
+    docker("start", messenger)
+    begun = time.monotonic()
+    try:
+        docker("stop", messenger)
+        took_s = time.monotonic() - begun
+        code = exit_code(messenger)
+        assert code in (0, 128 + 15) and took_s < 5, f"docker stop took {took_s:.1f} s, exit status {code}"
+    finally:
+        docker("start", messenger)  # for the tests after this one, whatever happened
+    wait_until(lambda: snapshot(stack)[0] == 200, 30, interval_s=0.05, what="200 again")
+    wait_until(
+        lambda: all_members_up(stack, expected), 30, interval_s=0.5, what="every member up and healthy"
+    )
+    say(request.config, f"docker stop while starting: {took_s:.2f} s, exit status {code}")
+
+
+def test_a_member_killed_inside_the_container_is_started_again(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    """With a member per core, PID 1 is their launcher: a member killed (a crash, the OOM killer)
+    left it up with one member fewer, unhealthy when it was the first (9464, the health check's),
+    and Docker's restart policy, which sees only PID 1, never acted."""
+    expected = members_per_container(stack)
+    if expected == 1:
+        pytest.skip("one core: the messenger is PID 1 itself, and Docker restarts its container")
+    cid = stack.containers()["messenger-sim"]
+    wait_until(
+        lambda: all_members_up(stack, expected), 30, interval_s=0.5, what="every member up and healthy"
+    )
+    before = {line.split()[0] for line in messenger_processes(stack)}
+    assert docker("exec", cid, "python", "-c", KILL_FIRST_MEMBER).strip(), (
+        "no member on the health check's port"
+    )
+    begun = time.monotonic()
+
+    def replaced() -> bool:
+        pids = {line.split()[0] for line in messenger_processes(stack)}
+        return len(pids) == expected and pids != before and all_members_up(stack, expected)
+
+    wait_until(replaced, 60, interval_s=0.5, what="the killed member started again, and healthy")
+    assert docker("inspect", "-f", "{{.RestartCount}}", cid).strip() == "0"  # the launcher did it
+    wait_until(lambda: snapshot(stack)[0] == 200, 30, interval_s=0.05, what="200")
+    say(request.config, f"a member killed in the container: all {expected - 1} members and healthy "
+                        f"{time.monotonic() - begun:.1f} s later")  # fmt: skip
 
 
 def test_every_process_runs_as_non_root(stack: Stack) -> None:

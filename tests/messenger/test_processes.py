@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,27 +63,30 @@ MEMBER = "trap 'exit 0' TERM; while :; do sleep 0.02; done"
 
 
 def test_a_member_killed_by_a_signal_makes_the_launcher_exit_as_a_shell_reports_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """a member SIGKILLed, then the launcher stopped, made it exit with sys.exit(-9),
     i.e. status 247, which scripts/run-local printed as "kill: 119: invalid signal specification"
     and "the messenger exited (killed by SIG)". A status must be 0..255; a signal death 128 + N."""
-    started = members_running(monkeypatch, "trap 'kill -9 $$' TERM; while :; do sleep 0.02; done")
+    # The stop comes once the member's trap is set (before, the SIGTERM itself would end it).
+    members_running(monkeypatch, f"trap 'kill -9 $$' TERM; touch {tmp_path}/$$; while :; do sleep 0.02; done")
     flags = StopFlags()
-    stop_when(lambda: bool(started), flags)
+    stop_when(lambda: any(tmp_path.iterdir()), flags)
     assert processes.run_members(1, [], 0, flags) == 128 + signal.SIGKILL
 
 
 def test_a_member_that_ends_on_its_own_is_started_again_and_the_stop_is_clean(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A member killed (here: status 3 at once) was not started again: the launcher, a container's
     PID 1, stayed up with one member fewer (unhealthy if it was the first: /healthz is its port),
     and Docker's restart policy, which sees only PID 1, never acted."""
     monkeypatch.setattr(processes, "RESTART_S", 0.05)
-    started = members_running(monkeypatch, "exit 3", MEMBER)
+    member = f"trap 'exit 0' TERM; touch {tmp_path}/$$; while :; do sleep 0.02; done"
+    started = members_running(monkeypatch, "exit 3", member)
     flags = StopFlags()
-    stop_when(lambda: len(started) == 3, flags)  # two members, the first of them started again
+    # Two members, the first of them started again, both with their trap set.
+    stop_when(lambda: len(started) == 3 and len(list(tmp_path.iterdir())) == 2, flags)
     assert processes.run_members(2, [], 0, flags) == 0
     assert [p.returncode for p in started] == [3, 0, 0]
 

@@ -81,20 +81,10 @@ def started(request: pytest.FixtureRequest) -> Iterator[Started]:
             print(f"----- {process.name} -----\n{process.log()[-6000:]}")
 
 
-DEPLOY = Path(__file__).parent / "deploy"
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``messenger`` every test that starts a real messenger (the messenger_factory fixture or
-    tests.processes.Messenger itself): `make test` runs those again with WS_TRANSPORT=picows.
-
-    `make test` runs the tests on two workers (pytest-xdist, ``--dist loadgroup``); the deployment
-    tests share one Docker engine and the README's fixed ports (3333, 6379), so they form one
-    group: one worker runs them all, one after the other.
-    """
+    tests.processes.Messenger itself): `make test` runs those again with WS_TRANSPORT=picows."""
     for item in items:
-        if DEPLOY in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.xdist_group("deploy"))
         module = getattr(item, "module", None)
         if (
             "messenger_factory" in getattr(item, "fixturenames", ())

@@ -126,7 +126,8 @@ def health(stack: Stack) -> dict[str, str]:
 def messenger_processes(stack: Stack) -> list[str]:
     """The messenger container's ``python -m messenger`` processes (a launcher and its members,
     or one member)."""
-    listed = docker("top", stack.containers()["messenger-sim"], "-o", "pid,args").splitlines()[1:]
+    # ww: whole command lines (ps cuts them at 80 columns without a terminal).
+    listed = docker("top", stack.containers()["messenger-sim"], "ww", "-o", "pid,args").splitlines()[1:]
     return [line for line in listed if "-m messenger" in line and "docker-init" not in line]
 
 

@@ -42,7 +42,7 @@ test: $(VENV)/.dev
 	$(BIN)/pytest -n 2
 	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -n 2 -m messenger $(PICOWS_TESTS)
 
-## bench: every benchmark beside its baseline (~19 min); writes bench/results/{results.md,.json,.png}
+## bench: every benchmark beside its baseline (~22 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench
 	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run

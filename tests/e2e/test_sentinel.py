@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 import pytest
 
-from simulator import record
 from tests.conftest import Started
+from tests.oracle import Published
 from tests.processes import (
     EventStream,
     Gunicorn,
@@ -225,15 +225,10 @@ def polled(stack: Stack, rounds: Callable[[Poller], Rounds]) -> tuple[Poller, Ro
 
 def judge(stack: Stack, poller: Poller) -> dict[int, int]:
     """Assert what every answer must be (see the module's docstring); returns the count by status."""
-    timeline = record.Timeline()
-    cursor = 0
-    while True:
-        dump = stack.sim.recorded(cursor)
-        timeline.add(dump["entries"])
-        assert dump["lost"] == 0
-        if not dump["entries"]:
-            break
-        cursor = dump["next"]
+    published = Published(stack.sim)
+    published.pull()
+    assert published.lost == 0, "the record lost entries: the oracle cannot judge"
+    timeline = published.timeline
     counts: dict[int, int] = {}
     for answer in poller.answers:
         counts[answer.status] = counts.get(answer.status, 0) + 1

@@ -110,7 +110,9 @@ class KlineHistory(Worker):
         series = (symbol, fields["interval"])
         if fields["closed"]:
             if self._next_open.get(series) == fields["open_time"]:  # the next frame opens after it
-                self._next_open[series] = fields["close_time"] + 1
+                with self._lock:  # once a candle: every change of _next_open is made under the lock
+                    if self._next_open.get(series) == fields["open_time"]:
+                        self._next_open[series] = fields["close_time"] + 1
             self._closed.append((series, row_from_record(fields)))
             self._wake.set()
         elif self._next_open.get(series, fields["open_time"]) != fields["open_time"]:
@@ -222,10 +224,10 @@ class KlineHistory(Worker):
                 self.refused += 1
                 with self._lock:
                     self._to_sync[series] = None
-                self._next_open.pop(series, None)  # Redis disagrees: a sync must settle it
+                    self._next_open.pop(series, None)  # Redis disagrees: a sync must settle it
             else:
                 self.appended += 1
-                self._next_open[series] = row[6] + 1
+                self._next(series, row[6] + 1)
 
     def _sync_due(self) -> None:
         """Sync a few due series, then let closed candles be appended again (the loop comes back)."""
@@ -263,7 +265,7 @@ class KlineHistory(Worker):
             older = self._get({"endTime": str(rows[0][0] - 1), "limit": str(asked)}, series)
             origin, rows = len(older) < asked, older + rows
         if self._run_write(series, "seed-origin" if origin else "seed", rows) >= 0 and rows:
-            self._next_open[series] = rows[-1][6] + 1
+            self._next(series, rows[-1][6] + 1)
         logger.info("klines: %s %s seeded with %d candles", symbol, interval, len(rows))
 
     def _fill_from(self, series: Series, start: int) -> bool:
@@ -283,11 +285,19 @@ class KlineHistory(Worker):
             if kept < 0:
                 return False
         if rows:
-            self._next_open[series] = rows[-1][6] + 1
+            self._next(series, rows[-1][6] + 1)
         elif page:
-            self._next_open[series] = page[-1][0]
+            self._next(series, page[-1][0])
         logger.info("klines: %s %s: %d missing candles fetched", *series, len(rows))
         return True
+
+    def _next(self, series: Series, open_time: int) -> None:
+        """The open time of ``series``'s next candle, for a series still followed. Every change of
+        _next_open is made under the lock, as follow() iterates it there (a key added meanwhile by
+        this thread crashed the messenger's main loop: "dictionary changed size during iteration")."""
+        with self._lock:
+            if series in self._followed:
+                self._next_open[series] = open_time
 
     def _get(self, params: dict[str, str], series: Series) -> list[list[Any]]:
         symbol, interval = series

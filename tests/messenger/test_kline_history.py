@@ -3,6 +3,7 @@ the missing candles are fetched, whatever order frames and fetches come in."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -259,3 +260,35 @@ def test_candles_up_to_an_old_end_come_as_a_page_fetched_once(
     assert [r[0] for r in page] == list(range(end - 999 * MINUTE, end + 1, MINUTE))
     history.backfill(Backfill("klineto_1m", "BTCUSDT", 1000))  # before the first candle: an empty page
     assert orjson.loads(real_redis.get(page_to_key("1m", "BTCUSDT", 1000)) or b"null") == []
+
+
+def test_following_other_series_while_candles_close_never_breaks_the_main_loop(
+    fake_redis: redis.Redis, exchange: Exchange
+) -> None:
+    """follow() runs on the main loop while closed candles and syncs move each series on, on other
+    threads: a series' next open time set outside the lock while follow() went over them raised
+    "dictionary changed size during iteration" in the main loop, which stopped the messenger."""
+    keeper = KlineHistory(fake_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
+    names = [(f"S{i}USDT", "1m") for i in range(400)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def candles_close() -> None:
+        try:
+            while not done.is_set():
+                for series in names:
+                    keeper._next(series, 60_000)  # as a sync or an append does, on the keeper's thread
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=candles_close)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            keeper.follow(set(names))
+            keeper.follow(set(names[::2]))  # half of them let go of: their next open times go
+    finally:
+        done.set()
+        thread.join()
+    assert errors == []

@@ -186,11 +186,18 @@ class RedisClusterNodes:
 
     def client(self, **options: Any) -> RedisCluster:
         """A redis-py RedisCluster of its own, for assertions."""
-        return RedisCluster(host="127.0.0.1", port=self.alive()[0].port, socket_timeout=2, **options)
+        return RedisCluster(host="127.0.0.1", port=self.any_alive().port, socket_timeout=2, **options)
 
     def alive(self) -> list[RedisServer]:
         """Nodes whose process runs."""
         return [n for n in self.nodes if n.running()]
+
+    def any_alive(self) -> RedisServer:
+        """The first node whose process runs."""
+        alive = self.alive()
+        if not alive:
+            raise AssertionError("no node of the cluster runs")
+        return alive[0]
 
     def info(self, node: RedisServer) -> dict[str, str]:
         """``CLUSTER INFO`` of one node."""
@@ -200,7 +207,7 @@ class RedisClusterNodes:
 
     def view(self, node: RedisServer | None = None) -> list[NodeLine]:
         """``CLUSTER NODES`` as one node (by default the first alive) sees them."""
-        with (node or self.alive()[0]).client() as client:
+        with (node or self.any_alive()).client() as client:
             return parse_nodes(client.execute_command("CLUSTER", "NODES").decode())
 
     def node(self, port: int) -> RedisServer:
@@ -224,7 +231,7 @@ class RedisClusterNodes:
 
     def keyslot(self, key: str | bytes) -> int:
         """The slot a key hashes to, as the server computes it (hash tags included)."""
-        with self.alive()[0].client() as client:
+        with self.any_alive().client() as client:
             return int(client.execute_command("CLUSTER", "KEYSLOT", key))
 
     def primary_for(self, key: str | bytes) -> RedisServer:

@@ -12,7 +12,9 @@ from typing import Any
 
 import redis
 
-KEY = "transmute:bookticker:btcusdt"
+from contract.keys import snapshot_key
+
+KEY = snapshot_key("bookticker", "btcusdt")
 _client = redis.Redis.from_url(os.environ["REDIS_URL"])
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from bench.stack import medians, percentile, redis_and_simulator, rounded, running
+from contract.keys import snapshot_key
 from tests.processes import EventStream, Gunicorn, Messenger, messenger_env, wait_until
 
 SYMBOLS = ["BTCUSDT", "ETHBTC", "BNBBTC", "LTCBTC", "NEOBTC", "ETHUSDT", "BNBUSDT", "XRPBTC"]
@@ -48,10 +49,10 @@ def run_once(symbols: int, seconds: float) -> dict[str, float]:
         gunicorn = Gunicorn(logs, redis_server.url, workers=None)
         with running(redis_server, sim, messenger, gunicorn):
             client = redis_server.client()
-            wait_until(lambda: all(client.exists(f"transmute:kline_1s:{n.lower()}") for n in names), 30)
+            wait_until(lambda: all(client.exists(snapshot_key("kline_1s", n)) for n in names), 30)
             streams = [EventStream(f"{gunicorn.url}/stream/{n}/kline_1s") for n in names]
             bare = client.pubsub(ignore_subscribe_messages=True)
-            bare.subscribe(*[f"transmute:kline_1s:{n.lower()}" for n in names])
+            bare.subscribe(*[snapshot_key("kline_1s", n) for n in names])
             got: dict[str, list[tuple[str, int, int]]] = {"push": [], "redis": []}
             stop = threading.Event()
 

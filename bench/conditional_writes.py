@@ -38,7 +38,15 @@ from typing import Any
 import orjson
 import redis
 
-from contract.keys import RECORD_TTL_MS, member_key, member_streams_key, snapshot_key, voucher_key
+from contract.keys import (
+    CONTROL_TAG,
+    RECORD_TTL_MS,
+    key_tag,
+    member_key,
+    member_streams_key,
+    snapshot_key,
+    voucher_key,
+)
 from contract.ordering import encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from messenger.binance import BOOK_TICKER
@@ -75,19 +83,20 @@ class PlainWriter(Writer):
             add(command("DEL", *batch.deletes))
             commands.extend(command("PUBLISH", key, b"") for key in batch.deletes if key in watched)
         ttl, messenger = self.ttl_ms, self.messenger_id
+        # A voucher a bucket, as the writer's (contract.keys).
+        for w in batch.writes:
+            self._tagged.setdefault(w.connection, set()).add(key_tag(w.key))
         for conn_id, heard in batch.vouchers.items():
             heard_ms = int(heard * 1000 + offset_ms)
-            add(command("SET", voucher_key(messenger, conn_id), heard_ms, "PX", ttl))
+            for tag in self._tagged.get(conn_id, ()):
+                add(command("SET", voucher_key(messenger, conn_id, tag), heard_ms, "PX", ttl))
         record_ttl = b"%d" % RECORD_TTL_MS
-        vouchers: dict[int, str] = {}
         for w in batch.writes:
             key = w.key.encode()
             if w.renew:
                 add(command("PEXPIRE", key, record_ttl))
                 continue
-            voucher = vouchers.get(w.connection)
-            if voucher is None:
-                voucher = vouchers[w.connection] = voucher_key(messenger, w.connection)
+            voucher = voucher_key(messenger, w.connection, key_tag(w.key))
             record = {
                 VOUCHER: voucher,
                 ORDER: encode_order(w.order),
@@ -103,8 +112,9 @@ class PlainWriter(Writer):
                 for _, closed in w.superseded:
                     add(command("PUBLISH", key, encode_record({**record, **closed})))
                 add(command("PUBLISH", key, value))
-        if batch.retired_vouchers:
-            add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
+        for conn_id in batch.retired_vouchers:
+            for tag in self._tagged.pop(conn_id, ()):
+                add(command("DEL", voucher_key(messenger, conn_id, tag)))
         if batch.streams_complete:
             add(command("DEL", member_streams_key(self.messenger_id)))
         states = [item for k, v in batch.streams.items() if v is not None for item in (k, v)]
@@ -116,7 +126,7 @@ class PlainWriter(Writer):
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
             add(command("SET", member_key(self.messenger_id), encode_record(heartbeat), "PX", ttl))
-        self._send(commands, batch.streams_complete)
+        self._send(commands, [CONTROL_TAG] * len(commands), batch.streams_complete)  # one Redis
         done = self._last_write = time.monotonic()
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, done - started))
         for w in batch.writes:

@@ -29,7 +29,7 @@ import redis
 from bench.bare_depth import KEY as BARE_KEY
 from bench.klines import CHECK, RUN, WARM_UP_S, fetch, load, vouching
 from bench.stack import medians, rounded, running
-from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, symbol_tag, voucher_key
 from contract.kinds import DEPTH
 from contract.order_book import book_fields, level_bytes
 from contract.records import AS_OF, TS, VOUCHER, encode_record
@@ -63,7 +63,7 @@ def fill(client: redis.Redis) -> bytes:
     """BTCUSDT's book written 1,000 deep and vouched for; returns Binance's answer to PATH."""
     now_ms = int(time.time() * 1000)
     bids, asks = side(LIMIT, 0, 1), side(LIMIT, 1, 2)
-    voucher = voucher_key(RUN, 1)
+    voucher = voucher_key(RUN, 1, symbol_tag(SYMBOL))
     client.set(voucher, now_ms, px=VOUCHER_TTL_MS)
     fields = book_fields(SYMBOL, UPDATE_ID, LIMIT, LIMIT, bids, asks, (False, False))
     record = {VOUCHER: voucher, **fields, TS: now_ms, AS_OF: now_ms, "source": "stream", "connection": 1}

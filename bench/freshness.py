@@ -44,10 +44,11 @@ from bench.stack import (
     running,
     trading_symbols,
 )
+from contract.keys import snapshot_key
 from tests.processes import Gunicorn, Messenger, free_port, messenger_env, wait_until
 from tests.processes import http as http_get
 
-KEY = "transmute:bookticker:btcusdt"
+KEY = snapshot_key("bookticker", "btcusdt")
 GIVE_UP_S = 2.0
 BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
 

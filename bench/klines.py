@@ -37,7 +37,7 @@ import redis
 from bench.bare_klines import KEY as BARE_KEY
 from bench.serving import parse_wrk
 from bench.stack import medians, rounded, running
-from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key, symbol_tag, voucher_key
 from contract.klines import HISTORY_TTL_MS, WRITE_SCRIPT, encode_row, klines_key, write_keys
 from contract.records import encode_record
 from tests.processes import Gunicorn, Process, RedisServer, http, wait_until
@@ -130,7 +130,7 @@ def fill(client: redis.Redis) -> bytes:
     now_ms = int(time.time() * 1000)
     rows = candles(LIMIT, INTERVAL, now_ms - now_ms % INTERVAL_MS[INTERVAL])
     assert keep(client, SYMBOL, INTERVAL, rows[:-1]) == LIMIT - 1
-    voucher = voucher_key(RUN, 1)
+    voucher = voucher_key(RUN, 1, symbol_tag(SYMBOL))
     client.set(voucher, now_ms, px=VOUCHER_TTL_MS)
     key = snapshot_key(f"kline_{INTERVAL}", SYMBOL)
     client.set(key, encode_record({"voucher": voucher, **open_record(rows[-1], now_ms)}))
@@ -148,7 +148,7 @@ def vouching(client: redis.Redis) -> Iterator[None]:
 
     def renew() -> None:
         while not stop.wait(VOUCHER_EVERY_S):
-            client.set(voucher_key(RUN, 1), int(time.time() * 1000), px=VOUCHER_TTL_MS)
+            client.set(voucher_key(RUN, 1, symbol_tag(SYMBOL)), int(time.time() * 1000), px=VOUCHER_TTL_MS)
 
     thread = threading.Thread(target=renew, daemon=True)
     thread.start()

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from contract.keys import snapshot_key
 from contract.records import encode_record
 from messenger.binance import KINDS
 from messenger.book import Book
@@ -86,7 +87,7 @@ def _cpu_per_event(symbols: list[str], frames: list[tuple[str, bytes]], exchange
     book = Book(3600.0)
     books = OrderBooks(book, exchange, 5000, levels=lambda: dict.fromkeys(symbols, levels or 100))  # type: ignore[arg-type]
     conn = _Conn(1)
-    keys = {s: f"transmute:depth:{s.lower()}" for s in symbols}
+    keys = {s: snapshot_key("depth", s) for s in symbols}
     books.follow(keys)
     book.assign(conn, list(keys.values()))
     book.carry(conn, list(keys.values()), 0.0)

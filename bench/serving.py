@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import medians, redis_and_simulator, rounded, running
+from contract.keys import snapshot_key
 from tests.processes import Gunicorn, Messenger, Process, http, messenger_env, wait_until
 
 POST = 'wrk.method = "POST"\n'
@@ -79,7 +80,9 @@ def run(seconds: float = 10.0, connections: int = 50, repeats: int = 3) -> dict[
         runs: dict[str, list[dict[str, float]]] = {"server": [], "bare": []}
         with running(redis_server, sim, messenger):
             client = redis_server.client()
-            wait_until(lambda: client.exists("transmute:bookticker:btcusdt"), 20, what="BTCUSDT in Redis")
+            wait_until(
+                lambda: client.exists(snapshot_key("bookticker", "btcusdt")), 20, what="BTCUSDT in Redis"
+            )
             for _ in range(repeats):
                 for name, app in (("server", Gunicorn(logs, redis_server.url, workers=None)),
                                   ("bare", BareApp(logs, redis_server.url))):  # fmt: skip

@@ -19,8 +19,11 @@ from typing import NamedTuple
 
 import redis
 
-BACKFILL_KEY = "transmute:backfill"
-BACKFILL_CHANNEL = "transmute:backfill"
+from contract.keys import CONTROL_PREFIX
+from contract.redis_client import publish
+
+BACKFILL_KEY = CONTROL_PREFIX + "backfill"
+BACKFILL_CHANNEL = CONTROL_PREFIX + "backfill"
 # A request not served in this long is dropped: its asker has given up (DEMAND_WAIT_MS, 3 s by
 # default), and a later ask makes a new one; so a flood of asks stops costing REST calls soon after.
 BACKFILL_EXPIRY_MS = 15_000
@@ -51,5 +54,5 @@ def ask(client: redis.Redis, request: Backfill) -> None:
     """Ask the messenger for a backfill: concurrent asks for the same one stay one request."""
     pipe = client.pipeline(transaction=False)
     pipe.zadd(BACKFILL_KEY, {request.member(): int(time.time() * 1000)}, nx=True)
-    pipe.publish(BACKFILL_CHANNEL, request.member())
+    publish(pipe, BACKFILL_CHANNEL, request.member())
     pipe.execute()

@@ -2,16 +2,16 @@
 
 | key | type | what |
 |---|---|---|
-| ``transmute:klines:<interval>:<symbol>`` | sorted set | closed candles, score: open time, member: the row |
-| ``transmute:klines:<interval>:<symbol>:origin`` | string | the set reaches back to the first candle |
-| ``transmute:klines:<interval>:<symbol>:gen`` | string | counts its writes: a copy is current |
-| ``transmute:klines:<interval>:<symbol>:from:<t>`` | string, TTL | an older page: closed rows from ``t`` |
-| ``transmute:klines:<interval>:<symbol>:to:<t>`` | string, TTL | an older page: closed rows up to ``t`` |
+| ``transmute:klines:<interval>:<symbol>:{b}`` | sorted set | closed candles, score: open time, member: row |
+| ``transmute:klines:<interval>:<symbol>:{b}:origin`` | string | the set reaches back to the first candle |
+| ``transmute:klines:<interval>:<symbol>:{b}:gen`` | string | counts its writes: a copy is current |
+| ``transmute:klines:<interval>:<symbol>:{b}:from:<t>`` | string, TTL | an older page: rows from ``t`` |
+| ``transmute:klines:<interval>:<symbol>:{b}:to:<t>`` | string, TTL | an older page: rows up to ``t`` |
 
 A member is the candle exactly as Binance's ``GET /api/v3/klines`` spells its row (12 fields,
 prices and volumes as strings), so that an answer is the members joined, never re-encoded. The
 open candle is not kept here: it is the kline stream's record (contract.records, vouched for like
-every record) under ``transmute:kline_<interval>:<symbol>``.
+every record) under ``transmute:kline_<interval>:<symbol>:{b}``, in the same slot (contract.keys).
 
 One invariant, kept by the write script whatever the interleaving: **the set is contiguous**.
 Each candle's open time is the previous one's close time + 1 (which also holds for calendar
@@ -30,17 +30,18 @@ from typing import Any
 
 import orjson
 
+from contract.keys import symbol_tag
 from contract.servable import VOUCHED_LUA
 
-KLINES_KEY_TEMPLATE = "transmute:klines:{interval}:{symbol}"
+KLINES_KEY_PREFIX = "transmute:klines:"
 ORIGIN_SUFFIX = ":origin"
 GENERATION_SUFFIX = ":gen"
 # A range too old to join the kept set within KLINE_HISTORY_MAX is fetched as a page of its own: the
 # exchange's answer to ``startTime=<t>&limit=1000``, closed candles only (they never change), kept
 # this long for the requests that walk through history a page at a time.
-PAGE_KEY_TEMPLATE = KLINES_KEY_TEMPLATE + ":from:{start}"
+PAGE_FROM = ":from:"
 # The same for a range asked for by its end alone: the answer to ``endTime=<t>&limit=1000``.
-PAGE_TO_KEY_TEMPLATE = KLINES_KEY_TEMPLATE + ":to:{end}"
+PAGE_TO = ":to:"
 PAGE_TTL_MS = 120_000
 PAGE_ROWS = 1000
 # The shortest window of each interval (a calendar month is at least 28 days).
@@ -62,7 +63,7 @@ _LUA_ROW_TIMES = '^%[(%-?%d+),"[^"]*","[^"]*","[^"]*","[^"]*","[^"]*",(%-?%d+),'
 
 def klines_key(interval: str, symbol: str) -> str:
     """Key of the kept candles of one symbol (any case) and interval (exact: ``1m`` vs ``1M``)."""
-    return KLINES_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower())
+    return f"{KLINES_KEY_PREFIX}{interval}:{symbol.lower()}:{symbol_tag(symbol)}"
 
 
 def origin_key(interval: str, symbol: str) -> str:
@@ -82,12 +83,12 @@ def write_keys(interval: str, symbol: str) -> list[str]:
 
 def page_key(interval: str, symbol: str, start: int) -> str:
     """Key of an older page of candles, from ``start`` (epoch ms) on."""
-    return PAGE_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), start=start)
+    return f"{klines_key(interval, symbol)}{PAGE_FROM}{start}"
 
 
 def page_to_key(interval: str, symbol: str, end: int) -> str:
     """Key of an older page of candles, up to ``end`` (epoch ms)."""
-    return PAGE_TO_KEY_TEMPLATE.format(interval=interval, symbol=symbol.lower(), end=end)
+    return f"{klines_key(interval, symbol)}{PAGE_TO}{end}"
 
 
 def backfill_series(interval: str, up_to: bool = False) -> str:

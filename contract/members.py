@@ -23,6 +23,7 @@ import orjson
 import redis
 
 from contract.keys import LIVE, MEMBER_STREAMS_KEY_PREFIX, MEMBERS_KEY, member_key
+from contract.redis_client import queue_script
 
 # The registered members' stream hashes (KEYS[1]: MEMBERS_KEY; the hashes' prefix as argument),
 # and one stream's state over them.
@@ -94,7 +95,9 @@ class StreamStates:
         """``pending`` / ``live`` / None per key (bytes as Redis answers); with ``client`` a
         pipeline, queued on it."""
         args = [MEMBER_STREAMS_KEY_PREFIX, *keys]
-        return self._states(keys=[MEMBERS_KEY], args=args, client=client)
+        if client is not None:
+            return queue_script(client, self._states, [MEMBERS_KEY], args)
+        return self._states(keys=[MEMBERS_KEY], args=args)
 
     def streamed(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix`` that a registered member streams."""

@@ -4,7 +4,7 @@ The messenger keeps a local book per symbol from the diff depth stream (``<symbo
 Binance's "How to manage a local order book correctly"): messenger.order_books. The server answers
 ``/api/v3/depth`` (any limit up to 5,000) and Transmute's own ``depth`` kind from it.
 
-Redis holds one record per symbol under ``transmute:depth:<symbol>`` (contract.keys.snapshot_key),
+Redis holds one record per symbol under ``transmute:depth:<symbol>:{b}`` (contract.keys.snapshot_key),
 vouched for like every record (contract.servable), written at most once per diff event (every
 100 ms). It holds only the top levels the server needs: the tier (BOOK_TIERS) of the deepest limit
 asked for in the last DEMAND_IDLE_S, at least the default's, never more than the snapshot depth.
@@ -44,6 +44,7 @@ from typing import Any
 import orjson
 
 from contract import kinds
+from contract.keys import CONTROL_PREFIX
 from contract.records import MalformedRecord
 
 DEPTH = kinds.DEPTH  # the kind: Binance's diff depth stream, kept as a full local book
@@ -54,11 +55,11 @@ MAX_LIMIT = 5000  # Binance's largest snapshot and /api/v3/depth limit
 BOOK_TIERS = (100, 500, 1000, 5000)
 CUT_EVERY = 100
 # Sorted set: ``<SYMBOL>:<tier>`` scored by when a request last needed that tier (epoch ms).
-WANTED_KEY = "transmute:depth:wanted"
+WANTED_KEY = CONTROL_PREFIX + "depth:wanted"
 # Hash: SYMBOL -> why its book has no record now, one of UNSYNCED_REASONS (optional: written by
 # the messenger while a book it carries is not in sync, removed once it is). The server only
 # reports it (metrics, the status page, the error's message); what it serves is the record alone.
-UNSYNCED_KEY = "transmute:depth:unsynced"
+UNSYNCED_KEY = CONTROL_PREFIX + "depth:unsynced"
 UNSYNCED_REASONS = {
     "syncing": "its order book is being synchronized",  # first snapshot not applied yet
     "resyncing": "its order book is resynchronizing",  # a gap in update ids: synchronizing again

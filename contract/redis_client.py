@@ -11,8 +11,9 @@ The mode is chosen here and nowhere else (contract.settings validates the settin
   TLS (``rediss://``, with its ``ssl_*`` parameters) and db; its host and port are not used.
   The sentinels are reached with the same TLS and ``REDIS_SENTINEL_PASSWORD`` (none by default).
   Every client is the primary's: neither process reads from replicas (README "High availability").
-- ``REDIS_CLUSTER=1``: redis-py's ``RedisCluster``, ``REDIS_URL`` naming any one node. Only the
-  client is built: the key layout is not hash-tagged yet, so multi-key reads fail across slots.
+- ``REDIS_CLUSTER=1``: redis-py's ``RedisCluster``, ``REDIS_URL`` naming any one node; it learns
+  the others and follows a failover (MOVED) on its own. Every key is hash-tagged (contract.keys), so
+  what one command or script takes is in one slot; what a pipeline queues may span nodes.
 
 Every user (pub/sub included) gets its client here; the caller only says how long it waits and
 how often a command is retried on a broken connection (each side owns its backoff).
@@ -20,12 +21,15 @@ how often a command is retried on a broken connection (each side owns its backof
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
@@ -58,7 +62,9 @@ def redis_client(settings: Settings, *, timeout_s: float, retries: int) -> redis
         return redis.Redis.from_url(settings.redis_url, **options)
     if chosen == CLUSTER:
         # Not a redis.Redis, but the same commands for what the code uses of it (see above).
-        return cast(redis.Redis, RedisCluster.from_url(settings.redis_url, **options))
+        return cast(
+            redis.Redis, _outages_as_connection_errors(RedisCluster.from_url(settings.redis_url, **options))
+        )
     sentinels = _Sentinels(  # type: ignore[no-untyped-call]
         sentinel_addresses(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, options)
     )
@@ -66,6 +72,23 @@ def redis_client(settings: Settings, *, timeout_s: float, retries: int) -> redis
         settings.redis_sentinel_service, **_url_options(settings.redis_url), **options
     )
     return client
+
+
+def _outages_as_connection_errors(cluster: RedisCluster) -> RedisCluster:
+    """The cluster client, whose "no node answers" (redis-py's RedisClusterException from learning
+    the nodes anew: none reachable, slots not covered) is a redis.ConnectionError, as the other
+    modes' outages are: every caller handles RedisError (retry, 503), and nothing else."""
+    nodes = cluster.nodes_manager
+    learn = nodes.initialize
+
+    def initialize(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return learn(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(str(exc)) from exc
+
+    nodes.initialize = initialize  # type: ignore[method-assign]
+    return cluster
 
 
 class _Sentinels(Sentinel):
@@ -131,3 +154,52 @@ def _url_options(url: str) -> dict[str, Any]:
     if connection_class is not None and issubclass(connection_class, SSLConnection):
         options["ssl"] = True
     return options
+
+
+class Routes:
+    """Where a key's commands go, for a writer that sends RESP it built itself on connections of
+    its own (messenger.writer): the connection pool of the node serving the key's slot (in a
+    cluster), or of the one Redis (single, Sentinel)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client: Any = client
+        self._cluster = isinstance(client, RedisCluster)
+
+    def pool(self, key: str) -> Any:
+        """The connection pool ``key``'s commands go to."""
+        if not self._cluster:
+            return self._client.connection_pool
+        return self._client.get_node_from_key(key).redis_connection.connection_pool
+
+    def refresh(self) -> None:
+        """Learn again which node serves which slot (after a MOVED, a node gone, ...); no-op
+        unless in a cluster, where redis-py's commands do it on their own errors."""
+        recover(self._client)
+
+
+def queue_script(pipe: Any, script: Any, keys: Sequence[Any], args: Sequence[Any] = ()) -> None:
+    """Queue a registered script (``client.register_script``) on a pipeline of any mode.
+
+    redis-py's cluster pipeline refuses EVALSHA; there the script goes as EVAL (its text: never
+    NOSCRIPT, which a promoted replica answers, scripts being not replicated) to the node of its
+    keys' slot. Elsewhere as the script itself, which the pipeline loads when Redis lacks it.
+    """
+    if isinstance(pipe, ClusterPipeline):
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    else:
+        script(keys=keys, args=args, client=pipe)
+
+
+def publish(pipe: Any, channel: str, message: str | bytes) -> None:
+    """Queue a PUBLISH on a pipeline of any mode (redis-py's cluster pipeline refuses its method;
+    a cluster carries a PUBLISH to every node)."""
+    pipe.execute_command("PUBLISH", channel, message)
+
+
+def recover(client: Any) -> None:
+    """After a failure of a connection of its own (pub/sub): in a cluster, learn the nodes anew,
+    so that the next connection goes to the node serving the slot now (redis-py refreshes on its
+    commands' errors, not on a pub/sub's)."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(redis.RedisError):  # no node answers yet: the next failure tries again
+            client.nodes_manager.initialize()

@@ -14,12 +14,14 @@ JSON: the writer always puts them first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
 
+from contract.keys import key_tag
 from contract.records import AS_OF, HEAD_LUA_VOUCHER, ORDER, VOUCHER, MalformedRecord, decode_record
+from contract.redis_client import queue_script
 
 # The rule in Lua, for every script that reads records: ``heard_of(record)``, the latest word
 # (epoch ms) of a live voucher the record names, or false; ``vouched(key)``, a key's record and
@@ -65,20 +67,53 @@ return out
 
 
 class CurrentReader:
-    """Reads the servable records of keys in one round trip (EVALSHA; loaded on first use)."""
+    """Reads the servable records of keys: one script a bucket (a script's keys share a slot:
+    contract.keys), all in one round trip (EVALSHA; loaded on first use).
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(READ_SCRIPT)
+    Within a bucket the records are read at one instant; across buckets (several scripts) each
+    bucket's at its own (README "Redis Cluster")."""
 
-    def __call__(self, keys: Sequence[str], client: Any = None) -> list[Any]:
-        """The raw (record, heard) pairs, flattened; with ``client`` a pipeline, queued on it.
+    def __init__(self, client: redis.Redis, script: str = READ_SCRIPT) -> None:
+        """``script``: READ_SCRIPT, or one that answers the same pairs its own way."""
+        self._client = client
+        self._script = client.register_script(script)
 
-        Decode each pair with ``servable``.
-        """
-        if not keys:
-            return []
-        result: list[Any] = self._script(keys=list(keys), client=client)
-        return result
+    def __call__(self, keys: Sequence[str]) -> list[Any]:
+        """The raw (record, heard) pairs, flattened in the order of ``keys``: decode each pair
+        with ``servable``."""
+        groups = _by_tag(keys)
+        if len(groups) <= 1:
+            return self._script(keys=list(keys)) if keys else []
+        pipe = self._client.pipeline(transaction=False)
+        collect = self.queue(keys, pipe)
+        return collect(pipe.execute())
+
+    def queue(self, keys: Sequence[str], pipe: Any) -> Callable[[Sequence[Any]], list[Any]]:
+        """Queue the reads on a pipeline; returns what turns the pipeline's replies (from the
+        first of these on: ``collect.count`` of them) into ``__call__``'s answer."""
+        groups = _by_tag(keys)
+        for indices in groups:
+            queue_script(pipe, self._script, [keys[i] for i in indices])
+
+        def collect(replies: Sequence[Any]) -> list[Any]:
+            if len(groups) == 1:
+                return list(replies[0])
+            flat: list[Any] = [None] * (2 * len(keys))
+            for indices, reply in zip(groups, replies, strict=False):
+                for j, i in enumerate(indices):
+                    flat[2 * i], flat[2 * i + 1] = reply[2 * j], reply[2 * j + 1]
+            return flat
+
+        collect.count = len(groups)  # type: ignore[attr-defined]
+        return collect
+
+
+def _by_tag(keys: Sequence[str]) -> list[list[int]]:
+    """The positions of ``keys``, grouped by hash tag (contract.keys.key_tag), in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key_tag(key), []).append(i)
+    return list(groups.values())
 
 
 def servable(raw: Any, heard: Any) -> dict[str, Any] | None:

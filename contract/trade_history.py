@@ -8,9 +8,9 @@ exactly as Binance's REST API answers it (``{"a":26129,"p":"0.01633102",...,"M":
 
 | key | type | what |
 |---|---|---|
-| ``transmute:history:<series>:<symbol>`` | sorted set, TTL | the tail: the last TAIL_KEPT items, no hole |
-| ``transmute:backfilled:<series>:<symbol>`` | sorted set, TTL | older ranges fetched on request |
-| ``transmute:backfilled:<series>:<symbol>:origin`` | string, TTL | the series' first id: none below it |
+| ``transmute:history:<series>:<symbol>:{b}`` | sorted set, TTL | the last TAIL_KEPT items, no hole |
+| ``transmute:backfilled:<series>:<symbol>:{b}`` | sorted set, TTL | older ranges fetched on request |
+| ``transmute:backfilled:<series>:<symbol>:{b}:origin`` | string, TTL | the series' first id |
 
 All are written by the messenger only; the backfilled set holds up to TRADE_HISTORY_MAX items.
 
@@ -26,7 +26,7 @@ checks that, and never takes a range with a hole for a whole one. The tail is al
 hole where it is written (messenger/trade_history.py: one Redis script appends only what joins
 it). Ids grow with time (``T``), so ranges by time are found by bisecting ids.
 
-Recent items are servable only while the stream's record (``transmute:aggtrade:<symbol>``) is
+Recent items are servable only while the stream's record (``transmute:aggtrade:<symbol>:{b}``) is
 vouched for and the tail has caught up with it; a range that ends before the newest held item,
 every id of it held, is history and is served whatever the connection's state.
 
@@ -40,6 +40,8 @@ Neither costs a call for what is held already or lies below the origin.
 
 from __future__ import annotations
 
+from contract.keys import symbol_tag
+
 AGG_TRADE = "aggtrade"
 TRADE = "trade"
 SERIES = (AGG_TRADE, TRADE)
@@ -47,9 +49,9 @@ SERIES = (AGG_TRADE, TRADE)
 AGG_TRADE_BY_TIME = "aggtrade_time"
 BACKFILL_SERIES = (AGG_TRADE, TRADE, AGG_TRADE_BY_TIME)
 
-TAIL_KEY_TEMPLATE = "transmute:history:{series}:{symbol}"
-BACKFILLED_KEY_TEMPLATE = "transmute:backfilled:{series}:{symbol}"
-ORIGIN_KEY_TEMPLATE = BACKFILLED_KEY_TEMPLATE + ":origin"
+TAIL_KEY_PREFIX = "transmute:history:"
+BACKFILLED_KEY_PREFIX = "transmute:backfilled:"
+ORIGIN_SUFFIX = ":origin"
 # The tail holds this many items (Binance's most recent trades go up to 1,000 a request).
 TAIL_KEPT = 1000
 # Items per REST call (Binance's maximum limit), and so per backfill request.
@@ -67,24 +69,25 @@ RECORD_ID_PATTERN = {AGG_TRADE: '"agg_trade_id":(%d+)', TRADE: '"trade_id":(%d+)
 
 
 def tail_key(series: str, symbol: str) -> str:
-    """Key of a series' recent items: ``transmute:history:aggtrade:btcusdt``."""
-    return TAIL_KEY_TEMPLATE.format(series=series, symbol=symbol.lower())
+    """Key of a series' recent items, in its symbol's slot: ``transmute:history:aggtrade:btcusdt:{7}``."""
+    return f"{TAIL_KEY_PREFIX}{series}:{symbol.lower()}:{symbol_tag(symbol)}"
 
 
 def backfilled_key(series: str, symbol: str) -> str:
     """Key of a series' older items fetched on request."""
-    return BACKFILLED_KEY_TEMPLATE.format(series=series, symbol=symbol.lower())
+    return f"{BACKFILLED_KEY_PREFIX}{series}:{symbol.lower()}:{symbol_tag(symbol)}"
 
 
 def origin_key(series: str, symbol: str) -> str:
     """Key of a series' first id on the exchange, once known (no id below it exists)."""
-    return ORIGIN_KEY_TEMPLATE.format(series=series, symbol=symbol.lower())
+    return backfilled_key(series, symbol) + ORIGIN_SUFFIX
 
 
 def parse_tail_key(key: str) -> tuple[str, str] | None:
     """(series, SYMBOL) of a tail key, or None if it is not one."""
-    prefix, _, rest = key.partition(TAIL_KEY_TEMPLATE.split("{", 1)[0])
+    prefix, _, rest = key.partition(TAIL_KEY_PREFIX)
     series, _, symbol = rest.partition(":")
+    symbol = symbol.rpartition(":")[0]
     if prefix or series not in SERIES or not symbol:
         return None
     return series, symbol.upper()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import redis
 
 from contract.backfill import BACKFILL_CHANNEL, BACKFILL_EXPIRY_MS, BACKFILL_KEY, Backfill
+from contract.redis_client import recover
 from messenger.backoff import Backoff
 from messenger.rest import RateLimited, RestError
 from messenger.worker import Worker
@@ -77,6 +78,7 @@ class Backfills(Worker):
                     self._wait(pubsub)
             except redis.RedisError as exc:
                 logger.warning("backfill: Redis failed (%s); retrying", exc)
+                recover(self.client)
                 self._stopping.wait(self._redis_backoff.next_delay())
             finally:
                 with contextlib.suppress(redis.RedisError):

@@ -16,6 +16,7 @@ import redis
 
 from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, WATCHED_KEY
 from contract.order_book import WANTED_KEY, parse_wanted_member
+from contract.redis_client import recover
 from messenger.backoff import Backoff
 from messenger.worker import Worker
 
@@ -63,6 +64,7 @@ class DemandReader(Worker):
             except redis.RedisError as exc:
                 delay = self._backoff.next_delay()
                 logger.warning("demand: reading failed (%s); retrying in %.1f s", exc, delay)
+                recover(self.client)
                 self._stopping.wait(delay)
             finally:
                 pubsub.close()

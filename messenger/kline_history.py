@@ -44,6 +44,7 @@ from contract.klines import (
     row_times,
     write_keys,
 )
+from contract.redis_client import queue_script
 from messenger.backoff import Backoff
 from messenger.binance import Fields
 from messenger.rest import BinanceRest, RateLimited, RestError
@@ -319,7 +320,7 @@ class KlineHistory(Worker):
         args: list[Any] = [mode, self.keep - 1, self.cap, HISTORY_TTL_MS]
         for row in rows:
             args += [row[0], encode_row(row)]
-        self._write(keys=write_keys(interval, symbol), args=args, client=pipe)
+        queue_script(pipe, self._write, write_keys(interval, symbol), args)
 
     @property
     def followed(self) -> frozenset[Series]:

@@ -30,9 +30,11 @@ from contract.keys import (
     MEMBERS_KEY,
     RECORD_TTL_MS,
     WANTS_KEY,
+    key_tag,
     member_key,
     member_streams_key,
 )
+from contract.redis_client import queue_script
 from messenger.backoff import Backoff
 from messenger.worker import Worker
 
@@ -191,7 +193,17 @@ class Membership(Worker):
         self.handed_over = frozenset(done)
         settled = time.monotonic() - MUTE_SETTLE_S
         muted = [k for k, since in list(self.muted.items()) if since <= settled and k in done]
-        theirs = self._theirs(keys=muted, args=[self._records_start]) if muted else []
+        theirs: list[Any] = []
+        if muted:
+            # One script a bucket: its keys share a slot (contract.keys).
+            by_tag: dict[str, list[str]] = {}
+            for key in muted:
+                by_tag.setdefault(key_tag(key), []).append(key)
+            pipe = self.client.pipeline(transaction=False)
+            for keys in by_tag.values():
+                queue_script(pipe, self._theirs, keys, [self._records_start])
+            for found in pipe.execute():
+                theirs.extend(found)
         self.taken = frozenset(_text(k) for k in theirs)
 
     def _sweep(self, dead: list[str]) -> None:

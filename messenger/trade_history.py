@@ -28,6 +28,7 @@ import redis
 
 from contract.backfill import BACKFILL_CHANNEL, BACKFILL_KEY, Backfill
 from contract.keys import RECORD_TTL_MS
+from contract.redis_client import publish, queue_script
 from contract.trade_history import (
     AGG_TRADE_BY_TIME,
     PAGE,
@@ -161,7 +162,7 @@ class TradeHistory(Worker):
             return
         pipe = self.client.pipeline(transaction=False)
         for key, items in batch.items():
-            self._append(keys=[key], args=_append_args("extend", items), client=pipe)
+            queue_script(pipe, self._append, [key], _append_args("extend", items))
         replies = pipe.execute()
         gaps: list[str] = []
         with self._lock:
@@ -204,7 +205,7 @@ class TradeHistory(Worker):
         self.gaps += len(members)
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(BACKFILL_KEY, members, nx=True)
-        pipe.publish(BACKFILL_CHANNEL, "tail")
+        publish(pipe, BACKFILL_CHANNEL, "tail")
         pipe.execute()
 
     def _renew(self) -> None:

@@ -35,8 +35,10 @@ from typing import Any
 import redis
 
 from contract.keys import (
+    CONTROL_TAG,
     RECORD_TTL_MS,
-    VOUCHER_KEY_TEMPLATE,
+    VOUCHER_PREFIX,
+    key_tag,
     member_key,
     member_streams_key,
     staged_key,
@@ -45,6 +47,7 @@ from contract.keys import (
 )
 from contract.ordering import encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
+from contract.redis_client import Routes
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
 from messenger.conditional import SCRIPT, STAGE_BYTES, ScriptBatch
@@ -69,8 +72,7 @@ RECORD_RENEW_S = RECORD_TTL_MS / 3000
 def records_start(messenger: str) -> str:
     """How every record this member writes starts, whatever its vouchers' generation: its voucher
     comes first (contract.servable), named after the member, then ``:`` or ``.<generation>:``."""
-    voucher = VOUCHER_KEY_TEMPLATE.format(messenger=messenger, connection="").removesuffix(":")
-    return '{"' + VOUCHER + '":"' + voucher
+    return '{"' + VOUCHER + '":"' + VOUCHER_PREFIX + messenger
 
 
 class Reconnected(redis.ConnectionError):
@@ -99,7 +101,10 @@ class Writer(Worker):
         self.messenger_id = messenger_id
         self._prefix = voucher_prefix(messenger_id)
         self._streams_key = member_streams_key(messenger_id)
-        self._voucher_keys: dict[tuple[str, int], str] = {}  # made once: every batch names them
+        self._voucher_keys: dict[tuple[str, int, str], str] = {}  # made once: every batch names them
+        # The buckets (hash tags, contract.keys) each connection has written records in since the
+        # vouchers took their names: its liveness is written in each, beside the records.
+        self._tagged: dict[int, set[str]] = {}
         self._staged_keys: dict[tuple[str, str], bytes] = {}
         self.watched = watched
         self.status = status
@@ -118,7 +123,8 @@ class Writer(Worker):
         self._backoff = Backoff(0.05, 0.5)
         # Bumped by every failure: the vouchers written after it have names of their own.
         self.generation = 0
-        self._conn: Any = None  # the writer's own connection, from the pool
+        self._routes = Routes(client)
+        self._conns: dict[Any, Any] = {}  # the writer's own connections, by pool (one a node)
         self._fresh = True  # that connection was made since: only a full rewrite may use it
 
     def stop(self, timeout_s: float = 2.0) -> None:
@@ -176,30 +182,57 @@ class Writer(Worker):
         cpu_started = time.thread_time()
         offset_ms = (time.time() - started) * 1000
         commands: list[bytes] = []
-        add = commands.append
+        routes: list[str] = []  # each command's hash tag: where it goes in a cluster
+
+        def add(route: str, cmd: bytes) -> None:
+            routes.append(route)
+            commands.append(cmd)
+
         watched = self.watched()
         ttl = self.ttl_ms
         member = self.messenger_id
         # Vouchers only: they take a new name after every failure (see the module's docstring).
         messenger = f"{member}.{self.generation}" if self.generation else member
+        # A connection vouches in each bucket it has records in (contract.keys): the buckets new
+        # to it in this batch, with when it was last heard.
+        tagged = self._tagged
+        new_tags: dict[tuple[int, str], float] = {}
+        tags = [key_tag(w.key) for w in batch.writes]
+        for w, tag in zip(batch.writes, tags, strict=True):
+            if w.renew:
+                continue
+            known = tagged.get(w.connection)
+            if known is None:
+                known = tagged[w.connection] = set()
+            if tag not in known:
+                known.add(tag)
+                new_tags[w.connection, tag] = w.heard
         # Liveness first: a record is never written before the connection it names is live.
         for conn_id, heard in batch.vouchers.items():
-            add(command("SET", self._voucher(messenger, conn_id), int(heard * 1000 + offset_ms), "PX", ttl))
-        script = ScriptBatch(RECORD_TTL_MS, self._prefix)
+            word = int(heard * 1000 + offset_ms)
+            for tag in tagged.get(conn_id, ()):
+                new_tags.pop((conn_id, tag), None)
+                add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
+        for (conn_id, tag), heard in new_tags.items():
+            word = int(heard * 1000 + offset_ms)
+            add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
+        # One script a bucket: a script's keys are in one slot (Redis Cluster).
+        scripts: dict[str, ScriptBatch] = {}
         for gone in batch.deletes:
+            tag = key_tag(gone)
+            script = scripts.get(tag)
+            if script is None:
+                script = scripts[tag] = ScriptBatch(RECORD_TTL_MS, self._prefix)
             script.withdraw(gone.encode(), gone in watched)
         record_ttl = b"%d" % RECORD_TTL_MS
-        renewals: list[bytes] = []
-        staging: list[bytes] = []
-        vouchers: dict[int, str] = {}
-        for w in batch.writes:
+        renewals: list[tuple[str, bytes]] = []
+        staging: list[tuple[str, bytes]] = []
+        for w, tag in zip(batch.writes, tags, strict=True):
             key = w.key.encode()
             if w.renew:
-                renewals.append(command("PEXPIRE", key, record_ttl))
+                renewals.append((tag, command("PEXPIRE", key, record_ttl)))
                 continue
-            voucher = vouchers.get(w.connection)
-            if voucher is None:
-                voucher = vouchers[w.connection] = self._voucher(messenger, w.connection)
+            voucher = self._voucher(messenger, w.connection, tag)
             record = {
                 VOUCHER: voucher,
                 ORDER: encode_order(w.order),
@@ -211,9 +244,12 @@ class Writer(Worker):
                 "connection": w.connection,
             }
             value = encode_record(record)
+            script = scripts.get(tag)
+            if script is None:
+                script = scripts[tag] = ScriptBatch(RECORD_TTL_MS, self._prefix)
             if len(value) > STAGE_BYTES:  # never through Lua: staged, then renamed into place
                 staged = self._staged(messenger, w.key)
-                staging.append(set_px(staged, value, record_ttl))
+                staging.append((tag, set_px(staged, value, record_ttl)))
                 closed = _superseded(record, w.superseded) if w.superseded else None
                 script.write(key, staged, w.key in watched, closed, staged=True)
             elif w.key in watched:
@@ -221,32 +257,37 @@ class Writer(Worker):
                 script.write(key, value, True, _superseded(record, w.superseded))
             else:
                 script.write(key, value, False)
-        if script:
-            commands.extend(staging)
-            add(script.command())
-        commands.extend(renewals)
-        if batch.retired_vouchers:
-            add(command("DEL", *(voucher_key(messenger, conn_id) for conn_id in batch.retired_vouchers)))
+        for tag, cmd in staging:
+            add(tag, cmd)
+        first_script = len(commands)
+        for tag, script in scripts.items():
+            add(tag, script.command())
+        for tag, cmd in renewals:
+            add(tag, cmd)
+        for conn_id in batch.retired_vouchers:
+            for tag in tagged.pop(conn_id, ()):
+                add(tag, command("DEL", self._voucher(messenger, conn_id, tag)))
         # After the values: a key the server finds "live" has its first value written already.
         streams_key = self._streams_key
         if batch.streams_complete:
-            add(command("DEL", streams_key))
+            add(CONTROL_TAG, command("DEL", streams_key))
         states = [item for k, v in batch.streams.items() if v is not None for item in (k, v)]
         if states:
-            add(command("HSET", streams_key, *states))
+            add(CONTROL_TAG, command("HSET", streams_key, *states))
         dropped = [k for k, v in batch.streams.items() if v is None]
         if dropped:
-            add(command("HDEL", streams_key, *dropped))
+            add(CONTROL_TAG, command("HDEL", streams_key, *dropped))
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
-            add(command("SET", member_key(member), encode_record(heartbeat), "PX", ttl))
+            add(CONTROL_TAG, command("SET", member_key(member), encode_record(heartbeat), "PX", ttl))
         try:
-            replies = self._send(commands, batch.streams_complete)
+            replies = self._send(commands, routes, batch.streams_complete)
         except redis.exceptions.NoScriptError:
-            self.client.script_load(SCRIPT)  # Redis restarted (or never had it): load it, send again
-            replies = self._send(commands, batch.streams_complete)
-        if script:
-            replaced, joined, _deleted = replies[len(batch.vouchers) + len(staging)]
+            # Redis restarted, a replica was promoted, or it never had it: load it (on every
+            # primary of a cluster), send again.
+            self.client.script_load(SCRIPT)
+            replies = self._send(commands, routes, batch.streams_complete)
+        for replaced, joined, _deleted in replies[first_script : first_script + len(scripts)]:
             self.replaced += replaced
             self.joined += joined
         done = self._last_write = time.monotonic()
@@ -263,14 +304,14 @@ class Writer(Worker):
         self.healthy = True
         self._backoff.reset()
 
-    def _voucher(self, messenger: str, conn_id: int) -> str:
-        """A connection's voucher key, made once (forgotten wholesale now and then: connections
-        and generations come and go)."""
-        key = self._voucher_keys.get((messenger, conn_id))
+    def _voucher(self, messenger: str, conn_id: int, tag: str) -> str:
+        """A connection's voucher key in one bucket, made once (forgotten wholesale now and then:
+        connections and generations come and go)."""
+        key = self._voucher_keys.get((messenger, conn_id, tag))
         if key is None:
-            if len(self._voucher_keys) >= 4096:
+            if len(self._voucher_keys) >= 16384:
                 self._voucher_keys.clear()
-            key = self._voucher_keys[messenger, conn_id] = voucher_key(messenger, conn_id)
+            key = self._voucher_keys[messenger, conn_id, tag] = voucher_key(messenger, conn_id, tag)
         return key
 
     def _staged(self, messenger: str, key: str) -> bytes:
@@ -282,51 +323,79 @@ class Writer(Worker):
             staged = self._staged_keys[messenger, key] = staged_key(messenger, key).encode()
         return staged
 
-    def _send(self, commands: list[bytes], everything: bool) -> list[Any]:
-        """Send commands (messenger.resp) in one round trip and return every reply; the first error
-        reply is raised once all are read (after NOSCRIPT the connection stays: the script is loaded
-        and the batch sent again on it; after any other the connection is dropped).
+    def _send(self, commands: list[bytes], routes: list[str], everything: bool) -> list[Any]:
+        """Send commands (messenger.resp) and return every reply, in order; the first error reply
+        is raised once all are read (after NOSCRIPT the connections stay: the script is loaded and
+        the batch sent again on them; after any other they are dropped).
+
+        Each command goes to the node serving its route (a hash tag: contract.redis_client.Routes),
+        in one round trip when that is one node (one Redis, Sentinel). In a cluster, the commands of
+        the nodes holding values go first, all at once, and the control slot's (the stream states,
+        the heartbeat: always last in a batch) once those are answered: a key the server finds
+        "live" has its first value written already, whichever node holds it.
 
         On a connection made since the last write only ``everything`` (a full rewrite) is sent;
-        anything else raises Reconnected. On any error the connection is dropped, so no unread
-        reply is left on it.
+        anything else raises Reconnected. On any error every connection is dropped, so no unread
+        reply is left on one.
         """
-        conn = self._conn
-        if conn is None:
-            # Kept out of the pool until it fails: it is only ever made again after a failure,
-            # and nothing else using the pool can reconnect it between two writes.
-            conn = self._conn = self.client.connection_pool.get_connection()
-            conn.register_connect_callback(self._connected)
-            self._fresh = True
+        if not commands:  # liveness of connections with no record yet: nothing names it
+            return []
+        groups: dict[Any, list[int]] = {}
+        pool = self._routes.pool
+        for i, route in enumerate(routes):
+            groups.setdefault(pool(route), []).append(i)
+        replies: list[Any] = [None] * len(commands)
         try:
-            conn.connect()  # a no-op when connected: a reconnect is known before anything is sent
+            conns = {p: self._connection(p) for p in groups}
             if self._fresh and not everything:
                 raise Reconnected("connected anew since the last write")
-            conn.send_packed_command([b"".join(commands)])
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # an error reply: the others are still read
-                    replies.append(exc)
+            if len(groups) == 1:
+                stages = [list(groups)]
+            else:  # the control slot's node last, unless it holds values too
+                control = pool(CONTROL_TAG)
+                last = [control] if routes[-1] == CONTROL_TAG and control in groups else []
+                stages = [[p for p in groups if p not in last], last]
+            for stage in stages:
+                for p in stage:
+                    conns[p].send_packed_command([b"".join(commands[i] for i in groups[p])])
+                for p in stage:
+                    conn = conns[p]
+                    for i in groups[p]:
+                        try:
+                            replies[i] = conn.read_response()
+                        except redis.ResponseError as exc:  # an error reply: the others are still read
+                            replies[i] = exc
         except BaseException:
             self._release()
             raise
-        self._fresh = False  # every reply read: the connection is ours and clean
+        self._fresh = False  # every reply read: the connections are ours and clean
         for reply in replies:
             if isinstance(reply, redis.exceptions.NoScriptError):
                 raise reply
-            if isinstance(reply, redis.ResponseError):  # READONLY (a demoted primary) and the like:
-                self._release()  # the next connection asks the sentinels anew
+            if isinstance(reply, redis.ResponseError):  # READONLY (a demoted primary), MOVED, ...:
+                self._release()  # the next connections ask the sentinels (or the cluster) anew
+                self._routes.refresh()
                 raise reply
         return replies
 
+    def _connection(self, pool: Any) -> Any:
+        """The writer's connection from ``pool``, connected. Kept out of the pool until it fails:
+        it is only ever made again after a failure, and nothing else using the pool can reconnect
+        it between two writes."""
+        conn = self._conns.get(pool)
+        if conn is None:
+            conn = self._conns[pool] = pool.get_connection()
+            conn.register_connect_callback(self._connected)
+            self._fresh = True
+        conn.connect()  # a no-op when connected: a reconnect is known before anything is sent
+        return conn
+
     def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        conns, self._conns = self._conns, {}
+        for pool, conn in conns.items():
             conn.deregister_connect_callback(self._connected)  # back in the pool: not ours any more
             conn.disconnect()
-            self.client.connection_pool.release(conn)
+            pool.release(conn)
 
     def _connected(self, conn: Any) -> None:
         """redis-py calls this whenever the writer's connection is (re)made."""
@@ -334,7 +403,9 @@ class Writer(Worker):
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.errors += 1
-        self.generation += 1
+        self.generation += 1  # new voucher names: none is written in any bucket yet
+        self._tagged = {}
+        self._routes.refresh()  # a node gone, a replica promoted: where each slot is served now
         if isinstance(exc, Reconnected):
             logger.info("redis: %s; rewriting everything", exc)
         elif self.healthy or self.errors == 1:

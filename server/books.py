@@ -40,7 +40,8 @@ from contract.order_book import (
     wanted_member,
 )
 from contract.records import VOUCHER, MalformedRecord, vouchers
-from contract.servable import VOUCHED_LUA, latest_word, pairs
+from contract.redis_client import publish
+from contract.servable import VOUCHED_LUA, CurrentReader, latest_word, pairs
 from server import lookup, metrics
 from server.store import SnapshotStore, StoreUnavailable
 
@@ -210,7 +211,7 @@ class BookReader:
     def __init__(self, store: SnapshotStore, wait_s: float) -> None:
         self.store = store
         self.wait_s = wait_s
-        self._heads = store.client.register_script(HEADS_SCRIPT)
+        self._heads = CurrentReader(store.client, HEADS_SCRIPT)
         self._vouchers: dict[str, str] = {}  # symbol -> the vouchers its record named when last read
 
     def read(self, symbol: str, limit: int) -> Book | None:
@@ -308,7 +309,7 @@ class BookReader:
         wanted = dict.fromkeys((wanted_member(s, tier(limit)) for s in shallow), _now_ms())
         pipe = self.store.client.pipeline(transaction=False)
         pipe.zadd(WANTED_KEY, wanted, gt=True)
-        pipe.publish(DEMAND_CHANNEL, "depth")
+        publish(pipe, DEMAND_CHANNEL, "depth")
         try:
             pipe.execute()
             left_s = max(0.0, deadline - time.monotonic())
@@ -361,10 +362,11 @@ class BookReader:
             return []
         keys = [snapshot_key(KIND, s) for s in symbols]
         pipe = self.store.client.pipeline(transaction=False)
-        self._heads(keys=keys, client=pipe)
         self.store.stream_states.states(keys, pipe)
         pipe.hmget(UNSYNCED_KEY, symbols)
-        flat, states, words = pipe.execute()
+        collect = self._heads.queue(keys, pipe)
+        states, words, *heads = pipe.execute()
+        flat = collect(heads)
         now = _now_ms()
         rows = []
         for symbol, (head, heard), state, word in zip(symbols, pairs(flat), states, words, strict=True):

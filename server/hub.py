@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from contract.keys import DEMAND_CHANNEL, WATCHED_KEY
+from contract.redis_client import publish, recover
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Hub:
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(WATCHED_KEY, dict.fromkeys(keys, int((time.time() + WATCH_TTL_S) * 1000)))
         if wake:
-            pipe.publish(DEMAND_CHANNEL, "watch")
+            publish(pipe, DEMAND_CHANNEL, "watch")
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -95,6 +96,7 @@ class Hub:
                         renewed = time.monotonic()
             except redis.RedisError as exc:
                 logger.warning("push: pub/sub connection lost (%s); reconnecting", exc)
+                recover(self.client)
                 time.sleep(1.0)
             finally:
                 pubsub.close()

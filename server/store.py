@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 import contract.redis_client
-from contract.keys import DEMAND_KEY, SYMBOLS_KEY, demand_member, snapshot_key
+from contract.keys import DEMAND_KEY, SYMBOLS_KEY, demand_member, snapshot_key, snapshot_prefix, symbol_of
 from contract.members import StreamStates
 from contract.records import MalformedRecord
 from contract.servable import CurrentReader, pairs, servable
@@ -93,13 +93,13 @@ class SnapshotStore:
         try:
             if due or also is not None:
                 pipe = self.client.pipeline(transaction=False)
-                self._current(keys, pipe)
+                collect = self._current.queue(keys, pipe)
                 if due:
                     # Only refreshed (XX): new demand goes through server.admission's limits.
                     pipe.zadd(DEMAND_KEY, dict.fromkeys(due, int(time.time() * 1000)), xx=True)
                 if also is not None:
                     also(pipe)
-                flat = pipe.execute()[0]
+                flat = collect(pipe.execute())
             else:
                 flat = self._current(keys)
         except redis.RedisError as exc:
@@ -131,17 +131,21 @@ class SnapshotStore:
     def lookup(self, kind: str, symbols: list[str], decode: Decode = servable) -> list[Lookup]:
         """Is each symbol listed, trading, and streamed (or about to be)?
 
-        The values are read again after the stream states, in the same round trip: the
-        messenger writes a first value before it marks a stream live, so a value found
-        missing here with its stream live really is not current.
+        The values are read again once the stream states are answered: the messenger writes a
+        first value before it marks a stream live, so a value found missing here with its stream
+        live really is not current. (Two round trips, as the states and the values may be on two
+        nodes of a cluster, which a pipeline asks at once: this is the path of a missing value.)
         """
         keys = [snapshot_key(kind, s) for s in symbols]
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(SYMBOLS_KEY, symbols)
         pipe.exists(SYMBOLS_KEY)
         self.stream_states.states(keys, pipe)
-        self._current(keys, pipe)
-        statuses, loaded, states, flat = self._execute(pipe)
+        statuses, loaded, states = self._execute(pipe)
+        try:
+            flat = self._current(keys)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
         return [
             Lookup(bool(loaded), _text(status), _text(state), _decode(key, pair, decode))
             for status, state, key, pair in zip(statuses, states, keys, pairs(flat), strict=True)
@@ -176,12 +180,12 @@ class SnapshotStore:
 
     def streamed(self, kind: str) -> list[str]:
         """The symbols streamed in this kind now (exchange spelling), from the stream states."""
-        prefix = snapshot_key(kind, "")
+        prefix = snapshot_prefix(kind)
         try:
             keys = self.stream_states.streamed(prefix)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return sorted(k[len(prefix) :].upper() for k in keys)
+        return sorted(symbol_of(k, prefix) for k in keys)
 
     def suggest(self, symbol: str) -> str | None:
         """The listed symbol closest to an unknown one, if any is close."""

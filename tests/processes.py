@@ -23,13 +23,15 @@ from typing import Any
 import orjson
 import redis
 
+from contract.keys import SYMBOLS_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def symbol_list_loaded(client: redis.Redis, timeout_s: float = 10) -> None:
     """Wait for the messenger's symbol list (exchangeInfo) in Redis: until it is there, the server
     rightly answers 503 for any symbol it does not stream yet."""
-    wait_until(lambda: client.exists("transmute:symbols"), timeout_s, what="the symbol list")
+    wait_until(lambda: client.exists(SYMBOLS_KEY), timeout_s, what="the symbol list")
 
 
 # ``TRANSMUTE_PORTS=19200-19299``: take ports from this range only (several people sharing a machine).

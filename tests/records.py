@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from contract.keys import MEMBERS_KEY, member_key, member_streams_key, snapshot_key, voucher_key
+from contract.keys import MEMBERS_KEY, key_tag, member_key, member_streams_key, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from contract.members import StreamStates
 from contract.order_book import book_fields, level_bytes
@@ -22,7 +22,7 @@ def vouched(
 ) -> None:
     """Store ``record`` under ``key`` with a live voucher (its connection, alive for ``px`` ms),
     and ``others`` (other messengers' voucher keys, set by the caller) named after it."""
-    voucher = voucher_key(RUN, int(record.get("connection", 1)))
+    voucher = voucher_key(RUN, int(record.get("connection", 1)), key_tag(key))
     client.set(voucher, int(record[AS_OF]), px=px)
     client.set(key, encode_record({VOUCHER: " ".join((voucher, *others)), ORDER: "", **record}))
 
@@ -56,7 +56,8 @@ def put_book(
     connection) with a live voucher, and ``others`` (other messengers' voucher keys) named after
     it; returns the stored bytes."""
     now = int(time.time() * 1000) if as_of_ms is None else as_of_ms
-    voucher = voucher_key(RUN, connection)
+    key = snapshot_key(DEPTH, symbol)
+    voucher = voucher_key(RUN, connection, key_tag(key))
     fields = book_fields(symbol, update_id, levels, limit, bids, asks, partial)
     record = {
         VOUCHER: " ".join((voucher, *others)),
@@ -69,7 +70,7 @@ def put_book(
     }
     raw = encode_record(record)
     client.set(voucher, now, px=px)
-    client.set(snapshot_key(DEPTH, symbol), raw)
+    client.set(key, raw)
     return raw
 
 

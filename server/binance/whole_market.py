@@ -31,15 +31,13 @@ from contract.keys import (
     ALL_SYMBOLS,
     DEMAND_KEY,
     LIVE,
-    MEMBER_STREAMS_KEY_PREFIX,
-    MEMBERS_KEY,
     SYMBOLS_KEY,
     market_demand_member,
     snapshot_key,
 )
-from contract.members import STATES_LUA
+from contract.members import StreamStates
 from contract.records import MalformedRecord
-from contract.servable import VOUCHED_LUA, CurrentReader, pairs, servable
+from contract.servable import CurrentReader, pairs, servable
 from server import admission
 from server.store import SnapshotStore, StoreUnavailable
 
@@ -48,42 +46,26 @@ EXTENSION = "transmute.whole_market"
 # While the whole market's streams start, the missing values are looked for this often.
 WAIT_POLL_S = 0.1
 
-# KEYS: the symbol list, the members (whose stream states count: contract.members), the demand set.
-# ARGV: the kind's key prefix (``transmute:ticker:``), the demand member, the start of the idle
-# window (ms), now (ms), the members' stream hashes' prefix.
-# Returns {demand current (0/1), symbol list loaded (0/1), then per trading symbol: symbol,
-# record, heard, and its stream state where there is no record}.
-# A key is the prefix and the symbol in lower case: Binance's symbols are ASCII letters and
-# digits, or letters without case (string.lower changes ASCII only).
-SCRIPT = (
-    VOUCHED_LUA
-    + STATES_LUA
-    + """
-local prefix, member = ARGV[1], ARGV[2]
-local hashes = member_hashes(KEYS[2], ARGV[5])
-local score = redis.call('ZSCORE', KEYS[3], member)
+# KEYS: the symbol list, the demand set (control keys: one slot). ARGV: the demand member, the
+# start of the idle window (ms), now (ms). Returns {demand current (0/1), symbol list loaded (0/1),
+# then every trading symbol}. The records are read after it (one script a bucket), and the stream
+# states of those missing after them (a record is written before its stream is said live).
+SCRIPT = """
+local member = ARGV[1]
+local score = redis.call('ZSCORE', KEYS[2], member)
 local asked = 0
-if score and tonumber(score) >= tonumber(ARGV[3]) then
+if score and tonumber(score) >= tonumber(ARGV[2]) then
   asked = 1
-  redis.call('ZADD', KEYS[3], 'XX', ARGV[4], member)
+  redis.call('ZADD', KEYS[2], 'XX', ARGV[3], member)
 end
 local statuses = redis.call('HGETALL', KEYS[1])
 local out = {asked, 0}
 if #statuses > 0 then out[2] = 1 end
-local n = 2
 for i = 1, #statuses, 2 do
-  if statuses[i + 1] == 'TRADING' then
-    local key = prefix .. string.lower(statuses[i])
-    local record, heard = vouched(key)
-    local state = false
-    if not record then state = stream_state(hashes, key) end
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = statuses[i], record, heard, state
-    n = n + 4
-  end
+  if statuses[i + 1] == 'TRADING' then out[#out + 1] = statuses[i] end
 end
 return out
 """
-)
 
 
 class Incomplete(Exception):
@@ -110,27 +92,43 @@ class WholeMarket:
     def __init__(self, client: redis.Redis, idle_s: float) -> None:
         self._script = client.register_script(SCRIPT)
         self._current = CurrentReader(client)
+        self._states = StreamStates(client)
         self.idle_ms = int(idle_s * 1000)
 
     def read(self, kind: str) -> MarketRead:
-        """Every trading symbol's current record of ``kind``, in one round trip."""
+        """Every trading symbol's current record of ``kind``: the symbol list and the demand,
+        then the records (a script a bucket), then the stream states of those missing."""
         now_ms = int(time.time() * 1000)
         since_ms = now_ms - self.idle_ms
-        args: list[str | int] = [
-            snapshot_key(kind, ""), market_demand_member(kind), since_ms, now_ms, MEMBER_STREAMS_KEY_PREFIX
-        ]  # fmt: skip
+        args: list[str | int] = [market_demand_member(kind), since_ms, now_ms]
         try:
-            flat: list[Any] = self._script(keys=[SYMBOLS_KEY, MEMBERS_KEY, DEMAND_KEY], args=args)
+            flat: list[Any] = self._script(keys=[SYMBOLS_KEY, DEMAND_KEY], args=args)
+            symbols = [_text(s) for s in flat[2:]]
+            keys = [snapshot_key(kind, s) for s in symbols]
+            found = pairs(self._current(keys)) if keys else []
+            out = MarketRead(bool(flat[0]), bool(flat[1]))
+            missing = []
+            for symbol, key, (raw, heard) in zip(symbols, keys, found, strict=True):
+                record = _decode(raw, heard)
+                if record is None:
+                    missing.append((symbol, key))
+                else:
+                    out.records[symbol] = record
+            if missing:
+                # The states, then the missing records again: a messenger writes a stream's first
+                # value before it says the stream is live, so one still missing under a live
+                # state really has no current value (not one that came in between).
+                states = self._states.states([key for _, key in missing])
+                again = pairs(self._current([key for _, key in missing]))
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        out = MarketRead(bool(flat[0]), bool(flat[1]))
-        for i in range(2, len(flat), 4):
-            symbol, raw, heard, state = _text(flat[i]), flat[i + 1], flat[i + 2], flat[i + 3]
-            record = _decode(raw, heard)
-            if record is None:
-                out.missing[symbol] = _text(state) if state is not None else None
-            else:
-                out.records[symbol] = record
+        if missing:
+            for (symbol, _), state, (raw, heard) in zip(missing, states, again, strict=True):
+                record = _decode(raw, heard)
+                if record is None:
+                    out.missing[symbol] = _text(state) if state is not None else None
+                else:
+                    out.records[symbol] = record
         return out
 
     def arrived(self, kind: str, symbols: Sequence[str]) -> int:

@@ -11,6 +11,7 @@ import redis
 from bench.bare_klines import KEY
 from bench.kline_weight import call_kind, caught_up
 from bench.klines import PATH, candles, fill
+from contract.keys import symbol_tag, voucher_key
 from contract.klines import klines_key
 from server import create_app
 
@@ -42,7 +43,12 @@ def test_the_server_answers_exactly_the_bytes_the_bare_app_serves(fake_redis: re
 def test_a_series_is_caught_up_only_up_to_its_vouched_open_candle(fake_redis: redis.Redis) -> None:
     fill(fake_redis)
     assert caught_up(fake_redis, ["BTCUSDT"], "1m") == 1
-    assert caught_up(fake_redis, ["BTCUSDT"], "1m", not_vouched_by="transmute:voucher:bench:1") == 0
+    assert (
+        caught_up(
+            fake_redis, ["BTCUSDT"], "1m", not_vouched_by=voucher_key("bench", 1, symbol_tag("BTCUSDT"))
+        )
+        == 0
+    )
     fake_redis.zpopmax(klines_key("1m", "BTCUSDT"))  # the last closed candle missing: a gap
     assert caught_up(fake_redis, ["BTCUSDT", "ETHBTC"], "1m") == 0
 

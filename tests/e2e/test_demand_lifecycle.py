@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from contract.keys import DEMAND_KEY
+from contract.keys import DEMAND_KEY, snapshot_key
 from tests.e2e.test_symbols import subscribed, times_subscribed
 from tests.processes import Gunicorn, Messenger, RedisServer, Simulator, http, symbol_list_loaded, wait_until
 
@@ -37,7 +37,7 @@ def test_a_stream_asked_for_keeps_flowing_across_a_redis_restart(
     # Nobody asks for ETHBTC again: the messenger puts back what it knew was asked, and when.
     with redis_server.client() as client:
         wait_until(lambda: client.zscore(DEMAND_KEY, "bookticker:ETHBTC") == asked_at, 10, what="demand")
-        wait_until(lambda: client.get("transmute:bookticker:ethbtc"), 5, what="ETHBTC written again")
+        wait_until(lambda: client.get(snapshot_key("bookticker", "ethbtc")), 5, what="ETHBTC written again")
     assert ETHBTC in subscribed(sim)
     assert times_subscribed(sim, ETHBTC) == 1  # never dropped (and asked for again)
     assert gunicorn.snapshot("ETHBTC")[0] == 200

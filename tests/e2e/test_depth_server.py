@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from contract.keys import LIVE, SYMBOLS_KEY, WATCHED_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, WATCHED_KEY, key_tag, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from tests.processes import EventStream, Gunicorn, http, wait_until
 from tests.records import RUN, book_levels, put_book, stream_state
@@ -67,7 +67,7 @@ def test_a_deep_book_is_served_exactly_by_the_real_server(gunicorn: Gunicorn, li
     status, headers, body = get(f"{gunicorn.url}/api/v3/depth?symbol=BTCUSDT&limit=5000")
     assert (status, headers["X-Transmute-Depth-Partial"]) == (200, "bids,asks")
     assert len(orjson.loads(body)["bids"]) == 1000
-    listed.delete(voucher_key(RUN, 1))
+    listed.delete(voucher_key(RUN, 1, key_tag(KEY)))
     status, headers, body = get(f"{gunicorn.url}/api/v3/depth?symbol=BTCUSDT")
     assert (status, orjson.loads(body)["code"], headers["Retry-After"]) == (503, -1001, "1")
     assert headers["X-MBX-USED-WEIGHT-1M"] == "0"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from contract.keys import DEMAND_KEY, SYMBOLS_KEY, snapshot_key
 from tests.processes import Gunicorn, Messenger, Process, RedisServer, Simulator, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -113,13 +114,15 @@ def test_no_demand_becomes_a_key_unless_it_names_a_trading_symbol(
     sim: Simulator, messenger_factory: Callable[..., Messenger], real_redis: redis.Redis
 ) -> None:
     messenger_factory(sim, "btcusdt")
-    wait_until(lambda: real_redis.exists("transmute:symbols"), 5)
+    wait_until(lambda: real_redis.exists(SYMBOLS_KEY), 5)
     # "<kind>:*" asks for a whole market, which only bookticker and ticker lists do.
     hostile = ["bookticker:../../etc", "bookticker:BTC USDT", "avgprice:*", "bookticker:btcusdt\\x00",
                "bookticker:" + "A" * 500, "nokind:BTCUSDT", "bookticker:ETHBTC"]  # fmt: skip
-    real_redis.zadd("transmute:demand", dict.fromkeys(hostile, 10**13))
-    real_redis.publish("transmute:demand", "x")
-    wait_until(lambda: real_redis.exists("transmute:bookticker:ethbtc"), 5, what="the one valid demand")
-    wait_until(lambda: real_redis.zcard("transmute:demand") <= 2, 5, what="the invalid ones to be dropped")
+    real_redis.zadd(DEMAND_KEY, dict.fromkeys(hostile, 10**13))
+    real_redis.publish(DEMAND_KEY, "x")
+    wait_until(
+        lambda: real_redis.exists(snapshot_key("bookticker", "ethbtc")), 5, what="the one valid demand"
+    )
+    wait_until(lambda: real_redis.zcard(DEMAND_KEY) <= 2, 5, what="the invalid ones to be dropped")
     keys = {k.decode() for k in real_redis.keys("transmute:bookticker:*")}  # type: ignore[union-attr]
-    assert keys == {"transmute:bookticker:btcusdt", "transmute:bookticker:ethbtc"}
+    assert keys == {snapshot_key("bookticker", "btcusdt"), snapshot_key("bookticker", "ethbtc")}

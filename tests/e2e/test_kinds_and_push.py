@@ -11,6 +11,7 @@ import pytest
 from binance.error import ClientError
 from binance.spot import Spot
 
+from contract.keys import snapshot_key
 from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -60,7 +61,9 @@ def test_pinned_kinds_are_streamed_without_being_asked_for(
     messenger_factory(sim, "btcusdt", "ethbtc", "--streams", "bookTicker,trade,depth5")
     wanted = {f"{s}@{k}" for s in ("btcusdt", "ethbtc") for k in ("bookTicker", "trade", "depth5@100ms")}
     wait_until(lambda: {x for s in sim.sessions() for x in s["streams"]} == wanted, 5)
-    wait_until(lambda: real_redis.exists("transmute:depth5:ethbtc", "transmute:trade:btcusdt") == 2, 5)
+    wait_until(
+        lambda: real_redis.exists(snapshot_key("depth5", "ethbtc"), snapshot_key("trade", "btcusdt")) == 2, 5
+    )
 
 
 def test_several_symbols_are_read_at_one_instant(

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from contract.keys import snapshot_key
 from tests.processes import EventStream, Gunicorn, Messenger, Simulator, http, symbol_list_loaded, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
@@ -132,7 +133,7 @@ def test_live_push_emits_every_closed_candle_as_the_exchange_closes_it(
     sim: Simulator, messenger_factory: MessengerFactory, gunicorn: Gunicorn, real_redis: Any
 ) -> None:
     messenger_factory(sim, "btcusdt", "--streams", "bookTicker,kline_1s")
-    wait_until(lambda: real_redis.exists("transmute:kline_1s:btcusdt"), 10)
+    wait_until(lambda: real_redis.exists(snapshot_key("kline_1s", "btcusdt")), 10)
     stream = EventStream(f"{gunicorn.url}/stream/BTCUSDT/kline_1s")
     try:
         closed: list[dict[str, Any]] = []

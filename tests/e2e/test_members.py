@@ -26,7 +26,7 @@ import orjson
 import pytest
 import redis
 
-from contract.keys import member_streams_key, snapshot_key
+from contract.keys import SYMBOLS_KEY, member_streams_key, snapshot_key
 from contract.members import heartbeats, live_members
 from tests.conftest import Started
 from tests.oracle import SLACK_MS, Judgement, Published, Value, served_value
@@ -320,7 +320,7 @@ def test_all_with_three_member_processes_and_two_replicas_owns_each_stream_exact
     quiet = sim_factory("--rate", "1")
     env = messenger_env(quiet, redis_server.url, REPLICAS=2, **SETTINGS)
     started.add(Messenger(logs_dir, env, "--all", "--processes", "3"))
-    trading = wait_until(lambda: real_redis.hlen("transmute:symbols"), 15, what="the symbol list")
+    trading = wait_until(lambda: real_redis.hlen(SYMBOLS_KEY), 15, what="the symbol list")
     assert trading
 
     def owned_twice() -> Any:
@@ -334,7 +334,7 @@ def test_all_with_three_member_processes_and_two_replicas_owns_each_stream_exact
         return len(counts) > 1000 and set(counts.values()) == {2} and counts
 
     counts = wait_until(owned_twice, 60, interval_s=0.5, what="every stream owned by exactly 2 members")
-    statuses = [v for v in real_redis.hvals("transmute:symbols") if v == b"TRADING"]
+    statuses = [v for v in real_redis.hvals(SYMBOLS_KEY) if v == b"TRADING"]
     assert len(counts) == len(statuses)
 
 

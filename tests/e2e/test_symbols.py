@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from contract.keys import snapshot_key
 from tests.processes import Gunicorn, Messenger, Simulator, symbol_list_loaded, wait_until
 from tests.records import streamed_state
 
@@ -63,7 +64,7 @@ def test_on_demand_unknown_is_404_valid_is_200_then_dropped_when_idle(
     wait_until(lambda: "bnbbtc@bookTicker" not in subscribed(sim), 6, what="the idle symbol to go")
     wait_until(lambda: len(sim.sessions()) == 1, 3, what="the emptied connection to close")
     assert gunicorn.snapshot("BTCUSDT")[0] == 200  # pinned: never idle
-    assert streamed_state(real_redis, "transmute:bookticker:bnbbtc") is None
+    assert streamed_state(real_redis, snapshot_key("bookticker", "bnbbtc")) is None
 
 
 def test_a_symbol_in_use_is_kept(

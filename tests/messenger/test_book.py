@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from contract.keys import snapshot_key
+from contract.trade_history import tail_key
 from messenger.book import Book
 
-KEY = "transmute:bookticker:btcusdt"
-QUIET = "transmute:bookticker:bnbbtc"
+KEY = snapshot_key("bookticker", "btcusdt")
+QUIET = snapshot_key("bookticker", "bnbbtc")
 _ids = itertools.count(1)
 
 
@@ -227,7 +229,7 @@ def test_a_connection_let_go_of_cannot_bring_a_value_back() -> None:
     assert written(book, 1.2, refresh=1.2) == {KEY: "DELETED"}
 
 
-TRADES = "transmute:history:trade:btcusdt"
+TRADES = tail_key("trade", "btcusdt")
 
 
 def trade(n: int) -> dict[str, object]:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from contract.keys import RECORD_TTL_MS, voucher_key
+from contract.keys import RECORD_TTL_MS, key_tag, snapshot_key, voucher_key, voucher_prefix
 from contract.ordering import encode_order
 from contract.records import vouchers
 from contract.servable import CurrentReader, pairs, servable
@@ -29,9 +29,9 @@ from tests.processes import RedisServer, wait_until
 logger = logging.getLogger(__name__)
 
 TTL_MS = 2000
-TICKER = "transmute:bookticker:btcusdt"
-QUIET = "transmute:bookticker:bnbbtc"
-CANDLE = "transmute:kline_1m:btcusdt"
+TICKER = snapshot_key("bookticker", "btcusdt")
+QUIET = snapshot_key("bookticker", "bnbbtc")
+CANDLE = snapshot_key("kline_1m", "btcusdt")
 KEYS = [TICKER, QUIET, CANDLE]
 
 
@@ -51,7 +51,12 @@ class Member:
 
     @property
     def voucher(self) -> str:
-        return voucher_key(self.run, self.conn.id)
+        """This member's voucher in TICKER's bucket (CANDLE and QUIET are in their own)."""
+        return self.voucher_for(TICKER)
+
+    def voucher_for(self, key: str) -> str:
+        """This member's voucher in ``key``'s bucket."""
+        return voucher_key(self.run, self.conn.id, key_tag(key))
 
     def frame(self, key: str, order: Any, fields: dict[str, Any], conn: Conn | None = None) -> None:
         conn = conn or self.conn
@@ -173,7 +178,7 @@ def test_two_messengers_interleaving_old_and_new_updates_never_take_a_value_back
     for key, stream in streams.items():
         record = stored(any_redis, key)
         assert record["order"] == encode_order(stream[-1][0])
-        assert sorted(vouchers(record["voucher"])) == [a.voucher, b.voucher]
+        assert sorted(vouchers(record["voucher"])) == [a.voucher_for(key), b.voucher_for(key)]
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and (not published or published[-1] != streams[CANDLE][-1][0]):
         if (message := watcher.get_message(timeout=0.05)) is not None:
@@ -294,7 +299,7 @@ def test_a_messenger_keeps_one_voucher_in_a_record(
     a.conn = second
     a.flush()
     named = vouchers(stored(any_redis, TICKER)["voucher"])
-    assert sorted(named) == sorted([b.voucher, voucher_key(a.run, second.id)])
+    assert sorted(named) == sorted([b.voucher, voucher_key(a.run, second.id, key_tag(TICKER))])
     assert first not in named
 
 
@@ -366,10 +371,10 @@ def test_a_key_written_twice_in_one_batch_ends_as_if_written_in_two(any_redis: r
     that earlier read: the batch ends as the same two writes in two batches do. (Another member
     vouches for the stored value; this one replaces it, then writes an older one.)"""
     any_redis.script_load(SCRIPT)
-    theirs, mine = voucher_key("bbbb0002", 1), voucher_key("aaaa0001", 1)
+    theirs, mine = voucher_key("bbbb0002", 1, "{0}"), voucher_key("aaaa0001", 1, "{0}")
     any_redis.set(theirs, 1, px=TTL_MS)
     any_redis.set(mine, 1, px=TTL_MS)
-    prefix = voucher_key("aaaa0001", 0)[:-1]
+    prefix = voucher_prefix("aaaa0001")
     results = []
     for together in (True, False):
         any_redis.set(TICKER, _record(theirs, 5, u=5))
@@ -389,14 +394,14 @@ def test_a_batch_of_more_small_records_than_one_read_takes_writes_each_by_its_or
 ) -> None:
     """More keys than one MGET reads (MGET_CHUNK): every key is judged by its own stored record."""
     real_redis.script_load(SCRIPT)
-    theirs, mine = voucher_key("bbbb0002", 1), voucher_key("aaaa0001", 1)
+    theirs, mine = voucher_key("bbbb0002", 1, "{0}"), voucher_key("aaaa0001", 1, "{0}")
     real_redis.set(theirs, 1, px=TTL_MS)
     real_redis.set(mine, 1, px=TTL_MS)
     n = MGET_CHUNK * 2 + 7
     keys = [f"transmute:bookticker:s{i}usdt" for i in range(n)]
     for i, key in enumerate(keys):  # another member's; odd keys newer than what the batch brings
         real_redis.set(key, _record(theirs, 10 if i % 2 else 1, u=i))
-    batch = ScriptBatch(RECORD_TTL_MS, voucher_key("aaaa0001", 0)[:-1])
+    batch = ScriptBatch(RECORD_TTL_MS, voucher_prefix("aaaa0001"))
     for i, key in enumerate(keys):
         batch.write(key.encode(), _record(mine, 5, u=-i), False)
     assert _run(real_redis, batch) == [n - n // 2, n // 2, 0]

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from contract.keys import LIVE, MEMBERS_KEY, PENDING, member_streams_key
+from contract.keys import LIVE, MEMBERS_KEY, PENDING, member_streams_key, snapshot_key
 from contract.members import StreamStates, live_members
 from messenger.membership import Membership
 from messenger.writer import records_start
@@ -50,7 +50,7 @@ def test_a_member_that_stops_renewing_is_dropped_after_the_liveness_timeout(any_
 def test_a_stream_is_handed_over_once_another_member_reports_it_live_and_taken_once_it_wrote_it(
     any_redis: redis.Redis,
 ) -> None:
-    key = "transmute:bookticker:btcusdt"
+    key = snapshot_key("bookticker", "btcusdt")
     a, b = member(any_redis, "aaaa"), member(any_redis, "bbbb")
     b.round()
     a.asked = frozenset({key})
@@ -76,12 +76,12 @@ def test_a_stream_is_handed_over_once_another_member_reports_it_live_and_taken_o
 
 
 def test_the_server_reads_a_stream_as_live_if_any_member_says_so(any_redis: redis.Redis) -> None:
-    key, other = "transmute:bookticker:btcusdt", "transmute:bookticker:ethbtc"
+    key, other = snapshot_key("bookticker", "btcusdt"), snapshot_key("bookticker", "ethbtc")
     future = int(time.time() * 1000) + 60_000
     any_redis.zadd(MEMBERS_KEY, {"aaaa": future, "bbbb": future})
     any_redis.hset(member_streams_key("aaaa"), mapping={key: PENDING, other: PENDING})
     any_redis.hset(member_streams_key("bbbb"), key, LIVE)
-    any_redis.hset(member_streams_key("cccc"), "transmute:bookticker:bnbbtc", LIVE)  # not a member
+    any_redis.hset(member_streams_key("cccc"), snapshot_key("bookticker", "bnbbtc"), LIVE)  # not a member
     states = StreamStates(any_redis)
-    assert states.states([key, other, "transmute:bookticker:bnbbtc"]) == [b"live", b"pending", None]
+    assert states.states([key, other, snapshot_key("bookticker", "bnbbtc")]) == [b"live", b"pending", None]
     assert sorted(states.streamed("transmute:bookticker:")) == [key, other]

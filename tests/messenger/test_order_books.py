@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from contract.keys import snapshot_key
 from contract.order_book import UNSYNCED_KEY, read_book
 from contract.records import encode_record
 from messenger.book import Book
@@ -29,7 +30,7 @@ from messenger.order_books import (
 )
 from messenger.rest import RateLimited
 
-KEY = "transmute:depth:btcusdt"
+KEY = snapshot_key("depth", "btcusdt")
 _ids = itertools.count(1)
 
 
@@ -251,7 +252,7 @@ def test_snapshots_are_paced_within_the_weight_budget() -> None:
     exchange = Exchange(6)
     books = OrderBooks(book, exchange, 1000, clock=clock)  # type: ignore[arg-type]
     symbols = [f"S{i}USDT" for i in range(40)]
-    books.follow({s: f"transmute:depth:{s.lower()}" for s in symbols})
+    books.follow({s: snapshot_key("depth", s) for s in symbols})
     conn = Conn(last_heard=100.0)
     for s in symbols:  # a reconnect: every book needs a snapshot at once
         books.event(conn, s, {"first_update_id": 1, "update_id": 1, "bids": [], "asks": []}, clock.now)

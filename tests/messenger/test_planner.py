@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contract.keys import snapshot_key
+from contract.trade_history import tail_key
 from messenger.catalog import statuses_of
 from messenger.planner import plan
 
@@ -33,7 +35,7 @@ def test_demand_within_the_idle_window_is_streamed_and_older_demand_is_not() -> 
     demand = {"bookticker:ETHBTC": NOW - 1_000, "bookticker:BNBBTC": NOW - IDLE - 1}
     wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE)
     assert set(wanted.routes) == streams("BTCUSDT", "ETHBTC")
-    assert wanted.routes["ethbtc@bookTicker"].key == "transmute:bookticker:ethbtc"
+    assert wanted.routes["ethbtc@bookTicker"].key == snapshot_key("bookticker", "ethbtc")
 
 
 def test_a_pinned_symbol_is_never_idle() -> None:
@@ -77,8 +79,8 @@ def test_pinned_kinds_apply_to_every_pinned_symbol_and_demand_may_ask_for_any_ki
     wanted = plan(["BTCUSDT"], False, demand, TRADING, NOW, IDLE, [KINDS["bookTicker"], KINDS["trade"]])
     assert set(wanted.routes) == {
         "btcusdt@bookTicker", "btcusdt@trade", "ethbtc@kline_1M", "bnbbtc@depth5@100ms"}  # fmt: skip
-    assert wanted.routes["btcusdt@trade"].history_key == "transmute:history:trade:btcusdt"
-    assert wanted.routes["ethbtc@kline_1M"].key == "transmute:kline_1M:ethbtc"
+    assert wanted.routes["btcusdt@trade"].history_key == tail_key("trade", "btcusdt")
+    assert wanted.routes["ethbtc@kline_1M"].key == snapshot_key("kline_1M", "ETHBTC")
 
 
 def test_demand_over_the_cap_keeps_the_most_recently_asked_for() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from contract.keys import snapshot_key
 from messenger.binance import KINDS, MalformedFrame, parse_rolling_ticker, rolling_ticker_from_rest
 from messenger.book import Book
 from messenger.planner import plan
@@ -25,7 +26,7 @@ def streams(kind: str, *symbols: str) -> set[str]:
 def test_a_whole_market_demand_brings_every_trading_symbol_of_its_kind() -> None:
     wanted = plan([], False, {"ticker:*": NOW}, TRADING, NOW, IDLE)
     assert set(wanted.routes) == streams("ticker", *TRADING)
-    assert wanted.routes["ethbtc@ticker"].key == "transmute:ticker:ethbtc"
+    assert wanted.routes["ethbtc@ticker"].key == snapshot_key("ticker", "ethbtc")
     assert wanted.invalid_demand == []
     assert wanted.pinned == set()  # on demand: on connections of their own, released when idle
 
@@ -132,4 +133,4 @@ def test_rolling_windows_are_seeded_100_symbols_a_call_with_their_window() -> No
     assert asked == [("/api/v3/ticker", "4h", n) for n in (100, 100, 50)]
     order, fields = seeds["S007USDT"]
     assert (order, fields["symbol"], fields["close"]) == (None, "S007USDT", "1.00000000")
-    assert route_for("S007USDT", KINDS["ticker_4h"]).key == "transmute:ticker_4h:s007usdt"
+    assert route_for("S007USDT", KINDS["ticker_4h"]).key == snapshot_key("ticker_4h", "s007usdt")

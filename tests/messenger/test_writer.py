@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from contract.keys import RECORD_TTL_MS, voucher_key
+from contract.keys import RECORD_TTL_MS, key_tag, snapshot_key, voucher_key
 from contract.servable import CurrentReader, pairs, servable
 from contract.settings import Settings
 from messenger.book import Book
@@ -66,9 +66,9 @@ def test_a_value_lands_with_its_ttl_in_one_write(writer: Writer, book: Book, any
     assert record["source"] == "stream"
     assert "voucher" not in record
     assert before - 5 <= record["ts"] <= record["as_of"] <= int(time.time() * 1000) + 5
-    assert stored(any_redis, KEY)["voucher"] == voucher_key(RUN, conn.id)
+    assert stored(any_redis, KEY)["voucher"] == voucher_key(RUN, conn.id, key_tag(KEY))
     assert TTL_MS < any_redis.pttl(KEY) <= RECORD_TTL_MS  # a bound on leftovers, not on freshness
-    assert 0 < any_redis.pttl(voucher_key(RUN, conn.id)) <= TTL_MS
+    assert 0 < any_redis.pttl(voucher_key(RUN, conn.id, key_tag(KEY))) <= TTL_MS
 
 
 def test_a_live_quiet_value_outlives_its_ttl(writer: Writer, book: Book, any_redis: redis.Redis) -> None:
@@ -111,7 +111,7 @@ def test_an_invalidated_key_is_deleted_at_once(writer: Writer, book: Book, any_r
     book.release(conn)
     wait_until(lambda: not any_redis.exists(KEY), 1)
     assert time.monotonic() - released < 0.1
-    wait_until(lambda: not any_redis.exists(voucher_key(RUN, conn.id)), 1)
+    wait_until(lambda: not any_redis.exists(voucher_key(RUN, conn.id, key_tag(KEY))), 1)
 
 
 def test_stopping_deletes_what_was_released(book: Book, any_redis: redis.Redis) -> None:
@@ -244,7 +244,9 @@ def test_a_silent_reconnect_rewrites_everything_under_new_vouchers(
         book.on_frame(conn, QUIET, 2, fields("2.0", 2), time.monotonic())
         wait_until(lambda: stored(real_redis, QUIET)["update_id"] == 2, 2)
         lose_the_last_write(real_redis, QUIET, older)
-        writer._conn.disconnect()  # as a pool does to its idle connections when the primary moves
+        next(
+            iter(writer._conns.values())
+        ).disconnect()  # as a pool does to its idle connections when the primary moves
 
         def rewritten() -> Any:
             conn.last_heard = time.monotonic()  # the connection keeps talking, the value never changes
@@ -252,11 +254,13 @@ def test_a_silent_reconnect_rewrites_everything_under_new_vouchers(
             return record if record["update_id"] == 2 else None
 
         record = wait_until(rewritten, 3, what="the full rewrite")
-        assert record["voucher"] == voucher_key(f"{RUN}.1", conn.id)
+        assert record["voucher"] == voucher_key(f"{RUN}.1", conn.id, key_tag(QUIET))
         assert served(real_redis, QUIET)["update_id"] == 2
         assert writer.generation == 1
         # The old generation's voucher is no longer renewed: what named it dies with it.
-        wait_until(lambda: not real_redis.exists(voucher_key(RUN, conn.id)), TTL_MS / 1000 + 1)
+        wait_until(
+            lambda: not real_redis.exists(voucher_key(RUN, conn.id, key_tag(QUIET))), TTL_MS / 1000 + 1
+        )
     finally:
         writer.stop()
 
@@ -273,7 +277,7 @@ def test_after_a_failed_write_a_record_left_from_before_is_never_served(
         on(book, conn)
         book.on_frame(conn, QUIET, 1, fields("1.0", 1), time.monotonic())
         old = wait_until(lambda: stored(real_redis, QUIET), 2)
-        leftover = "transmute:bookticker:leftover"
+        leftover = snapshot_key("bookticker", "leftover")
         real_redis.set(leftover, orjson.dumps(old), px=RECORD_TTL_MS)
         real_redis.client_kill_filter(_type="normal", skipme=True)  # the next write fails
         started = time.monotonic()
@@ -284,7 +288,7 @@ def test_after_a_failed_write_a_record_left_from_before_is_never_served(
 
         wait_until(both, 3, what="the leftover to go, the value to stay")
         assert time.monotonic() - started < TTL_MS / 1000 + 0.5
-        assert stored(real_redis, QUIET)["voucher"] == voucher_key(f"{RUN}.1", conn.id)
+        assert stored(real_redis, QUIET)["voucher"] == voucher_key(f"{RUN}.1", conn.id, key_tag(QUIET))
         assert writer.errors == 1
     finally:
         writer.stop()

@@ -10,7 +10,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, SYMBOLS_KEY
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, SYMBOLS_KEY, snapshot_key
 from contract.settings import Settings
 from server import create_app
 from server.admission import CAP, CLIENT_RATE, Admission, Refused, client_address
@@ -136,7 +136,7 @@ TRADING = ["BTCUSDT", "ETHBTC", "BNBBTC", "LTCBTC", "NEOBTC"]
 @pytest.fixture
 def app(fake_redis: redis.Redis) -> Flask:
     fake_redis.hset(SYMBOLS_KEY, mapping=dict.fromkeys(TRADING, "TRADING"))
-    vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=60_000)
+    vouched(fake_redis, snapshot_key("bookticker", "btcusdt"), record(), px=60_000)
     return create_app(
         {"demand_wait_ms": 0, "demand_max_streams": 2, "demand_client_burst": 100}, client=fake_redis
     )

@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY
+from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY, snapshot_key
 from contract.trade_history import tail_key
 from server import create_app
 from tests.records import book_levels, put_book, stream_state, vouched
@@ -23,7 +23,7 @@ def now_ms() -> int:
 
 def put(client: redis.Redis, kind: str, symbol: str, **fields: Any) -> None:
     record = {"symbol": symbol, **fields, "ts": now_ms() - 10, "as_of": now_ms(), "source": "stream"}
-    key = f"transmute:{kind}:{symbol.lower()}"
+    key = snapshot_key(kind, symbol)
     vouched(client, key, record, px=5000)
     stream_state(client, key, LIVE)
 
@@ -152,7 +152,7 @@ def test_errors_come_in_binance_shape(client: FlaskClient, path: str, status: in
 def test_a_value_that_cannot_be_vouched_for_is_503_never_old(
     fake_redis: redis.Redis, client: FlaskClient
 ) -> None:
-    fake_redis.delete("transmute:bookticker:btcusdt")  # its stream is "live", the value is gone
+    fake_redis.delete(snapshot_key("bookticker", "btcusdt"))  # its stream is "live", the value is gone
     response = client.get("/api/v3/ticker/bookTicker?symbol=BTCUSDT")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"

@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from contract.keys import LIVE, PENDING, SYMBOLS_KEY, snapshot_key, voucher_key
+from contract.keys import LIVE, PENDING, SYMBOLS_KEY, key_tag, snapshot_key, voucher_key
 from contract.kinds import DEPTH
 from contract.order_book import UNSYNCED_KEY, WANTED_KEY, level_bytes
 from server import create_app
@@ -74,7 +74,7 @@ def test_every_limit_from_1_to_5000_is_the_naive_slice(real_redis: redis.Redis) 
     # 5,000 bids, 3,127 asks: the shorter side's cuts are padded, and every cut is at a level's end.
     bids, asks = varied_levels(5000, 0, seed=1), varied_levels(3127, 1, seed=2)
     put_book(real_redis, "BTCUSDT", bids, asks, levels=5000, limit=5000, update_id=987654321, px=60_000)
-    raw, heard = real_redis.get(KEY), real_redis.get(voucher_key(RUN, 1))
+    raw, heard = real_redis.get(KEY), real_redis.get(voucher_key(RUN, 1, key_tag(KEY)))
     book = served(raw, heard)
     assert book is not None
     parsed_bids, parsed_asks = [orjson.loads(b) for b in bids], [orjson.loads(a) for a in asks]
@@ -133,7 +133,7 @@ def test_without_its_voucher_a_book_is_503_in_binance_and_500_in_ours(
 ) -> None:
     put_book(real_redis, "BTCUSDT", book_levels(200, 0), book_levels(200, 1), px=60_000)
     assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 200
-    real_redis.delete(voucher_key(RUN, 1))  # the connection that vouches for it is dead
+    real_redis.delete(voucher_key(RUN, 1, key_tag(KEY)))  # the connection that vouches for it is dead
     before = unavailable("not_vouched")
     response = client.get("/api/v3/depth?symbol=BTCUSDT&limit=5")
     assert response.status_code == 503
@@ -338,7 +338,7 @@ def test_a_book_is_served_only_while_the_voucher_it_names_lives_whichever_it_nam
     # Carried by connection 2 now, whose voucher lives; connection 1's voucher lives on too.
     put_book(real_redis, "BTCUSDT", bids, asks, update_id=2, px=60_000, connection=2)
     assert orjson.loads(client.get("/api/v3/depth?symbol=BTCUSDT").get_data())["lastUpdateId"] == 2
-    real_redis.delete(voucher_key(RUN, 2))  # connection 2 dies; 1 still lives, but vouches for nothing here
+    real_redis.delete(voucher_key(RUN, 2, key_tag(KEY)))  # 2 dies; 1 lives, vouching for nothing here
     assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 503
     assert client.post("/snapshot/BTCUSDT/depth").status_code == 500
 
@@ -348,7 +348,7 @@ def test_a_book_two_messengers_vouch_for_is_served_while_either_lives(
 ) -> None:
     """The MGET read (the vouchers its last read named) follows the same rule as the script."""
     bids, asks = book_levels(100, 0), book_levels(100, 1)
-    other = voucher_key("otherrun", 4)
+    other = voucher_key("otherrun", 4, key_tag(KEY))
     spoke = int(time.time() * 1000) + 5000
     real_redis.set(other, spoke, px=60_000)  # spoke last
     put_book(real_redis, "BTCUSDT", bids, asks, update_id=1, px=60_000, connection=1, others=(other,))
@@ -360,5 +360,5 @@ def test_a_book_two_messengers_vouch_for_is_served_while_either_lives(
     assert client.post("/snapshot/BTCUSDT/depth").get_json()["as_of"] < int(time.time() * 1000) + 1000
     put_book(real_redis, "BTCUSDT", bids, asks, update_id=2, px=60_000, connection=2)  # names another
     assert orjson.loads(client.get("/api/v3/depth?symbol=BTCUSDT").get_data())["lastUpdateId"] == 2
-    real_redis.delete(voucher_key(RUN, 2))  # connection 1 lives on, but this record does not name it
+    real_redis.delete(voucher_key(RUN, 2, key_tag(KEY)))  # 1 lives on, not named here
     assert client.get("/api/v3/depth?symbol=BTCUSDT").status_code == 503

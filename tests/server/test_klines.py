@@ -12,7 +12,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import LIVE, SYMBOLS_KEY
+from contract.backfill import BACKFILL_KEY
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
 from contract.klines import (
     HISTORY_TTL_MS,
     WRITE_SCRIPT,
@@ -71,8 +72,8 @@ def stream(client: redis.Redis, n: int, closed: bool = False, px: int = 5000) ->
         "taker_buy_quote_volume": r[10], "event_time": now_ms(), "ts": now_ms(), "as_of": now_ms(),
         "source": "stream",
     }  # fmt: skip
-    vouched(client, "transmute:kline_1m:btcusdt", record, px=px)
-    stream_state(client, "transmute:kline_1m:btcusdt", LIVE)
+    vouched(client, snapshot_key("kline_1m", "btcusdt"), record, px=px)
+    stream_state(client, snapshot_key("kline_1m", "btcusdt"), LIVE)
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def test_ranges_follow_binances_rules(client: FlaskClient) -> None:
 def test_closed_candles_are_served_when_the_stream_is_not_vouched_for_the_open_one_is_not(
     client: FlaskClient, fake_redis: redis.Redis
 ) -> None:
-    fake_redis.delete("transmute:kline_1m:btcusdt")
+    fake_redis.delete(snapshot_key("kline_1m", "btcusdt"))
     assert get(client, startTime=T0, endTime=T0 + 5 * MINUTE) == (200, [row(n) for n in range(6)])
     assert get(client, startTime=T0, limit=4)[1] == [row(n) for n in range(4)]
     status, body = get(client, limit=3)
@@ -141,7 +142,7 @@ def test_older_candles_than_kept_are_asked_of_the_messenger(
 ) -> None:
     keep(fake_redis, [row(n) for n in range(5, 10)])  # no origin: older ones exist
     assert get(client, startTime=T0, limit=2)[0] == 503
-    assert fake_redis.zrange("transmute:backfill", 0, -1) == [f"kline_1m:BTCUSDT:{T0}".encode()]
+    assert fake_redis.zrange(BACKFILL_KEY, 0, -1) == [f"kline_1m:BTCUSDT:{T0}".encode()]
     status, rows = get(client, startTime=T0 + 5 * MINUTE, limit=2)
     assert (status, rows) == (200, [row(5), row(6)])
 
@@ -227,7 +228,7 @@ def test_an_end_older_than_kept_is_answered_from_its_page_up_to_it(
     keep(fake_redis, [row(n) for n in range(5, 10)])  # no origin: older ones exist
     end = T0 - 5000 * MINUTE
     assert get(client, endTime=end, limit=2)[0] == 503
-    assert fake_redis.zrange("transmute:backfill", 0, -1) == [f"klineto_1m:BTCUSDT:{end}".encode()]
+    assert fake_redis.zrange(BACKFILL_KEY, 0, -1) == [f"klineto_1m:BTCUSDT:{end}".encode()]
     page = [row(n - 5003) for n in range(4)]  # the exchange's 1,000 up to ``end``: here, all there is
     fake_redis.set(page_to_key("1m", "BTCUSDT", end), orjson.dumps(page), px=60_000)
     assert get(client, endTime=end, limit=2) == (200, page[2:])  # the last two opening at or before it

@@ -10,7 +10,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import DEMAND_KEY, LIVE, PENDING, SYMBOLS_KEY
+from contract.keys import DEMAND_KEY, LIVE, PENDING, SYMBOLS_KEY, snapshot_key
 from server import create_app
 from tests.records import stream_state
 from tests.server.test_binance_api import BOOK, TICKER, put
@@ -120,7 +120,7 @@ def test_a_symbol_whose_stream_went_stale_fails_the_list_at_once(
     client: FlaskClient, fake_redis: redis.Redis
 ) -> None:
     all_there(fake_redis, symbols=TRADING[:2])
-    stream_state(fake_redis, f"transmute:bookticker:{TRADING[2].lower()}", LIVE)  # had values
+    stream_state(fake_redis, snapshot_key("bookticker", TRADING[2]), LIVE)  # had values
     started = time.monotonic()
     answer = client.get("/api/v3/ticker/bookTicker")
     assert answer.status_code == 503
@@ -130,7 +130,7 @@ def test_a_symbol_whose_stream_went_stale_fails_the_list_at_once(
 
 def test_a_starting_stream_is_waited_for(client: FlaskClient, fake_redis: redis.Redis) -> None:
     all_there(fake_redis, symbols=TRADING[:2])
-    stream_state(fake_redis, f"transmute:bookticker:{TRADING[2].lower()}", PENDING)
+    stream_state(fake_redis, snapshot_key("bookticker", TRADING[2]), PENDING)
     started = time.monotonic()
     assert client.get("/api/v3/ticker/bookTicker").status_code == 503
     assert time.monotonic() - started >= WAIT_MS / 1000

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contract.keys import LIVE, SYMBOLS_KEY
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
 from server import create_app
 from server.params import whole_number
 from tests.records import stream_state, vouched
@@ -59,8 +59,8 @@ def make_client(as_of_ago_ms: int = 100, voucher_px: int | None = 60_000) -> Fla
     record = {"symbol": "BTCUSDT", "bid_price": "1.0", "bid_quantity": "1.0", "ask_price": "1.1",
               "ask_quantity": "1.0", "update_id": 1, "ts": now - 1000, "as_of": now - as_of_ago_ms,
               "source": "stream"}  # fmt: skip
-    vouched(fake, "transmute:bookticker:btcusdt", record, px=voucher_px)
-    stream_state(fake, "transmute:bookticker:btcusdt", LIVE)
+    vouched(fake, snapshot_key("bookticker", "btcusdt"), record, px=voucher_px)
+    stream_state(fake, snapshot_key("bookticker", "btcusdt"), LIVE)
     fake.hset(SYMBOLS_KEY, mapping={"BTCUSDT": "TRADING", "ETHBTC": "TRADING"})
     return create_app({"demand_wait_ms": 0}, client=fake).test_client()
 

@@ -12,14 +12,14 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, SYMBOLS_KEY
+from contract.keys import DEMAND_CHANNEL, DEMAND_KEY, LIVE, PENDING, SYMBOLS_KEY, snapshot_key
 from contract.servable import servable
 from server import create_app
 from server.store import Decode
 from tests.records import stream_state, vouched
 from tests.server.test_snapshot import record
 
-BNB = "transmute:bookticker:bnbbtc"
+BNB = snapshot_key("bookticker", "bnbbtc")
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_a_symbol_being_subscribed_is_waited_for_without_asking_again(
 def test_a_symbol_in_use_is_counted_as_demand_now_and_then(
     fake_redis: redis.Redis, client: FlaskClient
 ) -> None:
-    vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=5000)
+    vouched(fake_redis, snapshot_key("bookticker", "btcusdt"), record(), px=5000)
     fake_redis.zadd(DEMAND_KEY, {"bookticker:BTCUSDT": 1})  # asked for on demand, long ago
     assert client.post("/snapshot/BTCUSDT").status_code == 200
     first: Any = fake_redis.zscore(DEMAND_KEY, "bookticker:BTCUSDT")
@@ -130,7 +130,7 @@ def test_reading_a_value_never_adds_demand_only_admission_does(
 ) -> None:
     """A value served (a pinned symbol's, say) is not turned into on-demand streams: only the
     admission of a new stream adds to the demand set, within its limits."""
-    vouched(fake_redis, "transmute:bookticker:btcusdt", record(), px=5000)
+    vouched(fake_redis, snapshot_key("bookticker", "btcusdt"), record(), px=5000)
     assert client.post("/snapshots", json={"symbols": ["BTCUSDT", "BNBBTC"]}).status_code == 503
     assert fake_redis.zrange(DEMAND_KEY, 0, -1) == [b"bookticker:BNBBTC"]
 

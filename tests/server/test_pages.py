@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from contract.keys import PENDING
+from contract.keys import PENDING, snapshot_key
 from server import create_app
 from server.openapi import NOT_SUPPORTED, document
 from tests.records import heartbeat, stream_state
@@ -21,7 +21,7 @@ from tests.server.test_binance_api import BOOK, put
 @pytest.fixture
 def app(fake_redis: redis.Redis) -> Flask:
     put(fake_redis, "bookticker", "BTCUSDT", **BOOK, connection=3)
-    stream_state(fake_redis, "transmute:bookticker:ethbtc", PENDING)  # streamed, no value yet
+    stream_state(fake_redis, snapshot_key("bookticker", "ethbtc"), PENDING)  # streamed, no value yet
     beat = {
         "connections": 1,
         "streams": 2,

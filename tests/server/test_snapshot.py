@@ -12,12 +12,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from contract.keys import LIVE, SYMBOLS_KEY
+from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
 from server import create_app
 from tests.processes import free_port
 from tests.records import stream_state, vouched
 
-KEY = "transmute:bookticker:btcusdt"
+KEY = snapshot_key("bookticker", "btcusdt")
 
 
 def record(**overrides: Any) -> dict[str, Any]:

@@ -12,13 +12,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.backfill import BACKFILL_KEY, Backfill
-from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY, voucher_key
+from contract.keys import EXCHANGE_INFO_KEY, LIVE, SYMBOLS_KEY, key_tag, snapshot_key, voucher_key
 from contract.trade_history import backfilled_key, origin_key, tail_key
 from server import create_app
 from server.trade_history import BY_TIME, FETCH, FROM_ID, OK, RECENT, STALE, WAIT, Query, TradeHistoryStore
 from tests.records import RUN, stream_state, vouched
 
-RECORD = "transmute:aggtrade:btcusdt"
+RECORD = snapshot_key("aggtrade", "btcusdt")
 
 
 def at(n: int) -> int:
@@ -45,7 +45,7 @@ def stream_at(client: redis.Redis, newest: int) -> None:
 
 
 def lapse(client: redis.Redis) -> None:
-    client.delete(voucher_key(RUN, 1))
+    client.delete(voucher_key(RUN, 1, key_tag(RECORD)))
 
 
 def got(answer: Any) -> list[int]:
@@ -80,7 +80,7 @@ def test_the_most_recent_while_vouched_for_and_caught_up(
 
 def test_the_most_recent_while_either_of_two_messengers_vouches(any_redis: redis.Redis) -> None:
     keep(any_redis, tail_key("aggtrade", "BTCUSDT"), range(1000, 2000))
-    other = voucher_key("otherrun", 1)
+    other = voucher_key("otherrun", 1, key_tag(RECORD))
     any_redis.set(other, 1)
     now = int(time.time() * 1000)
     record = {"symbol": "BTCUSDT", "agg_trade_id": 1999, "ts": now, "as_of": now, "source": "stream"}

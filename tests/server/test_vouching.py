@@ -9,7 +9,7 @@ import pytest
 import redis
 from flask import Flask
 
-from contract.keys import LIVE, SYMBOLS_KEY, voucher_key
+from contract.keys import LIVE, SYMBOLS_KEY, key_tag, voucher_key
 from server import create_app
 from server.store import TOUCH_EVERY_S, SnapshotStore
 from tests.records import RUN, stream_state, vouched
@@ -30,7 +30,7 @@ def post(app: Flask) -> Any:
 def test_a_record_whose_connection_is_gone_is_stale_not_served(app: Flask, any_redis: redis.Redis) -> None:
     vouched(any_redis, KEY, record(connection=3))
     assert post(app).status_code == 200
-    any_redis.delete(voucher_key(RUN, 3))  # its connection's liveness lapsed; the record is still there
+    any_redis.delete(voucher_key(RUN, 3, key_tag(KEY)))  # its liveness lapsed; the record stays
     answer = post(app)
     assert answer.status_code == 500
     assert "bid_price" not in answer.get_json()
@@ -42,7 +42,7 @@ def test_as_of_is_the_connections_last_word_and_the_voucher_is_not_served(
     doc = record(connection=2)
     vouched(any_redis, KEY, doc)
     heard = int(time.time() * 1000) - 20
-    any_redis.set(voucher_key(RUN, 2), heard)  # the connection spoke after the record was written
+    any_redis.set(voucher_key(RUN, 2, key_tag(KEY)), heard)  # spoke after the record was written
     body = post(app).get_json()
     assert body["as_of"] == heard > doc["as_of"]
     assert "voucher" not in body
@@ -70,7 +70,7 @@ def test_a_record_two_messengers_vouch_for_is_served_while_either_lives(
     app: Flask, any_redis: redis.Redis
 ) -> None:
     """Replicas: the record names both; ``as_of`` is the latest word of a live one."""
-    other = voucher_key("otherrun", 1)
+    other = voucher_key("otherrun", 1, key_tag(KEY))
     doc = record(connection=1)
     vouched(any_redis, KEY, doc, others=(other,))
     heard = int(time.time() * 1000) - 10
@@ -82,7 +82,7 @@ def test_a_record_two_messengers_vouch_for_is_served_while_either_lives(
     body = post(app).get_json()
     assert body["bid_price"] == doc["bid_price"] and body["as_of"] == doc["as_of"]
     any_redis.set(other, heard)
-    any_redis.delete(voucher_key(RUN, 1))  # the first was killed instead
+    any_redis.delete(voucher_key(RUN, 1, key_tag(KEY)))  # the first was killed instead
     assert post(app).get_json()["as_of"] == heard
     any_redis.delete(other)
     assert post(app).status_code == 500

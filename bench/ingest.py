@@ -86,14 +86,16 @@ def cpu_of(*pids: int) -> list[float]:
 
 def measure(
     reader: Reader, source: Source, symbols: list[str], seconds: float, redis_server: RedisServer,
-    rest_url: str, logs: Path,
+    rest_url: str, logs: Path, settings: dict[str, str] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """One run of one reader: its steady window's figures, and whether its values came out right."""
+    """One run of one reader: its steady window's figures, and whether its values came out right.
+    ``redis_server`` is where the values land (flushed first, its CPU measured); ``settings`` are
+    the messenger's own beside it (REDIS_SENTINELS...: bench/redis_modes.py)."""
     client = redis_server.client()
     client.flushall()
     source.flood(True)
     sent_before = source.frames_sent()
-    process, metrics_port = reader.process(logs, source.ws_url, rest_url, redis_server.url, symbols)
+    process, metrics_port = reader.process(logs, source.ws_url, rest_url, redis_server.url, symbols, settings)
     process.start()
     try:
         keys = reader.keys(symbols) if reader.writes else []
@@ -132,17 +134,24 @@ def summarize(n: int, source: str, runs: dict[str, list[dict[str, float]]]) -> d
     """Medians per reader and metric (worst case for what must be zero), and the targets' ratios."""
     row: dict[str, Any] = {"symbols": n, "source": source}
     for reader, samples in runs.items():
-        for metric in samples[0]:
-            values = [s[metric] for s in samples]
-            worst = metric in ("wrong", "frames_lost")
-            row[f"{reader}_{metric}"] = max(values) if worst else statistics.median(values)
-        row[f"{reader}_source_saturated"] = max(s["source_cpu_share"] for s in samples) >= SATURATED
+        row.update({f"{reader}_{metric}": value for metric, value in figures(samples).items()})
     m, c = row["messenger_frames_per_s"], row["ceiling_frames_per_s"]
     row["ratio_to_ceiling"] = m / c
     row["ratio_to_poc"] = m / row["poc_frames_per_s"]
     row["cpu_ratio_to_ceiling"] = row["messenger_cpu_us_per_frame"] / row["ceiling_cpu_us_per_frame"]
     row["cpu_ratio_to_asyncio"] = row["messenger_cpu_us_per_frame"] / row["asyncio_cpu_us_per_frame"]
     row["frames_lost_max"] = max(row.get(f"{m}_frames_lost", 0) for m in ("messenger", "messenger_picows"))
+    return row
+
+
+def figures(samples: list[dict[str, float]]) -> dict[str, Any]:
+    """One reader's runs: the median of each metric, the worst of what must be zero, and whether
+    the source was the limit in any of them."""
+    row: dict[str, Any] = {}
+    for metric in samples[0]:
+        values = [s[metric] for s in samples]
+        row[metric] = max(values) if metric in ("wrong", "frames_lost") else statistics.median(values)
+    row["source_saturated"] = max(s["source_cpu_share"] for s in samples) >= SATURATED
     return row
 
 

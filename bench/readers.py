@@ -36,9 +36,14 @@ class Reader:
     lasting: bool = True
 
     def process(
-        self, logs: Path, ws_url: str, rest_url: str, redis_url: str, symbols: list[str]
-    ) -> tuple[Process, int | None]:
-        """The reader's process (not started), and its metrics port (the messenger's only)."""
+        self, logs: Path, ws_url: str, rest_url: str, redis_url: str, symbols: list[str],
+        settings: dict[str, str] | None = None,
+    ) -> tuple[Process, int | None]:  # fmt: skip
+        """The reader's process (not started), and its metrics port (the messenger's only).
+        ``settings``: more of the messenger's environment (its Redis mode: REDIS_SENTINELS...);
+        the other readers take none."""
+        if settings and self.name not in ("messenger", "messenger_picows"):
+            raise ValueError(f"{self.name} takes no settings")
         streams = [f"{s.lower()}@bookTicker" for s in symbols]
         python = sys.executable
         if self.name in ("messenger", "messenger_picows"):
@@ -48,6 +53,7 @@ class Reader:
                 "METRICS_PORT": str(port), "STATS_INTERVAL_S": "60", "LOG_LEVEL": "WARNING",
                 "RECONNECT_MIN_MS": "100", "RECONNECT_MAX_MS": "1000",
                 "WS_TRANSPORT": "picows" if self.name == "messenger_picows" else "websocket-client",
+                **(settings or {}),
             }  # fmt: skip
             return Messenger(logs, env, *symbols), port
         if self.name in ("ceiling", "poc"):  # bench/baselines.py, reading until stopped
@@ -73,15 +79,12 @@ class Reader:
         }
 
     def _quote(self, doc: dict[str, Any]) -> Quote:
-        if self.writes == "record":  # contract/records.py
-            return (
-                doc["update_id"],
-                doc["bid_price"],
-                doc["bid_quantity"],
-                doc["ask_price"],
-                doc["ask_quantity"],
-            )
-        return payload_quote(doc)
+        return record_quote(doc) if self.writes == "record" else payload_quote(doc)
+
+
+def record_quote(doc: dict[str, Any]) -> Quote:
+    """The quote of a bookTicker record (contract/records.py), as stored or as served."""
+    return (doc["update_id"], doc["bid_price"], doc["bid_quantity"], doc["ask_price"], doc["ask_quantity"])
 
 
 def payload_quote(data: dict[str, Any]) -> Quote:

@@ -29,12 +29,14 @@ from bench import (
     klines,
     members,
     order_books,
+    redis_modes,
     renewal,
     scale,
     serving,
 )
 from bench.ingest import SATURATED
 from bench.stack import rounded
+from contract.redis_client import SINGLE
 
 
 def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def measure(repeats: int, quick: bool, only: set[str] | None = None) -> dict[str
         "members": lambda: [rounded(r) for r in members.run_ingest([100, 2000], min(seconds, 3.0), repeats)],
         "failover": lambda: rounded(members.run_failover(3 if quick else 10, members.LIVENESS_MS, 12)),
         "conditional_writes": lambda: conditional_writes.run_variants(repeats, quick),
+        "redis_modes": lambda: redis_modes.run(3 if quick else 10, seconds, repeats=repeats),
     }
     unknown = (only or set()) - set(benchmarks)
     if unknown:
@@ -138,6 +141,8 @@ def table(results: dict[str, Any]) -> str:
         rows += _failover_rows(results["failover"])
     for c in results.get("conditional_writes", []):
         rows += _conditional_rows(c)
+    if "redis_modes" in results:
+        rows += _redis_modes_rows(results["redis_modes"])
     return "".join("| " + " | ".join(cells) + " |\n" for cells in rows)
 
 
@@ -209,6 +214,69 @@ def _conditional_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
          f"conditional {cond['redis_cpu_us_per_record']:.1f}; 2 members {two['redis_cpu_us_per_record']:.1f}",
          f"plain SET {plain['redis_cpu_us_per_record']:.1f}",
          f"{c['redis_cpu_ratio_conditional_to_plain']:.2f}", "", ""),
+    ]  # fmt: skip
+
+
+def _redis_modes_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Each Redis mode beside one redis-server, measured in turn in one run: serving and ingest,
+    with what must be zero (non-2xx and wrong answers, frames lost, symbols wrong); a mode that
+    does not work yet is said so, with no figures."""
+    rows: list[tuple[str, ...]] = []
+    for mode, row in r["modes"].items():
+        label = redis_modes.LABELS[mode]
+        if row == redis_modes.NOT_SUPPORTED:
+            rows.append((f"Redis {label} vs single", "serving; ingest", row, "", "", "", ""))
+        elif mode != SINGLE:
+            rows += _mode_serving_rows(r, mode, "snapshot", "POST /snapshot/BTC_USDT")
+            rows += _mode_serving_rows(
+                r, mode, "snapshots", f"POST /snapshots, {r['snapshots_symbols']} symbols"
+            )
+            rows += _mode_ingest_rows(r, mode)
+    return rows
+
+
+def _mode_serving_rows(r: dict[str, Any], mode: str, path: str, what: str) -> list[tuple[str, ...]]:
+    label, ratio = redis_modes.LABELS[mode], r["ratios_to_single"][mode]
+    row, single = r["modes"][mode], r["modes"][SINGLE]
+    name = f"Redis {label} vs single, {what}, wrk {r['connections']}"
+
+    def latency(side: dict[str, Any]) -> str:
+        return (f"{side[f'{path}_p50_ms']:.1f} / {side[f'{path}_p99_ms']:.1f}; "
+                f"{side[f'{path}_non_2xx']:,.0f}; {side[f'{path}_wrong_answers']:,.0f}")  # fmt: skip
+
+    bad = sum(side[f"{path}_{n}"] for side in (row, single) for n in ("non_2xx", "wrong_answers"))
+    checked = row[f"{path}_answers_checked"] + single[f"{path}_answers_checked"]
+    return [
+        (name, "requests/s", f"{label} {row[f'{path}_requests_per_s']:,.0f}",
+         f"single {single[f'{path}_requests_per_s']:,.0f}", f"{ratio[f'{path}_requests_per_s']:.2f}", "", ""),
+        (name, "p50 / p99 ms; non-2xx; wrong answers", f"{label} {latency(row)}", f"single {latency(single)}",
+         f"p99 {ratio[f'{path}_p99_ms']:.2f}", f"0 non-2xx, 0 wrong ({checked:,.0f} checked)",
+         "met" if bad == 0 else f"{bad:,.0f} bad"),
+    ]  # fmt: skip
+
+
+def _mode_ingest_rows(r: dict[str, Any], mode: str) -> list[tuple[str, ...]]:
+    label, ratio = redis_modes.LABELS[mode], r["ratios_to_single"][mode]
+    row, single = r["modes"][mode], r["modes"][SINGLE]
+    name = f"Redis {label} vs single, ingest {r['symbols']:,} symbols ({r['source']})"
+
+    def share(side: dict[str, Any]) -> str:
+        saturated = ": saturated" if side["ingest_source_saturated"] else ""
+        return f" ({r['source']} {side['ingest_source_cpu_share']:.0%}{saturated})"
+
+    lost = row["ingest_frames_lost"] + single["ingest_frames_lost"]
+    wrong = row["ingest_wrong"] + single["ingest_wrong"]
+    return [
+        (name, "CPU us/frame", f"{label} {row['ingest_cpu_us_per_frame']:.1f}{share(row)}",
+         f"single {single['ingest_cpu_us_per_frame']:.1f}{share(single)}",
+         f"{ratio['ingest_cpu_us_per_frame']:.2f}", "", ""),
+        (name, "frames/s into Redis", f"{label} {row['ingest_frames_per_s']:,.0f}{share(row)}",
+         f"single {single['ingest_frames_per_s']:,.0f}{share(single)}", f"{ratio['ingest_frames_per_s']:.2f}",
+         "", ""),
+        (name, "frames lost; symbols wrong",
+         f"{label} {row['ingest_frames_lost']:,.0f}; {row['ingest_wrong']:.0f}",
+         f"single {single['ingest_frames_lost']:,.0f}; {single['ingest_wrong']:.0f}", "", "0 lost, 0 wrong",
+         "met" if lost == 0 and wrong == 0 else f"{lost:,.0f} lost, {wrong:.0f} wrong"),
     ]  # fmt: skip
 
 

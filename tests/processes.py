@@ -257,6 +257,18 @@ class RedisSentinel(Process):
         return {int(r["port"]): r["flags"] for r in found}
 
 
+def replica_ready(primary: RedisServer, replica: RedisServer, sentinels: list[RedisSentinel]) -> bool:
+    """The replica copies the primary in sync, and every sentinel sees it up."""
+    with primary.client() as client:
+        info: Any = client.info("replication")
+    online = any(
+        isinstance(v, dict) and v.get("port") == replica.port and v.get("state") == "online"
+        for k, v in info.items()
+        if k.startswith("slave")
+    )
+    return online and all(s.replicas().get(replica.port) == "slave" for s in sentinels)
+
+
 class Simulator(Process):
     """``python -m simulator`` with helpers for its control API."""
 

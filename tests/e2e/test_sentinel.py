@@ -44,6 +44,7 @@ from tests.processes import (
     Simulator,
     http,
     messenger_env,
+    replica_ready,
     wait_until,
 )
 
@@ -141,18 +142,6 @@ def primary_port(sentinels: list[RedisSentinel]) -> int | None:
     seen = {s.primary() for s in sentinels}
     only = seen.pop() if len(seen) == 1 else None
     return None if only is None else only[1]
-
-
-def replica_ready(primary: RedisServer, replica: RedisServer, sentinels: list[RedisSentinel]) -> bool:
-    """The replica copies the primary in sync, and every sentinel sees it up."""
-    with primary.client() as client:
-        info: Any = client.info("replication")
-    online = any(
-        isinstance(v, dict) and v.get("port") == replica.port and v.get("state") == "online"
-        for k, v in info.items()
-        if k.startswith("slave")
-    )
-    return online and all(s.replicas().get(replica.port) == "slave" for s in sentinels)
 
 
 @pytest.fixture

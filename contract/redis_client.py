@@ -164,6 +164,7 @@ class Routes:
     def __init__(self, client: redis.Redis) -> None:
         self._client: Any = client
         self._cluster = isinstance(client, RedisCluster)
+        self.single = not self._cluster  # every key's commands go to one place
 
     def pool(self, key: str) -> Any:
         """The connection pool ``key``'s commands go to."""

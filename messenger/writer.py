@@ -340,10 +340,13 @@ class Writer(Worker):
         """
         if not commands:  # liveness of connections with no record yet: nothing names it
             return []
-        groups: dict[Any, list[int]] = {}
         pool = self._routes.pool
-        for i, route in enumerate(routes):
-            groups.setdefault(pool(route), []).append(i)
+        if self._routes.single:  # one Redis (or Sentinel's primary): every command on one connection
+            groups: dict[Any, list[int]] = {pool(CONTROL_TAG): list(range(len(commands)))}
+        else:
+            groups = {}
+            for i, route in enumerate(routes):
+                groups.setdefault(pool(route), []).append(i)
         replies: list[Any] = [None] * len(commands)
         try:
             conns = {p: self._connection(p) for p in groups}
@@ -357,7 +360,8 @@ class Writer(Worker):
                 stages = [[p for p in groups if p not in last], last]
             for stage in stages:
                 for p in stage:
-                    conns[p].send_packed_command([b"".join(commands[i] for i in groups[p])])
+                    sent = commands if len(groups) == 1 else [commands[i] for i in groups[p]]
+                    conns[p].send_packed_command([b"".join(sent)])
                 for p in stage:
                     conn = conns[p]
                     for i in groups[p]:

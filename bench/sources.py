@@ -73,6 +73,13 @@ class FeedProcess(Process):
         status = http("POST", f"http://127.0.0.1:{self.port}/_feed/flood?on={int(on)}")[0]
         assert status == 200
 
+    def probe(self, symbol: str) -> dict[str, Any]:
+        """Send one new frame of ``symbol`` now: its ``u``, ``sent_at`` (epoch s) and ``connections``."""
+        status, _, doc = http("POST", f"http://127.0.0.1:{self.port}/_feed/probe?symbol={symbol}")
+        assert status == 200, doc
+        answer: dict[str, Any] = doc
+        return answer
+
 
 class FeedSource:
     """The cheap feed."""

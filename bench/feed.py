@@ -22,8 +22,9 @@ streams carry frames; other streams are accepted and stay silent. No limit is en
 
 Control, plain HTTP on the same port (what a benchmark needs to judge a reader):
 
-- ``GET /_feed/state``: ``flood``, ``frames_sent`` (all connections, ever), ``streams`` (subscribed
-  on open connections), ``connections``;
+- ``GET /_feed/state``: ``flood``, ``rate``, ``frames_sent`` (all connections, ever), ``streams``
+  (subscribed on open connections), ``connections`` (each with its ``frames_skipped``: paced frames
+  due while its reader was behind);
 - ``GET /_feed/last``: each symbol's last payload sent, ``{"BTCUSDT": {"u": ..., "s": ...}}``;
 - ``POST /_feed/flood?on=1`` or ``?on=0``: send frames, or stop (pings and replies go on);
 - ``POST /_feed/probe?symbol=BTCUSDT``: one new frame of that symbol now, on every connection
@@ -48,7 +49,7 @@ from bench.tapes import Tape
 logger = logging.getLogger("bench.feed")
 
 TICK_S = 0.001  # a paced feed's frames go out this often
-MAX_CATCH_UP_S = 0.05  # after a stall (a big subscribe, a busy machine), at most this much is sent at once
+MAX_CATCH_UP_S = 0.25  # after a stall (a big subscribe, a busy machine), at most this much is sent at once
 
 
 class Feed:

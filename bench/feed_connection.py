@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         self.by_symbol: dict[str, Entry] = {}
         self.cursor = 0
         self.credit = 0.0  # frames due on a paced feed, not sent yet
+        self.frames_skipped = 0  # frames due on a paced feed while the reader was behind
         self.frames_sent = 0
         self.fragments: list[bytes] = []
         self.ping_handle: asyncio.TimerHandle | None = None
@@ -107,10 +108,11 @@ class Connection(asyncio.Protocol):
     def paced(self, due: float) -> None:
         """Send the frames now due on a paced feed (``due``: this tick's share, a fraction of a frame
         carried over); a reader whose buffers are full skips them."""
-        if self.paused or self.closing or self.transport is None:
-            self.credit = 0.0
-            return
         self.credit += due
+        if self.paused or self.closing or self.transport is None:
+            self.frames_skipped += int(self.credit)
+            self.credit -= int(self.credit)
+            return
         frames = int(self.credit)
         if frames:
             self.credit -= frames
@@ -269,4 +271,5 @@ class Connection(asyncio.Protocol):
             "path": self.path,
             "streams": len(self.streams),
             "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
         }

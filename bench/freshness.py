@@ -43,6 +43,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,7 @@ def run(
     repeats: int = 3,
     transports: tuple[str, ...] = TRANSPORTS,
     sources: tuple[str, ...] = SOURCES,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Medians over ``repeats`` runs of each source and transport, with the HTTP path's ratio to
     reading Redis directly; each repeat runs every pair, in an order that alternates between repeats."""
@@ -301,6 +303,8 @@ def run(
     for n in range(repeats):
         for source, transport in pairs if n % 2 == 0 else pairs[::-1]:
             runs[source, transport].append(run_once(symbols, rate, samples, transport, source))
+            if progress is not None:
+                progress(f"freshness: {source}, {transport}: {rounded(runs[source, transport][-1])}")
     row: dict[str, Any] = {"symbols": symbols}
     for (source, transport), measured in runs.items():
         figures = medians(measured)
@@ -324,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     sources = tuple(filter(None, args.source.split(",")))
     if not sources or set(sources) - set(SOURCES):
         parser.error(f"--source: one or more of {', '.join(SOURCES)}")
-    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, progress=say)
     print(json.dumps(rounded(row)))
     return 0
 

@@ -49,9 +49,8 @@ from typing import Any
 
 import orjson
 
-from bench.sources import FeedProcess
+from bench.sources import FeedProcess, FeedSource, SimulatorSource
 from bench.stack import (
-    frames_sent,
     medians,
     percentile,
     proc_stats,
@@ -60,7 +59,7 @@ from bench.stack import (
     running,
     trading_symbols,
 )
-from tests.processes import Gunicorn, Messenger, Simulator, free_port, messenger_env, wait_until
+from tests.processes import Gunicorn, Messenger, free_port, messenger_env, wait_until
 from tests.processes import http as http_get
 
 KEY = "transmute:bookticker:btcusdt"
@@ -125,71 +124,7 @@ class RedisReader:
         return update_id or -1
 
 
-class SimulatorProbe:
-    """The simulator's own flood (``--rate``); a probe sets BTCUSDT's top of book over its control API."""
-
-    name = "simulator"
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
-
-    @property
-    def pid(self) -> int:
-        assert self.sim.proc is not None
-        return self.sim.proc.pid
-
-    def frames_sent(self) -> int:
-        return frames_sent(self.sim)[0]
-
-    def probe(self, n: int) -> tuple[int, float]:
-        """Send a new top of book now: (its update id, when it was handed to the connections, epoch s)."""
-        doc = {
-            "symbol": "BTCUSDT",
-            "bid_price": f"{40000 + n % 1000}.01000000",
-            "bid_quantity": "1.00000000",
-            "ask_price": f"{40000 + n % 1000}.02000000",
-            "ask_quantity": "1.00000000",
-        }
-        body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
-        try:
-            self.conn.request("POST", "/_sim/book", body, headers)
-            response = self.conn.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionError):
-            self.conn.close()  # reconnected by the next request
-            self.conn.request("POST", "/_sim/book", body, headers)
-            response = self.conn.getresponse()
-        sent = orjson.loads(response.read())
-        return int(sent["u"]), sent["published_at_ms"] / 1000
-
-
-class FeedProbe:
-    """The cheap feed, paced; a probe sends BTCUSDT's next frame at once (``POST /_feed/probe``)."""
-
-    name = "feed"
-
-    def __init__(self, feed: FeedProcess) -> None:
-        self.feed = feed
-
-    @property
-    def pid(self) -> int:
-        assert self.feed.proc is not None
-        return self.feed.proc.pid
-
-    def frames_sent(self) -> int:
-        return int(self.feed.state()["frames_sent"])
-
-    def frames_skipped(self) -> int:
-        """Frames due while the messenger was behind (its buffers full), on its open connections."""
-        return sum(int(c["frames_skipped"]) for c in self.feed.state()["connections"])
-
-    def probe(self, n: int) -> tuple[int, float]:
-        """Send BTCUSDT's next frame now: (its update id, when it was written, epoch s)."""
-        sent = self.feed.probe("BTCUSDT")
-        return int(sent["u"]), float(sent["sent_at"])
-
-
-Probe = SimulatorProbe | FeedProbe
+Probe = SimulatorSource | FeedSource
 
 
 def sample(source: Probe, reader: Any, n: int) -> float | None:
@@ -234,13 +169,13 @@ def run_once(
         gunicorn = Gunicorn(logs, redis_server.url, workers=None)
         flood = [] if feed is None else [feed]
         with running(redis_server, sim, *flood, messenger, gunicorn):
-            source: Probe = SimulatorProbe(sim) if feed is None else FeedProbe(feed)
+            source: Probe = SimulatorSource(sim) if feed is None else FeedSource(feed)
             client = redis_server.client()
             wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
             time.sleep(1.0)  # seeds done: the steady stream
             sent0, t0, buckets0 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
             cpu0 = proc_stats(source.pid)[0]
-            skipped0 = source.frames_skipped() if isinstance(source, FeedProbe) else 0
+            skipped0 = source.frames_skipped() if isinstance(source, FeedSource) else 0
             http_reader = HttpReader(gunicorn.port)
             readers = {"http": http_reader, "redis": RedisReader(client)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
@@ -255,10 +190,9 @@ def run_once(
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
             sent1, t1, buckets1 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
             cpu1 = proc_stats(source.pid)[0]
-            skipped1 = source.frames_skipped() if isinstance(source, FeedProbe) else 0
+            skipped1 = source.frames_skipped() if isinstance(source, FeedSource) else 0
             http_reader.conn.close()
-            if isinstance(source, SimulatorProbe):
-                source.conn.close()
+            source.close()
     figures = {
         "http_p50_ms": percentile(latencies["http"], 50),
         "http_p99_ms": percentile(latencies["http"], 99),

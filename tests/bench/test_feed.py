@@ -45,10 +45,13 @@ def test_a_combined_stream_as_binance_sends_it_subscribe_replies_pings_and_the_l
     ws = websocket.create_connection(f"{feed.ws_url}/stream?streams=btcusdt@bookTicker", timeout=5)
     try:
         ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": ["ethbtc@bookTicker"], "id": 7}).decode())
-        replies, pings = [], 0
+        replies: list[Any] = []
+        pings = 0
         last_u: dict[str, int] = {}
         received: dict[str, Any] = {}
-        for opcode, msg in frames(ws, 0.6):
+        for opcode, msg in frames(ws, 5):  # until the reply and both symbols' frames are read
+            if replies and len(last_u) == 2:
+                break
             if opcode == websocket.ABNF.OPCODE_PING:
                 pings += 1
             elif "stream" not in msg:

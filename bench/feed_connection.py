@@ -1,5 +1,6 @@
 """One client of the cheap feed (bench/feed.py): an HTTP request first (a control call, or an
-upgrade), then, on a WebSocket, frames as fast as it reads them and answers to its requests."""
+upgrade), then, on a WebSocket, frames (as fast as it reads them, or at its share of the feed's
+pace) and answers to its requests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from bench import wire
-from bench.tapes import Entry, batch, entry
+from bench.tapes import Entry, batch, entry, frame
 
 if TYPE_CHECKING:
     from bench.feed import Feed
@@ -43,7 +44,10 @@ class Connection(asyncio.Protocol):
         self.combined = True
         self.streams: dict[str, Entry | None] = {}
         self.entries: list[Entry] = []
+        self.by_symbol: dict[str, Entry] = {}
         self.cursor = 0
+        self.credit = 0.0  # frames due on a paced feed, not sent yet
+        self.frames_skipped = 0  # frames due on a paced feed while the reader was behind
         self.frames_sent = 0
         self.fragments: list[bytes] = []
         self.ping_handle: asyncio.TimerHandle | None = None
@@ -84,6 +88,8 @@ class Connection(asyncio.Protocol):
     def pump(self) -> None:
         """Write frames until the reader's buffers are full, a turn at a time."""
         self.scheduled = False
+        if self.feed.rate:  # paced: the feed's ticks send (Feed.pace)
+            return
         if self.closing or self.paused or not self.feed.flood or not self.entries or self.transport is None:
             return
         for _ in range(BATCHES_A_TURN):
@@ -98,6 +104,31 @@ class Connection(asyncio.Protocol):
     def _pump_if_scheduled(self) -> None:
         if self.scheduled:
             self.pump()
+
+    def paced(self, due: float) -> None:
+        """Send the frames now due on a paced feed (``due``: this tick's share, a fraction of a frame
+        carried over); a reader whose buffers are full skips them."""
+        self.credit += due
+        if self.paused or self.closing or self.transport is None:
+            self.frames_skipped += int(self.credit)
+            self.credit -= int(self.credit)
+            return
+        frames = int(self.credit)
+        if frames:
+            self.credit -= frames
+            buffer, self.cursor = batch(self.entries, self.cursor, frames)
+            self.transport.write(buffer)
+            self.frames_sent += frames
+
+    def carries(self, symbol: str) -> bool:
+        """Whether a bookTicker stream of ``symbol`` is subscribed here."""
+        return symbol in self.by_symbol
+
+    def write_update(self, symbol: str, u: int) -> None:
+        """The frame of ``symbol`` with update id ``u``, now (behind whatever is buffered)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(self.by_symbol[symbol], u))
+            self.frames_sent += 1
 
     def send(self, opcode: int, payload: bytes) -> None:
         """One whole frame, between two batches."""
@@ -152,6 +183,13 @@ class Connection(asyncio.Protocol):
         elif (method, path) == ("POST", "/_feed/flood"):
             self.feed.set_flood(query.get("on", ["1"])[0] not in ("0", "false"))
             self._answer(200, {"flood": self.feed.flood})
+        elif (method, path) == ("POST", "/_feed/probe"):
+            symbol = query.get("symbol", [""])[0]
+            sent = self.feed.probe(symbol)
+            if sent is None:
+                self._answer(404, {"error": f"no connection carries {symbol or 'no symbol'}@bookTicker"})
+            else:
+                self._answer(200, sent)
         else:
             self._answer(404, {"error": f"no route {method} {path}"})
 
@@ -223,6 +261,7 @@ class Connection(asyncio.Protocol):
     def _rebuild(self) -> None:
         tapes = [e[0] for e in self.streams.values() if e is not None]
         self.entries = [entry(tape, self.combined) for tape in tapes]
+        self.by_symbol = {e[0].symbol: e for e in self.entries}
         self.cursor = 0
 
     def describe(self) -> dict[str, Any]:
@@ -232,4 +271,5 @@ class Connection(asyncio.Protocol):
             "path": self.path,
             "streams": len(self.streams),
             "frames_sent": self.frames_sent,
+            "frames_skipped": self.frames_skipped,
         }

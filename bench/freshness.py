@@ -1,24 +1,36 @@
 """Freshness: how long from the exchange sending a frame until a client can read it over HTTP.
 
     python -m bench.freshness [--samples 400] [--repeats 3] [--symbols 2000] [--rate 10]
-                              [--transports websocket-client,picows]
+                              [--transports websocket-client,picows] [--source simulator,feed]
 
-The simulator streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
+A flood source streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
 messenger runs ``--all`` and the server runs as shipped (gunicorn, gevent). A probe then, again
-and again, makes the simulator send a new top of book for BTCUSDT and polls until the new
+and again, makes the source send a new top of book for BTCUSDT and polls until the new
 ``update_id`` is readable. Samples alternate between two readers, side by side in one run:
 
 - ``http``: ``POST /snapshot/BTC_USDT`` on a kept-alive connection, what a client sees;
 - ``redis``: ``GET`` of the key straight from Redis (the baseline: how fresh Redis is).
 
-Each repeat runs the messenger once on each ``WS_TRANSPORT`` (the default ``websocket-client``,
-then ``picows``; the order alternates between repeats), against the same flood: the figures of the
-default transport keep their plain names, picows's are prefixed ``picows_``.
+Two flood sources, side by side in one run (``--source``):
 
-A latency is counted from the simulator handing the frame to its connections to the end of the
-first read that returned it, so it includes the probe's own last read (an upper bound). The
-messenger's own share (frame received -> acknowledged by Redis) is read from its histogram
-metric over the same samples, as the upper bound of the bucket holding its 99th percentile.
+- ``simulator``: the project's simulator (``--rate``, random symbols), which also makes the probe's
+  top of book; it takes a large share of a core at 20,000 frames/s, on the same cores as the
+  messenger, Redis, gunicorn and the probe (Binance in production is on another machine);
+- ``feed``: the cheap feed paced at the same total rate (bench/feed.py ``--rate``, rotating over
+  every symbol, Binance's frames pre-encoded), probed with ``POST /_feed/probe``; the simulator
+  still answers REST (exchangeInfo, seeds) and streams nothing.
+
+Each repeat runs the messenger once on each ``WS_TRANSPORT`` (the default ``websocket-client``,
+then ``picows``) against each source; the order alternates between repeats. The figures of the
+simulator and the default transport keep their plain names; picows's are prefixed ``picows_``, the
+feed's ``feed_`` (``feed_picows_`` for both). Beside each: the source's own share of a core over
+the samples (``source_cpu_share``, from /proc) and the machine's 1-minute load when the run began.
+
+A latency is counted from the source handing the frame to its connections (the simulator's
+``published_at_ms``, the feed's ``sent_at``) to the end of the first read that returned it, so it
+includes the probe's own last read (an upper bound). The messenger's own share (frame received ->
+acknowledged by Redis) is read from its histogram metric over the same samples, as the upper bound
+of the bucket holding its 99th percentile.
 """
 
 from __future__ import annotations
@@ -26,19 +38,22 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bench.sources import FeedProcess, FeedSource, SimulatorSource
 from bench.stack import (
-    frames_sent,
     medians,
     percentile,
+    proc_stats,
     redis_and_simulator,
     rounded,
     running,
@@ -110,39 +125,36 @@ class RedisReader:
         return update_id or -1
 
 
-def sample(sim_conn: http.client.HTTPConnection, reader: Any, n: int) -> float | None:
+Probe = SimulatorSource | FeedSource
+
+
+def sample(source: Probe, reader: Any, n: int) -> float | None:
     """Send a new top of book; seconds until ``reader`` returns it (None: never, within GIVE_UP_S)."""
-    doc = {
-        "symbol": "BTCUSDT",
-        "bid_price": f"{40000 + n % 1000}.01000000",
-        "bid_quantity": "1.00000000",
-        "ask_price": f"{40000 + n % 1000}.02000000",
-        "ask_quantity": "1.00000000",
-    }
-    body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
-    try:
-        sim_conn.request("POST", "/_sim/book", body, headers)
-        response = sim_conn.getresponse()
-    except (http.client.RemoteDisconnected, ConnectionError):
-        sim_conn.close()  # reconnected by the next request
-        sim_conn.request("POST", "/_sim/book", body, headers)
-        response = sim_conn.getresponse()
-    sent = orjson.loads(response.read())
-    published_s: float = sent["published_at_ms"] / 1000
-    while time.time() - published_s < GIVE_UP_S:
-        if reader() >= sent["u"]:
-            return time.time() - published_s
+    u, sent_s = source.probe(n)
+    while time.time() - sent_s < GIVE_UP_S:
+        if reader() >= u:
+            return time.time() - sent_s
     return None
 
 
 def run_once(
-    symbols: int, rate: float, samples: int, transport: str = "websocket-client"
+    symbols: int,
+    rate: float,
+    samples: int,
+    transport: str = "websocket-client",
+    source_name: str = "simulator",
 ) -> dict[str, float]:
-    """One measurement with the messenger on ``transport``: p50/p99 in ms for each reader, and the
-    rate actually streamed."""
+    """One measurement with the messenger on ``transport`` fed by ``source_name``: p50/p99 in ms for
+    each reader, the rate actually streamed and the source's share of a core."""
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
-        redis_server, sim = redis_and_simulator(logs, "--rate", str(rate), *trading_symbols(symbols))
+        load = os.getloadavg()[0]
+        on_sim = source_name == "simulator"
+        # The simulator answers REST (exchangeInfo, seeds) either way, and streams only if it is the source.
+        redis_server, sim = redis_and_simulator(
+            logs, "--rate", str(rate if on_sim else 0), *trading_symbols(symbols)
+        )
+        feed = None if on_sim else FeedProcess(logs, "--rate", str(rate * symbols))
         metrics_port = free_port()
         env = messenger_env(
             sim,
@@ -152,38 +164,62 @@ def run_once(
             METRICS_PORT=metrics_port,
             WS_TRANSPORT=transport,
         )
+        if feed is not None:
+            env["BINANCE_WS_URL"] = feed.ws_url
         messenger = Messenger(logs, env, "--all")
         gunicorn = Gunicorn(logs, redis_server.url, workers=None)
-        with running(redis_server, sim, messenger, gunicorn):
+        flood = [] if feed is None else [feed]
+        with running(redis_server, sim, *flood, messenger, gunicorn):
+            source: Probe = SimulatorSource(sim) if feed is None else FeedSource(feed)
             client = redis_server.client()
             wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
             time.sleep(1.0)  # seeds done: the steady stream
-            (sent0, _), t0, buckets0 = frames_sent(sim), time.monotonic(), latency_buckets(metrics_port)
-            sim_conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
-            readers = {"http": HttpReader(gunicorn.port), "redis": RedisReader(client)}
+            sent0, t0, buckets0 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
+            cpu0 = proc_stats(source.pid)[0]
+            skipped0 = source.frames_skipped() if isinstance(source, FeedSource) else 0
+            http_reader = HttpReader(gunicorn.port)
+            readers = {"http": http_reader, "redis": RedisReader(client)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
             missed = 0
             for n in range(samples):
                 name = "http" if n % 2 == 0 else "redis"
-                latency = sample(sim_conn, readers[name], n)
+                latency = sample(source, readers[name], n)
                 if latency is None:
                     missed += 1
                 else:
                     latencies[name].append(latency * 1000)
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
-            (sent1, _), t1, buckets1 = frames_sent(sim), time.monotonic(), latency_buckets(metrics_port)
-    return {
+            sent1, t1, buckets1 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
+            cpu1 = proc_stats(source.pid)[0]
+            skipped1 = source.frames_skipped() if isinstance(source, FeedSource) else 0
+            http_reader.conn.close()
+            source.close()
+    figures = {
         "http_p50_ms": percentile(latencies["http"], 50),
         "http_p99_ms": percentile(latencies["http"], 99),
         "redis_p50_ms": percentile(latencies["redis"], 50),
         "redis_p99_ms": percentile(latencies["redis"], 99),
         "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
         "frames_per_s": (sent1 - sent0) / (t1 - t0),
+        "source_cpu_share": (cpu1 - cpu0) / (t1 - t0),
+        "load_1m": load,
         "missed": float(missed),
     }
+    if not on_sim:  # a paced feed skips what the messenger is too far behind to take; the simulator queues it
+        figures["frames_skipped_per_s"] = (skipped1 - skipped0) / (t1 - t0)
+    return figures
 
 
 DEFAULT_TRANSPORT = "websocket-client"
+TRANSPORTS = (DEFAULT_TRANSPORT, "picows")
+DEFAULT_SOURCE = "simulator"
+SOURCES = (DEFAULT_SOURCE, "feed")
+
+
+def prefix(source: str, transport: str) -> str:
+    """Where a source's and transport's figures are named: ``feed_picows_http_p99_ms``."""
+    named = [source] * (source != DEFAULT_SOURCE) + [transport] * (transport != DEFAULT_TRANSPORT)
+    return "".join(f"{name}_" for name in named)
 
 
 def run(
@@ -191,20 +227,24 @@ def run(
     rate: float = 10.0,
     samples: int = 400,
     repeats: int = 3,
-    transports: tuple[str, ...] = (DEFAULT_TRANSPORT, "picows"),
+    transports: tuple[str, ...] = TRANSPORTS,
+    sources: tuple[str, ...] = SOURCES,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Medians over ``repeats`` runs of each transport, with the HTTP path's ratio to reading Redis
-    directly; each repeat runs every transport, in an order that alternates between repeats."""
-    runs: dict[str, list[dict[str, float]]] = {t: [] for t in transports}
+    """Medians over ``repeats`` runs of each source and transport, with the HTTP path's ratio to
+    reading Redis directly; each repeat runs every pair, in an order that alternates between repeats."""
+    pairs = [(source, transport) for source in sources for transport in transports]
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {pair: [] for pair in pairs}
     for n in range(repeats):
-        for transport in transports if n % 2 == 0 else transports[::-1]:
-            runs[transport].append(run_once(symbols, rate, samples, transport))
+        for source, transport in pairs if n % 2 == 0 else pairs[::-1]:
+            runs[source, transport].append(run_once(symbols, rate, samples, transport, source))
+            if progress is not None:
+                progress(f"freshness: {source}, {transport}: {rounded(runs[source, transport][-1])}")
     row: dict[str, Any] = {"symbols": symbols}
-    for transport, measured in runs.items():
+    for (source, transport), measured in runs.items():
         figures = medians(measured)
         figures["http_p99_over_redis_p99"] = figures["http_p99_ms"] / figures["redis_p99_ms"]
-        prefix = "" if transport == DEFAULT_TRANSPORT else f"{transport}_"
-        row.update({prefix + name: value for name, value in figures.items()})
+        row.update({prefix(source, transport) + name: value for name, value in figures.items()})
     return row
 
 
@@ -215,10 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--transports", default=f"{DEFAULT_TRANSPORT},picows", metavar="NAME,...")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS), metavar="NAME,...")
+    parser.add_argument("--source", default=",".join(SOURCES), metavar="simulator,feed",
+                        help="the flood sources, side by side (default: both)")  # fmt: skip
     args = parser.parse_args(argv)
     transports = tuple(filter(None, args.transports.split(",")))
-    print(json.dumps(rounded(run(args.symbols, args.rate, args.samples, args.repeats, transports))))
+    sources = tuple(filter(None, args.source.split(",")))
+    if not sources or set(sources) - set(SOURCES):
+        parser.error(f"--source: one or more of {', '.join(SOURCES)}")
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, progress=say)
+    print(json.dumps(rounded(row)))
     return 0
 
 

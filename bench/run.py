@@ -85,17 +85,7 @@ def table(results: dict[str, Any]) -> str:
 
     for r in results["ingest"]:
         rows += _ingest_rows(r)
-    f = results["freshness"]
-    add(f"freshness, {f['frames_per_s']:,.0f} frames/s", "sent -> readable, p50 / p99 ms",
-        f"HTTP {f['http_p50_ms']:.1f} / {f['http_p99_ms']:.1f}",
-        f"Redis {f['redis_p50_ms']:.1f} / {f['redis_p99_ms']:.1f}",
-        f"{f['http_p99_over_redis_p99']:.2f}", "p99 <= 5", verdict(f["http_p99_ms"], 5, False))  # fmt: skip
-    if "picows_http_p99_ms" in f:  # the messenger with WS_TRANSPORT=picows, same flood, same run
-        add(f"freshness, {f['picows_frames_per_s']:,.0f} frames/s, picows", "sent -> readable, p50 / p99 ms",
-            f"HTTP {f['picows_http_p50_ms']:.1f} / {f['picows_http_p99_ms']:.1f}",
-            f"Redis {f['picows_redis_p50_ms']:.1f} / {f['picows_redis_p99_ms']:.1f}",
-            f"{f['picows_http_p99_over_redis_p99']:.2f}", "p99 <= 5",
-            verdict(f["picows_http_p99_ms"], 5, False))  # fmt: skip
+    rows += _freshness_rows(results["freshness"])
     s = results["serving"]
     name = f"serving, wrk {s['connections']} connections"
     add(name, "requests/s", f"{s['server_requests_per_s']:,.0f}", f"bare {s['bare_requests_per_s']:,.0f}",
@@ -350,6 +340,31 @@ def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
     ]  # fmt: skip
 
 
+FRESHNESS_SIDES = [(source, transport) for source in freshness.SOURCES for transport in freshness.TRANSPORTS]
+
+
+def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A row per flood source and transport measured (same run), each with the source's share of a
+    core (the simulator's competes with the service for this machine's cores; Binance's does not)."""
+    rows: list[tuple[str, ...]] = []
+    for source, transport in FRESHNESS_SIDES:
+        p = freshness.prefix(source, transport)
+        if f"{p}http_p99_ms" not in f:
+            continue
+        name = f"freshness, {f[f'{p}frames_per_s']:,.0f} frames/s"
+        if f"{p}source_cpu_share" in f:  # since the feed became a source: the source named, its CPU
+            name += f" from the {source}"
+        if transport != freshness.DEFAULT_TRANSPORT:
+            name += f", {transport}"
+        share = f" ({source} {f[f'{p}source_cpu_share']:.0%})" if f"{p}source_cpu_share" in f else ""
+        rows.append((name, "sent -> readable, p50 / p99 ms",
+                     f"HTTP {f[f'{p}http_p50_ms']:.1f} / {f[f'{p}http_p99_ms']:.1f}{share}",
+                     f"Redis {f[f'{p}redis_p50_ms']:.1f} / {f[f'{p}redis_p99_ms']:.1f}",
+                     f"{f[f'{p}http_p99_over_redis_p99']:.2f}", "p99 <= 5",
+                     verdict(f[f"{p}http_p99_ms"], 5, False)))  # fmt: skip
+    return rows
+
+
 def _source(r: dict[str, Any], reader: str) -> str:
     share = r[f"{reader}_source_cpu_share"]
     return f" ({r['source']} {share:.0%}{': saturated' if r[f'{reader}_source_saturated'] else ''})"
@@ -436,7 +451,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     a.set_title(f"Ingest ({rows[0]['source']} flood)")
     a.legend(ncols=2, fontsize="small")
     f = results["freshness"]
-    sides = [("", "websocket-client")] + [("picows_", "picows")] * ("picows_http_p99_ms" in f)
+    short = {"websocket-client": "ws-client", "simulator": "sim"}
+    sides = [
+        (p, f"{short.get(source, source)}, {short.get(transport, transport)}")
+        for source, transport in FRESHNESS_SIDES
+        if f"{(p := freshness.prefix(source, transport))}http_p99_ms" in f
+    ]
     for i, (prefix, _) in enumerate(sides):
         at = [2 * i, 2 * i + 1]
         b.bar(at, [f[f"{prefix}redis_p50_ms"], f[f"{prefix}http_p50_ms"]], 0.35,
@@ -445,9 +465,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
               label="p99" if i == 0 else None, color="tab:orange")  # fmt: skip
     b.axhline(5, color="red", linestyle="--", label="target p99")
     b.set_xticks([x + 0.17 for x in range(2 * len(sides))],
-                 [f"{where}\n{name}" for _, name in sides for where in ("Redis", "HTTP")])  # fmt: skip
+                 [f"{where}\n{name}" for _, name in sides for where in ("Redis", "HTTP")],
+                 fontsize="x-small" if len(sides) > 2 else None)  # fmt: skip
     b.set_ylabel("ms after the frame was sent")
-    b.set_title(f"Freshness at {f['frames_per_s']:,.0f} frames/s")
+    b.set_title(f"Freshness at {f[f'{sides[0][0]}frames_per_s']:,.0f} frames/s (flood source, transport)")
     b.legend()
     s = results["serving"]
     c.bar([0, 1], [s["bare_requests_per_s"], s["server_requests_per_s"]], color=["grey", "tab:blue"])

@@ -1,12 +1,16 @@
-"""Where the ingest benchmark's frames come from: the cheap feed (bench/feed.py) or the simulator's
-flood. Either says how many frames it sent, what it sent last per symbol, and its process id (its
-CPU is reported beside every figure: a source that saturates its core measures itself)."""
+"""Where the benchmarks' frames come from: the cheap feed (bench/feed.py) or the simulator. Either
+says how many frames it sent, what it sent last per symbol, and its process id (its CPU is reported
+beside every figure: a source that saturates its core measures itself); for the freshness benchmark,
+either sends a new BTCUSDT top of book on demand (a probe) and says when."""
 
 from __future__ import annotations
 
 import sys
+from http.client import HTTPConnection, RemoteDisconnected
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 from bench.readers import Quote, payload_quote
 from bench.stack import frames_sent
@@ -73,6 +77,13 @@ class FeedProcess(Process):
         status = http("POST", f"http://127.0.0.1:{self.port}/_feed/flood?on={int(on)}")[0]
         assert status == 200
 
+    def probe(self, symbol: str) -> dict[str, Any]:
+        """Send one new frame of ``symbol`` now: its ``u``, ``sent_at`` (epoch s) and ``connections``."""
+        status, _, doc = http("POST", f"http://127.0.0.1:{self.port}/_feed/probe?symbol={symbol}")
+        assert status == 200, doc
+        answer: dict[str, Any] = doc
+        return answer
+
 
 class FeedSource:
     """The cheap feed."""
@@ -104,14 +115,28 @@ class FeedSource:
         sent = self.feed.last()
         return {s: payload_quote(sent[s]) for s in symbols if s in sent}
 
+    def frames_skipped(self) -> int:
+        """Paced frames due while a reader was behind (its buffers full), on the open connections."""
+        return sum(int(c["frames_skipped"]) for c in self.feed.state()["connections"])
+
+    def probe(self, n: int) -> tuple[int, float]:
+        """Send BTCUSDT's next frame now: (its update id, when it was written, epoch s)."""
+        sent = self.feed.probe("BTCUSDT")
+        return int(sent["u"]), float(sent["sent_at"])
+
+    def close(self) -> None:
+        """Nothing kept open."""
+
 
 class SimulatorSource:
-    """The simulator started with ``--flood``: what the ingest benchmark used before the feed."""
+    """The simulator started with ``--flood`` (what the ingest benchmark used before the feed), or
+    with ``--rate`` (the freshness benchmark's)."""
 
     name = "simulator"
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
+        self.conn: HTTPConnection | None = None  # the probe's, kept alive
 
     @property
     def ws_url(self) -> str:
@@ -139,3 +164,31 @@ class SimulatorSource:
             s: (None, b["bidPrice"], b["bidQty"], b["askPrice"], b["askQty"])
             for s in symbols if (b := by_symbol.get(s)) is not None
         }  # fmt: skip
+
+    def probe(self, n: int) -> tuple[int, float]:
+        """Set a new BTCUSDT top of book and send it now: (its update id, when it was handed to the
+        connections, epoch s)."""
+        doc = {
+            "symbol": "BTCUSDT",
+            "bid_price": f"{40000 + n % 1000}.01000000",
+            "bid_quantity": "1.00000000",
+            "ask_price": f"{40000 + n % 1000}.02000000",
+            "ask_quantity": "1.00000000",
+        }
+        body, headers = orjson.dumps(doc), {"Content-Type": "application/json"}
+        if self.conn is None:
+            self.conn = HTTPConnection("127.0.0.1", self.sim.port, timeout=5)
+        try:
+            self.conn.request("POST", "/_sim/book", body, headers)
+            response = self.conn.getresponse()
+        except (RemoteDisconnected, ConnectionError):
+            self.conn.close()  # reconnected by the next request
+            self.conn.request("POST", "/_sim/book", body, headers)
+            response = self.conn.getresponse()
+        sent = orjson.loads(response.read())
+        return int(sent["u"]), sent["published_at_ms"] / 1000
+
+    def close(self) -> None:
+        """Close the probe's connection."""
+        if self.conn is not None:
+            self.conn.close()

@@ -70,6 +70,12 @@ def entry(tape: Tape, combined: bool) -> Entry:
     return tape, head, tails
 
 
+def frame(item: Entry, u: int) -> bytes:
+    """The frame of ``item``'s tape carrying update id ``u``."""
+    _, head, tails = item
+    return head + b"%d" % u + tails[u & (VARIANTS - 1)]
+
+
 def batch(entries: list[Entry], start: int, frames: int) -> tuple[bytes, int]:
     """``frames`` frames in one buffer, rotating over ``entries`` from ``start``: (bytes, where the
     next batch starts). Each frame takes its symbol's next update id."""

@@ -1,0 +1,51 @@
+"""The freshness benchmark measures what it says on either flood source: a probe's frame is timed
+until readable over HTTP and in Redis, the source's CPU is reported beside it, and the table has a
+row for each source and transport measured, named so."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import freshness
+from bench.run import _freshness_rows
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_on_the_paced_feed_every_probe_is_timed_at_the_rate_asked_with_the_feeds_cpu() -> None:
+    figures = freshness.run_once(symbols=40, rate=50, samples=20, source_name="feed")
+    assert figures["missed"] == 0
+    assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] < freshness.GIVE_UP_S * 1000
+    assert 0 < figures["http_p50_ms"] <= figures["http_p99_ms"] < freshness.GIVE_UP_S * 1000
+    # 40 symbols at 50 updates/s: 2,000 frames/s from the feed (a flood would be ten times that and
+    # more), less what a busy machine keeps it or the messenger from (over half a second of samples).
+    assert 1000 <= figures["frames_per_s"] + figures["frames_skipped_per_s"] <= 2500
+    assert 0 < figures["source_cpu_share"] < 0.5
+    assert figures["messenger_p99_ms_at_most"] > 0
+
+
+def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core() -> None:
+    sides = {("simulator", "websocket-client"): 40.0, ("simulator", "picows"): 12.0,
+             ("feed", "websocket-client"): 9.0, ("feed", "picows"): 4.0}  # fmt: skip
+    row: dict[str, float] = {"symbols": 2000}
+    for (source, transport), p99 in sides.items():
+        p = freshness.prefix(source, transport)
+        row |= {f"{p}http_p50_ms": p99 / 3, f"{p}http_p99_ms": p99, f"{p}redis_p50_ms": 1.0,
+                f"{p}redis_p99_ms": p99 / 2, f"{p}http_p99_over_redis_p99": 2.0, f"{p}frames_per_s": 20_000.0,
+                f"{p}source_cpu_share": 0.8 if source == "simulator" else 0.07}  # fmt: skip
+    assert (
+        freshness.prefix("simulator", "websocket-client") == ""
+    )  # the figures measured before keep their names
+    assert freshness.prefix("feed", "picows") == "feed_picows_"
+    rows = _freshness_rows(row)
+    assert [r[0] for r in rows] == [
+        "freshness, 20,000 frames/s from the simulator",
+        "freshness, 20,000 frames/s from the simulator, picows",
+        "freshness, 20,000 frames/s from the feed",
+        "freshness, 20,000 frames/s from the feed, picows",
+    ]
+    assert rows[2][2] == "HTTP 3.0 / 9.0 (feed 7%)"
+    assert rows[0][2] == "HTTP 13.3 / 40.0 (simulator 80%)"
+    assert [r[-1] for r in rows] == ["missed by 700%", "missed by 140%", "missed by 80%", "met"]
+    only_feed = {k: v for k, v in row.items() if k.startswith("feed_")}
+    assert [r[0] for r in _freshness_rows(only_feed)] == [r[0] for r in rows[2:]]

@@ -24,14 +24,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-
-from bench.readers import READERS, Quote, Reader, same
+from bench.readers import READERS, Client, Quote, Reader, same
 from bench.sources import FeedProcess, FeedSource, SimulatorSource, Source
 from bench.stack import proc_stats, trading_symbols
 from tests.processes import RedisServer, Simulator, http, wait_until
+
+if TYPE_CHECKING:  # tests.cluster imports pytest (its fixture), which the benchmarks run without
+    from tests.cluster import RedisClusterNodes
 
 WARM_S = 1.0  # after every stream is subscribed and every key written: a steady flood
 SETTLE_S = 60.0  # how long a reader may take to catch up once the flood stops
@@ -53,20 +54,18 @@ def messenger_frames(port: int) -> float:
                if line.startswith("transmute_messenger_frames_total{"))  # fmt: skip
 
 
-def wrong_symbols(
-    reader: Reader, client: redis.Redis, symbols: list[str], sent: dict[str, Quote]
-) -> set[str]:
+def wrong_symbols(reader: Reader, client: Client, symbols: list[str], sent: dict[str, Quote]) -> set[str]:
     """Symbols whose latest value in Redis is not what the source sent last (or that it never sent)."""
     kept = reader.quotes(client, symbols)
     return {s for s in symbols if s not in sent or not same(kept[s], sent[s])}
 
 
-def wrong_values(reader: Reader, client: redis.Redis, symbols: list[str], sent: dict[str, Quote]) -> int:
+def wrong_values(reader: Reader, client: Client, symbols: list[str], sent: dict[str, Quote]) -> int:
     """How many symbols' latest values in Redis are not what the source sent last."""
     return len(wrong_symbols(reader, client, symbols, sent))
 
 
-def settle(reader: Reader, source: Source, client: redis.Redis, symbols: list[str]) -> tuple[int, float]:
+def settle(reader: Reader, source: Source, client: Client, symbols: list[str]) -> tuple[int, float]:
     """With the flood stopped: (symbols still wrong after SETTLE_S, seconds until none was). A reader
     whose values expire on their own (the POC's, after 1 s) is judged by what each key held at
     some poll: its last values must all have landed, not all still be there at once."""
@@ -84,15 +83,25 @@ def cpu_of(*pids: int) -> list[float]:
     return [proc_stats(pid)[0] for pid in pids]
 
 
+def redis_pids(redis_server: RedisServer | RedisClusterNodes) -> list[int]:
+    """The processes of the redis-servers values land on: the one, or every primary of a cluster."""
+    nodes = [redis_server] if isinstance(redis_server, RedisServer) else redis_server.primaries()
+    pids = [node.proc.pid for node in nodes if node.proc is not None]
+    assert len(pids) == len(nodes), f"not every redis-server of {redis_server} runs"
+    return pids
+
+
 def measure(
-    reader: Reader, source: Source, symbols: list[str], seconds: float, redis_server: RedisServer,
-    rest_url: str, logs: Path, settings: dict[str, str] | None = None,
+    reader: Reader, source: Source, symbols: list[str], seconds: float,
+    redis_server: RedisServer | RedisClusterNodes, rest_url: str, logs: Path,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """One run of one reader: its steady window's figures, and whether its values came out right.
-    ``redis_server`` is where the values land (flushed first, its CPU measured); ``settings`` are
-    the messenger's own beside it (REDIS_SENTINELS...: bench/redis_modes.py)."""
+    ``redis_server`` is where the values land, flushed first and its CPU measured: one
+    redis-server, or a cluster (every primary flushed, read and measured: bench/redis_modes.py);
+    ``settings`` are the messenger's own beside it (REDIS_SENTINELS..., REDIS_CLUSTER)."""
     client = redis_server.client()
-    client.flushall()
+    client.flushall()  # a cluster client sends it to every primary
     source.flood(True)
     sent_before = source.frames_sent()
     process, metrics_port = reader.process(logs, source.ws_url, rest_url, redis_server.url, symbols, settings)
@@ -100,13 +109,12 @@ def measure(
     try:
         keys = reader.keys(symbols) if reader.writes else []
 
-        def ready() -> bool:
+        def ready() -> bool:  # EXISTS of keys in several slots: a cluster client asks each slot's node
             return source.streams() >= len(symbols) and (not keys or client.exists(*keys) == len(keys))
 
         wait_until(ready, 60, 0.05, what=f"{reader.name}: every stream subscribed and every key written")
         assert process.proc is not None
-        assert redis_server.proc is not None
-        pids = (process.proc.pid, source.pid, redis_server.proc.pid)
+        pids = (process.proc.pid, source.pid, *redis_pids(redis_server))
         time.sleep(WARM_S)
         cpu0, frames0, t0 = cpu_of(*pids), source.frames_sent(), time.monotonic()
         time.sleep(seconds)
@@ -118,7 +126,7 @@ def measure(
             "cpu_us_per_frame": 1e6 * (cpu1[0] - cpu0[0]) / frames,
             "frames_per_s": frames / elapsed,
             "source_cpu_share": (cpu1[1] - cpu0[1]) / elapsed,
-            "redis_cpu_share": (cpu1[2] - cpu0[2]) / elapsed,
+            "redis_cpu_share": (sum(cpu1[2:]) - sum(cpu0[2:])) / elapsed,  # a cluster's: all its primaries'
             "rss_mb": rss / 2**20,
         }
         if reader.writes:
@@ -128,6 +136,7 @@ def measure(
         return result
     finally:
         process.stop()
+        client.close()
 
 
 def summarize(n: int, source: str, runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from bench.peers import peer_key
 from contract.keys import snapshot_key
@@ -23,6 +24,8 @@ from tests.processes import Messenger, Process, free_port
 # (update id, best bid, its quantity, best ask, its quantity); the update id is None where the
 # source cannot say it (the simulator's REST answer).
 Quote = tuple[int | None, str, str, str, str]
+# What reads a reader's values back: a client of one Redis, or of a cluster (bench/redis_modes.py).
+Client = redis.Redis | RedisCluster
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,13 @@ class Reader:
             return [f"poc:{s.lower()}@bookTicker" for s in symbols]
         return [peer_key(self.name, s) for s in symbols]
 
-    def quotes(self, client: redis.Redis, symbols: list[str]) -> dict[str, Quote | None]:
-        """What it left in Redis for each symbol (None: nothing)."""
-        raw: list[Any] = client.mget(self.keys(symbols)) if symbols else []
+    def quotes(self, client: Client, symbols: list[str]) -> dict[str, Quote | None]:
+        """What it left in Redis for each symbol (None: nothing). From a cluster, an MGET per slot,
+        one after another: each value is as of its own slot's read, not all of one instant."""
+        keys = self.keys(symbols)
+        raw: list[Any] = []
+        if symbols:
+            raw = client.mget_nonatomic(keys) if isinstance(client, RedisCluster) else client.mget(keys)
         return {
             s: None if r is None else self._quote(orjson.loads(r)) for s, r in zip(symbols, raw, strict=True)
         }

@@ -9,8 +9,11 @@ ports with tests/processes.py's helpers, all of them up for the whole run:
 - ``sentinel``: a primary, its replica and three ``redis-sentinel`` processes; the messenger and
   the server find the primary through the sentinels (``REDIS_SENTINELS``), and every write is
   replicated;
-- ``cluster``: in MODES, but it has no entry in TOPOLOGIES until cluster mode works (the key
-  layout is not hash-tagged yet, issue 16): reported as not supported yet, with no figures.
+- ``cluster``: three primaries with a replica each (tests/cluster.py), ``REDIS_CLUSTER=1`` and
+  ``REDIS_URL`` naming one node; the messenger and the server learn the others, and every write is
+  replicated. Values are flushed, read back and their Redis CPU measured on every primary. On a
+  machine that cannot run a cluster (no redis-cli, redis-server older than 7) the mode is reported
+  as not run, with the reason and no figures.
 
 Every repeat measures each mode in turn, in the opposite order to the repeat before:
 
@@ -24,7 +27,8 @@ Every repeat measures each mode in turn, in the opposite order to the repeat bef
   whose last value in Redis is not the last one sent once the flood stops.
 
 Figures are medians over the repeats (the worst or the sum for what must be zero), with each
-mode's ratio to ``single``.
+mode's ratio to ``single``. Answers and values are checked against what Redis held through a
+client of the mode's own kind (a cluster's reads each key from the primary serving its slot).
 """
 
 from __future__ import annotations
@@ -38,12 +42,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from bench import ingest
-from bench.readers import MESSENGER, record_quote
+from bench.readers import MESSENGER, Client, record_quote
 from bench.serving import POST, load
 from bench.sources import FeedProcess, FeedSource
 from bench.stack import medians, rounded, running, trading_symbols
@@ -60,7 +62,10 @@ from tests.processes import (
     wait_until,
 )
 
-NOT_SUPPORTED = "not supported yet"
+if TYPE_CHECKING:
+    from tests.cluster import RedisClusterNodes
+
+NOT_RUN = "not run: "  # a mode this machine cannot run, then why: in place of its figures
 LABELS = {SINGLE: "single", SENTINEL: "Sentinel", CLUSTER: "Cluster"}
 SERVICE = "transmute"
 DOWN_AFTER_MS = 2000  # README "High availability": at least twice SNAPSHOT_TTL_MS (1,000 by default)
@@ -81,11 +86,12 @@ RATIOS = (
 
 @dataclass(frozen=True)
 class Topology:
-    """One mode's Redis, running: the node writes land on (flushed before each run, its CPU
-    measured) and the settings that make the messenger and the server reach it this way."""
+    """One mode's Redis, running: where writes land (flushed before each run, read back, its CPU
+    measured: the primary, or a cluster's every primary), REDIS_URL's node, and the settings that
+    make the messenger and the server reach it this way."""
 
     mode: str
-    primary: RedisServer
+    redis: RedisServer | RedisClusterNodes
     settings: dict[str, str]
 
 
@@ -113,14 +119,34 @@ def sentinel(logs: Path) -> Iterator[Topology]:
         yield Topology(SENTINEL, primary, {"REDIS_SENTINELS": addresses, "REDIS_SENTINEL_SERVICE": SERVICE})
 
 
-# The modes compared, the baseline first. One with no topology is reported as NOT_SUPPORTED: cluster
-# mode gets one here (3 primaries and 3 replicas, ``redis-cli --cluster create``; ingest.measure then
-# flushes and counts every primary) once its key layout is hash-tagged.
+@contextmanager
+def cluster(logs: Path) -> Iterator[Topology]:
+    """Three primaries with a replica each, as tests/e2e/test_cluster.py starts them."""
+    from tests.cluster import RedisClusterNodes  # noqa: PLC0415 (it imports pytest: `make bench` has none)
+
+    nodes = RedisClusterNodes(logs)
+    nodes.start()  # stops every node it started if it fails
+    try:
+        yield Topology(CLUSTER, nodes, {"REDIS_CLUSTER": "1"})
+    finally:
+        nodes.stop()
+
+
+def cluster_unavailable() -> str | None:
+    """Why this machine cannot run a cluster (None: it can)."""
+    from tests.cluster import cluster_supported  # noqa: PLC0415 (as above)
+
+    return cluster_supported()
+
+
+# The modes compared, the baseline first; each one's Redis, and why it cannot run here (None: it can).
 MODES = (SINGLE, SENTINEL, CLUSTER)
 TOPOLOGIES: dict[str, Callable[[Path], AbstractContextManager[Topology]]] = {
     SINGLE: single,
     SENTINEL: sentinel,
+    CLUSTER: cluster,
 }
+UNAVAILABLE: dict[str, Callable[[], str | None]] = {CLUSTER: cluster_unavailable}
 
 
 def paths(symbols: list[str]) -> dict[str, tuple[str, list[str]]]:
@@ -129,7 +155,7 @@ def paths(symbols: list[str]) -> dict[str, tuple[str, list[str]]]:
             "snapshots": (f"/snapshots?symbols={','.join(symbols)}", symbols)}  # fmt: skip
 
 
-def wrong_answers(url: str, client: redis.Redis, symbols: list[str]) -> int:
+def wrong_answers(url: str, client: Client, symbols: list[str]) -> int:
     """Symbols of one answer that are neither what Redis held just before it nor just after (all
     of them if it is not a 200)."""
     before = MESSENGER.quotes(client, symbols)
@@ -149,14 +175,14 @@ def serve(
     logs: Path,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """One mode's serving runs, by path: wrk's figures and the answers sampled."""
-    with top.primary.client() as client:
-        client.flushall()
-    env = messenger_env(sim, top.primary.url, LOG_LEVEL="WARNING", **top.settings)
+    with top.redis.client() as client:
+        client.flushall()  # a cluster client sends it to every primary
+    env = messenger_env(sim, top.redis.url, LOG_LEVEL="WARNING", **top.settings)
     messenger = Messenger(logs, env, *symbols)
-    server = Gunicorn(logs, top.primary.url, workers=None, **top.settings)
+    server = Gunicorn(logs, top.redis.url, workers=None, **top.settings)
     asked = paths(symbols)
     out = {}
-    with running(messenger, server), top.primary.client() as client:
+    with running(messenger, server), top.redis.client() as client:
         every = f"{server.url}{asked['snapshots'][0]}"
         wait_until(lambda: http("POST", every)[0] == 200, 30, what=f"{top.mode}: every symbol served")
         for name, (path, answered) in asked.items():
@@ -170,13 +196,14 @@ def serve(
 
 def summarize(
     serving: dict[str, dict[str, list[dict[str, float]]]], ingested: dict[str, list[dict[str, float]]],
+    not_run: dict[str, str],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:  # fmt: skip
-    """Per mode (NOT_SUPPORTED for one not run): medians of each figure, and the worst or the sum
-    of what must be zero; per mode but single, its figures' ratios to single's."""
+    """Per mode (NOT_RUN and why, for one not run): medians of each figure, and the worst or the
+    sum of what must be zero; per mode but single, its figures' ratios to single's."""
     modes: dict[str, Any] = {}
     for mode in MODES:
         if mode not in ingested:
-            modes[mode] = NOT_SUPPORTED
+            modes[mode] = NOT_RUN + not_run[mode]
             continue
         row: dict[str, Any] = {}
         for name, runs in serving[mode].items():
@@ -189,7 +216,7 @@ def summarize(
     ratios = {
         mode: {figure: round(row[figure] / base[figure], 3) for figure in RATIOS}
         for mode, row in modes.items()
-        if mode != SINGLE and row != NOT_SUPPORTED
+        if mode != SINGLE and not isinstance(row, str)
     }
     return modes, ratios
 
@@ -198,10 +225,12 @@ def run(
     seconds: float = 10.0, ingest_seconds: float = 5.0, symbols: int = 100, connections: int = 50,
     repeats: int = 3, progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Every mode that works, ``repeats`` times, serving then ingest, the order flipped each repeat."""
+    """Every mode this machine runs, ``repeats`` times, serving then ingest, the order flipped each
+    repeat."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    modes = [m for m in MODES if m in TOPOLOGIES]
+    not_run = {m: why for m, unavailable in UNAVAILABLE.items() if (why := unavailable()) is not None}
+    modes = [m for m in MODES if m not in not_run]
     serving: dict[str, dict[str, list[dict[str, float]]]] = {m: {} for m in modes}
     ingested: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -228,12 +257,12 @@ def run(
             for mode in order:
                 top = tops[mode]
                 measured = ingest.measure(
-                    MESSENGER, source, flooded, ingest_seconds, top.primary, sim.rest_url, logs, top.settings
+                    MESSENGER, source, flooded, ingest_seconds, top.redis, sim.rest_url, logs, top.settings
                 )
                 ingested[mode].append(measured)
                 if progress is not None:
                     progress(f"redis modes: {mode} ingest: {rounded(measured)}")
-    by_mode, ratios = summarize(serving, ingested)
+    by_mode, ratios = summarize(serving, ingested, not_run)
     return {"connections": connections, "snapshots_symbols": len(streamed), "symbols": symbols,
             "source": source.name, "modes": by_mode, "ratios_to_single": ratios}  # fmt: skip
 

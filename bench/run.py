@@ -209,12 +209,12 @@ def _conditional_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def _redis_modes_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
     """Each Redis mode beside one redis-server, measured in turn in one run: serving and ingest,
-    with what must be zero (non-2xx and wrong answers, frames lost, symbols wrong); a mode that
-    does not work yet is said so, with no figures."""
+    with what must be zero (non-2xx and wrong answers, frames lost, symbols wrong); a mode the
+    machine could not run is said so, and why, with no figures."""
     rows: list[tuple[str, ...]] = []
     for mode, row in r["modes"].items():
         label = redis_modes.LABELS[mode]
-        if row == redis_modes.NOT_SUPPORTED:
+        if isinstance(row, str):  # redis_modes.NOT_RUN and why
             rows.append((f"Redis {label} vs single", "serving; ingest", row, "", "", "", ""))
         elif mode != SINGLE:
             rows += _mode_serving_rows(r, mode, "snapshot", "POST /snapshot/BTC_USDT")

@@ -1,7 +1,7 @@
 """The Redis modes benchmark measures what it says: run as bench.run runs it (shortened), one
-redis-server and Sentinel each serve every answer right and take every frame, with figures in a
-sane range; a wrong answer is caught; the table judges what must be zero and names cluster mode as
-not supported yet."""
+redis-server, Sentinel and a cluster each serve every answer right and take every frame, with
+figures in a sane range; a wrong answer is caught; the table sets each mode's ratios beside single,
+judges what must be zero, and says why a mode was not run."""
 
 from __future__ import annotations
 
@@ -15,18 +15,23 @@ from bench import ingest, redis_modes
 from bench.run import _redis_modes_rows
 from contract.keys import snapshot_key
 from contract.redis_client import CLUSTER, SENTINEL, SINGLE
+from tests.cluster import cluster_supported
 
 
 @pytest.mark.redis
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-def test_single_and_sentinel_each_serve_right_and_take_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_mode_serves_right_and_takes_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redis_modes, "WARM_S", 1.0)
     monkeypatch.setattr(redis_modes, "SAMPLES", 5)
     monkeypatch.setattr(ingest, "WARM_S", 0.2)
     result = redis_modes.run(seconds=1, ingest_seconds=0.5, symbols=8, connections=10, repeats=1)
-    assert result["modes"][CLUSTER] == redis_modes.NOT_SUPPORTED
-    for mode in (SINGLE, SENTINEL):
+    measured = [SINGLE, SENTINEL]
+    if (why := cluster_supported()) is None:
+        measured.append(CLUSTER)
+    else:  # this machine cannot run one: said so, in place of figures
+        assert result["modes"][CLUSTER] == redis_modes.NOT_RUN + why
+    for mode in measured:
         row = result["modes"][mode]
         for path in ("snapshot", "snapshots"):
             assert row[f"{path}_requests_per_s"] > 20, (mode, row)
@@ -39,13 +44,16 @@ def test_single_and_sentinel_each_serve_right_and_take_every_frame(monkeypatch: 
         assert row["ingest_frames_lost"] == 0
         assert row["ingest_frames_per_s"] > 1000
         assert 0 < row["ingest_cpu_us_per_frame"] < 1000
-    [sentinel] = result["ratios_to_single"].values()
-    modes = result["modes"]
-    expected = modes[SENTINEL]["ingest_frames_per_s"] / modes[SINGLE]["ingest_frames_per_s"]
-    assert sentinel["ingest_frames_per_s"] == pytest.approx(expected, abs=0.01)
+    modes, ratios = result["modes"], result["ratios_to_single"]
+    assert sorted(ratios) == sorted(measured[1:])
+    for mode in measured[1:]:
+        expected = modes[mode]["ingest_frames_per_s"] / modes[SINGLE]["ingest_frames_per_s"]
+        assert ratios[mode]["ingest_frames_per_s"] == pytest.approx(expected, abs=0.01)
     rows = _redis_modes_rows(result)
-    assert [r[-1] for r in rows if r[-1]] == ["met"] * 3  # both paths' answers, and ingest
-    assert rows[-1] == ("Redis Cluster vs single", "serving; ingest", "not supported yet", "", "", "", "")
+    assert [r[-1] for r in rows if r[-1]] == ["met"] * 3 * len(ratios)  # both paths' answers, and ingest
+    assert {r[0].split(" vs ")[0] for r in rows} == {
+        f"Redis {redis_modes.LABELS[m]}" for m in (SENTINEL, CLUSTER)
+    }
 
 
 @pytest.mark.redis
@@ -88,10 +96,15 @@ def _mode(**changes: float) -> dict[str, Any]:
 
 def test_the_table_sets_each_mode_beside_single_and_judges_what_must_be_zero() -> None:
     sentinel = _mode(snapshot_requests_per_s=900.0, snapshots_non_2xx=3, ingest_frames_lost=2)
+    cluster = _mode(snapshots_requests_per_s=500.0, snapshots_p99_ms=80.0, ingest_cpu_us_per_frame=30.0)
+    ratios = {m: dict.fromkeys(redis_modes.RATIOS, 1.0) for m in (SENTINEL, CLUSTER)}
     result: dict[str, Any] = {"connections": 50, "snapshots_symbols": 10, "symbols": 100, "source": "feed",
-              "modes": {SINGLE: _mode(), SENTINEL: sentinel, CLUSTER: redis_modes.NOT_SUPPORTED},
-              "ratios_to_single": {SENTINEL: {f: 1.0 for f in redis_modes.RATIOS}}}  # fmt: skip
+              "modes": {SINGLE: _mode(), SENTINEL: sentinel, CLUSTER: cluster},
+              "ratios_to_single": ratios}  # fmt: skip
     result["ratios_to_single"][SENTINEL]["snapshot_requests_per_s"] = 0.9
+    result["ratios_to_single"][CLUSTER].update(
+        snapshots_requests_per_s=0.5, snapshots_p99_ms=2.0, ingest_cpu_us_per_frame=1.5
+    )
     rows = _redis_modes_rows(result)
     cells = {(r[0], r[1]): r[2:] for r in rows}
     one = "Redis Sentinel vs single, POST /snapshot/BTC_USDT, wrk 50"
@@ -104,4 +117,18 @@ def test_the_table_sets_each_mode_beside_single_and_judges_what_must_be_zero() -
     assert cells[many, "p50 / p99 ms; non-2xx; wrong answers"][-1] == "3 bad"
     assert cells[ingested, "CPU us/frame"][:3] == ("Sentinel 20.0 (feed 5%)", "single 20.0 (feed 5%)", "1.00")
     assert cells[ingested, "frames lost; symbols wrong"][-1] == "2 lost, 0 wrong"
-    assert cells["Redis Cluster vs single", "serving; ingest"][0] == "not supported yet"
+    many = "Redis Cluster vs single, POST /snapshots, 10 symbols, wrk 50"
+    assert cells[many, "requests/s"] == ("Cluster 500", "single 1,000", "0.50", "", "")
+    assert cells[many, "p50 / p99 ms; non-2xx; wrong answers"] == (
+        "Cluster 10.0 / 80.0; 0; 0", "single 10.0 / 40.0; 0; 0", "p99 2.00",
+        "0 non-2xx, 0 wrong (40 checked)", "met")  # fmt: skip
+    ingested = "Redis Cluster vs single, ingest 100 symbols (feed)"
+    assert cells[ingested, "CPU us/frame"][:3] == ("Cluster 30.0 (feed 5%)", "single 20.0 (feed 5%)", "1.50")
+    assert cells[ingested, "frames lost; symbols wrong"][-1] == "met"
+
+
+def test_a_mode_not_run_says_why_in_place_of_figures() -> None:
+    why = redis_modes.NOT_RUN + "redis-server 6.2.6 is older than 7: no cluster-port"
+    result: dict[str, Any] = {"connections": 50, "snapshots_symbols": 10, "symbols": 100, "source": "feed",
+              "modes": {SINGLE: _mode(), CLUSTER: why}, "ratios_to_single": {}}  # fmt: skip
+    assert _redis_modes_rows(result) == [("Redis Cluster vs single", "serving; ingest", why, "", "", "", "")]

@@ -1,6 +1,7 @@
 """One WebSocket connection to Binance's combined-stream endpoint.
 
-A thread of its own blocks in ``recv`` and hands every data frame to the book; it never
+websocket-client makes the connection and sends; a thread of its own blocks in ``recv``, cuts
+the frames out of what it reads (messenger.frames) and hands every data frame to the book; it never
 times out, so the hot path does nothing but read, parse and store. Everything else (pings,
 SUBSCRIBE pacing, deciding the connection is dead) is done by the supervisor's thread
 through the methods below; websocket-client locks sends, so both threads may send.
@@ -26,15 +27,14 @@ import websocket
 
 from messenger.binance import SERVER_SHUTDOWN_EVENT, Fields, MalformedFrame, response_error
 from messenger.book import Book
+from messenger.frames import read_frames
 from messenger.routes import Route
 from messenger.seeder import Seeder
 
 logger = logging.getLogger(__name__)
 
-OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 OPCODE_CLOSE = websocket.ABNF.OPCODE_CLOSE
 OPCODE_PING = websocket.ABNF.OPCODE_PING
-OPCODE_PONG = websocket.ABNF.OPCODE_PONG
 
 # Binance closes a connection that sends more than 5 messages a second (pings and pongs
 # count), by its own clock. A limit of 3 in any rolling second of ours still lets 3 go at t and
@@ -309,19 +309,26 @@ class Connection:
         self.close_reason = self.close_reason or f"dropped: {exc or type(exc).__name__}"
 
     def _read(self, ws: websocket.WebSocket) -> None:
-        recv = ws.recv_data_frame
-        monotonic = time.monotonic
-        text = self._text_handler()
-        while True:
-            opcode, frame = recv(True)
-            now = monotonic()
+        """Cut frames out of large reads (messenger.frames); websocket-client answers nothing here,
+        so pings are answered and a server's close is returned as its own reader would."""
+        sock = ws.sock
+        if sock is None:
+            raise websocket.WebSocketConnectionClosedException("not connected")
+
+        def heard(now: float) -> None:
             self.last_heard = now
-            if opcode != OPCODE_TEXT:
-                if opcode == OPCODE_CLOSE:
-                    self._closed_by_server(frame.data)
-                    return
-                continue  # pings (answered by the library) and pongs: proof of life only
-            text(frame.data, now)
+
+        def control(opcode: int, payload: bytes, now: float) -> bool:
+            if opcode == OPCODE_PING:
+                ws.pong(payload)
+            elif opcode == OPCODE_CLOSE:
+                self._closed_by_server(payload)
+                with contextlib.suppress(websocket.WebSocketException, OSError):
+                    ws.send_close()
+                return True
+            return False  # pongs: proof of life only
+
+        read_frames(sock.recv, self._text_handler(), control, heard)
 
     def _text_handler(self) -> TextHandler:
         """What is done with every text message (data, replies, events), by either transport."""

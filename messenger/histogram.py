@@ -23,6 +23,14 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def observe_many(self, values: list[float]) -> None:
+        """Count each of ``values``."""
+        counts, buckets = self.counts, self.buckets
+        for value in values:
+            counts[bisect_left(buckets, value)] += 1
+        self.sum += sum(values)
+        self.count += len(values)
+
     def cumulative(self) -> list[tuple[str, int]]:
         """(upper bound, observations at or below it), ending with +Inf."""
         out, running = [], 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -106,6 +106,7 @@ class Writer(Worker):
         # vouchers took their names: its liveness is written in each, beside the records.
         self._tagged: dict[int, set[str]] = {}
         self._staged_keys: dict[tuple[str, str], bytes] = {}
+        self._tag_of: dict[str, str] = {}
         self.watched = watched
         self.status = status
         self.writes = 0
@@ -197,7 +198,8 @@ class Writer(Worker):
         # to it in this batch, with when it was last heard.
         tagged = self._tagged
         new_tags: dict[tuple[int, str], float] = {}
-        tags = [key_tag(w.key) for w in batch.writes]
+        tag_of = self._tag_of
+        tags = [tag_of.get(w.key) or self._tag(w.key) for w in batch.writes]
         for w, tag in zip(batch.writes, tags, strict=True):
             if w.renew:
                 continue
@@ -229,12 +231,15 @@ class Writer(Worker):
         record_ttl = b"%d" % RECORD_TTL_MS
         renewals: list[tuple[str, bytes]] = []
         staging: list[tuple[str, bytes]] = []
+        voucher_keys = self._voucher_keys
         for w, tag in zip(batch.writes, tags, strict=True):
             key = w.key.encode()
             if w.renew:
                 renewals.append((tag, command("PEXPIRE", key, record_ttl)))
                 continue
-            voucher = self._voucher(messenger, w.connection, tag)
+            voucher = voucher_keys.get((messenger, w.connection, tag)) or self._voucher(
+                messenger, w.connection, tag
+            )
             record = {
                 VOUCHER: voucher,
                 ORDER: encode_order(w.order),
@@ -246,9 +251,10 @@ class Writer(Worker):
                 "connection": w.connection,
             }
             value = encode_record(record)
-            script = scripts.get(CONTROL_TAG if single else tag)
+            group = CONTROL_TAG if single else tag
+            script = scripts.get(group)
             if script is None:
-                script = scripts[CONTROL_TAG if single else tag] = ScriptBatch(RECORD_TTL_MS, self._prefix)
+                script = scripts[group] = ScriptBatch(RECORD_TTL_MS, self._prefix)
             if len(value) > STAGE_BYTES:  # never through Lua: staged, then renamed into place
                 staged = self._staged(messenger, w.key)
                 staging.append((tag, set_px(staged, value, record_ttl)))
@@ -295,9 +301,7 @@ class Writer(Worker):
         done = self._last_write = time.monotonic()
         cpu = time.thread_time() - cpu_started
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, cpu))
-        for w in batch.writes:
-            if w.update:
-                self.latency.observe(done - w.changed)
+        self.latency.observe_many([done - w.changed for w in batch.writes if w.update])
         self.writes += len(batch.writes)
         self.deletes += len(batch.deletes)
         self.batches += 1
@@ -315,6 +319,13 @@ class Writer(Worker):
                 self._voucher_keys.clear()
             key = self._voucher_keys[messenger, conn_id, tag] = voucher_key(messenger, conn_id, tag)
         return key
+
+    def _tag(self, key: str) -> str:
+        """A key's hash tag (contract.keys.key_tag), made once (as ``_voucher``)."""
+        if len(self._tag_of) >= 65536:
+            self._tag_of.clear()
+        tag = self._tag_of[key] = key_tag(key)
+        return tag
 
     def _staged(self, messenger: str, key: str) -> bytes:
         """The key a large record of ``key`` is staged under, made once (as ``_voucher``)."""
@@ -419,6 +430,6 @@ class Writer(Worker):
         self.healthy = False
 
 
-def _superseded(record: dict[str, Any], closed: list[tuple[Any, dict[str, Any]]]) -> list[bytes]:
+def _superseded(record: dict[str, Any], closed: Sequence[tuple[Any, dict[str, Any]]]) -> list[bytes]:
     """The closed candles a record replaced, as published: the record with each one's fields and order."""
     return [encode_record({**record, ORDER: encode_order(order), **fields}) for order, fields in closed]

@@ -473,11 +473,13 @@ class Book:
     def freshness(self, now: float) -> tuple[int, int]:
         """(keys streamed, of those: servable now)."""
         limit = now - self.liveness_timeout_s
-        with self.lock:
+        with self.lock:  # held by the writer's heartbeat: set operations, not a loop over vouchers
+            live = {conn for conn in self._vouched if conn.last_heard >= limit}
+            entries = self._entries
             fresh = 0
             for key in self._tracked:
-                entry = self._entries.get(key)
-                if entry is not None and any(v.last_heard >= limit for v in entry.vouchers):
+                entry = entries.get(key)
+                if entry is not None and not live.isdisjoint(entry.vouchers):
                     fresh += 1
             return len(self._tracked), fresh
 

@@ -480,3 +480,30 @@ def test_a_connection_reset_mid_frame_is_dropped_not_raised(
     assert not finished()
     assert conn.frames == 1
     assert conn.close_reason.startswith("dropped: "), conn.close_reason
+
+
+def test_a_connection_closed_by_us_ends_though_the_server_never_answers_the_close(
+    exchange: Callable[..., tuple[int, Callable[[], list[BaseException]]]],
+) -> None:
+    """close() sends a close frame, which makes websocket-client consider the socket no longer
+    connected, so its abort() (called next, and by the supervisor's liveness check later) shut
+    nothing down: the reader stayed in recv until the server answered, and forever if it never did."""
+    got: list[tuple[int, bytes]] = []
+
+    def script(sock: socket.socket, response: bytes) -> None:
+        sock.sendall(response + frame(TEXT, TICK))
+        got.append(client_frame(sock))  # our close; never answered
+        assert sock.recv(1) == b""  # until the client is gone
+
+    port, finished = exchange(script)
+    conn = connection(port)
+    conn.start()
+    deadline = time.monotonic() + WAIT_S
+    while conn.frames < 1 and time.monotonic() < deadline:  # the first frame read: it is open
+        threading.Event().wait(0.002)
+    conn.close("no streams left")
+    conn.join(WAIT_S)
+    assert conn.state == CLOSED
+    assert not finished()
+    assert got[0][0] == CLOSE
+    assert conn.close_reason == "no streams left"

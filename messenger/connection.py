@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import socket
 import struct
 import threading
 import time
@@ -164,7 +165,7 @@ class Connection:
             self.close_reason = reason
         ws = self._ws
         if ws is not None:
-            ws.abort()
+            _abort(ws)
         if self.state == CONNECTING:
             self.state = CLOSED
 
@@ -176,7 +177,7 @@ class Connection:
         if ws is not None:
             with contextlib.suppress(websocket.WebSocketException, OSError):
                 ws.send_close(reason=reason.encode()[:100])
-            ws.abort()
+            _abort(ws)
 
     def join(self, timeout_s: float) -> None:
         """Wait for the reader thread to end."""
@@ -453,6 +454,18 @@ class Connection:
         reason = payload[2:].decode("utf-8", "replace")
         self.close_code = code
         self.close_reason = self.close_reason or f"closed by server ({code} {reason})".strip()
+
+
+def _abort(ws: Socket) -> None:
+    """Shut the connection's socket down, which wakes its reader in ``recv``. websocket-client's
+    own abort() does nothing once send_close() has marked it no longer connected: after close(),
+    the reader would wait for the server's answering close, forever if none came."""
+    sock = getattr(ws, "sock", None)  # websocket-client's; picows's stand-in has none
+    if sock is None:
+        ws.abort()
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _url(base_url: str, streams: list[str]) -> str:

@@ -23,6 +23,8 @@ from websocket import WebSocketConnectionClosedException, WebSocketProtocolExcep
 CHUNK_BYTES = 65536
 # Binance's frames are small; a depth snapshot of 5,000 levels a side is well under this.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Binance sends every message whole; a message in more pieces than this is refused.
+MAX_FRAGMENTS = 4096
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _FIN = 0x80
@@ -96,6 +98,8 @@ def read_frames(
                 raise WebSocketProtocolException("a masked frame from the server")
             if length > max_message_bytes:
                 raise WebSocketProtocolException(f"a frame of {length} bytes")
+            if b0 != _FIN_TEXT or fragments is not None:  # refused from its header, not its payload
+                _check(b0, length, fragments is not None)
             end = start + length
             if end > n:
                 need = end - pos
@@ -107,34 +111,41 @@ def read_frames(
             payload = buf[start:end]
             pos = end
             opcode = b0 & 0x0F
-            fin = b0 & _FIN
-            if b0 & 0x70:
-                raise WebSocketProtocolException("reserved bits set (no extension was agreed)")
             if opcode >= CLOSE:
-                if opcode not in (CLOSE, PING, PONG):
-                    raise WebSocketProtocolException(f"unknown control opcode {opcode:#x}")
-                if not fin or length > 125:
-                    raise WebSocketProtocolException("a fragmented or long control frame")
                 if on_control(opcode, payload, now):
                     return
                 continue
-            if opcode not in (CONTINUATION, TEXT, BINARY):
-                raise WebSocketProtocolException(f"unknown data opcode {opcode:#x}")
-            if opcode == CONTINUATION:
-                if fragments is None:
-                    raise WebSocketProtocolException("a continuation frame outside a message")
-            elif fragments is not None:
-                raise WebSocketProtocolException("a new message inside a fragmented one")
-            else:
+            if fragments is None:
                 fragments, fragmented_text, fragmented_bytes = [], opcode == TEXT, 0
             fragments.append(payload)
             fragmented_bytes += length
             if fragmented_bytes > max_message_bytes:
                 raise WebSocketProtocolException(f"a message of over {fragmented_bytes} bytes")
-            if fin:
+            if len(fragments) > MAX_FRAGMENTS:  # empty ones would hold memory, counting no bytes
+                raise WebSocketProtocolException(f"a message in over {MAX_FRAGMENTS} fragments")
+            if b0 & _FIN:
                 message, fragments = b"".join(fragments), None
                 if fragmented_text:
                     on_text(message, now)
                 # A binary message: Binance sends none on these streams; nothing reads it.
         rest = buf[pos:] if pos < n else b""
         held = len(rest)
+
+
+def _check(b0: int, length: int, inside_message: bool) -> None:
+    """Refuse a frame a server must not send, from its first byte and length."""
+    opcode = b0 & 0x0F
+    if b0 & 0x70:
+        raise WebSocketProtocolException("reserved bits set (no extension was agreed)")
+    if opcode >= CLOSE:
+        if opcode not in (CLOSE, PING, PONG):
+            raise WebSocketProtocolException(f"unknown control opcode {opcode:#x}")
+        if not b0 & _FIN or length > 125:
+            raise WebSocketProtocolException("a fragmented or long control frame")
+    elif opcode == CONTINUATION:
+        if not inside_message:
+            raise WebSocketProtocolException("a continuation frame outside a message")
+    elif opcode not in (TEXT, BINARY):
+        raise WebSocketProtocolException(f"unknown data opcode {opcode:#x}")
+    elif inside_message:
+        raise WebSocketProtocolException("a new message inside a fragmented one")

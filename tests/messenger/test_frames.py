@@ -14,7 +14,17 @@ from collections.abc import Iterable, Iterator
 import pytest
 from websocket import WebSocketConnectionClosedException, WebSocketProtocolException
 
-from messenger.frames import BINARY, CHUNK_BYTES, CLOSE, CONTINUATION, PING, PONG, TEXT, read_frames
+from messenger.frames import (
+    BINARY,
+    CHUNK_BYTES,
+    CLOSE,
+    CONTINUATION,
+    MAX_FRAGMENTS,
+    PING,
+    PONG,
+    TEXT,
+    read_frames,
+)
 
 
 def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, mask: bytes | None = None) -> bytes:
@@ -178,3 +188,18 @@ def test_what_a_server_must_not_send_ends_the_connection(stream: bytes, why: str
     with pytest.raises(WebSocketProtocolException, match=why):
         read(stream + frame(TEXT, b"after"), [], seen, max_message_bytes=1000)
     assert b"after" not in seen.texts
+
+
+def test_a_message_in_endless_empty_fragments_is_refused() -> None:
+    stream = frame(TEXT, b"", fin=False) + frame(CONTINUATION, b"", fin=False) * (MAX_FRAGMENTS + 1)
+    with pytest.raises(WebSocketProtocolException, match="fragments"):
+        read(stream + frame(CONTINUATION, b"x"), [], Seen())
+
+
+@pytest.mark.parametrize("b0", [0x80 | 0x40 | TEXT, 0x80 | 0x3, 0x80 | PING])
+def test_a_bad_header_is_refused_before_its_payload_arrives(b0: int) -> None:
+    header = bytes([b0, 126]) + struct.pack("!H", 60000)  # the payload never comes
+    reads = Reads([header])
+    with pytest.raises(WebSocketProtocolException):
+        read_frames(reads, Seen().text, Seen().control, Seen().on_heard)
+    assert reads.calls == 1

@@ -116,12 +116,17 @@ def _main(argv: list[str] | None, flags: StopFlags) -> int:
     # Imported here: a launcher does without the messenger's modules, so it starts (and takes a
     # stop) sooner, and holds none of them.
     from messenger.service import Messenger  # noqa: PLC0415
+    from messenger.worker import PartDied  # noqa: PLC0415
 
     # Reader threads are busy under load; a writer woken with a batch ready should not wait the
     # default 5 ms for the GIL (that was most of the frame-to-Redis p99 at 20,000 frames/s).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    Messenger(settings).run(symbols, args.all_symbols, flags, kinds)
+    try:
+        Messenger(settings).run(symbols, args.all_symbols, flags, kinds)
+    except PartDied as exc:
+        logger.critical("messenger: %s; stopped (exit status 1)", exc)
+        return 1
     return 0
 
 

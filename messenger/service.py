@@ -22,7 +22,7 @@ import contract.redis_client
 from contract.keys import member_key
 from contract.settings import Settings
 from contract.trade_history import BACKFILL_SERIES
-from messenger import metrics
+from messenger import metrics, worker
 from messenger.backfill import Backfills
 from messenger.binance import BOOK_TICKER, KINDS, StreamKind
 from messenger.book import Book
@@ -149,8 +149,9 @@ class Messenger:
         whatever users ask for, until a stop flag is set; then stop cleanly."""
         self.membership.own_wants = {
             "symbols": list(pinned), "all": all_symbols, "kinds": [k.name for k in kinds]}  # fmt: skip
-        for part in (self.membership, self.writer, self.seeder, self.klines, self.books, self.history,
-                     self.backfills, self.catalog, self.demand):  # fmt: skip
+        parts = (self.membership, self.writer, self.seeder, self.klines, self.books, self.history,
+                 self.backfills, self.catalog, self.demand)  # fmt: skip
+        for part in parts:
             part.start()
         if self.settings.metrics_port:
             try:
@@ -165,6 +166,7 @@ class Messenger:
                     ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip
         try:
             while not flags.stop.is_set():
+                worker.check(parts)  # a part that died stops the process (messenger.worker)
                 now = time.monotonic()
                 self._replan(pinned, all_symbols, kinds, now)
                 self._watch_connects()

@@ -250,12 +250,23 @@ def test_make_run_with_binance_unreachable_says_so_and_is_not_ready(
         line = terminal.wait_for(rf"binance: unreachable: {re.escape(url)}: .*", 10)[0]
         assert "make demo" in line
     assert time.monotonic() - began < 10
-    _, body = wait_until(lambda: (r := readyz(terminal))[0] == 503 and "unreachable" in str(r) and r, 5)
     # Its members (one per core) say it alike: the one carrying streams has no live connection, one
-    # carrying none has no symbol list; either way Binance is named unreachable.
+    # carrying none has no symbol list; either way Binance is named unreachable. (Each member names it
+    # once its own first attempts failed and its next heartbeat says so: within a second or two of
+    # the first member's log line, so the reason is waited for, not read once.)
     said = ("the messenger has no live connection to Binance (Binance",
             "the messenger has no symbol list from Binance yet (Binance unreachable")  # fmt: skip
-    assert str(body["reason"]).startswith(said), body
+    answers: list[tuple[int, dict[str, object]]] = []
+
+    def names_binance_unreachable() -> bool:
+        answers.append(readyz(terminal))
+        status, body = answers[-1]
+        return status == 503 and str(body.get("reason")).startswith(said)
+
+    try:
+        wait_until(names_binance_unreachable, 5, what="/readyz naming Binance unreachable")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last /readyz: {answers[-1:]}") from None
     assert "Traceback" not in terminal.output()
     # It keeps trying: the next attempt comes when the last failure said it would.
     attempts = re.findall(r"conn (\d+): connect failed: .*; reconnecting in ([\d.]+) s", terminal.output())

@@ -153,8 +153,8 @@ def snapshot(symbol: str, kind: str = kinds.BOOK_TICKER) -> dict[str, Any] | Res
     exchange_symbol = parse_symbol(symbol)
     name = parse_kind(kind)
     given = params()
+    limit = parse_limit(given)  # checked for every kind, as the document types it; it shapes only books
     if name == kinds.DEPTH:
-        limit = parse_limit(given)
         [book] = current_books([exchange_symbol], limit, parse_max_age_ms(given))
         return book_answer(orjson.dumps(book.record(limit)), book.partial(limit))
     [record] = current(name, [exchange_symbol], parse_max_age_ms(given))
@@ -176,8 +176,8 @@ def snapshots() -> dict[str, Any] | Response:
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
     kind_given = given.get("kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
+    limit = parse_limit(given)  # checked for every kind, as the document types it; it shapes only books
     if name == kinds.DEPTH:
-        limit = parse_limit(given)
         found = current_books(symbols, limit, parse_max_age_ms(given))
         doc = {"kind": name, "snapshots": [b.record(limit) for b in found]}
         return book_answer(orjson.dumps(doc), tuple(sorted({p for b in found for p in b.partial(limit)})))

@@ -278,12 +278,18 @@ def test_our_api_answers_the_top_levels_with_the_records_fields(
     assert both["snapshots"][0]["bids"] == [orjson.loads(b) for b in bids[:2]]
 
 
-@pytest.mark.parametrize("given", [{"limit": "0"}, {"limit": "5001"}, {"limit": "abc"}, {"limit": "1.5"}])
+@pytest.mark.parametrize(
+    "given", [{"limit": "0"}, {"limit": "5001"}, {"limit": "abc"}, {"limit": "1.5"}, {"limit": [None, None]}]
+)
 def test_our_api_refuses_a_limit_out_of_1_to_5000(client: FlaskClient, given: dict[str, Any]) -> None:
     for response in (
         client.post(f"/snapshot/BTCUSDT/depth?limit={given['limit']}"),
         client.post("/snapshot/BTCUSDT/depth", json=given),
         client.post("/snapshots", json={"symbols": ["BTCUSDT"], "kind": "depth", **given}),
+        # The document types limit on every kind's operation: a bad one is refused there too.
+        client.post("/snapshot/BTCUSDT/kline_1m", json=given),
+        client.post(f"/snapshot/BTCUSDT?limit={given['limit']}"),
+        client.post("/snapshots", json={"symbols": ["BTCUSDT"], **given}),
     ):
         assert response.status_code == 400
         assert response.get_json()["error"] == "limit must be a whole number of levels from 1 to 5000."

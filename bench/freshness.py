@@ -31,6 +31,12 @@ A latency is counted from the source handing the frame to its connections (the s
 includes the probe's own last read (an upper bound). The messenger's own share (frame received ->
 acknowledged by Redis) is read from its histogram metric over the same samples, as the upper bound
 of the bucket holding its 99th percentile.
+
+Beside the latencies, what each part took of a core over the samples (``messenger_cpu_share``,
+``redis_cpu_share``, ``server_cpu_share`` for gunicorn and its workers, ``probe_cpu_share`` for
+this process, from /proc) and ``machine_busy_cores``, the busy time of all cores together from
+/proc/stat (2.0: both cores of a 2-core machine busy): everything here shares the machine's cores,
+so a tail is read against how full they were.
 """
 
 from __future__ import annotations
@@ -51,9 +57,13 @@ import orjson
 
 from bench.sources import FeedProcess, FeedSource, SimulatorSource
 from bench.stack import (
+    cpu_between,
+    cpu_by_pid,
+    machine_busy,
     medians,
     percentile,
     proc_stats,
+    process_tree,
     redis_and_simulator,
     rounded,
     running,
@@ -176,6 +186,10 @@ def run_once(
             time.sleep(1.0)  # seeds done: the steady stream
             sent0, t0, buckets0 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
             cpu0 = proc_stats(source.pid)[0]
+            pids = {"messenger": messenger.proc, "redis": redis_server.proc, "server": gunicorn.proc}
+            parts = {name: process_tree(proc.pid) for name, proc in pids.items() if proc is not None}
+            parts0 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
+            probe0, busy0 = time.process_time(), machine_busy()
             skipped0 = source.frames_skipped() if isinstance(source, FeedSource) else 0
             http_reader = HttpReader(gunicorn.port)
             readers = {"http": http_reader, "redis": RedisReader(client)}
@@ -191,6 +205,8 @@ def run_once(
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
             sent1, t1, buckets1 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
             cpu1 = proc_stats(source.pid)[0]
+            parts1 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
+            probe1, busy1 = time.process_time(), machine_busy()
             skipped1 = source.frames_skipped() if isinstance(source, FeedSource) else 0
             http_reader.conn.close()
             source.close()
@@ -202,6 +218,10 @@ def run_once(
         "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
         "frames_per_s": (sent1 - sent0) / (t1 - t0),
         "source_cpu_share": (cpu1 - cpu0) / (t1 - t0),
+        **{f"{name}_cpu_share": cpu_between(parts0[name], parts1[name]) / (t1 - t0) for name in parts},
+        "probe_cpu_share": (probe1 - probe0) / (t1 - t0),
+        # Of both cores together: 2.0 is the whole machine (busy_cores over the same samples).
+        "machine_busy_cores": (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1),
         "load_1m": load,
         "missed": float(missed),
     }

@@ -343,6 +343,11 @@ def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
 FRESHNESS_SIDES = [(source, transport) for source in freshness.SOURCES for transport in freshness.TRANSPORTS]
 
 
+# The parts of a freshness run, as its table names them.
+FRESHNESS_PARTS = (("messenger", "messenger"), ("redis", "Redis"), ("server", "server"), ("source", "source"),
+                   ("probe", "probe"))  # fmt: skip
+
+
 def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
     """A row per flood source and transport measured (same run), each with the source's share of a
     core (the simulator's competes with the service for this machine's cores; Binance's does not)."""
@@ -362,6 +367,10 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
                      f"Redis {f[f'{p}redis_p50_ms']:.1f} / {f[f'{p}redis_p99_ms']:.1f}",
                      f"{f[f'{p}http_p99_over_redis_p99']:.2f}", "p99 <= 5",
                      verdict(f[f"{p}http_p99_ms"], 5, False)))  # fmt: skip
+        if f"{p}machine_busy_cores" in f:  # since the parts' shares are measured: how full the cores were
+            shares = ", ".join(f"{label} {f[f'{p}{part}_cpu_share']:.0%}" for part, label in FRESHNESS_PARTS)
+            rows.append((name, "share of a core over the samples", shares,
+                         f"machine {f[f'{p}machine_busy_cores']:.2f} cores busy", "", "", ""))  # fmt: skip
     return rows
 
 

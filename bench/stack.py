@@ -60,6 +60,13 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), rss_kb * 1024
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far, from /proc/stat (idle and iowait are not busy)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(ticks[:8])  # user .. steal; guest time is counted within user already
+    return total - ticks[3] - ticks[4], total
+
+
 def process_tree(pid: int) -> list[int]:
     """A process and its descendants (children found by their parent id in /proc), parents first."""
     children: dict[int, list[int]] = {}

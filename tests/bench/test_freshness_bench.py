@@ -4,6 +4,8 @@ row for each source and transport measured, named so."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench import freshness
@@ -22,6 +24,11 @@ def test_on_the_paced_feed_every_probe_is_timed_at_the_rate_asked_with_the_feeds
     assert 1000 <= figures["frames_per_s"] + figures["frames_skipped_per_s"] <= 2500
     assert 0 < figures["source_cpu_share"] < 0.5
     assert figures["messenger_p99_ms_at_most"] > 0
+    # What each part took of a core, and how full the machine was: each ran, none past a whole core
+    # (each is one process, or gunicorn's few), and together no more than the machine has.
+    shares = [figures[f"{part}_cpu_share"] for part in ("messenger", "redis", "server", "source", "probe")]
+    assert all(0 < share < 2 for share in shares), shares
+    assert 0 < figures["machine_busy_cores"] <= (os.cpu_count() or 1) + 0.05
 
 
 def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core() -> None:
@@ -33,19 +40,32 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         row |= {f"{p}http_p50_ms": p99 / 3, f"{p}http_p99_ms": p99, f"{p}redis_p50_ms": 1.0,
                 f"{p}redis_p99_ms": p99 / 2, f"{p}http_p99_over_redis_p99": 2.0, f"{p}frames_per_s": 20_000.0,
                 f"{p}source_cpu_share": 0.8 if source == "simulator" else 0.07}  # fmt: skip
+        if source == "feed":  # the parts' shares, as a run since they are measured reports them
+            row |= {f"{p}messenger_cpu_share": 0.41, f"{p}redis_cpu_share": 0.23,
+                    f"{p}server_cpu_share": 0.08, f"{p}probe_cpu_share": 0.1,
+                    f"{p}machine_busy_cores": 1.07}  # fmt: skip
     assert (
         freshness.prefix("simulator", "websocket-client") == ""
     )  # the figures measured before keep their names
     assert freshness.prefix("feed", "picows") == "feed_picows_"
     rows = _freshness_rows(row)
-    assert [r[0] for r in rows] == [
+    latency = [r for r in rows if r[1] == "sent -> readable, p50 / p99 ms"]
+    assert [r[0] for r in latency] == [
         "freshness, 20,000 frames/s from the simulator",
         "freshness, 20,000 frames/s from the simulator, picows",
         "freshness, 20,000 frames/s from the feed",
         "freshness, 20,000 frames/s from the feed, picows",
     ]
-    assert rows[2][2] == "HTTP 3.0 / 9.0 (feed 7%)"
-    assert rows[0][2] == "HTTP 13.3 / 40.0 (simulator 80%)"
-    assert [r[-1] for r in rows] == ["missed by 700%", "missed by 140%", "missed by 80%", "met"]
+    assert latency[2][2] == "HTTP 3.0 / 9.0 (feed 7%)"
+    assert latency[0][2] == "HTTP 13.3 / 40.0 (simulator 80%)"
+    assert [r[-1] for r in latency] == ["missed by 700%", "missed by 140%", "missed by 80%", "met"]
+    # Each side whose parts were measured has their shares beside it (older results have none).
+    shares = [r for r in rows if r[1] == "share of a core over the samples"]
+    assert [r[0] for r in shares] == [latency[2][0], latency[3][0]]
+    assert shares[0][2:4] == (
+        "messenger 41%, Redis 23%, server 8%, source 7%, probe 10%",
+        "machine 1.07 cores busy",
+    )
+    assert rows.index(shares[0]) == rows.index(latency[2]) + 1
     only_feed = {k: v for k, v in row.items() if k.startswith("feed_")}
-    assert [r[0] for r in _freshness_rows(only_feed)] == [r[0] for r in rows[2:]]
+    assert _freshness_rows(only_feed) == [r for r in rows if "from the feed" in r[0]]

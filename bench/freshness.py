@@ -28,9 +28,10 @@ the samples (``source_cpu_share``, from /proc) and the machine's 1-minute load w
 
 A latency is counted from the source handing the frame to its connections (the simulator's
 ``published_at_ms``, the feed's ``sent_at``) to the end of the first read that returned it, so it
-includes the probe's own last read (an upper bound). The messenger's own share (frame received ->
-acknowledged by Redis) is read from its histogram metric over the same samples, as the upper bound
-of the bucket holding its 99th percentile.
+includes the probe's own last read (an upper bound); each read's own round trip is reported too
+(``http_read_p50_ms`` ...), under the same flood: the part of a figure that is the reader's. The
+messenger's own share (frame received -> acknowledged by Redis) is read from its histogram metric
+over the same samples, as the upper bound of the bucket holding its 99th percentile.
 
 Beside the latencies, what each part took of a core over the samples (``messenger_cpu_share``,
 ``redis_cpu_share``, ``server_cpu_share`` for gunicorn and its workers, ``probe_cpu_share`` for
@@ -138,12 +139,16 @@ class RedisReader:
 Probe = SimulatorSource | FeedSource
 
 
-def sample(source: Probe, reader: Any, n: int) -> float | None:
-    """Send a new top of book; seconds until ``reader`` returns it (None: never, within GIVE_UP_S)."""
+def sample(source: Probe, reader: Any, n: int, reads: list[float]) -> float | None:
+    """Send a new top of book; seconds until ``reader`` returns it (None: never, within GIVE_UP_S).
+    Each read's own round trip (ms) goes to ``reads``."""
     u, sent_s = source.probe(n)
-    while time.time() - sent_s < GIVE_UP_S:
-        if reader() >= u:
-            return time.time() - sent_s
+    while (started := time.time()) - sent_s < GIVE_UP_S:
+        served = reader()
+        done = time.time()
+        reads.append((done - started) * 1000)
+        if served >= u:
+            return done - sent_s
     return None
 
 
@@ -194,10 +199,11 @@ def run_once(
             http_reader = HttpReader(gunicorn.port)
             readers = {"http": http_reader, "redis": RedisReader(client)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
+            round_trips: dict[str, list[float]] = {"http": [], "redis": []}
             missed = 0
             for n in range(samples):
                 name = "http" if n % 2 == 0 else "redis"
-                latency = sample(source, readers[name], n)
+                latency = sample(source, readers[name], n, round_trips[name])
                 if latency is None:
                     missed += 1
                 else:
@@ -215,6 +221,11 @@ def run_once(
         "http_p99_ms": percentile(latencies["http"], 99),
         "redis_p50_ms": percentile(latencies["redis"], 50),
         "redis_p99_ms": percentile(latencies["redis"], 99),
+        # One read's round trip, whatever it returned: what the reader itself adds to the figures.
+        "http_read_p50_ms": percentile(round_trips["http"], 50),
+        "http_read_p99_ms": percentile(round_trips["http"], 99),
+        "redis_read_p50_ms": percentile(round_trips["redis"], 50),
+        "redis_read_p99_ms": percentile(round_trips["redis"], 99),
         "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
         "frames_per_s": (sent1 - sent0) / (t1 - t0),
         "source_cpu_share": (cpu1 - cpu0) / (t1 - t0),

@@ -367,6 +367,11 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
                      f"Redis {f[f'{p}redis_p50_ms']:.1f} / {f[f'{p}redis_p99_ms']:.1f}",
                      f"{f[f'{p}http_p99_over_redis_p99']:.2f}", "p99 <= 5",
                      verdict(f[f"{p}http_p99_ms"], 5, False)))  # fmt: skip
+        if f"{p}http_read_p99_ms" in f:  # since reads are timed: what the reader adds to the figures above
+            rows.append((name, "one read's round trip, p50 / p99 ms",
+                         f"HTTP {f[f'{p}http_read_p50_ms']:.1f} / {f[f'{p}http_read_p99_ms']:.1f}",
+                         f"Redis {f[f'{p}redis_read_p50_ms']:.1f} / {f[f'{p}redis_read_p99_ms']:.1f}",
+                         "", "", ""))  # fmt: skip
         if f"{p}machine_busy_cores" in f:  # since the parts' shares are measured: how full the cores were
             shares = ", ".join(f"{label} {f[f'{p}{part}_cpu_share']:.0%}" for part, label in FRESHNESS_PARTS)
             rows.append((name, "share of a core over the samples", shares,

@@ -24,6 +24,10 @@ def test_on_the_paced_feed_every_probe_is_timed_at_the_rate_asked_with_the_feeds
     assert 1000 <= figures["frames_per_s"] + figures["frames_skipped_per_s"] <= 2500
     assert 0 < figures["source_cpu_share"] < 0.5
     assert figures["messenger_p99_ms_at_most"] > 0
+    # Every read is timed: a round trip is no longer than the latency it ended.
+    for reader in ("http", "redis"):
+        assert 0 < figures[f"{reader}_read_p50_ms"] <= figures[f"{reader}_read_p99_ms"]
+        assert figures[f"{reader}_read_p50_ms"] <= figures[f"{reader}_p99_ms"]
     # What each part took of a core, and how full the machine was: each ran, none past a whole core
     # (each is one process, or gunicorn's few), and together no more than the machine has.
     shares = [figures[f"{part}_cpu_share"] for part in ("messenger", "redis", "server", "source", "probe")]
@@ -43,7 +47,9 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         if source == "feed":  # the parts' shares, as a run since they are measured reports them
             row |= {f"{p}messenger_cpu_share": 0.41, f"{p}redis_cpu_share": 0.23,
                     f"{p}server_cpu_share": 0.08, f"{p}probe_cpu_share": 0.1,
-                    f"{p}machine_busy_cores": 1.07}  # fmt: skip
+                    f"{p}machine_busy_cores": 1.07, f"{p}http_read_p50_ms": 0.4,
+                    f"{p}http_read_p99_ms": 2.5, f"{p}redis_read_p50_ms": 0.1,
+                    f"{p}redis_read_p99_ms": 0.9}  # fmt: skip
     assert (
         freshness.prefix("simulator", "websocket-client") == ""
     )  # the figures measured before keep their names
@@ -66,6 +72,10 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         "messenger 41%, Redis 23%, server 8%, source 7%, probe 10%",
         "machine 1.07 cores busy",
     )
-    assert rows.index(shares[0]) == rows.index(latency[2]) + 1
+    reads = [r for r in rows if r[1] == "one read's round trip, p50 / p99 ms"]
+    assert [r[0] for r in reads] == [latency[2][0], latency[3][0]]
+    assert reads[0][2:4] == ("HTTP 0.4 / 2.5", "Redis 0.1 / 0.9")
+    assert rows.index(reads[0]) == rows.index(latency[2]) + 1
+    assert rows.index(shares[0]) == rows.index(latency[2]) + 2
     only_feed = {k: v for k, v in row.items() if k.startswith("feed_")}
     assert _freshness_rows(only_feed) == [r for r in rows if "from the feed" in r[0]]

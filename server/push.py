@@ -62,7 +62,7 @@ def stream(symbol: str, kind: str = kinds.BOOK_TICKER) -> Response:
     if name == kinds.DEPTH:
         # An order book's top levels only (default 100, at most 5,000 a side).
         follower = BookFollower(
-            hub(), books_reader(), exchange_symbol, parse_limit(dict(request.args)), ttl_s
+            hub(), books_reader(), exchange_symbol, parse_limit((dict(request.args),)), ttl_s
         )
     else:
         key = snapshot_key(key_kind, exchange_symbol)

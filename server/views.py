@@ -9,7 +9,7 @@ Errors are ``{"status_code": N, "error": "..."}``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +35,8 @@ MAX_AGE_ERROR = (
     f"max_age_ms must be a whole number of milliseconds, 0 or more, of at most {MAX_DIGITS} digits."
 )
 LIMIT_ERROR = f"limit must be a whole number of levels from 1 to {MAX_LIMIT}."
+# Where request parameters come from: the query's, then a JSON object body's (see params).
+Sources = tuple[dict[str, Any], ...]
 
 
 def store() -> SnapshotStore:
@@ -71,41 +73,56 @@ def parse_kind(raw: str) -> str:
     return kind
 
 
-def params() -> dict[str, Any]:
-    """Query parameters, overridden by a JSON object body; a 400 if the body is not one."""
-    out: dict[str, Any] = dict(request.args)
+def params() -> Sources:
+    """The query's parameters, then a JSON object body's (a 400 if the body is not one).
+
+    Where both give a parameter, the body's value is used, and each must be valid: a malformed
+    value is the parameter's 400 wherever it is, never hidden by a good one in the other place.
+    """
+    query: dict[str, Any] = dict(request.args)
     raw_body = request.get_data(cache=False)
-    if raw_body.strip():
-        try:
-            doc = orjson.loads(raw_body)
-        except orjson.JSONDecodeError:
-            raise ApiError(400, "Request body must be a JSON object.") from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "Request body must be a JSON object.")
-        out.update(doc)
-    return out
+    if not raw_body.strip():
+        return (query,)
+    try:
+        doc = orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Request body must be a JSON object.") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    return (query, doc)
 
 
-def parse_max_age_ms(given: dict[str, Any]) -> int | None:
+def given_value(given: Sources, name: str, default: Any = None) -> Any:
+    """The value of ``name`` used: the body's if it has one, else the query's, else ``default``."""
+    for source in reversed(given):
+        if name in source:
+            return source[name]
+    return default
+
+
+def parse_max_age_ms(given: Sources) -> int | None:
     """``max_age_ms`` if given: a JSON integer >= 0, or 1 to 20 ASCII digits (a 400 for anything else)."""
-    if "max_age_ms" not in given:
-        return None
-    value = given["max_age_ms"]
-    if isinstance(value, str):
-        value = whole_number(value)
-    if type(value) is not int or value < 0:
-        raise ApiError(400, MAX_AGE_ERROR)
-    return value
+    return whole_param(given, "max_age_ms", lambda v: v >= 0, MAX_AGE_ERROR, None)
 
 
-def parse_limit(given: dict[str, Any]) -> int:
+def parse_limit(given: Sources) -> int:
     """``limit`` of an order book (default 100): a JSON integer or 1 to 20 ASCII digits, 1 to 5,000."""
-    value = given.get("limit", DEFAULT_LIMIT)
-    if isinstance(value, str):
-        value = whole_number(value)
-    if type(value) is not int or not 1 <= value <= MAX_LIMIT:
-        raise ApiError(400, LIMIT_ERROR)
-    return value
+    limit: int = whole_param(given, "limit", lambda v: 1 <= v <= MAX_LIMIT, LIMIT_ERROR, DEFAULT_LIMIT)
+    return limit
+
+
+def whole_param(given: Sources, name: str, allowed: Callable[[int], bool], error: str, default: Any) -> Any:
+    """A whole-number parameter: each value given (query and body) checked, the body's used."""
+    found = default
+    for source in given:
+        if name in source:
+            value = source[name]
+            if isinstance(value, str):
+                value = whole_number(value)
+            if type(value) is not int or not allowed(value):
+                raise ApiError(400, error)
+            found = value
+    return found
 
 
 def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[str, Any]]:
@@ -166,7 +183,7 @@ def snapshots() -> dict[str, Any] | Response:
     """Several symbols of one kind, read at one instant: ``{"symbols": [...], "kind": "..."}``."""
     _post_only()
     given = params()
-    raw = given.get("symbols")
+    raw = given_value(given, "symbols")
     if isinstance(raw, str):
         raw = [s for s in raw.split(",") if s]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
@@ -174,7 +191,7 @@ def snapshots() -> dict[str, Any] | Response:
     if len(raw) > MAX_SYMBOLS:
         raise ApiError(400, f"At most {MAX_SYMBOLS} symbols a request.")
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
-    kind_given = given.get("kind", kinds.BOOK_TICKER)
+    kind_given = given_value(given, "kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
     limit = parse_limit(given)  # checked for every kind, as the document types it; it shapes only books
     if name == kinds.DEPTH:

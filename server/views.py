@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -35,8 +36,6 @@ MAX_AGE_ERROR = (
     f"max_age_ms must be a whole number of milliseconds, 0 or more, of at most {MAX_DIGITS} digits."
 )
 LIMIT_ERROR = f"limit must be a whole number of levels from 1 to {MAX_LIMIT}."
-# Where request parameters come from: the query's, then a JSON object body's (see params).
-Sources = tuple[dict[str, Any], ...]
 
 
 def store() -> SnapshotStore:
@@ -73,55 +72,64 @@ def parse_kind(raw: str) -> str:
     return kind
 
 
-def params() -> Sources:
-    """The query's parameters, then a JSON object body's (a 400 if the body is not one).
+@dataclass(frozen=True, slots=True)
+class Given:
+    """A request's parameters: the query's (text) and a JSON object body's (JSON values).
 
-    Where both give a parameter, the body's value is used, and each must be valid: a malformed
-    value is the parameter's 400 wherever it is, never hidden by a good one in the other place.
+    Where both give one, the body's value is used, and each must be valid: a malformed value is
+    the parameter's 400 wherever it is, never hidden by a good one in the other place.
     """
-    query: dict[str, Any] = dict(request.args)
+
+    query: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The value used: the body's if it has one, else the query's, else ``default``."""
+        return self.body.get(name, self.query.get(name, default))
+
+
+def params() -> Given:
+    """The query's parameters and a JSON object body's (a 400 if the body is not one)."""
+    query: dict[str, str] = dict(request.args)
     raw_body = request.get_data(cache=False)
     if not raw_body.strip():
-        return (query,)
+        return Given(query)
     try:
         doc = orjson.loads(raw_body)
     except orjson.JSONDecodeError:
         raise ApiError(400, "Request body must be a JSON object.") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "Request body must be a JSON object.")
-    return (query, doc)
+    return Given(query, doc)
 
 
-def given_value(given: Sources, name: str, default: Any = None) -> Any:
-    """The value of ``name`` used: the body's if it has one, else the query's, else ``default``."""
-    for source in reversed(given):
-        if name in source:
-            return source[name]
-    return default
-
-
-def parse_max_age_ms(given: Sources) -> int | None:
-    """``max_age_ms`` if given: a JSON integer >= 0, or 1 to 20 ASCII digits (a 400 for anything else)."""
+def parse_max_age_ms(given: Given) -> int | None:
+    """``max_age_ms`` if given: 1 to 20 ASCII digits in the query, a JSON integer in the body, >= 0."""
     return whole_param(given, "max_age_ms", lambda v: v >= 0, MAX_AGE_ERROR, None)
 
 
-def parse_limit(given: Sources) -> int:
-    """``limit`` of an order book (default 100): a JSON integer or 1 to 20 ASCII digits, 1 to 5,000."""
+def parse_limit(given: Given) -> int:
+    """``limit`` of an order book (default 100): 1 to 20 ASCII digits in the query, a JSON integer in
+    the body, 1 to 5,000."""
     limit: int = whole_param(given, "limit", lambda v: 1 <= v <= MAX_LIMIT, LIMIT_ERROR, DEFAULT_LIMIT)
     return limit
 
 
-def whole_param(given: Sources, name: str, allowed: Callable[[int], bool], error: str, default: Any) -> Any:
-    """A whole-number parameter: each value given (query and body) checked, the body's used."""
+def whole_param(given: Given, name: str, allowed: Callable[[int], bool], error: str, default: Any) -> Any:
+    """A whole-number parameter, each value given checked (a 400 if either is bad), the body's used.
+
+    In the query it is text, 1 to 20 ASCII digits; in the body a JSON integer, as the document types
+    it (``"500"`` or ``true`` there is a 400, not a number).
+    """
     found = default
-    for source in given:
-        if name in source:
-            value = source[name]
-            if isinstance(value, str):
-                value = whole_number(value)
-            if type(value) is not int or not allowed(value):
-                raise ApiError(400, error)
-            found = value
+    if name in given.query:
+        found = whole_number(given.query[name])
+        if found is None or not allowed(found):
+            raise ApiError(400, error)
+    if name in given.body:
+        found = given.body[name]
+        if type(found) is not int or not allowed(found):
+            raise ApiError(400, error)
     return found
 
 
@@ -183,15 +191,17 @@ def snapshots() -> dict[str, Any] | Response:
     """Several symbols of one kind, read at one instant: ``{"symbols": [...], "kind": "..."}``."""
     _post_only()
     given = params()
-    raw = given_value(given, "symbols")
-    if isinstance(raw, str):
-        raw = [s for s in raw.split(",") if s]
+    # A JSON list in the body, comma-separated text in the query (as the document gives them).
+    if "symbols" in given.body:
+        raw = given.body["symbols"]
+    else:
+        raw = [s for s in given.query.get("symbols", "").split(",") if s]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
         raise ApiError(400, "symbols must be a list of symbols (or, in the query, comma-separated).")
     if len(raw) > MAX_SYMBOLS:
         raise ApiError(400, f"At most {MAX_SYMBOLS} symbols a request.")
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
-    kind_given = given_value(given, "kind", kinds.BOOK_TICKER)
+    kind_given = given.value("kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
     limit = parse_limit(given)  # checked for every kind, as the document types it; it shapes only books
     if name == kinds.DEPTH:

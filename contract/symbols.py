@@ -6,10 +6,15 @@ spells it ``BTCUSDT``; its stream names and our Redis keys use ``btcusdt``.
 
 from __future__ import annotations
 
+import string
+
 # Binance symbols are base + quote asset, today at most 20 characters. Non-ASCII
 # letters do occur (Binance lists some symbols in UTF-8), so letters are not ASCII-only.
 MIN_SYMBOL_LENGTH = 2
 MAX_SYMBOL_LENGTH = 20
+# Only ASCII letters change case: str.upper() makes U+017F (long s) an "S" and U+0131 (dotless i)
+# an "I", so "BTCU\u017fDT" would have been taken as BTCUSDT, a text that is not its spelling.
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
 
 class InvalidSymbol(ValueError):
@@ -22,7 +27,7 @@ def normalize_symbol(raw: str) -> str:
         raise InvalidSymbol(f"symbol is too long (at most {MAX_SYMBOL_LENGTH} characters)")
     if raw.count("_") > 1 or raw.startswith("_") or raw.endswith("_"):
         raise InvalidSymbol("symbol may contain one underscore, between base and quote asset")
-    symbol = raw.replace("_", "").upper()
+    symbol = raw.replace("_", "").translate(_ASCII_UPPER)
     if not MIN_SYMBOL_LENGTH <= len(symbol) <= MAX_SYMBOL_LENGTH:
         raise InvalidSymbol(f"symbol must be {MIN_SYMBOL_LENGTH} to {MAX_SYMBOL_LENGTH} letters or digits")
     for ch in symbol:

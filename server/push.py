@@ -32,7 +32,7 @@ from server.errors import ApiError
 from server.hub import POLL_S, Hub
 from server.shutdown import Shutdown
 from server.store import SnapshotStore, StoreUnavailable
-from server.views import RETRY, parse_kind, parse_limit, parse_symbol, settings, store
+from server.views import RETRY, Given, parse_kind, parse_limit, parse_symbol, settings, store
 from server.views import books as books_reader
 
 bp = Blueprint("push", __name__)
@@ -62,7 +62,7 @@ def stream(symbol: str, kind: str = kinds.BOOK_TICKER) -> Response:
     if name == kinds.DEPTH:
         # An order book's top levels only (default 100, at most 5,000 a side).
         follower = BookFollower(
-            hub(), books_reader(), exchange_symbol, parse_limit(dict(request.args)), ttl_s
+            hub(), books_reader(), exchange_symbol, parse_limit(Given(dict(request.args))), ttl_s
         )
     else:
         key = snapshot_key(key_kind, exchange_symbol)

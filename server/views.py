@@ -9,8 +9,9 @@ Errors are ``{"status_code": N, "error": "..."}``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -71,41 +72,65 @@ def parse_kind(raw: str) -> str:
     return kind
 
 
-def params() -> dict[str, Any]:
-    """Query parameters, overridden by a JSON object body; a 400 if the body is not one."""
-    out: dict[str, Any] = dict(request.args)
+@dataclass(frozen=True, slots=True)
+class Given:
+    """A request's parameters: the query's (text) and a JSON object body's (JSON values).
+
+    Where both give one, the body's value is used, and each must be valid: a malformed value is
+    the parameter's 400 wherever it is, never hidden by a good one in the other place.
+    """
+
+    query: dict[str, str]
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The value used: the body's if it has one, else the query's, else ``default``."""
+        return self.body.get(name, self.query.get(name, default))
+
+
+def params() -> Given:
+    """The query's parameters and a JSON object body's (a 400 if the body is not one)."""
+    query: dict[str, str] = dict(request.args)
     raw_body = request.get_data(cache=False)
-    if raw_body.strip():
-        try:
-            doc = orjson.loads(raw_body)
-        except orjson.JSONDecodeError:
-            raise ApiError(400, "Request body must be a JSON object.") from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "Request body must be a JSON object.")
-        out.update(doc)
-    return out
+    if not raw_body.strip():
+        return Given(query)
+    try:
+        doc = orjson.loads(raw_body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Request body must be a JSON object.") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    return Given(query, doc)
 
 
-def parse_max_age_ms(given: dict[str, Any]) -> int | None:
-    """``max_age_ms`` if given: a JSON integer >= 0, or 1 to 20 ASCII digits (a 400 for anything else)."""
-    if "max_age_ms" not in given:
-        return None
-    value = given["max_age_ms"]
-    if isinstance(value, str):
-        value = whole_number(value)
-    if type(value) is not int or value < 0:
-        raise ApiError(400, MAX_AGE_ERROR)
-    return value
+def parse_max_age_ms(given: Given) -> int | None:
+    """``max_age_ms`` if given: 1 to 20 ASCII digits in the query, a JSON integer in the body, >= 0."""
+    return whole_param(given, "max_age_ms", lambda v: v >= 0, MAX_AGE_ERROR, None)
 
 
-def parse_limit(given: dict[str, Any]) -> int:
-    """``limit`` of an order book (default 100): a JSON integer or 1 to 20 ASCII digits, 1 to 5,000."""
-    value = given.get("limit", DEFAULT_LIMIT)
-    if isinstance(value, str):
-        value = whole_number(value)
-    if type(value) is not int or not 1 <= value <= MAX_LIMIT:
-        raise ApiError(400, LIMIT_ERROR)
-    return value
+def parse_limit(given: Given) -> int:
+    """``limit`` of an order book (default 100): 1 to 20 ASCII digits in the query, a JSON integer in
+    the body, 1 to 5,000."""
+    limit: int = whole_param(given, "limit", lambda v: 1 <= v <= MAX_LIMIT, LIMIT_ERROR, DEFAULT_LIMIT)
+    return limit
+
+
+def whole_param(given: Given, name: str, allowed: Callable[[int], bool], error: str, default: Any) -> Any:
+    """A whole-number parameter, each value given checked (a 400 if either is bad), the body's used.
+
+    In the query it is text, 1 to 20 ASCII digits; in the body a JSON integer, as the document types
+    it (``"500"`` or ``true`` there is a 400, not a number).
+    """
+    found = default
+    if name in given.query:
+        found = whole_number(given.query[name])
+        if found is None or not allowed(found):
+            raise ApiError(400, error)
+    if name in given.body:
+        found = given.body[name]
+        if type(found) is not int or not allowed(found):
+            raise ApiError(400, error)
+    return found
 
 
 def current(kind: str, symbols: list[str], max_age_ms: int | None) -> list[dict[str, Any]]:
@@ -166,15 +191,17 @@ def snapshots() -> dict[str, Any] | Response:
     """Several symbols of one kind, read at one instant: ``{"symbols": [...], "kind": "..."}``."""
     _post_only()
     given = params()
-    raw = given.get("symbols")
-    if isinstance(raw, str):
-        raw = [s for s in raw.split(",") if s]
+    # A JSON list in the body, comma-separated text in the query (as the document gives them).
+    if "symbols" in given.body:
+        raw = given.body["symbols"]
+    else:
+        raw = [s for s in given.query.get("symbols", "").split(",") if s]
     if not isinstance(raw, list) or not raw or not all(isinstance(s, str) for s in raw):
         raise ApiError(400, "symbols must be a list of symbols (or, in the query, comma-separated).")
     if len(raw) > MAX_SYMBOLS:
         raise ApiError(400, f"At most {MAX_SYMBOLS} symbols a request.")
     symbols = list(dict.fromkeys(parse_symbol(s) for s in raw))
-    kind_given = given.get("kind", kinds.BOOK_TICKER)
+    kind_given = given.value("kind", kinds.BOOK_TICKER)
     name = parse_kind(kind_given if isinstance(kind_given, str) else "")
     limit = parse_limit(given)  # checked for every kind, as the document types it; it shapes only books
     if name == kinds.DEPTH:

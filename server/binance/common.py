@@ -4,6 +4,7 @@ and the current records of a kind (served only while vouched for, else 503 -1001
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +33,9 @@ class BinanceError(Exception):
 
 
 INVALID_SYMBOL = (400, -1121, "Invalid symbol.")
+# ``symbols`` as the document gives it (^\[.+\]$): a JSON list from its first character to its last,
+# on one line. orjson.loads alone also takes whitespace around it, and newlines within it.
+SYMBOLS_TEXT = re.compile(r"\[.+\]")
 
 
 def json_body(doc: Any) -> Response:
@@ -65,7 +69,7 @@ def symbols_param() -> list[str] | None:
     if many is None:
         return None
     try:
-        names = orjson.loads(many)
+        names = orjson.loads(many) if SYMBOLS_TEXT.fullmatch(many) else None
     except orjson.JSONDecodeError:
         names = None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):

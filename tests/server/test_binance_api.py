@@ -132,6 +132,11 @@ def test_recent_trades_oldest_first_with_exact_quote_quantity(client: FlaskClien
         ("/api/v3/ticker/bookTicker?symbol=BTC-USDT", 400, -1121),
         ("/api/v3/ticker/bookTicker?symbol=BTCUSDT&symbols=[]", 400, -1128),
         ("/api/v3/ticker/bookTicker?symbols=BTCUSDT", 400, -1100),
+        # A JSON list, but not as the document's pattern ^\[.+\]$ gives it: whitespace around it, a newline.
+        ('/api/v3/ticker/bookTicker?symbols=%20["BTCUSDT"]', 400, -1100),
+        ('/api/v3/ticker/bookTicker?symbols=["BTCUSDT"]%20', 400, -1100),
+        ('/api/v3/ticker/price?symbols=[%0A"BTCUSDT"]', 400, -1100),
+        ('/api/v3/exchangeInfo?symbols=%09["ETHBTC"]', 400, -1100),
         ("/api/v3/avgPrice", 400, -1102),
         ("/api/v3/depth?symbol=ETHBTC&limit=0", 400, -1130),
         ("/api/v3/trades?symbol=ETHBTC&limit=0", 400, -1130),

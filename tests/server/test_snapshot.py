@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -112,6 +113,19 @@ def test_malformed_symbols_are_400_json(client: FlaskClient, symbol: str) -> Non
     body = response.get_json()
     assert body["status_code"] == 400
     assert body["error"].startswith("Invalid symbol: ")
+
+
+@pytest.mark.parametrize("spelling", ["BTCU\u017fDT", "btcu\u017fdt", "BTC_U\ufb06DT"])  # long s; st ligature
+def test_letters_that_only_str_upper_makes_ascii_do_not_spell_a_symbol(
+    client: FlaskClient, stored: dict[str, Any], spelling: str
+) -> None:
+    # "\u017f".upper() is "S" (long s): POST /snapshot/BTCU%C5%BFDT was answered BTCUSDT's value
+    # (schemathesis ST201: the path's pattern is ASCII letters and digits). It is another, unknown symbol.
+    quoted = quote(spelling)
+    assert client.post(f"/snapshot/{quoted}").status_code == 404
+    assert client.post("/snapshots", json={"symbols": [spelling]}).status_code == 404
+    answer = client.get(f"/api/v3/ticker/bookTicker?symbol={quoted}")
+    assert (answer.status_code, answer.get_json()["code"]) == (400, -1121)
 
 
 def test_a_huge_path_is_json_not_a_crash(client: FlaskClient) -> None:

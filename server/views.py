@@ -105,7 +105,8 @@ def params() -> Given:
 
 def parse_max_age_ms(given: Given) -> int | None:
     """``max_age_ms`` if given: 1 to 20 ASCII digits in the query, a JSON integer in the body, >= 0."""
-    return whole_param(given, "max_age_ms", lambda v: v >= 0, MAX_AGE_ERROR, None)
+    max_age_ms: int | None = whole_param(given, "max_age_ms", lambda v: v >= 0, MAX_AGE_ERROR, None)
+    return max_age_ms
 
 
 def parse_limit(given: Given) -> int:

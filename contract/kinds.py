@@ -7,6 +7,8 @@ matters: ``kline_1m`` is one minute, ``kline_1M`` one month.
 
 from __future__ import annotations
 
+import string
+
 KLINE_INTERVALS = (
     "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M",
 )  # fmt: skip
@@ -35,6 +37,9 @@ KINDS: tuple[str, ...] = (
 # Binance ticker list without ``symbol`` is answered from, each seeded with one REST call.
 MARKET_KINDS = (BOOK_TICKER, TICKER)
 _BY_LOWER = {k.lower(): k for k in KINDS if not k.startswith("kline_")}
+# Only ASCII letters change case (as a symbol's, contract.symbols): str.lower() makes U+212A (Kelvin
+# sign) a "k" and U+0130 (dotted capital I) an "i", so "\u212aline_1m" would have been kline_1m.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def key_kind(kind: str) -> str:
@@ -49,10 +54,11 @@ def resolve_kind(raw: str) -> str | None:
 
     A kline's interval must be spelled exactly (``1m`` is a minute, ``1M`` a month).
     """
-    if raw.lower().startswith("kline_"):
+    lower = raw.translate(_ASCII_LOWER)
+    if lower.startswith("kline_"):
         kind = "kline_" + raw[len("kline_") :]
         return kind if kind in KINDS else None
-    return _BY_LOWER.get(raw.lower())
+    return _BY_LOWER.get(lower)
 
 
 KIND_BY_KEY: dict[str, str] = {key_kind(k): k for k in KINDS}

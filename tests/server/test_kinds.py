@@ -35,6 +35,14 @@ def test_any_kind_in_any_case(client: FlaskClient, kind: str) -> None:
     assert body["age_ms"] >= 0
 
 
+@pytest.mark.parametrize("kind", ["\u212aline_1m", "\u212aLINE_1m", "bookTic\u212aer"])
+def test_only_ascii_letters_change_case_in_a_kind(client: FlaskClient, kind: str) -> None:
+    # "\u212a".lower() is "k" (Kelvin sign): /snapshot/ETHBTC/%E2%84%AAline_1m was kline_1m.
+    response = client.post(f"/snapshot/ETHBTC/{kind}")
+    assert response.status_code == 404
+    assert response.get_json()["error"].startswith("Unknown stream kind")
+
+
 def test_a_klines_interval_is_case_sensitive(client: FlaskClient) -> None:
     assert client.post("/snapshot/ETHBTC/kline_1M").get_json()["interval"] == "1M"
     assert client.post("/snapshot/ETHBTC/KLINE_1m").get_json()["interval"] == "1m"

@@ -193,13 +193,17 @@ SCHEMAS: Doc = {
     },
 }
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9]{1,20}(_[A-Za-z0-9]{1,20})?$"
+# A letter or digit: ASCII ones, or any non-ASCII character (Binance lists some symbols in UTF-8:
+# contract.symbols takes non-ASCII letters). Written as "not an ASCII non-alphanumeric" so that both
+# Python's and ECMA-262's regular expressions read it alike.
+SYMBOL_CHAR = r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
+SYMBOL_PATTERN = rf"^{SYMBOL_CHAR}{{1,20}}(_{SYMBOL_CHAR}{{1,20}})?$"
 SYMBOL = {
     "name": "symbol",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": SYMBOL_PATTERN, "maxLength": 21},
-    "description": "BTC_USDT, BTCUSDT, btc_usdt or btcusdt",
+    "description": "BTC_USDT, BTCUSDT, btc_usdt or btcusdt (non-ASCII letters as listed, in UTF-8)",
     "example": "BTC_USDT",
 }
 KIND = {

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from contract.keys import PENDING, snapshot_key
+from contract.symbols import InvalidSymbol, normalize_symbol
 from server import create_app
 from server.openapi import NOT_SUPPORTED, document
 from tests.records import heartbeat, stream_state
@@ -95,3 +96,24 @@ def test_the_openapi_document_is_served_as_json(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.")
     assert doc == orjson.loads(orjson.dumps(document()))
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["BTC_USDT", "btcusdt", "1000SATS_USDT", "币安人生USDT", "币安人生_usdt",  # accepted by the server
+     "BTC-USDT", "BTC__USDT", "_BTCUSDT", "BTCUSDT_", "BTC%USDT", "BTC USDT", "A" * 21, "A" * 22],  # refused
+)  # fmt: skip
+def test_the_documents_symbol_pattern_takes_what_the_server_takes(spelling: str) -> None:
+    # An OpenAPI client checks the path against the pattern before sending: a symbol the server
+    # serves (Binance lists some in UTF-8) must pass it, and one it refuses as malformed must not.
+    [symbol] = [
+        p for p in document()["paths"]["/snapshot/{symbol}"]["post"]["parameters"] if p["name"] == "symbol"
+    ]
+    schema = symbol["schema"]
+    documented = bool(re.fullmatch(schema["pattern"], spelling)) and len(spelling) <= schema["maxLength"]
+    try:
+        normalize_symbol(spelling)
+        served = True
+    except InvalidSymbol:
+        served = False
+    assert documented == served

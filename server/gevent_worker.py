@@ -20,6 +20,7 @@ that point (it may be what could not be read), so the shape is ours even under `
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import orjson
@@ -56,11 +57,23 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+def _stop_booting(sig: int, frame: object) -> None:
+    """A stop signal before the worker serves anything: exit now, nothing to finish."""
+    os._exit(0)
+
+
 class GeventWorker(ggevent.GeventWorker):  # type: ignore[misc]
     """``worker_class`` for server.gunicorn_conf."""
 
     def init_process(self) -> None:
         """Answer gunicorn's own errors in JSON, then start as gunicorn's gevent worker does."""
+        # Until gunicorn sets this worker's handlers (after gevent's patching, a moment on a busy
+        # machine), the arbiter's are in force, inherited at the fork: they only queue a signal
+        # for the arbiter's loop, which never runs here. A Ctrl-C while the worker booted was
+        # lost, and the arbiter waited out its 30 s graceful timeout before killing it. A booting
+        # worker has nothing to finish: a stop of any kind ends it at once.
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+            signal.signal(sig, _stop_booting)
         # handle_error() calls util.write_error(...) through the module: this process's only
         # server is ours, so its error writer is replaced for the whole process, once.
         util.write_error = write_json_error

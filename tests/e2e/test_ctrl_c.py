@@ -57,6 +57,32 @@ def test_ctrl_c_stops_a_process_run_by_hand_without_a_traceback(
     assert "Traceback" not in output, output[-4000:]
 
 
+def test_ctrl_c_while_the_workers_boot_stops_the_server_at_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Ctrl-C the moment gunicorn says a worker is booting (before gevent's patching is done and
+    the worker's own handlers are set): the server still stops within seconds, not after the
+    arbiter's 30 s graceful timeout for a worker that never heard the signal."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": redis_server.url, "LOG_LEVEL": "INFO",
+           "WEB_CONCURRENCY": str(WORKERS)}  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        wait_until(lambda: log.read_text(errors="replace").count("Booting worker") == WORKERS, 30, 0.001)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(log.read_text(errors="replace")[-4000:]) from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def test_a_graceful_stop_does_not_wait_for_live_push_clients(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

@@ -4,25 +4,22 @@ When no engine answers, one is started (``dockerd``, as root, in the background)
 again afterwards; a machine that cannot run one gets a skip with the reason, never a silent pass.
 One test module at a time has the engine, whatever process it runs in (`make test` runs two
 pytest workers): a lock file is held from ``start`` to ``stop``, so one module never stops a
-dockerd another is using, and two stacks never build or publish at once.
+dockerd another is using, and two stacks never build or publish at once (tests.machine_lock:
+nor does the chaos run go on beside one).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import IO
 
 import pytest
 
+from tests.machine_lock import MachineLock
 from tests.processes import ROOT, Process
-
-LOCK_FILE = Path(tempfile.gettempdir()) / "transmute-tests-docker-engine.lock"
 
 
 def docker(*args: str, timeout_s: float = 60, check: bool = True) -> str:
@@ -51,13 +48,12 @@ class Engine:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.dockerd: Process | None = None
-        self._lock: IO[bytes] | None = None
+        self._lock = MachineLock()
 
     def start(self) -> None:
         """Use the running engine, or start dockerd; skip (saying why) when neither can be had.
         Waits first for any other module using the engine to be done with it."""
-        self._lock = LOCK_FILE.open("ab")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._lock.acquire()
         try:
             self._start()
         except BaseException:  # a skip too: the next module may have the engine
@@ -92,9 +88,7 @@ class Engine:
         if self.dockerd is not None:
             self.dockerd.stop(timeout_s=60)
             self.dockerd = None
-        if self._lock is not None:
-            self._lock.close()  # releases the lock
-            self._lock = None
+        self._lock.release()
 
 
 def compose_command() -> list[str]:

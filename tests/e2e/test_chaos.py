@@ -51,6 +51,7 @@ import pytest
 from contract.settings import Settings
 from simulator import record
 from tests.conftest import Started
+from tests.machine_lock import holding_the_machine
 from tests.oracle import SLACK_MS, Judgement, Published, Stream, Value, served_value, stream_name
 from tests.processes import Gunicorn, Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
@@ -458,7 +459,15 @@ def demand_cap() -> int:
 
 
 @pytest.fixture
-def chaos(started: Started, logs_dir: Path) -> Iterator[Chaos]:
+def machine() -> Iterator[None]:
+    """The machine to this run alone, not beside a compose stack (tests.machine_lock); set up
+    before ``started`` and so torn down after it has stopped every process."""
+    with holding_the_machine():
+        yield
+
+
+@pytest.fixture
+def chaos(machine: None, started: Started, logs_dir: Path) -> Iterator[Chaos]:
     seed = int(os.environ.get("CHAOS_SEED") or time.time_ns() % 2**31)
     print(f"\nchaos: seed {seed} (CHAOS_SEED={seed} replays this schedule)", flush=True)
     redis_server: RedisServer = started.add(RedisServer(logs_dir))

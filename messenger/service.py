@@ -30,6 +30,7 @@ from messenger.catalog import Catalog
 from messenger.connection import CLOSED, OPEN
 from messenger.demand import DemandReader
 from messenger.egress import Egress
+from messenger.heap import Heap
 from messenger.kline_history import KlineHistory
 from messenger.membership import Membership
 from messenger.order_books import OrderBooks
@@ -164,10 +165,12 @@ class Messenger:
         everything = " and every trading symbol" if all_symbols else ""
         logger.info("messenger: pinned %s%s (%s); any other trading symbol and kind on demand",
                     ", ".join(pinned) or "nothing", everything, ", ".join(k.name for k in kinds))  # fmt: skip
+        heap = Heap(time.monotonic())
         try:
             while not flags.stop.is_set():
                 worker.check(parts)  # a part that died stops the process (messenger.worker)
                 now = time.monotonic()
+                heap.tick(now)
                 self._replan(pinned, all_symbols, kinds, now)
                 self._watch_connects()
                 self.supervisor.tick(now)

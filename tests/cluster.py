@@ -118,9 +118,9 @@ class RedisClusterNodes:
         raise RuntimeError(f"no cluster node started in {attempts} attempts: see {node.log_path}")
 
     def _new_node(self) -> RedisServer:
-        # The bus port is a free one too (TRANSMUTE_PORTS), not redis's port + 10000. A replica's
+        # The bus port is a free one too (RedisServer), not redis's port + 10000. A replica's
         # first sync starts at once (not after the default 5 s diskless delay).
-        node = RedisServer(self.log_dir, "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+        node = RedisServer(self.log_dir, "--cluster-enabled", "yes",
                            "--cluster-node-timeout", str(self.node_timeout_ms),
                            "--repl-diskless-sync-delay", "0")  # fmt: skip
         # Its state (nodes-*.conf, a replica's RDB) in this cluster's directory: ports are handed

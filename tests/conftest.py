@@ -63,8 +63,8 @@ class Started:
         self.processes: list[Process] = []
 
     def add(self, process: Process) -> Any:
+        self.processes.append(process)  # first: stopped and its log shown even if its start fails
         process.start()
-        self.processes.append(process)
         return process
 
 

@@ -120,6 +120,15 @@ class Process:
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
         log.close()
 
+    def ready_or_stopped(self, check: Callable[[], Any], timeout_s: float, what: str) -> None:
+        """Wait until ``check`` holds; if it never does, stop the process first (a start that failed
+        leaves nothing running, whoever started it) and fail with the end of its log."""
+        try:
+            wait_until(check, timeout_s, what=what)
+        except AssertionError as exc:
+            self.stop()
+            raise AssertionError(f"{exc}\n----- {self.name} -----\n{self.log()[-3000:]}") from None
+
     def running(self) -> bool:
         """Started and not exited."""
         return self.proc is not None and self.proc.poll() is None
@@ -164,6 +173,10 @@ class RedisServer(Process):
                 "redis-server is not installed (apt-get install redis-server); .ci/run installs it"
             )
         self.port = free_port()
+        if "--cluster-enabled" in args and "--cluster-port" not in args:
+            # A node's bus listens on port + 10,000 by default, past 65,535 for a port above
+            # 55,535 (the node exits): a free port of its own instead.
+            args = (*args, "--cluster-port", str(free_port()))
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(log_dir), *args]  # fmt: skip
         super().__init__(f"redis-{self.port}", argv, log_dir)
@@ -180,7 +193,7 @@ class RedisServer(Process):
     def start(self) -> None:
         """Start and wait until it answers PING."""
         super().start()
-        wait_until(self.ping, 10, what="redis-server to answer")
+        self.ready_or_stopped(self.ping, 10, what="redis-server to answer")
 
     def ping(self) -> bool:
         """Whether it answers."""
@@ -227,7 +240,7 @@ class RedisSentinel(Process):
     def start(self) -> None:
         """Start and wait until it answers PING."""
         super().start()
-        wait_until(self.ping, 10, what="redis-sentinel to answer")
+        self.ready_or_stopped(self.ping, 10, what="redis-sentinel to answer")
 
     def ping(self) -> bool:
         """Whether it answers."""
@@ -290,7 +303,8 @@ class Simulator(Process):
     def start(self) -> None:
         """Start and wait until REST answers."""
         super().start()
-        wait_until(lambda: http("GET", f"{self.rest_url}/api/v3/ping")[0] == 200, 15, what="the simulator")
+        ping = f"{self.rest_url}/api/v3/ping"
+        self.ready_or_stopped(lambda: http("GET", ping)[0] == 200, 15, "the simulator")
 
     def control(self, method: str, path: str, doc: dict[str, Any] | None = None) -> Any:
         """Call the control API; fails the test on a non-200 answer."""
@@ -403,7 +417,7 @@ class Gunicorn(Process):
     def start(self) -> None:
         """Start and wait until it answers HTTP."""
         super().start()
-        wait_until(lambda: http("GET", f"{self.url}/snapshot/x")[0] == 400, 20, what="gunicorn")
+        self.ready_or_stopped(lambda: http("GET", f"{self.url}/snapshot/x")[0] == 400, 20, "gunicorn")
 
     def snapshot(self, symbol: str, query: str = "", body: bytes | None = None) -> tuple[int, Any]:
         """``POST /snapshot/<symbol>``: (status, JSON body)."""

@@ -26,6 +26,10 @@ simulator and the default transport keep their plain names; picows's are prefixe
 feed's ``feed_`` (``feed_picows_`` for both). Beside each: the source's own share of a core over
 the samples (``source_cpu_share``, from /proc) and the machine's 1-minute load when the run began.
 
+Samples are taken in the steady state: once every symbol is in Redis and the messenger has done
+the last step of its startup (frozen its startup heap, messenger.heap: one full collection of
+~30 ms at 2,000 symbols, 10 s after it starts, once in its life), and a second more.
+
 A latency is counted from the source handing the frame to its connections (the simulator's
 ``published_at_ms``, the feed's ``sent_at``) to the end of the first read that returned it, so it
 includes the probe's own last read (an upper bound); each read's own round trip is reported too
@@ -77,6 +81,7 @@ from tests.processes import http as http_get
 KEY = snapshot_key("bookticker", "btcusdt")
 GIVE_UP_S = 2.0
 BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
+FROZEN = "transmute_messenger_heap_frozen_objects "
 
 
 def latency_buckets(metrics_port: int) -> dict[float, float]:
@@ -88,6 +93,12 @@ def latency_buckets(metrics_port: int) -> dict[float, float]:
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             out[float(bound)] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+def heap_frozen(metrics_port: int) -> bool:
+    """Whether the messenger has frozen its startup heap (messenger.heap): its last startup step."""
+    text = http_get("GET", f"http://127.0.0.1:{metrics_port}/metrics")[2]
+    return any(line.startswith(FROZEN) and not line.endswith(" 0.0") for line in text.splitlines())
 
 
 def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -188,6 +199,9 @@ def run_once(
             source: Probe = SimulatorSource(sim) if feed is None else FeedSource(feed)
             client = redis_server.client()
             wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
+            # The steady state: the messenger's startup done, to its last step (messenger.heap: one
+            # full collection, ~30 ms at 2,000 symbols, 10 s after the start, once in its life).
+            wait_until(lambda: heap_frozen(metrics_port), 30, 0.2, what="the messenger's heap frozen")
             time.sleep(1.0)  # seeds done: the steady stream
             sent0, t0, buckets0 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
             cpu0 = proc_stats(source.pid)[0]

@@ -6,11 +6,13 @@ members carry every one: messenger.ownership), else 503: what a container's heal
 path is the metrics, read at scrape time from the counters the parts keep anyway, so the hot
 path pays nothing for them: frames by kind, Redis writes and errors, reconnects by reason,
 connections and streams per connection, control messages sent, liveness timeouts,
-frame-to-Redis latency, freshness, and the egress's shared Binance budget (used, taken, refused).
+frame-to-Redis latency, freshness, the startup heap once frozen, and the egress's shared Binance
+budget (used, taken, refused).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
@@ -89,6 +91,8 @@ class MessengerCollector(Collector):
         tracked, fresh = book.freshness(time.monotonic())
         yield _gauge("tracked_keys", "Keys streamed", tracked)
         yield _gauge("fresh_keys", "Keys streamed with a value that may be served now", fresh)
+        yield _gauge("heap_frozen_objects", "Objects kept out of full garbage collections (messenger.heap), "
+                     "0 until the startup heap is frozen", gc.get_freeze_count())  # fmt: skip
         yield _counter("rest_seeds", "Values seeded over REST", m.seeder.seeded)
         yield _counter("rest_calls", "REST calls made to Binance", m.rest.calls)
         yield _counter("rest_rate_limited", "REST answers of 429 or 418", m.rest.rate_limited)

@@ -23,13 +23,15 @@ stored. A withdrawal (a key this messenger no longer vouches for, or the messeng
 removes this messenger's vouchers from the record, and deletes it (publishing the empty message
 if watched) only if no other live voucher remains.
 
-The whole batch is one EVALSHA, sent with the writer's other commands in one round trip
-(messenger.resp). Redis forgets scripts when it restarts: the writer loads it again on NOSCRIPT.
-A script's arguments are copied into Lua and back, which for a large record (a deep order book:
-60 KB at 1,000 levels) costs Redis five times a plain SET. So a record over STAGE_BYTES is written
-under a key of this messenger's own first (contract.keys.staged_key), in the same round trip, and
-the script renames it into place if it replaces the stored one (deletes it if not): the record
-never passes through Lua.
+A batch is one EVALSHA for every SCRIPT_KEYS keys, all sent with the writer's other commands in one
+round trip (messenger.resp). A script runs whole, with every other client of Redis waiting (the
+server's reads among them), so a long batch (hundreds of records after a stall, at 6-20 us each) is
+cut into scripts Redis answers others between. Redis forgets scripts when it restarts: the writer
+loads it again on NOSCRIPT. A script's arguments are copied into Lua and back, which for a large
+record (a deep order book: 60 KB at 1,000 levels) costs Redis five times a plain SET. So a record
+over STAGE_BYTES is written under a key of this messenger's own first (contract.keys.staged_key),
+in the same round trip, and the script renames it into place if it replaces the stored one (deletes
+it if not): the record never passes through Lua.
 """
 
 from __future__ import annotations
@@ -205,6 +207,9 @@ return {replaced, joined, deleted}
 )
 # Records larger than this are staged (see above); below it, the copies cost less than the SET.
 STAGE_BYTES = 4096
+# Keys a script takes at most: ~0.3-1 ms of Redis (see above). Each more script costs Redis about
+# what one more record does; at 20,000 frames/s a batch holds ~25 records, one script.
+SCRIPT_KEYS = 48
 SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest().encode()
 
 
@@ -264,6 +269,10 @@ class ScriptBatch:
 
     def __bool__(self) -> bool:
         return bool(self._withdrawn or self._written)
+
+    def __len__(self) -> int:
+        """Keys withdrawn from and written."""
+        return len(self._withdrawn) + len(self._written)
 
     def command(self) -> bytes:
         """``EVALSHA`` of the whole batch, as RESP."""

@@ -50,7 +50,7 @@ from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from contract.redis_client import Routes
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
-from messenger.conditional import SCRIPT, STAGE_BYTES, ScriptBatch
+from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch
 from messenger.histogram import Histogram
 from messenger.resp import command, set_px
 from messenger.worker import Worker
@@ -220,7 +220,9 @@ class Writer(Worker):
             add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
         # One script a bucket in a cluster (a script's keys are in one slot); one for the whole
         # batch elsewhere: each call costs Redis about what one more record does (~5 us measured).
+        # A script of SCRIPT_KEYS keys is full (messenger.conditional): the next ones go in another.
         scripts: dict[str, ScriptBatch] = {}
+        full: list[tuple[str, ScriptBatch]] = []
         single = self._routes.single
         for gone in batch.deletes:
             tag = CONTROL_TAG if single else key_tag(gone)
@@ -228,6 +230,8 @@ class Writer(Worker):
             if script is None:
                 script = scripts[tag] = ScriptBatch(RECORD_TTL_MS, self._prefix)
             script.withdraw(gone.encode(), gone in watched)
+            if len(script) >= SCRIPT_KEYS:
+                full.append((tag, scripts.pop(tag)))
         record_ttl = b"%d" % RECORD_TTL_MS
         renewals: list[tuple[str, bytes]] = []
         staging: list[tuple[str, bytes]] = []
@@ -265,10 +269,13 @@ class Writer(Worker):
                 script.write(key, value, True, _superseded(record, w.superseded))
             else:
                 script.write(key, value, False)
+            if len(script) >= SCRIPT_KEYS:
+                full.append((group, scripts.pop(group)))
         for tag, cmd in staging:
             add(tag, cmd)
         first_script = len(commands)
-        for tag, script in scripts.items():
+        every_script = [*full, *scripts.items()]
+        for tag, script in every_script:
             add(tag, script.command())
         for tag, cmd in renewals:
             add(tag, cmd)
@@ -295,7 +302,7 @@ class Writer(Worker):
             # primary of a cluster), send again.
             self.client.script_load(SCRIPT)
             replies = self._send(commands, routes, batch.streams_complete)
-        for replaced, joined, _deleted in replies[first_script : first_script + len(scripts)]:
+        for replaced, joined, _deleted in replies[first_script : first_script + len(every_script)]:
             self.replaced += replaced
             self.joined += joined
         done = self._last_write = time.monotonic()

@@ -17,6 +17,7 @@ from contract.keys import RECORD_TTL_MS, key_tag, snapshot_key, voucher_key
 from contract.servable import CurrentReader, pairs, servable
 from contract.settings import Settings
 from messenger.book import Book
+from messenger.conditional import SCRIPT_KEYS
 from messenger.service import redis_client
 from messenger.writer import Writer
 from tests.messenger.test_book import KEY, QUIET, Conn, fields, on
@@ -292,3 +293,33 @@ def test_after_a_failed_write_a_record_left_from_before_is_never_served(
         assert writer.errors == 1
     finally:
         writer.stop()
+
+
+def test_a_long_batch_goes_in_scripts_redis_answers_others_between(
+    book: Book, any_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stall leaves hundreds of records for one batch; a script runs whole, with every reader of
+    # Redis waiting: no script takes more than SCRIPT_KEYS keys, and every record lands.
+    writer = Writer(book, any_redis, ttl_ms=TTL_MS, refresh_interval_s=TTL_MS / 3000, messenger_id=RUN)
+    conn = Conn(time.monotonic())
+    keys = [snapshot_key("bookticker", f"sym{i}usdt") for i in range(2 * SCRIPT_KEYS + 5)]
+    book.assign(conn, keys)
+    book.carry(conn, keys, 0.0)
+    for i, key in enumerate(keys):
+        book.on_frame(
+            conn, key, i + 1, {"symbol": key, "bid_price": f"{i}.5", "update_id": i + 1}, time.monotonic()
+        )
+    sent: list[list[bytes]] = []  # each round trip's commands (the first is sent again after NOSCRIPT)
+    send = writer._send
+
+    def spy(commands: list[bytes], *args: Any) -> list[Any]:
+        sent.append(commands)
+        return send(commands, *args)
+
+    monkeypatch.setattr(writer, "_send", spy)
+    writer.write(book.take(time.monotonic(), None, everything=True, announce=True))
+    scripts = [c for c in sent[-1] if b"EVALSHA" in c]
+    keys_each = [int(c.split(b"\r\n")[6]) for c in scripts]  # *n, $7, EVALSHA, $40, sha, $k, k
+    assert keys_each == [SCRIPT_KEYS, SCRIPT_KEYS, 5]
+    assert [served(any_redis, key)["bid_price"] for key in keys] == [f"{i}.5" for i in range(len(keys))]
+    assert writer.replaced == len(keys)

@@ -228,7 +228,8 @@ _FLAGS = {flags: b"$1\r\n%d\r\n" % flags for flags in range(4)}
 
 
 class ScriptBatch:
-    """One batch's withdrawals and records, as the one EVALSHA of SCRIPT (RESP bytes: see ``command``)."""
+    """Withdrawals and records (SCRIPT_KEYS at most: the writer starts another when one is full),
+    as one EVALSHA of SCRIPT (RESP bytes: see ``command``)."""
 
     def __init__(self, ttl_ms: int, voucher_prefix: str) -> None:
         self._head = _head(ttl_ms, voucher_prefix)

@@ -178,7 +178,8 @@ class Writer(Worker):
                 return
 
     def write(self, batch: Batch) -> None:
-        """One batch in one round trip: liveness, withdrawals and values (one script), stream states."""
+        """One batch in one round trip: liveness, withdrawals and values (scripts of SCRIPT_KEYS keys
+        at most), stream states."""
         started = time.monotonic()
         cpu_started = time.thread_time()
         offset_ms = (time.time() - started) * 1000

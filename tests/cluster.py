@@ -110,7 +110,7 @@ class RedisClusterNodes:
         for _ in range(attempts):
             node = self._new_node()
             Process.start(node)  # not RedisServer.start: that waits 10 s for a node that exited
-            wait_until(partial(self._answers_or_exited, node), 10, what=f"redis-server {node.port}")
+            node.ready_or_stopped(partial(self._answers_or_exited, node), 10, f"redis-server {node.port}")
             if node.running():
                 return node
             for _ in range(random.randint(1, 8)):  # out of step with whoever took it

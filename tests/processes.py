@@ -128,6 +128,9 @@ class Process:
         except AssertionError as exc:
             self.stop()
             raise AssertionError(f"{exc}\n----- {self.name} -----\n{self.log()[-3000:]}") from None
+        except BaseException:  # the check itself failed (or the test was interrupted)
+            self.stop()
+            raise
 
     def running(self) -> bool:
         """Started and not exited."""

@@ -39,8 +39,8 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadgroup
-	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -n 2 --dist loadgroup -m messenger $(PICOWS_TESTS)
+	$(BIN)/pytest -n 2
+	TRANSMUTE_TEST_WS_TRANSPORT=picows CHAOS_DURATION_S=30 $(BIN)/pytest -n 2 -m messenger $(PICOWS_TESTS)
 
 ## bench: every benchmark beside its baseline (~22 min); writes bench/results/{results.md,.json,.png}
 bench: $(VENV)/.bench

@@ -6,11 +6,6 @@ each fill both cores on their own; beside each other, each measures the other's 
 answered the chaos run's server after its 0.5 s timeout for over a second (503s through a burst),
 and Sentinel in the compose stack did not promote the replica within 120 s. So whichever comes
 first holds this lock file until it is done, and the other waits for it.
-
-Waiting, a worker does nothing (the chaos run's setup waited 80 s in CI), so the tests that take the
-lock are also one xdist group (``HOLDS_THE_MACHINE``; `make test` runs ``--dist loadgroup``): one
-worker runs them one after the other while the other worker runs the rest, and the lock is only
-ever waited for by a run that does not group them.
 """
 
 from __future__ import annotations
@@ -22,9 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-import pytest
-
-HOLDS_THE_MACHINE = pytest.mark.xdist_group("holds-the-machine")
 LOCK_FILE = Path(tempfile.gettempdir()) / "transmute-tests-docker-engine.lock"
 
 

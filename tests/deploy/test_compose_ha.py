@@ -25,10 +25,9 @@ import pytest
 
 from tests.deploy.engine import Engine, Stack, docker
 from tests.deploy.test_compose_up import engine, extra_ca_certs, health, say  # noqa: F401 (engine: a fixture)
-from tests.machine_lock import HOLDS_THE_MACHINE
 from tests.processes import ROOT, free_port, http, wait_until
 
-pytestmark = [pytest.mark.timeout(1800), HOLDS_THE_MACHINE]
+pytestmark = pytest.mark.timeout(1800)
 
 FILES = ("docker-compose.yml", "docker-compose.ha.yml")
 SERVICES = {"redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "simulator",

@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 
 from tests.deploy.engine import Engine, Stack, docker
-from tests.machine_lock import HOLDS_THE_MACHINE
 from tests.processes import ROOT, free_port, http, wait_until
 
-pytestmark = [pytest.mark.timeout(1800), HOLDS_THE_MACHINE]
+pytestmark = pytest.mark.timeout(1800)
 
 SERVICES = {"redis", "simulator", "messenger-sim", "server"}
 BUILT = ("messenger-sim", "server", "simulator")

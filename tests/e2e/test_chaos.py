@@ -51,11 +51,11 @@ import pytest
 from contract.settings import Settings
 from simulator import record
 from tests.conftest import Started
-from tests.machine_lock import HOLDS_THE_MACHINE, holding_the_machine
+from tests.machine_lock import holding_the_machine
 from tests.oracle import SLACK_MS, Judgement, Published, Stream, Value, served_value, stream_name
 from tests.processes import Gunicorn, Messenger, RedisServer, Simulator, http, messenger_env, wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(420), HOLDS_THE_MACHINE]
+pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(420)]
 
 SETTINGS: dict[str, Any] = {
     "SNAPSHOT_TTL_MS": 1000,

@@ -10,6 +10,7 @@ nothing, waits (at most HANDOVER_S) until the others carry its streams, then let
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import time
@@ -50,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 TICK_S = 0.05
 EGRESS_TIMEOUT_S = 0.5
-# Idle demand is noticed within this long even when nothing else changes.
-REPLAN_S = 1.0
 # A stream this member no longer owns is carried at most this long for its new owner to catch
 # up; a member stopping cleanly waits at most this long for the others to take its streams.
 HANDOVER_S = 10.0
@@ -225,8 +224,8 @@ class Messenger:
         inputs = (self.catalog.version, self.demand.version, members.version, members.handed_over,
                   members.taken)  # fmt: skip
         if inputs == self._planned_for and now < self._next_plan:
-            return
-        self._planned_for, self._next_plan = inputs, now + REPLAN_S
+            return  # nothing the plan depends on has changed: planning again would give the same
+        self._planned_for = inputs
         wanted = plan(
             pinned,
             all_symbols,
@@ -258,6 +257,11 @@ class Messenger:
         self.books.follow({route.symbol: route.key for route in routes.values() if route.kind.diff})
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(routes))
+        # The plan changes with its inputs above, each with a version (idle demand among them: the
+        # demand reader drops it within its poll), and with time only when a stream handed over is
+        # no longer carried. Planned again then, not every so often: a plan of every stream costs
+        # milliseconds of the GIL the readers and the writer share (with --all, a burst a second).
+        self._next_plan = min(self._releasing.values(), default=math.inf)
 
     def _pin_others(
         self, wanted: Plan, pinned: list[str], all_symbols: bool, kinds: Sequence[StreamKind]

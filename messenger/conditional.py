@@ -213,18 +213,20 @@ SCRIPT_KEYS = 48
 SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest().encode()
 
 
-def _bulk(arg: bytes) -> bytes:
+def bulk(arg: bytes) -> bytes:
+    """``arg`` as a RESP bulk string."""
     return b"$%d\r\n%b\r\n" % (len(arg), arg)
 
 
 @functools.lru_cache(maxsize=8)
 def _head(ttl_ms: int, voucher_prefix: str) -> bytes:
-    return _bulk(b"%d" % ttl_ms) + _bulk(voucher_prefix.encode())
+    return bulk(b"%d" % ttl_ms) + bulk(voucher_prefix.encode())
 
 
 # A written key's arguments: its flags (watched 1, staged 2), no superseded messages, its record.
 _ARGS = {flags: b"$1\r\n%d\r\n$1\r\n0\r\n" % flags + b"$%d\r\n%b\r\n" for flags in range(4)}
 _FLAGS = {flags: b"$1\r\n%d\r\n" % flags for flags in range(4)}
+_PLAIN = _ARGS[0]
 
 
 class ScriptBatch:
@@ -238,11 +240,13 @@ class ScriptBatch:
         self._written: list[bytes] = []
         self._written_args: list[bytes] = []
         self._args = 0  # arguments of the written keys
+        self.keys = 0  # keys withdrawn from and written (``len``, without a call: the writer asks per record)
 
     def withdraw(self, key: bytes, watched: bool) -> None:
         """Withdraw this messenger's vouchers from ``key``'s record (deleting it if none is left)."""
-        self._withdrawn.append(_bulk(key))
+        self._withdrawn.append(bulk(key))
         self._withdrawn_args.append(b"$1\r\n1\r\n" if watched else b"$1\r\n0\r\n")
+        self.keys += 1
 
     def write(
         self,
@@ -256,24 +260,33 @@ class ScriptBatch:
         before it, if ``watched``). ``staged``: ``value`` is the key the record was written
         under just before (``SET staged_key record PX ttl``, in the same round trip)."""
         self._written.append(b"$%d\r\n%b\r\n" % (len(key), key))
+        self.keys += 1
         flags = watched + 2 * staged
         if superseded:
             n = len(superseded)
-            args = [_FLAGS[flags], _bulk(b"%d" % n)]
-            args.extend(_bulk(s) for s in superseded)
-            args.append(_bulk(value))
+            args = [_FLAGS[flags], bulk(b"%d" % n)]
+            args.extend(bulk(s) for s in superseded)
+            args.append(bulk(value))
             self._written_args.append(b"".join(args))
             self._args += 3 + n
         else:
             self._written_args.append(_ARGS[flags] % (len(value), value))
             self._args += 3
 
+    def write_plain(self, bulk_key: bytes, value: bytes) -> None:
+        """``write(key, value, False)``, the record of nearly every write, with the key given as
+        its RESP bulk string (``bulk(key)``, made once by the writer for every key it writes)."""
+        self._written.append(bulk_key)
+        self._written_args.append(_PLAIN % (len(value), value))
+        self._args += 3
+        self.keys += 1
+
     def __bool__(self) -> bool:
-        return bool(self._withdrawn or self._written)
+        return self.keys > 0
 
     def __len__(self) -> int:
         """Keys withdrawn from and written."""
-        return len(self._withdrawn) + len(self._written)
+        return self.keys
 
     def command(self) -> bytes:
         """``EVALSHA`` of the whole batch, as RESP."""
@@ -281,7 +294,7 @@ class ScriptBatch:
         keys = len(withdrawn) + len(written)
         count = 3 + keys + 3 + len(withdrawn) + self._args
         return b"".join(
-            [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n" % (count, SHA), _bulk(b"%d" % keys),
-             *withdrawn, *written, self._head, _bulk(b"%d" % len(withdrawn)),
+            [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n" % (count, SHA), bulk(b"%d" % keys),
+             *withdrawn, *written, self._head, bulk(b"%d" % len(withdrawn)),
              *self._withdrawn_args, *self._written_args]
         )  # fmt: skip

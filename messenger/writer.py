@@ -45,12 +45,12 @@ from contract.keys import (
     voucher_key,
     voucher_prefix,
 )
-from contract.ordering import encode_order
+from contract.ordering import INT_ORDER, ORDER_LIMIT, encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from contract.redis_client import Routes
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
-from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch
+from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch, bulk
 from messenger.histogram import Histogram
 from messenger.resp import command, set_px
 from messenger.worker import Worker
@@ -106,7 +106,7 @@ class Writer(Worker):
         # vouchers took their names: its liveness is written in each, beside the records.
         self._tagged: dict[int, set[str]] = {}
         self._staged_keys: dict[tuple[str, str], bytes] = {}
-        self._tag_of: dict[str, str] = {}
+        self._written_keys: dict[str, tuple[str, bytes, bytes]] = {}  # key -> (tag, bytes, bulk)
         self.watched = watched
         self.status = status
         self.writes = 0
@@ -195,30 +195,6 @@ class Writer(Worker):
         member = self.messenger_id
         # Vouchers only: they take a new name after every failure (see the module's docstring).
         messenger = f"{member}.{self.generation}" if self.generation else member
-        # A connection vouches in each bucket it has records in (contract.keys): the buckets new
-        # to it in this batch, with when it was last heard.
-        tagged = self._tagged
-        new_tags: dict[tuple[int, str], float] = {}
-        tag_of = self._tag_of
-        tags = [tag_of.get(w.key) or self._tag(w.key) for w in batch.writes]
-        for w, tag in zip(batch.writes, tags, strict=True):
-            if w.renew:
-                continue
-            known = tagged.get(w.connection)
-            if known is None:
-                known = tagged[w.connection] = set()
-            if tag not in known:
-                known.add(tag)
-                new_tags[w.connection, tag] = w.heard
-        # Liveness first: a record is never written before the connection it names is live.
-        for conn_id, heard in batch.vouchers.items():
-            word = int(heard * 1000 + offset_ms)
-            for tag in tagged.get(conn_id, ()):
-                new_tags.pop((conn_id, tag), None)
-                add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
-        for (conn_id, tag), heard in new_tags.items():
-            word = int(heard * 1000 + offset_ms)
-            add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
         # One script a bucket in a cluster (a script's keys are in one slot); one for the whole
         # batch elsewhere: each call costs Redis about what one more record does (~5 us measured).
         # A script of SCRIPT_KEYS keys is full (messenger.conditional): the next ones go in another.
@@ -231,29 +207,47 @@ class Writer(Worker):
             if script is None:
                 script = scripts[tag] = ScriptBatch(RECORD_TTL_MS, self._prefix)
             script.withdraw(gone.encode(), gone in watched)
-            if len(script) >= SCRIPT_KEYS:
+            if script.keys >= SCRIPT_KEYS:
                 full.append((tag, scripts.pop(tag)))
+        # A connection vouches in each bucket it has records in (contract.keys): the buckets new
+        # to it in this batch, with when it was last heard.
+        tagged = self._tagged
+        new_tags: dict[tuple[int, str], float] = {}
         record_ttl = b"%d" % RECORD_TTL_MS
         renewals: list[tuple[str, bytes]] = []
         staging: list[tuple[str, bytes]] = []
         voucher_keys = self._voucher_keys
-        for w, tag in zip(batch.writes, tags, strict=True):
-            key = w.key.encode()
+        written_keys = self._written_keys
+        for w in batch.writes:
+            # The per-record path (a flood writes nearly every frame): what depends on the key
+            # alone is made once (its bucket, its bytes, its RESP bulk string).
+            tag, key, bulk_key = written_keys.get(w.key) or self._key(w.key)
             if w.renew:
                 renewals.append((tag, command("PEXPIRE", key, record_ttl)))
                 continue
-            voucher = voucher_keys.get((messenger, w.connection, tag)) or self._voucher(
-                messenger, w.connection, tag
-            )
+            conn_id = w.connection
+            known = tagged.get(conn_id)
+            if known is None:
+                known = tagged[conn_id] = set()
+            if tag not in known:
+                known.add(tag)
+                new_tags[conn_id, tag] = w.heard
+            voucher = voucher_keys.get((messenger, conn_id, tag)) or self._voucher(messenger, conn_id, tag)
+            order = w.order
+            changed = w.changed
+            heard = w.heard
             record = {
                 VOUCHER: voucher,
-                ORDER: encode_order(w.order),
+                # encode_order's own case, inline: nearly every order is one int (an update id).
+                ORDER: INT_ORDER % order
+                if type(order) is int and 0 <= order < ORDER_LIMIT
+                else encode_order(order),
                 **w.fields,
-                TS: int(w.changed * 1000 + offset_ms),
+                TS: int(changed * 1000 + offset_ms),
                 # Known current when it arrived; the voucher carries when its connection spoke since.
-                AS_OF: int(max(w.heard, w.changed) * 1000 + offset_ms),
+                AS_OF: int((heard if heard > changed else changed) * 1000 + offset_ms),
                 "source": w.source,
-                "connection": w.connection,
+                "connection": conn_id,
             }
             value = encode_record(record)
             group = CONTROL_TAG if single else tag
@@ -269,9 +263,18 @@ class Writer(Worker):
                 # Closed candles the value replaced, in order: each published if newer than what is stored.
                 script.write(key, value, True, _superseded(record, w.superseded))
             else:
-                script.write(key, value, False)
-            if len(script) >= SCRIPT_KEYS:
+                script.write_plain(bulk_key, value)
+            if script.keys >= SCRIPT_KEYS:
                 full.append((group, scripts.pop(group)))
+        # Liveness first: a record is never written before the connection it names is live.
+        for conn_id, heard in batch.vouchers.items():
+            word = int(heard * 1000 + offset_ms)
+            for tag in tagged.get(conn_id, ()):
+                new_tags.pop((conn_id, tag), None)
+                add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
+        for (conn_id, tag), heard in new_tags.items():
+            word = int(heard * 1000 + offset_ms)
+            add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
         for tag, cmd in staging:
             add(tag, cmd)
         first_script = len(commands)
@@ -328,12 +331,14 @@ class Writer(Worker):
             key = self._voucher_keys[messenger, conn_id, tag] = voucher_key(messenger, conn_id, tag)
         return key
 
-    def _tag(self, key: str) -> str:
-        """A key's hash tag (contract.keys.key_tag), made once (as ``_voucher``)."""
-        if len(self._tag_of) >= 65536:
-            self._tag_of.clear()
-        tag = self._tag_of[key] = key_tag(key)
-        return tag
+    def _key(self, key: str) -> tuple[str, bytes, bytes]:
+        """A written key's hash tag (contract.keys.key_tag), bytes and RESP bulk string, made once
+        (as ``_voucher``)."""
+        if len(self._written_keys) >= 65536:
+            self._written_keys.clear()
+        raw = key.encode()
+        made = self._written_keys[key] = (key_tag(key), raw, bulk(raw))
+        return made
 
     def _staged(self, messenger: str, key: str) -> bytes:
         """The key a large record of ``key`` is staged under, made once (as ``_voucher``)."""

@@ -64,14 +64,33 @@ class DemandReader(Worker):
             except redis.RedisError as exc:
                 delay = self._backoff.next_delay()
                 logger.warning("demand: reading failed (%s); retrying in %.1f s", exc, delay)
+                self._drop_idle()
                 recover(self.client)
                 self._stopping.wait(delay)
             finally:
                 pubsub.close()
 
+    def _drop_idle(self) -> None:
+        """Drop what went idle from ``latest`` while Redis cannot be read (each read drops it in
+        Redis, and ``latest`` follows): the streams nobody uses go, whether Redis answers or not
+        (the planner plans again when ``version`` moves, not every so often)."""
+        idle_before_ms = round(time.time() * 1000 - self.idle_s * 1000)
+        latest = {member: last_ms for member, last_ms in self.latest.items() if last_ms >= idle_before_ms}
+        if len(latest) != len(self.latest):
+            self.latest = latest
+            self.version += 1
+
     def _read(self) -> None:
         with self._lock:
             forget, self._forget = self._forget, set()
+        try:
+            self._read_forgetting(forget)
+        except BaseException:
+            with self._lock:  # asked again by the next read: a forget is never lost to a failed one
+                self._forget |= forget
+            raise
+
+    def _read_forgetting(self, forget: set[str]) -> None:
         if forget:
             self.client.zrem(DEMAND_KEY, *forget)
         now_ms = time.time() * 1000

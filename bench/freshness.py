@@ -2,6 +2,7 @@
 
     python -m bench.freshness [--samples 400] [--repeats 3] [--symbols 2000] [--rate 10]
                               [--transports websocket-client,picows] [--source simulator,feed]
+                              [--processes 1,0]
 
 A flood source streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
 messenger runs ``--all`` and the server runs as shipped (gunicorn, gevent). A probe then, again
@@ -23,8 +24,15 @@ Two flood sources, side by side in one run (``--source``):
 Each repeat runs the messenger once on each ``WS_TRANSPORT`` (the default ``websocket-client``,
 then ``picows``) against each source; the order alternates between repeats. The figures of the
 simulator and the default transport keep their plain names; picows's are prefixed ``picows_``, the
-feed's ``feed_`` (``feed_picows_`` for both). Beside each: the source's own share of a core over
-the samples (``source_cpu_share``, from /proc) and the machine's 1-minute load when the run began.
+feed's ``feed_`` (``feed_picows_`` for both).
+
+The messenger runs as one process (``PROCESSES=1``, the setting's default), and, on the feed with
+the default transport, also as ``docker compose up`` and ``make run`` run it: one member process per
+core (``PROCESSES=0``; figures prefixed ``members_``, e.g. ``feed_members_http_p99_ms``; its
+histogram summed over the members). ``--processes 1,0`` asks for both on every source and transport.
+
+Beside each: the source's own share of a core over the samples (``source_cpu_share``, from /proc)
+and the machine's 1-minute load when the run began.
 
 Samples are taken in the steady state: once every symbol is in Redis and the messenger has done
 the last step of its startup (frozen its startup heap, messenger.heap: one full collection of
@@ -66,6 +74,7 @@ from bench.stack import (
     cpu_by_pid,
     machine_busy,
     medians,
+    metrics_ports,
     percentile,
     proc_stats,
     process_tree,
@@ -75,7 +84,7 @@ from bench.stack import (
     trading_symbols,
 )
 from contract.keys import snapshot_key
-from tests.processes import Gunicorn, Messenger, free_port, messenger_env, wait_until
+from tests.processes import Gunicorn, Messenger, messenger_env, wait_until
 from tests.processes import http as http_get
 
 KEY = snapshot_key("bookticker", "btcusdt")
@@ -84,21 +93,26 @@ BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
 FROZEN = "transmute_messenger_heap_frozen_objects "
 
 
-def latency_buckets(metrics_port: int) -> dict[float, float]:
-    """The messenger's frame-to-Redis histogram: upper bound (s) -> observations at or below it."""
-    text = http_get("GET", f"http://127.0.0.1:{metrics_port}/metrics")[2]
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(BUCKET):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float(bound)] = float(line.rsplit(" ", 1)[1])
+def latency_buckets(metrics_port: int, members: int = 1) -> dict[float, float]:
+    """The messenger's frame-to-Redis histogram: upper bound (s) -> observations at or below it
+    (summed over ``members`` member processes, on METRICS_PORT + their index)."""
+    out: dict[float, float] = {}
+    for index in range(members):
+        text = http_get("GET", f"http://127.0.0.1:{metrics_port + index}/metrics")[2]
+        for line in text.splitlines():
+            if line.startswith(BUCKET):
+                bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+                out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
-def heap_frozen(metrics_port: int) -> bool:
-    """Whether the messenger has frozen its startup heap (messenger.heap): its last startup step."""
-    text = http_get("GET", f"http://127.0.0.1:{metrics_port}/metrics")[2]
-    return any(line.startswith(FROZEN) and not line.endswith(" 0.0") for line in text.splitlines())
+def heap_frozen(metrics_port: int, members: int = 1) -> bool:
+    """Whether every member has frozen its startup heap (messenger.heap): its last startup step."""
+    for index in range(members):
+        text = http_get("GET", f"http://127.0.0.1:{metrics_port + index}/metrics")[2]
+        if not any(line.startswith(FROZEN) and not line.endswith(" 0.0") for line in text.splitlines()):
+            return False
+    return True
 
 
 def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float:
@@ -169,9 +183,12 @@ def run_once(
     samples: int,
     transport: str = "websocket-client",
     source_name: str = "simulator",
+    processes: int = 1,
 ) -> dict[str, float]:
-    """One measurement with the messenger on ``transport`` fed by ``source_name``: p50/p99 in ms for
-    each reader, the rate actually streamed and the source's share of a core."""
+    """One measurement with the messenger on ``transport`` fed by ``source_name``, as ``processes``
+    member processes (PROCESSES; 0: one per core): p50/p99 in ms for each reader, the rate actually
+    streamed and the source's share of a core."""
+    members = processes or cores()
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         load = os.getloadavg()[0]
@@ -181,7 +198,7 @@ def run_once(
             logs, "--rate", str(rate if on_sim else 0), *trading_symbols(symbols)
         )
         feed = None if on_sim else FeedProcess(logs, "--rate", str(rate * symbols))
-        metrics_port = free_port()
+        metrics_port = metrics_ports(members)
         env = messenger_env(
             sim,
             redis_server.url,
@@ -189,6 +206,7 @@ def run_once(
             LOG_LEVEL="WARNING",
             METRICS_PORT=metrics_port,
             WS_TRANSPORT=transport,
+            PROCESSES=processes,
         )
         if feed is not None:
             env["BINANCE_WS_URL"] = feed.ws_url
@@ -201,9 +219,15 @@ def run_once(
             wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
             # The steady state: the messenger's startup done, to its last step (messenger.heap: one
             # full collection, ~30 ms at 2,000 symbols, 10 s after the start, once in its life).
-            wait_until(lambda: heap_frozen(metrics_port), 30, 0.2, what="the messenger's heap frozen")
+            wait_until(
+                lambda: heap_frozen(metrics_port, members), 30, 0.2, what="the messenger's heap frozen"
+            )
             time.sleep(1.0)  # seeds done: the steady stream
-            sent0, t0, buckets0 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
+            sent0, t0, buckets0 = (
+                source.frames_sent(),
+                time.monotonic(),
+                latency_buckets(metrics_port, members),
+            )
             cpu0 = proc_stats(source.pid)[0]
             pids = {"messenger": messenger.proc, "redis": redis_server.proc, "server": gunicorn.proc}
             parts = {name: process_tree(proc.pid) for name, proc in pids.items() if proc is not None}
@@ -223,7 +247,11 @@ def run_once(
                 else:
                     latencies[name].append(latency * 1000)
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
-            sent1, t1, buckets1 = source.frames_sent(), time.monotonic(), latency_buckets(metrics_port)
+            sent1, t1, buckets1 = (
+                source.frames_sent(),
+                time.monotonic(),
+                latency_buckets(metrics_port, members),
+            )
             cpu1 = proc_stats(source.pid)[0]
             parts1 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
             probe1, busy1 = time.process_time(), machine_busy()
@@ -259,12 +287,35 @@ DEFAULT_TRANSPORT = "websocket-client"
 TRANSPORTS = (DEFAULT_TRANSPORT, "picows")
 DEFAULT_SOURCE = "simulator"
 SOURCES = (DEFAULT_SOURCE, "feed")
+# Member processes (PROCESSES): the setting's default, and one per core (0), as compose runs them.
+PER_CORE = 0
+PROCESSES = (1, PER_CORE)
+# Where one member per core is measured unless asked otherwise (each side costs a minute a repeat).
+PER_CORE_SIDES = (("feed", DEFAULT_TRANSPORT),)
 
 
-def prefix(source: str, transport: str) -> str:
-    """Where a source's and transport's figures are named: ``feed_picows_http_p99_ms``."""
+def cores() -> int:
+    """The cores this process may run on: how many members PROCESSES=0 starts (messenger.__main__)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def prefix(source: str, transport: str, processes: int = 1) -> str:
+    """Where a source's, transport's and member count's figures are named: ``feed_picows_http_p99_ms``,
+    ``feed_members_http_p99_ms`` (one member per core)."""
     named = [source] * (source != DEFAULT_SOURCE) + [transport] * (transport != DEFAULT_TRANSPORT)
+    named += ["members"] * (processes != 1)
     return "".join(f"{name}_" for name in named)
+
+
+def sides(
+    sources: tuple[str, ...], transports: tuple[str, ...], processes: tuple[int, ...] | None = None
+) -> list[tuple[str, str, int]]:
+    """(source, transport, processes) to run: every pair as one process, and PER_CORE_SIDES as one
+    member per core; with ``processes``, every pair with each of those."""
+    pairs = [(source, transport) for source in sources for transport in transports]
+    if processes is not None:
+        return [(s, t, p) for p in processes for s, t in pairs]
+    return [(s, t, 1) for s, t in pairs] + [(s, t, PER_CORE) for s, t in pairs if (s, t) in PER_CORE_SIDES]
 
 
 def run(
@@ -275,21 +326,26 @@ def run(
     transports: tuple[str, ...] = TRANSPORTS,
     sources: tuple[str, ...] = SOURCES,
     progress: Callable[[str], None] | None = None,
+    processes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """Medians over ``repeats`` runs of each source and transport, with the HTTP path's ratio to
-    reading Redis directly; each repeat runs every pair, in an order that alternates between repeats."""
-    pairs = [(source, transport) for source in sources for transport in transports]
-    runs: dict[tuple[str, str], list[dict[str, float]]] = {pair: [] for pair in pairs}
+    """Medians over ``repeats`` runs of each side (``sides``), with the HTTP path's ratio to reading
+    Redis directly; each repeat runs every side, in an order that alternates between repeats."""
+    every = sides(sources, transports, processes)
+    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {side: [] for side in every}
     for n in range(repeats):
-        for source, transport in pairs if n % 2 == 0 else pairs[::-1]:
-            runs[source, transport].append(run_once(symbols, rate, samples, transport, source))
+        for source, transport, count in every if n % 2 == 0 else every[::-1]:
+            measured = run_once(symbols, rate, samples, transport, source, count)
+            runs[source, transport, count].append(measured)
             if progress is not None:
-                progress(f"freshness: {source}, {transport}: {rounded(runs[source, transport][-1])}")
+                members = f", {count or cores()} members" if count != 1 else ""
+                progress(f"freshness: {source}, {transport}{members}: {rounded(measured)}")
     row: dict[str, Any] = {"symbols": symbols}
-    for (source, transport), measured in runs.items():
-        figures = medians(measured)
+    for (source, transport, count), taken in runs.items():
+        figures = medians(taken)
         figures["http_p99_over_redis_p99"] = figures["http_p99_ms"] / figures["redis_p99_ms"]
-        row.update({prefix(source, transport) + name: value for name, value in figures.items()})
+        if count != 1:
+            figures["members"] = float(count or cores())
+        row.update({prefix(source, transport, count) + name: value for name, value in figures.items()})
     return row
 
 
@@ -303,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", default=",".join(TRANSPORTS), metavar="NAME,...")
     parser.add_argument("--source", default=",".join(SOURCES), metavar="simulator,feed",
                         help="the flood sources, side by side (default: both)")  # fmt: skip
+    parser.add_argument("--processes", metavar="1,0",
+                        help="member processes on every side (0: one per core); default: 1 on every "
+                             "side, and one per core on the feed with the default transport")  # fmt: skip
     args = parser.parse_args(argv)
+    processes = None if args.processes is None else tuple(int(p) for p in args.processes.split(",") if p)
     transports = tuple(filter(None, args.transports.split(",")))
     sources = tuple(filter(None, args.source.split(",")))
     if not sources or set(sources) - set(SOURCES):
@@ -312,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, progress=say)
+    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, say, processes)
     print(json.dumps(rounded(row)))
     return 0
 

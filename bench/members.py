@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,15 @@ import redis
 from bench.ingest import SATURATED, settle, symbols_for
 from bench.readers import MESSENGER
 from bench.sources import FeedProcess, FeedSource, Source
-from bench.stack import cpu_between, cpu_by_pid, process_tree, rounded, running, trading_symbols
+from bench.stack import (
+    cpu_between,
+    cpu_by_pid,
+    metrics_ports,
+    process_tree,
+    rounded,
+    running,
+    trading_symbols,
+)
 from contract.keys import LIVE, member_streams_key, snapshot_key
 from contract.members import heartbeats, live_members
 from tests.processes import (
@@ -62,7 +69,6 @@ from tests.processes import (
     Messenger,
     RedisServer,
     Simulator,
-    free_port,
     http,
     messenger_env,
     wait_until,
@@ -74,20 +80,6 @@ POLL_S = 0.02
 # The failover's members' LIVENESS_TIMEOUT_MS: shorter than the setting's default (5 s) to keep 10
 # kills within a minute; what the bound adds to it (1 s) is what is measured.
 LIVENESS_MS = 2000
-
-
-def metrics_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (a member process gets METRICS_PORT + its index)."""
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first + 1, first + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def member_frames(port: int) -> tuple[float, float]:

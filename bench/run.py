@@ -340,7 +340,8 @@ def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
     ]  # fmt: skip
 
 
-FRESHNESS_SIDES = [(source, transport) for source in freshness.SOURCES for transport in freshness.TRANSPORTS]
+FRESHNESS_SIDES = [(source, transport, processes) for processes in freshness.PROCESSES
+                   for source in freshness.SOURCES for transport in freshness.TRANSPORTS]  # fmt: skip
 
 
 # The parts of a freshness run, as its table names them.
@@ -349,11 +350,12 @@ FRESHNESS_PARTS = (("messenger", "messenger"), ("redis", "Redis"), ("server", "s
 
 
 def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
-    """A row per flood source and transport measured (same run), each with the source's share of a
-    core (the simulator's competes with the service for this machine's cores; Binance's does not)."""
+    """A row per flood source, transport and member count measured (same run), each with the source's
+    share of a core (the simulator's competes with the service for this machine's cores; Binance's
+    does not)."""
     rows: list[tuple[str, ...]] = []
-    for source, transport in FRESHNESS_SIDES:
-        p = freshness.prefix(source, transport)
+    for source, transport, processes in FRESHNESS_SIDES:
+        p = freshness.prefix(source, transport, processes)
         if f"{p}http_p99_ms" not in f:
             continue
         name = f"freshness, {f[f'{p}frames_per_s']:,.0f} frames/s"
@@ -361,6 +363,8 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
             name += f" from the {source}"
         if transport != freshness.DEFAULT_TRANSPORT:
             name += f", {transport}"
+        if processes != 1:
+            name += f", {f[f'{p}members']:.0f} members (one per core, as compose runs it)"
         share = f" ({source} {f[f'{p}source_cpu_share']:.0%})" if f"{p}source_cpu_share" in f else ""
         rows.append((name, "sent -> readable, p50 / p99 ms",
                      f"HTTP {f[f'{p}http_p50_ms']:.1f} / {f[f'{p}http_p99_ms']:.1f}{share}",
@@ -466,10 +470,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
     a.legend(ncols=2, fontsize="small")
     f = results["freshness"]
     short = {"websocket-client": "ws-client", "simulator": "sim"}
+    members = ("", ",\nmember a core")  # by processes != 1
     sides = [
-        (p, f"{short.get(source, source)}, {short.get(transport, transport)}")
-        for source, transport in FRESHNESS_SIDES
-        if f"{(p := freshness.prefix(source, transport))}http_p99_ms" in f
+        (p, f"{short.get(source, source)}, {short.get(transport, transport)}{members[processes != 1]}")
+        for source, transport, processes in FRESHNESS_SIDES
+        if f"{(p := freshness.prefix(source, transport, processes))}http_p99_ms" in f
     ]
     for i, (prefix, _) in enumerate(sides):
         at = [2 * i, 2 * i + 1]

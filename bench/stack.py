@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.processes import RedisServer, Simulator
+from tests.processes import RedisServer, Simulator, free_port
 
 RECORDED_TRADING = 1262  # trading symbols in the recorded exchangeInfo
 
@@ -116,3 +117,17 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 def rounded(row: dict[str, Any]) -> dict[str, Any]:
     """Floats to three decimals, for printing."""
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def metrics_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a member process gets METRICS_PORT + its index)."""
+    for _ in range(50):
+        first = free_port()
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")

@@ -35,12 +35,34 @@ def test_on_the_paced_feed_every_probe_is_timed_at_the_rate_asked_with_the_feeds
     assert 0 < figures["machine_busy_cores"] <= (os.cpu_count() or 1) + 0.05
 
 
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_one_member_per_core_is_measured_as_compose_runs_it() -> None:
+    figures = freshness.run_once(
+        symbols=40, rate=50, samples=10, source_name="feed", processes=freshness.PER_CORE
+    )
+    assert figures["missed"] == 0
+    assert 0 < figures["http_p50_ms"] <= figures["http_p99_ms"] < freshness.GIVE_UP_S * 1000
+    assert figures["messenger_p99_ms_at_most"] > 0  # every member's histogram, summed
+    assert figures["messenger_cpu_share"] > 0  # every member process counted
+
+
+def test_the_sides_measured_by_default_and_on_request() -> None:
+    pairs = (("simulator", "websocket-client"), ("feed", "websocket-client"))
+    assert freshness.sides(("simulator", "feed"), ("websocket-client",)) == [(*p, 1) for p in pairs] + [
+        ("feed", "websocket-client", freshness.PER_CORE)
+    ]
+    assert freshness.sides(("simulator",), ("picows",)) == [("simulator", "picows", 1)]
+    assert freshness.sides(("feed",), ("picows",), (1, 0)) == [("feed", "picows", 1), ("feed", "picows", 0)]
+
+
 def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core() -> None:
-    sides = {("simulator", "websocket-client"): 40.0, ("simulator", "picows"): 12.0,
-             ("feed", "websocket-client"): 9.0, ("feed", "picows"): 4.0}  # fmt: skip
+    sides = {("simulator", "websocket-client", 1): 40.0, ("simulator", "picows", 1): 12.0,
+             ("feed", "websocket-client", 1): 9.0, ("feed", "picows", 1): 4.0,
+             ("feed", "websocket-client", 0): 6.0}  # fmt: skip
     row: dict[str, float] = {"symbols": 2000}
-    for (source, transport), p99 in sides.items():
-        p = freshness.prefix(source, transport)
+    for (source, transport, processes), p99 in sides.items():
+        p = freshness.prefix(source, transport, processes)
         row |= {f"{p}http_p50_ms": p99 / 3, f"{p}http_p99_ms": p99, f"{p}redis_p50_ms": 1.0,
                 f"{p}redis_p99_ms": p99 / 2, f"{p}http_p99_over_redis_p99": 2.0, f"{p}frames_per_s": 20_000.0,
                 f"{p}source_cpu_share": 0.8 if source == "simulator" else 0.07}  # fmt: skip
@@ -54,6 +76,8 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         freshness.prefix("simulator", "websocket-client") == ""
     )  # the figures measured before keep their names
     assert freshness.prefix("feed", "picows") == "feed_picows_"
+    assert freshness.prefix("feed", "websocket-client", 0) == "feed_members_"
+    row["feed_members_members"] = 2.0
     rows = _freshness_rows(row)
     latency = [r for r in rows if r[1] == "sent -> readable, p50 / p99 ms"]
     assert [r[0] for r in latency] == [
@@ -61,19 +85,26 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         "freshness, 20,000 frames/s from the simulator, picows",
         "freshness, 20,000 frames/s from the feed",
         "freshness, 20,000 frames/s from the feed, picows",
+        "freshness, 20,000 frames/s from the feed, 2 members (one per core, as compose runs it)",
     ]
     assert latency[2][2] == "HTTP 3.0 / 9.0 (feed 7%)"
     assert latency[0][2] == "HTTP 13.3 / 40.0 (simulator 80%)"
-    assert [r[-1] for r in latency] == ["missed by 700%", "missed by 140%", "missed by 80%", "met"]
+    assert [r[-1] for r in latency] == [
+        "missed by 700%",
+        "missed by 140%",
+        "missed by 80%",
+        "met",
+        "missed by 20%",
+    ]
     # Each side whose parts were measured has their shares beside it (older results have none).
     shares = [r for r in rows if r[1] == "share of a core over the samples"]
-    assert [r[0] for r in shares] == [latency[2][0], latency[3][0]]
+    assert [r[0] for r in shares] == [latency[2][0], latency[3][0], latency[4][0]]
     assert shares[0][2:4] == (
         "messenger 41%, Redis 23%, server 8%, source 7%, probe 10%",
         "machine 1.07 cores busy",
     )
     reads = [r for r in rows if r[1] == "one read's round trip, p50 / p99 ms"]
-    assert [r[0] for r in reads] == [latency[2][0], latency[3][0]]
+    assert [r[0] for r in reads] == [latency[2][0], latency[3][0], latency[4][0]]
     assert reads[0][2:4] == ("HTTP 0.4 / 2.5", "Redis 0.1 / 0.9")
     assert rows.index(reads[0]) == rows.index(latency[2]) + 1
     assert rows.index(shares[0]) == rows.index(latency[2]) + 2

@@ -258,9 +258,10 @@ class Messenger:
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(routes))
         # The plan changes with its inputs above, each with a version (idle demand among them: the
-        # demand reader drops it within its poll), and with time only when a stream handed over is
-        # no longer carried. Planned again then, not every so often: a plan of every stream costs
-        # milliseconds of the GIL the readers and the writer share (with --all, a burst a second).
+        # demand reader drops it within its poll, or its backoff while Redis cannot be read), and
+        # with time only when a stream handed over is no longer carried. Planned again then, not
+        # every so often: a plan of every stream costs milliseconds of the GIL the readers and the
+        # writer share (with --all, a burst a second).
         self._next_plan = min(self._releasing.values(), default=math.inf)
 
     def _pin_others(

@@ -1,6 +1,6 @@
 """Freshness: how long from the exchange sending a frame until a client can read it over HTTP.
 
-    python -m bench.freshness [--samples 400] [--repeats 3] [--symbols 2000] [--rate 10]
+    python -m bench.freshness [--samples 1200] [--repeats 3] [--symbols 2000] [--rate 10]
                               [--transports websocket-client,picows] [--source simulator,feed]
                               [--processes 1,0]
 
@@ -89,6 +89,10 @@ from tests.processes import http as http_get
 
 KEY = snapshot_key("bookticker", "btcusdt")
 GIVE_UP_S = 2.0
+# Samples a run takes, alternating between the two readers: 600 each, so a reader's 99th
+# percentile is its 6th-slowest sample. (At 400, 200 each, it was the 2nd-slowest: one stall of
+# the host moved the verdict.) About 16 s of a run.
+DEFAULT_SAMPLES = 1200
 BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
 FROZEN = "transmute_messenger_heap_frozen_objects "
 
@@ -321,7 +325,7 @@ def sides(
 def run(
     symbols: int = 2000,
     rate: float = 10.0,
-    samples: int = 400,
+    samples: int = DEFAULT_SAMPLES,
     repeats: int = 3,
     transports: tuple[str, ...] = TRANSPORTS,
     sources: tuple[str, ...] = SOURCES,
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.freshness", description=__doc__)
     parser.add_argument("--symbols", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=10.0, help="updates per second per symbol")
-    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--transports", default=",".join(TRANSPORTS), metavar="NAME,...")
     parser.add_argument("--source", default=",".join(SOURCES), metavar="simulator,feed",

@@ -28,6 +28,7 @@ import redis
 
 from contract.keys import SYMBOLS_KEY, member_streams_key, snapshot_key
 from contract.members import heartbeats, live_members
+from messenger.ownership import owners
 from tests.conftest import Started
 from tests.oracle import SLACK_MS, Judgement, Published, Value, served_value
 from tests.processes import Gunicorn, Messenger, Simulator, http, messenger_env, wait_until
@@ -357,7 +358,13 @@ def test_a_demand_is_taken_by_its_owner_only_and_served_at_the_first_request(
         return all(len(m) == 1 for m in found.values()) and found
 
     found = wait_until(once, 5, what="each asked-for symbol carried by exactly one member")
-    assert len({m[0] for m in found.values()}) > 1, f"spread over the members: {found}"
+    # Its owner, the one the rendezvous hash names among the live members (REPLICAS=1): not the
+    # member that saw the demand first, nor one member for all. (Asserting only that the five
+    # spread over more than one member failed one run in 81: members' ids are random, and all five
+    # may rightly hash to one of them.)
+    members = live_members(real_redis)
+    owner = {s: owners(snapshot_key("bookticker", s), members, 1) for s in asked}
+    assert found == owner, f"carried by {found}, owned by {owner}"
 
 
 def test_what_any_member_pins_is_carried_by_its_owners_whoever_pinned_it(

@@ -95,6 +95,7 @@ GIVE_UP_S = 2.0
 DEFAULT_SAMPLES = 1200
 BUCKET = "transmute_messenger_frame_to_redis_seconds_bucket"
 FROZEN = "transmute_messenger_heap_frozen_objects "
+BATCHES = "transmute_messenger_redis_batches_total "
 
 
 def latency_buckets(metrics_port: int, members: int = 1) -> dict[float, float]:
@@ -108,6 +109,15 @@ def latency_buckets(metrics_port: int, members: int = 1) -> dict[float, float]:
                 bound = float(line.split('le="', 1)[1].split('"', 1)[0])
                 out[bound] = out.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
+
+
+def writer_batches(metrics_port: int, members: int = 1) -> float:
+    """Round trips the messenger's writers made to Redis so far, summed over ``members``."""
+    total = 0.0
+    for index in range(members):
+        text = http_get("GET", f"http://127.0.0.1:{metrics_port + index}/metrics")[2]
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(BATCHES))
+    return total
 
 
 def heap_frozen(metrics_port: int, members: int = 1) -> bool:
@@ -227,10 +237,11 @@ def run_once(
                 lambda: heap_frozen(metrics_port, members), 30, 0.2, what="the messenger's heap frozen"
             )
             time.sleep(1.0)  # seeds done: the steady stream
-            sent0, t0, buckets0 = (
+            sent0, t0, buckets0, batches0 = (
                 source.frames_sent(),
                 time.monotonic(),
                 latency_buckets(metrics_port, members),
+                writer_batches(metrics_port, members),
             )
             cpu0 = proc_stats(source.pid)[0]
             pids = {"messenger": messenger.proc, "redis": redis_server.proc, "server": gunicorn.proc}
@@ -251,10 +262,11 @@ def run_once(
                 else:
                     latencies[name].append(latency * 1000)
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
-            sent1, t1, buckets1 = (
+            sent1, t1, buckets1, batches1 = (
                 source.frames_sent(),
                 time.monotonic(),
                 latency_buckets(metrics_port, members),
+                writer_batches(metrics_port, members),
             )
             cpu1 = proc_stats(source.pid)[0]
             parts1 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
@@ -274,6 +286,8 @@ def run_once(
         "redis_read_p99_ms": percentile(round_trips["redis"], 99),
         "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
         "frames_per_s": (sent1 - sent0) / (t1 - t0),
+        # The writers' round trips to Redis: at a paced rate the messenger's cost is mostly per batch.
+        "writer_batches_per_s": (batches1 - batches0) / (t1 - t0),
         "source_cpu_share": (cpu1 - cpu0) / (t1 - t0),
         **{f"{name}_cpu_share": cpu_between(parts0[name], parts1[name]) / (t1 - t0) for name in parts},
         "probe_cpu_share": (probe1 - probe0) / (t1 - t0),

@@ -63,6 +63,9 @@ class MessengerCollector(Collector):
             "updates_older_dropped", "Updates dropped as older than the value held", book.older_dropped
         )
         yield _counter("redis_writes", "Values written to Redis", writer.writes)
+        yield _counter(
+            "redis_batches", "Round trips of the writer (values, liveness, stream states)", writer.batches
+        )
         yield _counter("redis_deletes", "Keys deleted from Redis (values withdrawn)", writer.deletes)
         yield _counter("redis_errors", "Failed Redis writes (retried)", writer.errors)
         yield _gauge("redis_up", "1 while Redis takes the writes", int(writer.healthy))

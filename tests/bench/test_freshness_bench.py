@@ -10,6 +10,7 @@ import pytest
 
 from bench import freshness
 from bench.run import _freshness_rows
+from messenger.writer import MIN_WRITE_INTERVAL_S
 
 
 @pytest.mark.redis
@@ -24,6 +25,8 @@ def test_on_the_paced_feed_every_probe_is_timed_at_the_rate_asked_with_the_feeds
     assert 1000 <= figures["frames_per_s"] + figures["frames_skipped_per_s"] <= 2500
     assert 0 < figures["source_cpu_share"] < 0.5
     assert figures["messenger_p99_ms_at_most"] > 0
+    # The writer's round trips, counted: one at least MIN_WRITE_INTERVAL_S after the last one ended.
+    assert 0 < figures["writer_batches_per_s"] <= 1 / MIN_WRITE_INTERVAL_S
     # Every read is timed: a round trip is no longer than the latency it ended.
     for reader in ("http", "redis"):
         assert 0 < figures[f"{reader}_read_p50_ms"] <= figures[f"{reader}_read_p99_ms"]
@@ -45,6 +48,7 @@ def test_one_member_per_core_is_measured_as_compose_runs_it() -> None:
     assert 0 < figures["http_p50_ms"] <= figures["http_p99_ms"] < freshness.GIVE_UP_S * 1000
     assert figures["messenger_p99_ms_at_most"] > 0  # every member's histogram, summed
     assert figures["messenger_cpu_share"] > 0  # every member process counted
+    assert 0 < figures["writer_batches_per_s"] <= freshness.cores() / MIN_WRITE_INTERVAL_S  # each member's
 
 
 def test_the_sides_measured_by_default_and_on_request() -> None:

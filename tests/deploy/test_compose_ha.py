@@ -156,7 +156,10 @@ def test_killing_the_redis_primary_gives_503s_then_200s_from_the_new_one(
     try:
         # Seconds on a quiet machine; a sentinel whose timer ran late (a loaded machine) waits in
         # TILT mode for 30 s before it acts.
-        wait_until(lambda: primary() == "redis-replica", 120, interval_s=0.5, what="the replica promoted")
+        try:
+            wait_until(lambda: primary() == "redis-replica", 120, interval_s=0.5, what="the replica promoted")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{failover_story(ha)}") from None
         promoted = time.monotonic() - killed
 
         def both_back() -> bool:
@@ -181,6 +184,32 @@ def test_killing_the_redis_primary_gives_503s_then_200s_from_the_new_one(
         say(request.config, f"HA: docker kill of the Redis primary, server on {port}: {dict(counts)}; "
                             f"replica promoted after {promoted:.1f} s; "
                             f"200s again {first_200:.1f} s after the kill")  # fmt: skip
+
+
+def failover_story(stack: Stack) -> str:
+    """What each sentinel and the replica logged and think now: why a failover did not come."""
+    running = stack.containers()
+    parts = []
+    for service in ("sentinel-1", "sentinel-2", "sentinel-3", "redis-replica"):
+        cid = running.get(service)
+        if cid is None:
+            parts.append(f"----- {service}: not running")
+            continue
+        logs = subprocess.run(["docker", "logs", "--tail", "60", cid], capture_output=True, text=True,
+                              timeout=30, check=False)  # fmt: skip
+        port, question = (
+            ("6379", "info replication")
+            if service == "redis-replica"
+            else ("26379", "sentinel master mymaster")
+        )
+        try:
+            state = docker("exec", cid, "redis-cli", "-p", port, *question.split(), timeout_s=10, check=False)
+        except subprocess.TimeoutExpired:
+            state = "(no answer within 10 s)"
+        parts.append(
+            f"----- {service}: {question}\n{state}\n----- {service}: log\n{logs.stdout}{logs.stderr}"
+        )
+    return "\n".join(parts)
 
 
 def test_the_ha_stack_goes_down_leaving_nothing(ha: Stack) -> None:

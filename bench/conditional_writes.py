@@ -49,9 +49,10 @@ from contract.keys import (
 )
 from contract.ordering import encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
+from contract.resp import command
 from messenger.binance import BOOK_TICKER
 from messenger.book import Batch, Book
-from messenger.resp import command, set_px
+from messenger.resp import set_px
 from messenger.writer import MAX_WRITE_INTERVAL_S, MIN_WRITE_INTERVAL_S, Writer
 from tests.processes import RedisServer
 

@@ -48,11 +48,12 @@ from contract.keys import (
 from contract.ordering import INT_ORDER, ORDER_LIMIT, encode_order
 from contract.records import AS_OF, ORDER, TS, VOUCHER, encode_record
 from contract.redis_client import Routes
+from contract.resp import command
 from messenger.backoff import Backoff
 from messenger.book import Batch, Book
 from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch, bulk
 from messenger.histogram import Histogram
-from messenger.resp import command, set_px
+from messenger.resp import set_px
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,8 @@ from typing import Any
 import hiredis
 import pytest
 
-from messenger.resp import command, set_px
+from contract.resp import command
+from messenger.resp import set_px
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
 from server import create_app
+from server.fast import MAX_PATHS, FastSnapshots
 from tests.processes import free_port
 from tests.records import stream_state, vouched
 
@@ -216,3 +217,26 @@ def test_every_answer_is_counted_whichever_path_gives_it(client: FlaskClient, st
     client.post("/snapshot/BTC_USDT")
     client.post("/snapshot/BTC_USDT", json={"max_age_ms": 60000})
     assert served_count() == before + 2
+
+
+def test_the_plain_path_remembers_what_a_path_names_never_a_value(
+    client: FlaskClient, fake_redis: redis.Redis, stored: dict[str, Any]
+) -> None:
+    assert client.post("/snapshot/BTC_USDT").get_json()["update_id"] == stored["update_id"]
+    vouched(fake_redis, KEY, record(update_id=stored["update_id"] + 1), px=1000)
+    assert client.post("/snapshot/BTC_USDT").get_json()["update_id"] == stored["update_id"] + 1
+    fake_redis.delete(KEY)
+    assert client.post("/snapshot/BTC_USDT").status_code == 500  # and never the one remembered
+
+
+def test_any_number_of_odd_paths_is_answered_in_json_and_remembered_within_bounds(
+    app: Flask, client: FlaskClient, fake_redis: redis.Redis
+) -> None:
+    fast = app.wsgi_app.app  # type: ignore[attr-defined] # inside the body deadline (server/app.py)
+    assert isinstance(fast, FastSnapshots)
+    for n in range(MAX_PATHS + 100):
+        answer = client.post(f"/snapshot/NOPE{n}X")
+        assert answer.status_code in (400, 404, 500) and "error" in answer.get_json()
+    assert len(fast._symbols) <= MAX_PATHS
+    vouched(fake_redis, KEY, record(update_id=7), px=1000)
+    assert client.post("/snapshot/BTC_USDT").get_json()["update_id"] == 7

@@ -137,7 +137,14 @@ class Terminal:
         """What a terminal's Ctrl-C does (SIGINT to the foreground group); the exit status."""
         self.seen |= descendants(self.proc.pid)
         os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout_s)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            left = [pid for pid in self.seen if alive(pid)]
+            raise AssertionError(
+                f"still running {timeout_s} s after Ctrl-C (pids left: {left})\n"
+                f"----- output -----\n{self.output()[-6000:]}"
+            ) from None
 
     def close(self) -> None:
         """Stop whatever is still running, the launcher's children included."""

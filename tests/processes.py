@@ -27,6 +27,13 @@ from contract.keys import SYMBOLS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# How a terminal starts a command: with SIGINT and SIGQUIT at their defaults. A test run started as
+# a background job of a script (`.ci/run ... &`, nohup) inherits both ignored, and an ignored signal
+# stays ignored in every child: Python keeps it so, and a non-interactive bash cannot even trap it
+# (run-local's Ctrl-C trap was silently void: two CI runs of a `make demo` test hung 30 s after its
+# Ctrl-C). A test that presses Ctrl-C starts its command through this prefix (coreutils' env).
+AS_FROM_A_TERMINAL = ["env", "--default-signal=INT,QUIT"]
+
 
 def symbol_list_loaded(client: redis.Redis, timeout_s: float = 10) -> None:
     """Wait for the messenger's symbol list (exchangeInfo) in Redis: until it is there, the server

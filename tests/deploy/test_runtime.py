@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT, Browser, free_port, http, wait_until
+from tests.processes import AS_FROM_A_TERMINAL, ROOT, Browser, free_port, http, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -109,7 +109,12 @@ class Terminal:
         self.log_path = log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*AS_FROM_A_TERMINAL, *argv],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.seen: set[int] = set()
 

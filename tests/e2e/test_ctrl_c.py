@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from contract.keys import LIVE, SYMBOLS_KEY, snapshot_key
-from tests.processes import ROOT, EventStream, RedisServer, free_port, http, wait_until
+from tests.processes import AS_FROM_A_TERMINAL, ROOT, EventStream, RedisServer, free_port, http, wait_until
 from tests.records import stream_state, vouched
 
 WORKERS = 2
@@ -33,8 +33,8 @@ def test_ctrl_c_stops_a_process_run_by_hand_without_a_traceback(
     argv = [sys.executable, "-m", module] + (["--port", str(port)] if module == "simulator" else [])
     log = tmp_path / f"{module}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen([*AS_FROM_A_TERMINAL, *argv], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         path = "/healthz" if module == "server" else "/api/v3/ping"
         wait_until(lambda: http("GET", f"http://127.0.0.1:{port}{path}")[0] == 200, 30, 0.1)
@@ -68,8 +68,9 @@ def test_ctrl_c_while_the_workers_boot_stops_the_server_at_once(
            "WEB_CONCURRENCY": str(WORKERS)}  # fmt: skip
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        argv = [*AS_FROM_A_TERMINAL, sys.executable, "-m", "server"]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
     try:
         wait_until(lambda: log.read_text(errors="replace").count("Booting worker") == WORKERS, 30, 0.001)
         os.killpg(proc.pid, signal.SIGINT)

@@ -38,9 +38,12 @@ Samples are taken in the steady state: once every symbol is in Redis and the mes
 the last step of its startup (frozen its startup heap, messenger.heap: one full collection of
 ~30 ms at 2,000 symbols, 10 s after it starts, once in its life), and a second more.
 
-A latency is counted from the source handing the frame to its connections (the simulator's
-``published_at_ms``, the feed's ``sent_at``) to the end of the first read that returned it, so it
-includes the probe's own last read (an upper bound); each read's own round trip is reported too
+A latency is counted from the source writing the frame to a connection (the feed's ``sent_at``;
+the simulator's ``written_at_ms``, simulator.probes: its connections queue frames, and under the
+flood the probe's waits behind the ones not yet written, a wait reported beside the figures as
+``source_queued_p50_ms`` / ``_p99_ms``; both marks are taken just before the write) to the end of
+the first read that returned it, so it includes the probe's own last read (an upper bound); each
+read's own round trip is reported too
 (``http_read_p50_ms`` ...), under the same flood: the part of a figure that is the reader's. The
 messenger's own share (frame received -> acknowledged by Redis) is read from its histogram metric
 over the same samples, as the upper bound of the bucket holding its 99th percentile.
@@ -178,15 +181,21 @@ class RedisReader:
 Probe = SimulatorSource | FeedSource
 
 
-def sample(source: Probe, reader: Any, n: int, reads: list[float]) -> float | None:
-    """Send a new top of book; seconds until ``reader`` returns it (None: never, within GIVE_UP_S).
-    Each read's own round trip (ms) goes to ``reads``."""
+def sample(source: Probe, reader: Any, n: int, reads: list[float], queued: list[float]) -> float | None:
+    """Send a new top of book; seconds from its write until ``reader`` returns it (None: never,
+    within GIVE_UP_S). Each read's own round trip (ms) goes to ``reads``; with the simulator, how
+    long the frame waited behind its connection's queue (ms) to ``queued``."""
     u, sent_s = source.probe(n)
     while (started := time.time()) - sent_s < GIVE_UP_S:
         served = reader()
         done = time.time()
         reads.append((done - started) * 1000)
         if served >= u:
+            # Asked once the sample is taken, so it costs the sample nothing.
+            times = source.written(u) if isinstance(source, SimulatorSource) else None
+            if times is not None:  # (never None once read: the mark precedes the write)
+                queued.append((times[1] - times[0]) * 1000)
+                sent_s = times[1]
             return done - sent_s
     return None
 
@@ -253,10 +262,11 @@ def run_once(
             readers = {"http": http_reader, "redis": RedisReader(client)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
             round_trips: dict[str, list[float]] = {"http": [], "redis": []}
+            queued: list[float] = []
             missed = 0
             for n in range(samples):
                 name = "http" if n % 2 == 0 else "redis"
-                latency = sample(source, readers[name], n, round_trips[name])
+                latency = sample(source, readers[name], n, round_trips[name], queued)
                 if latency is None:
                     missed += 1
                 else:
@@ -296,6 +306,9 @@ def run_once(
         "load_1m": load,
         "missed": float(missed),
     }
+    if on_sim and queued:  # the probe's wait in the simulator's queue (before the write counted from)
+        figures["source_queued_p50_ms"] = percentile(queued, 50)
+        figures["source_queued_p99_ms"] = percentile(queued, 99)
     if not on_sim:  # a paced feed skips what the messenger is too far behind to take; the simulator queues it
         figures["frames_skipped_per_s"] = (skipped1 - skipped0) / (t1 - t0)
     return figures

@@ -378,6 +378,10 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
                          f"HTTP {f[f'{p}http_read_p50_ms']:.1f} / {f[f'{p}http_read_p99_ms']:.1f}",
                          f"Redis {f[f'{p}redis_read_p50_ms']:.1f} / {f[f'{p}redis_read_p99_ms']:.1f}",
                          "", "", ""))  # fmt: skip
+        if f"{p}source_queued_p99_ms" in f:  # since the simulator's probe is timed at its write
+            rows.append((name, "probe queued in the simulator before its write, p50 / p99 ms",
+                         f"{f[f'{p}source_queued_p50_ms']:.1f} / {f[f'{p}source_queued_p99_ms']:.1f}",
+                         "not counted above (Binance's queue)", "", "", ""))  # fmt: skip
         if f"{p}machine_busy_cores" in f:  # since the parts' shares are measured: how full the cores were
             shares = ", ".join(f"{label} {f[f'{p}{part}_cpu_share']:.0%}" for part, label in FRESHNESS_PARTS)
             rows.append((name, "share of a core over the samples", shares,

@@ -166,8 +166,8 @@ class SimulatorSource:
         }  # fmt: skip
 
     def probe(self, n: int) -> tuple[int, float]:
-        """Set a new BTCUSDT top of book and send it now: (its update id, when it was handed to the
-        connections, epoch s)."""
+        """Set a new BTCUSDT top of book and send it now: (its update id, when it was queued on the
+        connections, epoch s: each writes it after what it has queued, see ``written``)."""
         doc = {
             "symbol": "BTCUSDT",
             "bid_price": f"{40000 + n % 1000}.01000000",
@@ -187,6 +187,14 @@ class SimulatorSource:
             response = self.conn.getresponse()
         sent = orjson.loads(response.read())
         return int(sent["u"]), sent["published_at_ms"] / 1000
+
+    def written(self, u: int) -> tuple[float, float] | None:
+        """When the probe of update ``u`` was queued and first written to a connection (epoch s),
+        as the simulator timed them (simulator.probes); None if it was never written."""
+        status, _, doc = http("GET", f"{self.sim.rest_url}/_sim/book/BTCUSDT/written?u={u}")
+        if status != 200 or doc["written_at_ms"] is None:
+            return None
+        return doc["queued_at_ms"] / 1000, doc["written_at_ms"] / 1000
 
     def close(self) -> None:
         """Close the probe's connection."""

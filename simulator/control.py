@@ -209,9 +209,28 @@ async def put_book(request: web.Request) -> web.Response:
     book = exchange.market.set(
         symbol, doc["bid_price"], doc["bid_quantity"], doc["ask_price"], doc["ask_quantity"]
     )
-    receivers = exchange.publish_book(symbol, book.payload())
-    # When it was handed to the connections (epoch ms): where a latency measurement starts.
+    # Each connection writes it after the frames it has queued: when the first one does is where a
+    # latency measurement starts (GET /_sim/book/<symbol>/written?u=, simulator.probes).
+    on_write = exchange.probes.queued(symbol, book.u)
+    receivers = exchange.publish_book(symbol, book.payload(), on_write)
+    # When it was handed to the connections' queues (epoch ms).
     return _json({**book.strings(), "receivers": receivers, "published_at_ms": time.time() * 1000})
+
+
+async def book_written(request: web.Request) -> web.Response:
+    """``GET /_sim/book/<symbol>/written?u=N``: when the probe (``POST /_sim/book``) that made update
+    ``u`` was queued and first written to a connection (epoch ms; ``written_at_ms`` null until then)."""
+    exchange = request.app[EXCHANGE]
+    symbol = request.match_info["symbol"].upper()
+    try:
+        u = int(request.query["u"])
+    except (KeyError, ValueError):
+        return _json({"error": "u must be an integer"}, 400)
+    times = exchange.probes.times(symbol, u)
+    if times is None:
+        return _json({"error": f"no probe of {symbol} made update {u} (or it is forgotten)"}, 404)
+    queued, written = times
+    return _json({"symbol": symbol, "u": u, "queued_at_ms": queued, "written_at_ms": written})
 
 
 async def get_book(request: web.Request) -> web.Response:
@@ -254,6 +273,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_sim/market", market)
     app.router.add_post("/_sim/book", put_book)
     app.router.add_get("/_sim/book/{symbol}", get_book)
+    app.router.add_get("/_sim/book/{symbol}/written", book_written)
     app.router.add_get("/_sim/book", book_at)
     app.router.add_post("/_sim/depth", make_depth)
     app.router.add_post("/_sim/listing", listing)

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from simulator.config import SimConfig
 from simulator.depth_feed import DiffFeeds, deliver, is_diff
 from simulator.limits import IpLimits
 from simulator.market import Market
+from simulator.probes import Probes
 from simulator.record import Recorder
 from simulator.streams import parse_stream
 from simulator.timed import TICK_S as PERIODIC_TICK_S
@@ -76,6 +77,7 @@ class Exchange:
         self._drained = asyncio.Event()
         # What was published, for a test's oracle (--record); None: not kept.
         self.recorder = Recorder() if config.record else None
+        self.probes = Probes()  # when each POST /_sim/book's frame was queued and first written
 
     # -- connections ------------------------------------------------------------------
 
@@ -148,12 +150,13 @@ class Exchange:
 
     # -- market data ------------------------------------------------------------------
 
-    def publish_book(self, symbol: str, payload: bytes) -> int:
-        """Send a bookTicker event to every subscriber; returns how many got it."""
+    def publish_book(self, symbol: str, payload: bytes, on_write: Callable[[], None] | None = None) -> int:
+        """Send a bookTicker event to every subscriber; returns how many got it. ``on_write`` is
+        called just before each connection writes it (simulator.probes)."""
         stream = f"{symbol.lower()}@bookTicker"
-        return self.publish(stream, payload)
+        return self.publish(stream, payload, on_write)
 
-    def publish(self, stream: str, payload: bytes) -> int:
+    def publish(self, stream: str, payload: bytes, on_write: Callable[[], None] | None = None) -> int:
         """Send a raw event on a stream to every connection subscribed to it."""
         subs = self.subscribers.get(stream)
         if not subs:
@@ -165,9 +168,12 @@ class Exchange:
             if session.combined:
                 if combined is None:
                     combined = b'{"stream":"' + stream.encode() + b'","data":' + payload + b"}"
-                session.push(combined)
+                frame = combined
             else:
-                session.push(payload)
+                frame = payload
+            session.push(frame)
+            if on_write is not None and not session.stalled:
+                session.watch(frame, on_write)
         return len(subs)
 
     def publish_diff(self, stream: str, symbol: str, payload: bytes) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -54,6 +54,8 @@ class Session:
         self.streams: dict[str, None] = {}
         self.opened_at = time.monotonic()
         self.outbox: deque[bytes] = deque()
+        # Frames to time when written (simulator.probes), by identity: nearly always empty.
+        self.watched: dict[int, tuple[bytes, Callable[[], None]]] = {}
         self._has_data = asyncio.Event()
         self._message_times: deque[float] = deque()
         self._pings_out: dict[bytes, float] = {}
@@ -118,9 +120,14 @@ class Session:
         self.outbox.append(frame)
         if len(self.outbox) > self.config.outbox_limit:
             self.outbox.clear()
+            self.watched.clear()
             self.violations.append("slow consumer")
             self.spawn(self.close(1008, "Too slow"))
         self._has_data.set()
+
+    def watch(self, frame: bytes, on_write: Callable[[], None]) -> None:
+        """Call ``on_write`` just before this queued ``frame`` (the object itself) is written."""
+        self.watched[id(frame)] = (frame, on_write)
 
     def backlogged(self) -> bool:
         """Too many frames queued: a flood must wait for this client."""
@@ -141,7 +148,12 @@ class Session:
                 self._has_data.clear()
                 await self._has_data.wait()
                 continue
-            await send(outbox.popleft(), WSMsgType.TEXT)
+            frame = outbox.popleft()
+            if self.watched:
+                watched = self.watched.pop(id(frame), None)
+                if watched is not None and watched[0] is frame:
+                    watched[1]()
+            await send(frame, WSMsgType.TEXT)
             self.frames_sent += 1
             if len(outbox) == FLOOD_LOW_WATER or not outbox:
                 self.exchange.notify_drained()
@@ -286,6 +298,7 @@ class Session:
         self.stalled = stalled
         if stalled:
             self.outbox.clear()
+            self.watched.clear()
 
     async def server_shutdown(self, grace_s: float) -> None:
         """Announce a shutdown with Binance's event, then close after a grace period."""

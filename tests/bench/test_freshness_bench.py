@@ -5,11 +5,13 @@ row for each source and transport measured, named so."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from bench import freshness
 from bench.run import _freshness_rows
+from bench.sources import SimulatorSource
 from messenger.writer import MIN_WRITE_INTERVAL_S
 
 
@@ -51,6 +53,46 @@ def test_one_member_per_core_is_measured_as_compose_runs_it() -> None:
     assert 0 < figures["writer_batches_per_s"] <= freshness.cores() / MIN_WRITE_INTERVAL_S  # each member's
 
 
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_on_the_simulator_the_probes_wait_in_its_queue_is_reported_beside_the_latencies() -> None:
+    figures = freshness.run_once(symbols=40, rate=20, samples=20, source_name="simulator")
+    assert figures["missed"] == 0
+    assert 0 < figures["http_p50_ms"] <= figures["http_p99_ms"] < freshness.GIVE_UP_S * 1000
+    queued = figures["source_queued_p50_ms"], figures["source_queued_p99_ms"]
+    assert 0 <= queued[0] <= queued[1] < freshness.GIVE_UP_S * 1000
+
+
+class QueuedProbe(SimulatorSource):
+    """A simulator whose probe waits ``wait_s`` in its queue before it is written."""
+
+    def __init__(self, wait_s: float) -> None:  # no simulator behind it
+        self.wait_s = wait_s
+        self.queued_s = 0.0
+
+    def probe(self, n: int) -> tuple[int, float]:
+        self.queued_s = time.time()
+        return 7, self.queued_s
+
+    def written(self, u: int) -> tuple[float, float] | None:
+        return self.queued_s, self.queued_s + self.wait_s
+
+
+def test_a_simulator_latency_counts_from_the_write_and_its_queue_wait_is_kept_apart() -> None:
+    reads: list[float] = []
+    queued: list[float] = []
+
+    def reader() -> int:
+        time.sleep(0.06)
+        return 7
+
+    latency = freshness.sample(QueuedProbe(0.05), reader, 0, reads, queued)
+    assert latency is not None
+    assert queued == [pytest.approx(50.0)]
+    # 60 ms of reading, 50 of them the simulator's queue: counted from the write, the rest.
+    assert 0.005 <= latency < 0.04
+
+
 def test_the_sides_measured_by_default_and_on_request() -> None:
     pairs = (("simulator", "websocket-client"), ("feed", "websocket-client"))
     assert freshness.sides(("simulator", "feed"), ("websocket-client",)) == [(*p, 1) for p in pairs] + [
@@ -76,6 +118,7 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
                     f"{p}machine_busy_cores": 1.07, f"{p}http_read_p50_ms": 0.4,
                     f"{p}http_read_p99_ms": 2.5, f"{p}redis_read_p50_ms": 0.1,
                     f"{p}redis_read_p99_ms": 0.9}  # fmt: skip
+    row |= {"source_queued_p50_ms": 1.25, "source_queued_p99_ms": 7.5}  # the simulator's probe queue
     assert (
         freshness.prefix("simulator", "websocket-client") == ""
     )  # the figures measured before keep their names
@@ -112,5 +155,8 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
     assert reads[0][2:4] == ("HTTP 0.4 / 2.5", "Redis 0.1 / 0.9")
     assert rows.index(reads[0]) == rows.index(latency[2]) + 1
     assert rows.index(shares[0]) == rows.index(latency[2]) + 2
+    queues = [r for r in rows if r[1] == "probe queued in the simulator before its write, p50 / p99 ms"]
+    assert [r[0] for r in queues] == [latency[0][0]]
+    assert queues[0][2:4] == ("1.2 / 7.5", "not counted above (Binance's queue)")
     only_feed = {k: v for k, v in row.items() if k.startswith("feed_")}
     assert _freshness_rows(only_feed) == [r for r in rows if "from the feed" in r[0]]

@@ -381,3 +381,53 @@ def test_rest_recent_trades_are_the_streamed_ones(sim: Simulator, connect: Any) 
     assert len(quiet) == 1  # every symbol has some history, even one nobody moves
     status, _, err = http("GET", f"{sim.rest_url}/api/v3/trades?symbol=BTCUSDT&limit=5000")
     assert (status, err["code"]) == (400, -1130)
+
+
+def test_a_probe_queued_behind_a_full_connection_is_timed_when_written_not_when_queued(
+    sim_factory: SimFactory, connect: Any
+) -> None:
+    """Binance's "sent" is the write to the connection: a probe's frame queued behind thousands
+    that a client has not read yet is marked written only once the client reads its way to it
+    (the latency a benchmark counts from that mark is the client's, not the simulator's queue)."""
+    sim = sim_factory("--flood")
+    ws = connect(sim, "/stream?streams=btcusdt@bookTicker/ethbtc@bookTicker")
+
+    # Not reading: the socket's buffers fill, then the connection's queue, then the flood waits.
+    def stuck() -> bool:  # nothing more written for a while
+        before = sim.sessions()[0]["frames_sent"]
+        time.sleep(0.3)
+        return before > 0 and sim.sessions()[0]["frames_sent"] == before
+
+    wait_until(stuck, 20, what="the connection backed up")
+    doc = {"symbol": "BTCUSDT", "bid_price": "1.01000000", "bid_quantity": "1.00000000",
+           "ask_price": "1.02000000", "ask_quantity": "1.00000000"}  # fmt: skip
+    status, _, probe = http("POST", f"{sim.rest_url}/_sim/book", orjson.dumps(doc))
+    assert status == 200 and probe["receivers"] == 1
+    u = probe["u"]
+    written = f"{sim.rest_url}/_sim/book/BTCUSDT/written?u={u}"
+    status, _, times = http("GET", written)
+    assert status == 200 and times["written_at_ms"] is None  # still queued: nothing was read
+    assert times["queued_at_ms"] <= probe["published_at_ms"]
+    reading_from = time.time() * 1000
+    ws.settimeout(20)
+    got = next_json(ws, lambda m: m["data"].get("s") == "BTCUSDT" and m["data"]["u"] == u)
+    received = time.time() * 1000
+    assert got["data"]["b"] == "1.01000000"
+    _, _, times = http("GET", written)
+    # Written after the client began to read (the frames ahead of it first), before it arrived.
+    assert reading_from <= times["written_at_ms"] <= received
+    assert times["written_at_ms"] > times["queued_at_ms"]
+
+
+def test_a_probes_write_time_is_asked_by_its_update_id(sim: Simulator, connect: Any) -> None:
+    ws = connect(sim, "/ws/btcusdt@bookTicker")
+    doc = {"symbol": "BTCUSDT", "bid_price": "2.01000000", "bid_quantity": "1.00000000",
+           "ask_price": "2.02000000", "ask_quantity": "1.00000000"}  # fmt: skip
+    _, _, probe = http("POST", f"{sim.rest_url}/_sim/book", orjson.dumps(doc))
+    next_json(ws, lambda m: m.get("u") == probe["u"])
+    status, _, times = http("GET", f"{sim.rest_url}/_sim/book/btcusdt/written?u={probe['u']}")
+    assert status == 200
+    assert times["queued_at_ms"] <= times["written_at_ms"] <= time.time() * 1000
+    assert http("GET", f"{sim.rest_url}/_sim/book/BTCUSDT/written?u={probe['u'] + 10**9}")[0] == 404
+    assert http("GET", f"{sim.rest_url}/_sim/book/BTCUSDT/written?u=x")[0] == 400
+    assert http("GET", f"{sim.rest_url}/_sim/book/BTCUSDT/written")[0] == 400

@@ -394,9 +394,9 @@ def test_a_probe_queued_behind_a_full_connection_is_timed_when_written_not_when_
 
     # Not reading: the socket's buffers fill, then the connection's queue, then the flood waits.
     def stuck() -> bool:  # nothing more written for a while
-        before = sim.sessions()[0]["frames_sent"]
+        before = int(sim.sessions()[0]["frames_sent"])
         time.sleep(0.3)
-        return before > 0 and sim.sessions()[0]["frames_sent"] == before
+        return before > 0 and int(sim.sessions()[0]["frames_sent"]) == before
 
     wait_until(stuck, 20, what="the connection backed up")
     doc = {"symbol": "BTCUSDT", "bid_price": "1.01000000", "bid_quantity": "1.00000000",

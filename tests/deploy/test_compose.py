@@ -113,6 +113,18 @@ def test_every_compose_build_uses_an_existing_dockerfile(services: dict[str, Any
             assert (Path(svc["build"]["context"]) / svc["build"]["dockerfile"]).is_file()
 
 
+def test_every_image_of_ours_is_built_by_the_service_that_runs_it_in_the_ha_file_too() -> None:
+    """An image of ours that a service only names is pulled when Compose comes to that service
+    before the one that builds it, and no registry has it: every service running one builds it."""
+    merged = yaml.safe_load(compose("-f", "docker-compose.yml", "-f", "docker-compose.ha.yml", "config"))
+    ours = {name: svc for name, svc in merged["services"].items() if svc["image"].startswith("transmute-")}
+    assert {"server", "server-2", "messenger", "messenger-sim"} <= set(ours)
+    assert [name for name, svc in ours.items() if "build" not in svc] == []
+    for svc in ours.values():
+        assert svc["build"]["args"] == {"EXTRA_CA_CERTS": "", "PIP_INDEX_URL": ""}
+    assert ours["server-2"]["build"] == ours["server"]["build"]
+
+
 def test_every_service_has_a_healthcheck_that_means_something(services: dict[str, Any]) -> None:
     tests = {name: " ".join(svc["healthcheck"]["test"]) for name, svc in services.items()}
     assert "redis-cli ping" in tests["redis"]

@@ -2,6 +2,8 @@
 
 Run by gunicorn with the shipped config, in place of the server, so both answer under the same
 workers and worker class: the difference is what the server does beyond that one GET.
+
+``BARE_KEY`` names another key to answer with (the freshness benchmark's peer writes its own).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import redis
 
 from contract.keys import snapshot_key
 
-KEY = snapshot_key("bookticker", "btcusdt")
+KEY = os.environ.get("BARE_KEY") or snapshot_key("bookticker", "btcusdt")
 _client = redis.Redis.from_url(os.environ["REDIS_URL"])
 
 

@@ -2,7 +2,7 @@
 
     python -m bench.freshness [--samples 1200] [--repeats 3] [--symbols 2000] [--rate 10]
                               [--transports websocket-client,picows] [--source simulator,feed]
-                              [--processes 1,0]
+                              [--processes 1,0] [--peer feed]
 
 A flood source streams bookTicker for 2,000 symbols at 10 updates/s each (20,000 frames/s), the
 messenger runs ``--all`` and the server runs as shipped (gunicorn, gevent). A probe then, again
@@ -30,6 +30,15 @@ The messenger runs as one process (``PROCESSES=1``, the setting's default), and,
 the default transport, also as ``docker compose up`` and ``make run`` run it: one member process per
 core (``PROCESSES=0``; figures prefixed ``members_``, e.g. ``feed_members_http_p99_ms``; its
 histogram summed over the members). ``--processes 1,0`` asks for both on every source and transport.
+
+The floor beside them (``--peer``, by default on the feed; figures prefixed ``peer_``, e.g.
+``feed_peer_http_p99_ms``): the same flood read by the picows peer of the ingest benchmark writing
+as frames come (bench/peer_picows.py ``--as-they-come``: compiled framing, plain ``SET``s, one
+round trip at a time) and answered by the serving benchmark's bare app (bench/bare_wsgi.py: one
+Redis ``GET`` a request) under gunicorn as shipped. It keeps no freshness rule (no vouchers, no
+conditional writes, no withdrawal), so it is not a service; it is how fresh this path can be on
+this machine, at this moment: ``http_p99_over_peer`` is a side's HTTP p99 over the floor's on its
+source, in the same repeat, and tells the service's share of a tail from the host's.
 
 Beside each: the source's own share of a core over the samples (``source_cpu_share``, from /proc)
 and the machine's 1-minute load when the run began.
@@ -66,11 +75,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from bench.ingest import symbols_for
+from bench.peer_picows import AS_THEY_COME
+from bench.peer_picows import PEER as PICOWS_PEER
+from bench.peers import peer_key
+from bench.serving import BareApp
 from bench.sources import FeedProcess, FeedSource, SimulatorSource
 from bench.stack import (
     cpu_between,
@@ -87,7 +102,7 @@ from bench.stack import (
     trading_symbols,
 )
 from contract.keys import snapshot_key
-from tests.processes import Gunicorn, Messenger, messenger_env, wait_until
+from tests.processes import Gunicorn, Messenger, Process, free_port, messenger_env, wait_until
 from tests.processes import http as http_get
 
 KEY = snapshot_key("bookticker", "btcusdt")
@@ -142,10 +157,12 @@ def bucket_percentile(before: dict[float, float], after: dict[float, float], q: 
 
 
 class HttpReader:
-    """``POST /snapshot/BTC_USDT`` on one kept-alive connection: the update id served."""
+    """``POST /snapshot/BTC_USDT`` on one kept-alive connection: the update id served (its
+    ``field``: the bare app answers with the peer's payload, whose update id is ``u``)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, field: str = "update_id") -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        self.field = field
 
     def __call__(self) -> int:
         try:
@@ -160,21 +177,21 @@ class HttpReader:
         body = response.read()
         if response.status != 200:
             return -1
-        update_id: int | None = orjson.loads(body)["update_id"]
+        update_id: int | None = orjson.loads(body)[self.field]
         return update_id or -1
 
 
 class RedisReader:
-    """``GET`` of the key: the update id in Redis."""
+    """``GET`` of the key: the update id in Redis (``key`` and ``field``: the peer's, for the floor)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, client: Any, key: str = KEY, field: str = "update_id") -> None:
+        self.client, self.key, self.field = client, key, field
 
     def __call__(self) -> int:
-        raw = self.client.get(KEY)
+        raw = self.client.get(self.key)
         if raw is None:
             return -1
-        update_id: int | None = orjson.loads(raw)["update_id"]
+        update_id: int | None = orjson.loads(raw)[self.field]
         return update_id or -1
 
 
@@ -209,8 +226,9 @@ def run_once(
     processes: int = 1,
 ) -> dict[str, float]:
     """One measurement with the messenger on ``transport`` fed by ``source_name``, as ``processes``
-    member processes (PROCESSES; 0: one per core): p50/p99 in ms for each reader, the rate actually
-    streamed and the source's share of a core."""
+    member processes (PROCESSES; 0: one per core), or with the floor in its place (``transport``
+    PEER): p50/p99 in ms for each reader, the rate actually streamed and the source's share of a core."""
+    floor = transport == PEER
     members = processes or cores()
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
@@ -222,44 +240,61 @@ def run_once(
         )
         feed = None if on_sim else FeedProcess(logs, "--rate", str(rate * symbols))
         metrics_port = metrics_ports(members)
-        env = messenger_env(
-            sim,
-            redis_server.url,
-            STATS_INTERVAL_S=60,
-            LOG_LEVEL="WARNING",
-            METRICS_PORT=metrics_port,
-            WS_TRANSPORT=transport,
-            PROCESSES=processes,
-        )
-        if feed is not None:
-            env["BINANCE_WS_URL"] = feed.ws_url
-        messenger = Messenger(logs, env, "--all")
-        gunicorn = Gunicorn(logs, redis_server.url, workers=None)
+        ws_url = sim.ws_url if feed is None else feed.ws_url
         flood = [] if feed is None else [feed]
-        with running(redis_server, sim, *flood, messenger, gunicorn):
+        with ExitStack() as stack:
+            stack.enter_context(running(redis_server, sim, *flood))
+            reader: Process
+            if floor:  # subscribed to what the messenger's --all would be: every trading symbol
+                streams = [f"{symbol.lower()}@bookTicker" for symbol in symbols_for(sim, sys.maxsize)]
+                argv = ["-m", "bench.peer_picows", AS_THEY_COME, ws_url, redis_server.url, *streams]
+                reader = Process(f"peer-{free_port()}", [sys.executable, *argv], logs)
+                read_key, field = peer_key(PICOWS_PEER, "BTCUSDT"), "u"
+                gunicorn: Gunicorn = BareApp(logs, redis_server.url, key=read_key)
+                kept = peer_key(PICOWS_PEER, "*")
+            else:
+                env = messenger_env(
+                    sim,
+                    redis_server.url,
+                    STATS_INTERVAL_S=60,
+                    LOG_LEVEL="WARNING",
+                    METRICS_PORT=metrics_port,
+                    WS_TRANSPORT=transport,
+                    PROCESSES=processes,
+                    BINANCE_WS_URL=ws_url,
+                )
+                reader = Messenger(logs, env, "--all")
+                read_key, field = KEY, "update_id"
+                gunicorn = Gunicorn(logs, redis_server.url, workers=None)
+                kept = "transmute:bookticker:*"
+            stack.enter_context(running(reader, gunicorn))
             source: Probe = SimulatorSource(sim) if feed is None else FeedSource(feed)
             client = redis_server.client()
-            wait_until(lambda: len(client.keys("transmute:bookticker:*")) >= symbols, 60, 0.1, what="all")
-            # The steady state: the messenger's startup done, to its last step (messenger.heap: one
-            # full collection, ~30 ms at 2,000 symbols, 10 s after the start, once in its life).
-            wait_until(
-                lambda: heap_frozen(metrics_port, members), 30, 0.2, what="the messenger's heap frozen"
-            )
+            wait_until(lambda: len(client.keys(kept)) >= symbols, 60, 0.1, what="all")
+            if not floor:
+                # The steady state: the messenger's startup done, to its last step (messenger.heap:
+                # one full collection, ~30 ms at 2,000 symbols, 10 s after the start, once in its life).
+                wait_until(
+                    lambda: heap_frozen(metrics_port, members), 30, 0.2, what="the messenger's heap frozen"
+                )
             time.sleep(1.0)  # seeds done: the steady stream
-            sent0, t0, buckets0, batches0 = (
-                source.frames_sent(),
-                time.monotonic(),
-                latency_buckets(metrics_port, members),
-                writer_batches(metrics_port, members),
-            )
+
+            def counters() -> tuple[dict[float, float], float]:
+                """The messenger's histogram and batches so far (the floor has neither)."""
+                if floor:
+                    return {}, 0.0
+                return latency_buckets(metrics_port, members), writer_batches(metrics_port, members)
+
+            sent0, t0, (buckets0, batches0) = source.frames_sent(), time.monotonic(), counters()
             cpu0 = proc_stats(source.pid)[0]
-            pids = {"messenger": messenger.proc, "redis": redis_server.proc, "server": gunicorn.proc}
+            pids = {"peer" if floor else "messenger": reader.proc, "redis": redis_server.proc}
+            pids["server"] = gunicorn.proc
             parts = {name: process_tree(proc.pid) for name, proc in pids.items() if proc is not None}
             parts0 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
             probe0, busy0 = time.process_time(), machine_busy()
             skipped0 = source.frames_skipped() if isinstance(source, FeedSource) else 0
-            http_reader = HttpReader(gunicorn.port)
-            readers = {"http": http_reader, "redis": RedisReader(client)}
+            http_reader = HttpReader(gunicorn.port, field)
+            readers = {"http": http_reader, "redis": RedisReader(client, read_key, field)}
             latencies: dict[str, list[float]] = {"http": [], "redis": []}
             round_trips: dict[str, list[float]] = {"http": [], "redis": []}
             queued: list[float] = []
@@ -272,12 +307,7 @@ def run_once(
                 else:
                     latencies[name].append(latency * 1000)
                 time.sleep(random.uniform(0.005, 0.015))  # spread samples over the market's ticks
-            sent1, t1, buckets1, batches1 = (
-                source.frames_sent(),
-                time.monotonic(),
-                latency_buckets(metrics_port, members),
-                writer_batches(metrics_port, members),
-            )
+            sent1, t1, (buckets1, batches1) = source.frames_sent(), time.monotonic(), counters()
             cpu1 = proc_stats(source.pid)[0]
             parts1 = {name: cpu_by_pid(pids) for name, pids in parts.items()}
             probe1, busy1 = time.process_time(), machine_busy()
@@ -294,10 +324,7 @@ def run_once(
         "http_read_p99_ms": percentile(round_trips["http"], 99),
         "redis_read_p50_ms": percentile(round_trips["redis"], 50),
         "redis_read_p99_ms": percentile(round_trips["redis"], 99),
-        "messenger_p99_ms_at_most": bucket_percentile(buckets0, buckets1, 99),
         "frames_per_s": (sent1 - sent0) / (t1 - t0),
-        # The writers' round trips to Redis: at a paced rate the messenger's cost is mostly per batch.
-        "writer_batches_per_s": (batches1 - batches0) / (t1 - t0),
         "source_cpu_share": (cpu1 - cpu0) / (t1 - t0),
         **{f"{name}_cpu_share": cpu_between(parts0[name], parts1[name]) / (t1 - t0) for name in parts},
         "probe_cpu_share": (probe1 - probe0) / (t1 - t0),
@@ -306,6 +333,10 @@ def run_once(
         "load_1m": load,
         "missed": float(missed),
     }
+    if not floor:
+        figures["messenger_p99_ms_at_most"] = bucket_percentile(buckets0, buckets1, 99)
+        # The writers' round trips to Redis: at a paced rate the messenger's cost is mostly per batch.
+        figures["writer_batches_per_s"] = (batches1 - batches0) / (t1 - t0)
     if on_sim and queued:  # the probe's wait in the simulator's queue (before the write counted from)
         figures["source_queued_p50_ms"] = percentile(queued, 50)
         figures["source_queued_p99_ms"] = percentile(queued, 99)
@@ -323,6 +354,10 @@ PER_CORE = 0
 PROCESSES = (1, PER_CORE)
 # Where one member per core is measured unless asked otherwise (each side costs a minute a repeat).
 PER_CORE_SIDES = (("feed", DEFAULT_TRANSPORT),)
+# The floor (module docstring) in the messenger's place: a side of its own, named as a transport.
+PEER = "peer"
+# The sources the floor is measured on unless asked otherwise.
+PEER_SOURCES = ("feed",)
 
 
 def cores() -> int:
@@ -339,14 +374,21 @@ def prefix(source: str, transport: str, processes: int = 1) -> str:
 
 
 def sides(
-    sources: tuple[str, ...], transports: tuple[str, ...], processes: tuple[int, ...] | None = None
+    sources: tuple[str, ...],
+    transports: tuple[str, ...],
+    processes: tuple[int, ...] | None = None,
+    peer: tuple[str, ...] = PEER_SOURCES,
 ) -> list[tuple[str, str, int]]:
     """(source, transport, processes) to run: every pair as one process, and PER_CORE_SIDES as one
-    member per core; with ``processes``, every pair with each of those."""
+    member per core; with ``processes``, every pair with each of those; then the floor (PEER) on
+    each of ``sources`` that ``peer`` names."""
     pairs = [(source, transport) for source in sources for transport in transports]
     if processes is not None:
-        return [(s, t, p) for p in processes for s, t in pairs]
-    return [(s, t, 1) for s, t in pairs] + [(s, t, PER_CORE) for s, t in pairs if (s, t) in PER_CORE_SIDES]
+        every = [(s, t, p) for p in processes for s, t in pairs]
+    else:
+        every = [(s, t, 1) for s, t in pairs]
+        every += [(s, t, PER_CORE) for s, t in pairs if (s, t) in PER_CORE_SIDES]
+    return every + [(source, PEER, 1) for source in sources if source in peer]
 
 
 def run(
@@ -358,10 +400,12 @@ def run(
     sources: tuple[str, ...] = SOURCES,
     progress: Callable[[str], None] | None = None,
     processes: tuple[int, ...] | None = None,
+    peer: tuple[str, ...] = PEER_SOURCES,
 ) -> dict[str, Any]:
     """Medians over ``repeats`` runs of each side (``sides``), with the HTTP path's ratio to reading
-    Redis directly; each repeat runs every side, in an order that alternates between repeats."""
-    every = sides(sources, transports, processes)
+    Redis directly, and to the floor on the same source (its median of the per-repeat ratios);
+    each repeat runs every side, in an order that alternates between repeats."""
+    every = sides(sources, transports, processes, peer)
     runs: dict[tuple[str, str, int], list[dict[str, float]]] = {side: [] for side in every}
     for n in range(repeats):
         for source, transport, count in every if n % 2 == 0 else every[::-1]:
@@ -370,6 +414,12 @@ def run(
             if progress is not None:
                 members = f", {count or cores()} members" if count != 1 else ""
                 progress(f"freshness: {source}, {transport}{members}: {rounded(measured)}")
+    # A side's tail over the floor's in the same repeat: the host's moments are shared by both.
+    for (source, transport, _), taken in runs.items():
+        floors = runs.get((source, PEER, 1))
+        if floors and transport != PEER:
+            for measured, floor in zip(taken, floors, strict=True):
+                measured["http_p99_over_peer"] = measured["http_p99_ms"] / floor["http_p99_ms"]
     row: dict[str, Any] = {"symbols": symbols}
     for (source, transport, count), taken in runs.items():
         figures = medians(taken)
@@ -393,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", metavar="1,0",
                         help="member processes on every side (0: one per core); default: 1 on every "
                              "side, and one per core on the feed with the default transport")  # fmt: skip
+    parser.add_argument("--peer", default=",".join(PEER_SOURCES), metavar="SOURCE,...",
+                        help="the sources the floor (a picows peer and a bare app) is measured on "
+                             "beside the messenger (default: %(default)s; '' for none)")  # fmt: skip
     args = parser.parse_args(argv)
     processes = None if args.processes is None else tuple(int(p) for p in args.processes.split(",") if p)
     transports = tuple(filter(None, args.transports.split(",")))
@@ -403,7 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, say, processes)
+    peer = tuple(filter(None, args.peer.split(",")))
+    if set(peer) - set(SOURCES):
+        parser.error(f"--peer: none, or one or more of {', '.join(SOURCES)}")
+    row = run(args.symbols, args.rate, args.samples, args.repeats, transports, sources, say, processes, peer)
     print(json.dumps(rounded(row)))
     return 0
 

@@ -1,12 +1,17 @@
 """Ingest peer: ``picows`` (compiled WebSocket framing), ``orjson``, and coalesced Redis writes
 packed by ``hiredis``.
 
-    python -m bench.peer_picows <ws_url> <redis_url> <stream>...
+    python -m bench.peer_picows [--as-they-come] <ws_url> <redis_url> <stream>...
 
 Each frame is parsed in picows's callback and its payload kept as the symbol's latest; every
 FLUSH_EVERY_S the symbols that changed are written as one buffer of ``SET key value PX ttl``
 commands (``hiredis.pack_command``) on one connection, and the replies are counted, not turned
 into objects.
+
+``--as-they-come``: no period; a write leaves as soon as something changed and the write before
+it is answered (what arrived meanwhile goes in one buffer). The least latency a Python pipeline
+of this design gets into Redis: the freshness benchmark's floor (bench/freshness.py), where the
+ingest benchmark's peer trades latency for CPU.
 """
 
 from __future__ import annotations
@@ -29,34 +34,44 @@ TTL = str(PEER_TTL_MS).encode()
 class Reader(WSListener):
     """Keeps the latest payload per symbol of one connection's frames (pings answered by picows)."""
 
-    def __init__(self, latest: dict[str, Any]) -> None:
+    def __init__(self, latest: dict[str, Any], changed: asyncio.Event | None = None) -> None:
         self.latest = latest
+        self.changed = changed  # set on every change, when writes go as they come
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == WSMsgType.TEXT:
             data = orjson.loads(frame.get_payload_as_memoryview()).get("data")
             if data is not None:
                 self.latest[data["s"]] = data
+                if self.changed is not None:
+                    self.changed.set()
         elif frame.msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
 
 
-async def read(ws_url: str, streams: list[str], latest: dict[str, Any]) -> None:
+async def read(
+    ws_url: str, streams: list[str], latest: dict[str, Any], changed: asyncio.Event | None = None
+) -> None:
     """One connection, until it closes."""
-    transport, _ = await ws_connect(lambda: Reader(latest), f"{ws_url}/stream?streams={streams[0]}")
+    transport, _ = await ws_connect(lambda: Reader(latest, changed), f"{ws_url}/stream?streams={streams[0]}")
     if len(streams) > 1:
         transport.send(WSMsgType.TEXT, orjson.dumps({"method": "SUBSCRIBE", "params": streams[1:], "id": 1}))
     await transport.wait_disconnected()
 
 
-async def write(redis_url: str, latest: dict[str, Any]) -> None:
-    """Every FLUSH_EVERY_S, one packed write of what changed; wait for as many replies."""
+async def write(redis_url: str, latest: dict[str, Any], changed: asyncio.Event | None = None) -> None:
+    """Every FLUSH_EVERY_S (with ``changed``: whenever it is set), one packed write of what changed;
+    wait for as many replies."""
     url = urlsplit(redis_url)
     stream_reader, writer = await asyncio.open_connection(url.hostname, url.port or 6379)
     replies = hiredis.Reader()
     while True:
-        await asyncio.sleep(FLUSH_EVERY_S)
+        if changed is None:
+            await asyncio.sleep(FLUSH_EVERY_S)
+        else:
+            await changed.wait()
+            changed.clear()
         if not latest:
             continue
         batch = dict(latest)
@@ -83,14 +98,15 @@ def pack(key: str, value: bytes) -> bytes:
     return packed
 
 
-async def run(ws_url: str, redis_url: str, streams: list[str]) -> None:
+async def run(ws_url: str, redis_url: str, streams: list[str], as_they_come: bool = False) -> None:
     """Read and write until SIGTERM."""
     stop = stop_on_signals()
     latest: dict[str, Any] = {}
+    changed = asyncio.Event() if as_they_come else None
     tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(read(ws_url, group, latest)) for group in groups(streams)
+        asyncio.create_task(read(ws_url, group, latest, changed)) for group in groups(streams)
     ]
-    tasks.append(asyncio.create_task(write(redis_url, latest)))
+    tasks.append(asyncio.create_task(write(redis_url, latest, changed)))
     done = asyncio.create_task(stop.wait())
     finished, _ = await asyncio.wait([*tasks, done], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
@@ -99,5 +115,11 @@ async def run(ws_url: str, redis_url: str, streams: list[str]) -> None:
         task.result()
 
 
+AS_THEY_COME = "--as-they-come"
+
+
 if __name__ == "__main__":
-    asyncio.run(run(sys.argv[1], sys.argv[2], sys.argv[3:]))
+    args = sys.argv[1:]
+    as_they_come = args[:1] == [AS_THEY_COME]
+    args = args[as_they_come:]
+    asyncio.run(run(args[0], args[1], args[2:], as_they_come))

@@ -344,11 +344,15 @@ def _ingest_rows(r: dict[str, Any]) -> list[tuple[str, ...]]:
 
 FRESHNESS_SIDES = [(source, transport, processes) for processes in freshness.PROCESSES
                    for source in freshness.SOURCES for transport in freshness.TRANSPORTS]  # fmt: skip
+FRESHNESS_SIDES += [(source, freshness.PEER, 1) for source in freshness.SOURCES]  # the floor, last
 
 
-# The parts of a freshness run, as its table names them.
+# The parts of a freshness run, as its table names them (the floor has its peer where the messenger was,
+# and the bare app for a server).
 FRESHNESS_PARTS = (("messenger", "messenger"), ("redis", "Redis"), ("server", "server"), ("source", "source"),
                    ("probe", "probe"))  # fmt: skip
+FLOOR_PARTS = (("peer", "peer"), ("redis", "Redis"), ("server", "bare app"), ("source", "source"),
+               ("probe", "probe"))  # fmt: skip
 
 
 def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -360,10 +364,13 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
         p = freshness.prefix(source, transport, processes)
         if f"{p}http_p99_ms" not in f:
             continue
+        floor = transport == freshness.PEER
         name = f"freshness, {f[f'{p}frames_per_s']:,.0f} frames/s"
         if f"{p}source_cpu_share" in f:  # since the feed became a source: the source named, its CPU
             name += f" from the {source}"
-        if transport != freshness.DEFAULT_TRANSPORT:
+        if floor:
+            name += ", the floor: picows peer writing as frames come, bare app (no freshness rule)"
+        elif transport != freshness.DEFAULT_TRANSPORT:
             name += f", {transport}"
         if processes != 1:
             name += f", {f[f'{p}members']:.0f} members (one per core, as compose runs it)"
@@ -371,8 +378,13 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append((name, "sent -> readable, p50 / p99 ms",
                      f"HTTP {f[f'{p}http_p50_ms']:.1f} / {f[f'{p}http_p99_ms']:.1f}{share}",
                      f"Redis {f[f'{p}redis_p50_ms']:.1f} / {f[f'{p}redis_p99_ms']:.1f}",
-                     f"{f[f'{p}http_p99_over_redis_p99']:.2f}", "p99 <= 5",
-                     verdict(f[f"{p}http_p99_ms"], 5, False)))  # fmt: skip
+                     f"{f[f'{p}http_p99_over_redis_p99']:.2f}", "" if floor else "p99 <= 5",
+                     "" if floor else verdict(f[f"{p}http_p99_ms"], 5, False)))  # fmt: skip
+        floor_p = freshness.prefix(source, freshness.PEER)
+        if f"{p}http_p99_over_peer" in f:  # since the floor is measured beside it: the service's share
+            rows.append((name, "sent -> readable over HTTP, p99 ms, against the floor (same repeats)",
+                         f"{f[f'{p}http_p99_ms']:.1f}", f"floor {f[f'{floor_p}http_p99_ms']:.1f}",
+                         f"{f[f'{p}http_p99_over_peer']:.2f}", "", ""))  # fmt: skip
         if f"{p}http_read_p99_ms" in f:  # since reads are timed: what the reader adds to the figures above
             rows.append((name, "one read's round trip, p50 / p99 ms",
                          f"HTTP {f[f'{p}http_read_p50_ms']:.1f} / {f[f'{p}http_read_p99_ms']:.1f}",
@@ -383,7 +395,8 @@ def _freshness_rows(f: dict[str, Any]) -> list[tuple[str, ...]]:
                          f"{f[f'{p}source_queued_p50_ms']:.1f} / {f[f'{p}source_queued_p99_ms']:.1f}",
                          "not counted above (Binance's queue)", "", "", ""))  # fmt: skip
         if f"{p}machine_busy_cores" in f:  # since the parts' shares are measured: how full the cores were
-            shares = ", ".join(f"{label} {f[f'{p}{part}_cpu_share']:.0%}" for part, label in FRESHNESS_PARTS)
+            parts = FLOOR_PARTS if floor else FRESHNESS_PARTS
+            shares = ", ".join(f"{label} {f[f'{p}{part}_cpu_share']:.0%}" for part, label in parts)
             rows.append((name, "share of a core over the samples", shares,
                          f"machine {f[f'{p}machine_busy_cores']:.2f} cores busy", "", "", ""))  # fmt: skip
     return rows
@@ -475,7 +488,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     a.set_title(f"Ingest ({rows[0]['source']} flood)")
     a.legend(ncols=2, fontsize="small")
     f = results["freshness"]
-    short = {"websocket-client": "ws-client", "simulator": "sim"}
+    short = {"websocket-client": "ws-client", "simulator": "sim", freshness.PEER: "floor"}
     members = ("", ", member a core")  # by processes != 1
     sides = [
         (p, f"{short.get(source, source)}, {short.get(transport, transport)}{members[processes != 1]}")

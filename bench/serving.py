@@ -30,10 +30,11 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 class BareApp(Gunicorn):
-    """The baseline app under the same gunicorn config as the server."""
+    """The baseline app under the same gunicorn config as the server (answering with ``key``'s
+    value: by default the server's BTCUSDT bookTicker record)."""
 
-    def __init__(self, log_dir: Path, redis_url: str) -> None:
-        super().__init__(log_dir, redis_url, workers=None, app="bench.bare_wsgi:app")
+    def __init__(self, log_dir: Path, redis_url: str, key: str = "") -> None:
+        super().__init__(log_dir, redis_url, workers=None, app="bench.bare_wsgi:app", bare_key=key)
 
     def start(self) -> None:
         """Start and wait until it answers (it has no 400 for Gunicorn.start to wait for)."""

@@ -96,16 +96,64 @@ def test_a_simulator_latency_counts_from_the_write_and_its_queue_wait_is_kept_ap
 def test_the_sides_measured_by_default_and_on_request() -> None:
     pairs = (("simulator", "websocket-client"), ("feed", "websocket-client"))
     assert freshness.sides(("simulator", "feed"), ("websocket-client",)) == [(*p, 1) for p in pairs] + [
-        ("feed", "websocket-client", freshness.PER_CORE)
+        ("feed", "websocket-client", freshness.PER_CORE),
+        ("feed", freshness.PEER, 1),  # the floor, on the feed unless asked otherwise
     ]
     assert freshness.sides(("simulator",), ("picows",)) == [("simulator", "picows", 1)]
-    assert freshness.sides(("feed",), ("picows",), (1, 0)) == [("feed", "picows", 1), ("feed", "picows", 0)]
+    assert freshness.sides(("feed",), ("picows",), (1, 0)) == [
+        ("feed", "picows", 1), ("feed", "picows", 0), ("feed", freshness.PEER, 1)
+    ]  # fmt: skip
+    assert freshness.sides(("feed",), ("picows",), peer=()) == [("feed", "picows", 1)]
+    assert freshness.sides(("simulator", "feed"), (), peer=("simulator", "feed")) == [
+        ("simulator", freshness.PEER, 1), ("feed", freshness.PEER, 1)
+    ]  # fmt: skip
+    assert freshness.prefix("feed", freshness.PEER) == "feed_peer_"
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_the_floor_is_a_peer_writing_as_frames_come_read_through_the_bare_app() -> None:
+    figures = freshness.run_once(40, 50, 60, transport=freshness.PEER, source_name="feed")
+    # Every probe's update id came back over HTTP and from Redis: the peer wrote it as it came, under
+    # the key the bare app answers with.
+    assert figures["missed"] == 0
+    assert 0 < figures["http_p50_ms"] <= figures["http_p99_ms"] < freshness.GIVE_UP_S * 1000
+    assert 0 < figures["redis_p50_ms"] <= figures["redis_p99_ms"] < freshness.GIVE_UP_S * 1000
+    assert 1000 <= figures["frames_per_s"] + figures["frames_skipped_per_s"] <= 2500
+    # Its parts measured as the messenger's are, the peer where the messenger was (its share over a
+    # second of samples: Redis's few plain SETs may take less than a tick); no messenger figures.
+    assert figures["peer_cpu_share"] > 0
+    assert all(0 <= figures[f"{part}_cpu_share"] < 2 for part in ("redis", "server", "source", "probe"))
+    assert not {"messenger_cpu_share", "messenger_p99_ms_at_most", "writer_batches_per_s"} & set(figures)
+
+
+def test_a_sides_tail_is_set_against_the_floors_of_the_same_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two repeats: the host was slow in the first (the floor too), quick in the second.
+    p99s = {("feed", "websocket-client"): [12.0, 4.0], ("feed", freshness.PEER): [6.0, 1.0]}
+    taken: list[tuple[str, str]] = []
+
+    def run_once(
+        symbols: int, rate: float, samples: int, transport: str, source: str, processes: int
+    ) -> dict[str, float]:
+        taken.append((source, transport))
+        p99 = p99s[source, transport][sum(t == (source, transport) for t in taken) - 1]
+        return {"http_p50_ms": 1.0, "http_p99_ms": p99, "redis_p50_ms": 0.5, "redis_p99_ms": p99 / 2}
+
+    monkeypatch.setattr(freshness, "run_once", run_once)
+    row = freshness.run(transports=("websocket-client",), sources=("feed",), repeats=2, processes=(1,))
+    assert taken == [("feed", "websocket-client"), ("feed", freshness.PEER)] * 1 + [
+        ("feed", freshness.PEER), ("feed", "websocket-client")
+    ]  # fmt: skip
+    # 12/6 and 4/1, each against its own repeat: the median of 2.0 and 4.0 (not 8.0 / 3.5).
+    assert row["feed_http_p99_over_peer"] == pytest.approx(3.0)
+    assert row["feed_peer_http_p99_ms"] == pytest.approx(3.5)
+    assert "feed_peer_http_p99_over_peer" not in row
 
 
 def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core() -> None:
     sides = {("simulator", "websocket-client", 1): 40.0, ("simulator", "picows", 1): 12.0,
              ("feed", "websocket-client", 1): 9.0, ("feed", "picows", 1): 4.0,
-             ("feed", "websocket-client", 0): 6.0}  # fmt: skip
+             ("feed", "websocket-client", 0): 6.0, ("feed", freshness.PEER, 1): 3.0}  # fmt: skip
     row: dict[str, float] = {"symbols": 2000}
     for (source, transport, processes), p99 in sides.items():
         p = freshness.prefix(source, transport, processes)
@@ -113,7 +161,8 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
                 f"{p}redis_p99_ms": p99 / 2, f"{p}http_p99_over_redis_p99": 2.0, f"{p}frames_per_s": 20_000.0,
                 f"{p}source_cpu_share": 0.8 if source == "simulator" else 0.07}  # fmt: skip
         if source == "feed":  # the parts' shares, as a run since they are measured reports them
-            row |= {f"{p}messenger_cpu_share": 0.41, f"{p}redis_cpu_share": 0.23,
+            reader = "peer" if transport == freshness.PEER else "messenger"
+            row |= {f"{p}{reader}_cpu_share": 0.41, f"{p}redis_cpu_share": 0.23,
                     f"{p}server_cpu_share": 0.08, f"{p}probe_cpu_share": 0.1,
                     f"{p}machine_busy_cores": 1.07, f"{p}http_read_p50_ms": 0.4,
                     f"{p}http_read_p99_ms": 2.5, f"{p}redis_read_p50_ms": 0.1,
@@ -125,6 +174,7 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
     assert freshness.prefix("feed", "picows") == "feed_picows_"
     assert freshness.prefix("feed", "websocket-client", 0) == "feed_members_"
     row["feed_members_members"] = 2.0
+    row["feed_http_p99_over_peer"] = 3.0  # measured against the floor of each repeat
     rows = _freshness_rows(row)
     latency = [r for r in rows if r[1] == "sent -> readable, p50 / p99 ms"]
     assert [r[0] for r in latency] == [
@@ -133,6 +183,8 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         "freshness, 20,000 frames/s from the feed",
         "freshness, 20,000 frames/s from the feed, picows",
         "freshness, 20,000 frames/s from the feed, 2 members (one per core, as compose runs it)",
+        "freshness, 20,000 frames/s from the feed, the floor: picows peer writing as frames come, bare app"
+        " (no freshness rule)",
     ]
     assert latency[2][2] == "HTTP 3.0 / 9.0 (feed 7%)"
     assert latency[0][2] == "HTTP 13.3 / 40.0 (simulator 80%)"
@@ -142,19 +194,27 @@ def test_each_source_and_transport_has_its_row_with_the_sources_share_of_a_core(
         "missed by 80%",
         "met",
         "missed by 20%",
+        "",  # the floor is a baseline, held to no target
     ]
+    assert latency[5][4:6] == ("2.00", "")  # HTTP over Redis, as every side; no target
+    # A side measured beside the floor is set against it (the ratio of the same repeats).
+    against = "sent -> readable over HTTP, p99 ms, against the floor (same repeats)"
+    floor = [r for r in rows if r[1] == against]
+    assert floor == [(latency[2][0], against, "9.0", "floor 3.0", "3.00", "", "")]
     # Each side whose parts were measured has their shares beside it (older results have none).
     shares = [r for r in rows if r[1] == "share of a core over the samples"]
-    assert [r[0] for r in shares] == [latency[2][0], latency[3][0], latency[4][0]]
+    assert [r[0] for r in shares] == [latency[2][0], latency[3][0], latency[4][0], latency[5][0]]
     assert shares[0][2:4] == (
         "messenger 41%, Redis 23%, server 8%, source 7%, probe 10%",
         "machine 1.07 cores busy",
     )
+    assert shares[3][2] == "peer 41%, Redis 23%, bare app 8%, source 7%, probe 10%"
     reads = [r for r in rows if r[1] == "one read's round trip, p50 / p99 ms"]
-    assert [r[0] for r in reads] == [latency[2][0], latency[3][0], latency[4][0]]
+    assert [r[0] for r in reads] == [latency[2][0], latency[3][0], latency[4][0], latency[5][0]]
     assert reads[0][2:4] == ("HTTP 0.4 / 2.5", "Redis 0.1 / 0.9")
-    assert rows.index(reads[0]) == rows.index(latency[2]) + 1
-    assert rows.index(shares[0]) == rows.index(latency[2]) + 2
+    assert rows.index(floor[0]) == rows.index(latency[2]) + 1
+    assert rows.index(reads[0]) == rows.index(latency[2]) + 2
+    assert rows.index(shares[0]) == rows.index(latency[2]) + 3
     queues = [r for r in rows if r[1] == "probe queued in the simulator before its write, p50 / p99 ms"]
     assert [r[0] for r in queues] == [latency[0][0]]
     assert queues[0][2:4] == ("1.2 / 7.5", "not counted above (Binance's queue)")

@@ -125,6 +125,34 @@ def test_every_image_of_ours_is_built_by_the_service_that_runs_it_in_the_ha_file
     assert ours["server-2"]["build"] == ours["server"]["build"]
 
 
+def test_nothing_in_the_ha_files_failover_is_reached_by_a_name_that_can_leave_dns() -> None:
+    """A sentinel resolves names on its one thread: lookups of the killed primary's name took
+    seconds each on a loaded machine, the sentinels stopped answering and no failover came. The
+    primary, the replica and the sentinels have fixed addresses, and the sentinels, the replica
+    and every client name them by those: no lookup is left in the failover."""
+    merged = yaml.safe_load(compose("-f", "docker-compose.yml", "-f", "docker-compose.ha.yml", "config"))
+    services, net = merged["services"], merged["networks"]["default"]["ipam"]["config"][0]
+    fixed = {name: svc["networks"]["default"]["ipv4_address"] for name, svc in services.items()
+             if "ipv4_address" in (svc.get("networks") or {}).get("default", {})}  # fmt: skip
+    sentinels = ["sentinel-1", "sentinel-2", "sentinel-3"]
+    assert set(fixed) == {"redis", "redis-replica", *sentinels}
+    prefix = net["subnet"].removesuffix(".0/24")
+    assert all(address.startswith(prefix + ".") for address in fixed.values())
+    # Dynamic addresses come from a range that holds none of the fixed ones.
+    assert net["ip_range"] == f"{prefix}.128/25"
+    assert all(int(address.rsplit(".", 1)[1]) < 128 for address in fixed.values())
+    for name in sentinels:
+        config = " ".join(services[name]["entrypoint"])
+        assert f"sentinel monitor mymaster {fixed['redis']} 6379 2" in config
+        assert "resolve-hostnames" not in config and "announce-hostnames" not in config
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1] == fixed["redis"]
+    clients = [svc for svc in services.values() if "REDIS_SENTINELS" in (svc.get("environment") or {})]
+    assert len(clients) >= 3
+    for svc in clients:
+        assert svc["environment"]["REDIS_SENTINELS"] == ",".join(f"{fixed[s]}:26379" for s in sentinels)
+
+
 def test_every_service_has_a_healthcheck_that_means_something(services: dict[str, Any]) -> None:
     tests = {name: " ".join(svc["healthcheck"]["test"]) for name, svc in services.items()}
     assert "redis-cli ping" in tests["redis"]

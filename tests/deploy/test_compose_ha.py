@@ -33,6 +33,9 @@ FILES = ("docker-compose.yml", "docker-compose.ha.yml")
 SERVICES = {"redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3", "simulator",
             "messenger-sim", "server", "server-2"}  # fmt: skip
 MESSENGERS = 2
+# The primary's and the replica's fixed addresses (docker-compose.ha.yml: HA_NET), as the sentinels name them.
+NET = os.environ.get("HA_NET") or "172.29.57"
+PRIMARY, REPLICA = f"{NET}.10", f"{NET}.11"
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,7 @@ def test_killing_the_redis_primary_gives_503s_then_200s_from_the_new_one(
             return ""
         return answer.split()[0] if answer.split() else ""
 
-    assert primary() == "redis"
+    assert primary() == PRIMARY
     seen: dict[str, list[tuple[float, int, dict[str, str], Any]]] = {port: [] for port in ports}
     stop = threading.Event()
 
@@ -157,7 +160,7 @@ def test_killing_the_redis_primary_gives_503s_then_200s_from_the_new_one(
         # Seconds on a quiet machine; a sentinel whose timer ran late (a loaded machine) waits in
         # TILT mode for 30 s before it acts.
         try:
-            wait_until(lambda: primary() == "redis-replica", 120, interval_s=0.5, what="the replica promoted")
+            wait_until(lambda: primary() == REPLICA, 120, interval_s=0.5, what="the replica promoted")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{failover_story(ha)}") from None
         promoted = time.monotonic() - killed

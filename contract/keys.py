@@ -25,6 +25,8 @@ Written by the messenger (m) or the server (s):
 | ``transmute:{control}:backfill`` | sorted set + channel | s | history asked for (contract.backfill) |
 | ``transmute:{control}:watched`` | sorted set | s | keys live-push clients follow, by expiry (ms) |
 | ``transmute:{control}:members`` | sorted set | m | members (runs) scored by when presumed dead |
+| ``transmute:{control}:writers`` | hash | m | run -> until when (ms) its vouchers may live (sole_writer) |
+| ``transmute:{control}:writers:joined`` | string | m | bumped when a run starts writing, or comes back |
 | ``transmute:{control}:leaving`` | sorted set | m | members stopping cleanly, scored alike |
 | ``transmute:{control}:member:<member>`` | string, TTL | m | a member's heartbeat |
 | ``transmute:{control}:streams:<member>`` | hash | m | snapshot key -> ``pending`` / ``live`` |
@@ -66,6 +68,10 @@ WATCHED_KEY = CONTROL_PREFIX + "watched"
 # Every messenger run is a member (contract.members): registered here, scored by the time (epoch
 # ms) it is presumed dead unless heard from again (LIVENESS_TIMEOUT_MS after its last word).
 MEMBERS_KEY = CONTROL_PREFIX + "members"
+# Every messenger run that writes, with until when (Redis's clock, epoch ms) its vouchers may live,
+# and a counter bumped when one starts writing or comes back (messenger.sole_writer).
+WRITERS_KEY = CONTROL_PREFIX + "writers"
+WRITERS_JOINED_KEY = CONTROL_PREFIX + "writers:joined"
 # Members stopping cleanly (scored the same): still carrying, but owning nothing any more.
 LEAVING_KEY = CONTROL_PREFIX + "leaving"
 # A member's heartbeat, written every refresh (a third of SNAPSHOT_TTL_MS) with the values' TTL:

@@ -82,6 +82,7 @@ class Messenger:
             self.id,
             watched=lambda: self.demand.watched,
             status=self.status,
+            alone=lambda: self.membership.live == (self.id,),
         )
         # Taken from on the supervisor's loop too: a Redis that does not answer holds it 0.5 s at most.
         self.egress = Egress(

@@ -54,6 +54,7 @@ from messenger.book import Batch, Book
 from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch, bulk
 from messenger.histogram import Histogram
 from messenger.resp import set_px
+from messenger.sole_writer import EXEC, MULTI, UNWATCH, WATCH, alone, plain_set, register, set_tail
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Writer(Worker):
         messenger_id: str,
         watched: Callable[[], frozenset[str]] = frozenset,
         status: Callable[[], dict[str, Any]] | None = None,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__("redis-writer")
         self.book = book
@@ -110,9 +112,18 @@ class Writer(Worker):
         self._written_keys: dict[str, tuple[str, bytes, bytes]] = {}  # key -> (tag, bytes, bulk)
         self.watched = watched
         self.status = status
+        # Whether this member sees no other (messenger.membership): without that, the sole
+        # writer's plain SETs are never tried (a member of an older version does not register).
+        self.alone = alone
+        # The last batch's answer, on the connection still open: no other messenger's voucher may
+        # be live, and the WATCH that fences the next batch's plain SETs is set (messenger.sole_writer).
+        self._sole = False
+        self._set_tail = set_tail(RECORD_TTL_MS)
         self.writes = 0
         self.deletes = 0
         self.replaced = 0  # records that replaced the stored one (the rest were older or equal)
+        self.sole_writes = 0  # of those, written by plain SETs (messenger.sole_writer)
+        self.sole_refused = 0  # batches whose plain SETs EXEC refused: another messenger joined
         self.joined = 0  # records whose stored value stayed, the writer's voucher added to it
         self.batches = 0
         self.errors = 0
@@ -180,7 +191,9 @@ class Writer(Worker):
 
     def write(self, batch: Batch) -> None:
         """One batch in one round trip: liveness, withdrawals and values (scripts of SCRIPT_KEYS keys
-        at most), stream states."""
+        at most, or plain SETs while this messenger writes alone: messenger.sole_writer), stream
+        states. Plain SETs refused (another messenger joined) go through the script at once, in a
+        second round trip."""
         started = time.monotonic()
         cpu_started = time.thread_time()
         offset_ms = (time.time() - started) * 1000
@@ -202,6 +215,11 @@ class Writer(Worker):
         scripts: dict[str, ScriptBatch] = {}
         full: list[tuple[str, ScriptBatch]] = []
         single = self._routes.single
+        # Plain SETs, fenced by the WATCH the last batch set on this connection (one Redis only).
+        sole = single and self._sole and (self.alone is None or self.alone())
+        fast: list[bytes] = []
+        fast_records: list[tuple[bytes, bytes]] = []
+        set_tail = self._set_tail
         for gone in batch.deletes:
             tag = CONTROL_TAG if single else key_tag(gone)
             script = scripts.get(tag)
@@ -251,6 +269,10 @@ class Writer(Worker):
                 "connection": conn_id,
             }
             value = encode_record(record)
+            if sole and len(value) <= STAGE_BYTES and w.key not in watched:
+                fast.append(plain_set(bulk_key, value, set_tail))
+                fast_records.append((bulk_key, value))
+                continue
             group = CONTROL_TAG if single else tag
             script = scripts.get(group)
             if script is None:
@@ -268,18 +290,33 @@ class Writer(Worker):
             if script.keys >= SCRIPT_KEYS:
                 full.append((group, scripts.pop(group)))
         # Liveness first: a record is never written before the connection it names is live.
+        vouching: list[tuple[str, bytes]] = []
         for conn_id, heard in batch.vouchers.items():
-            word = int(heard * 1000 + offset_ms)
             for tag in tagged.get(conn_id, ()):
-                new_tags.pop((conn_id, tag), None)
-                add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
+                new_tags[conn_id, tag] = heard  # a live connection's word, in each of its buckets
         for (conn_id, tag), heard in new_tags.items():
             word = int(heard * 1000 + offset_ms)
-            add(tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl))
+            vouching.append((tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl)))
+        every_script = [*full, *scripts.items()]
+        # In one Redis, this run registers before and after its vouchers, and before any record
+        # (messenger.sole_writer): other writers know it may have live vouchers for as long as it does.
+        registering = single and bool(vouching or fast or every_script or renewals or batch.deletes)
+        if registering and vouching:
+            add(CONTROL_TAG, register(member, ttl))
+        for tag, cmd in vouching:
+            add(tag, cmd)
+        if registering:
+            add(CONTROL_TAG, register(member, ttl))
         for tag, cmd in staging:
             add(tag, cmd)
+        exec_at = None
+        if fast:
+            add(CONTROL_TAG, MULTI)
+            for cmd in fast:
+                add(CONTROL_TAG, cmd)
+            exec_at = len(commands)
+            add(CONTROL_TAG, EXEC)
         first_script = len(commands)
-        every_script = [*full, *scripts.items()]
         for tag, script in every_script:
             add(tag, script.command())
         for tag, cmd in renewals:
@@ -300,16 +337,34 @@ class Writer(Worker):
         if batch.heartbeat is not None:
             heartbeat = {**batch.heartbeat, "ts": int(time.time() * 1000)}
             add(CONTROL_TAG, command("SET", member_key(member), encode_record(heartbeat), "PX", ttl))
+        alone_at = len(commands) + 1 + (exec_at is None) if single and commands else None
+        if alone_at is not None:
+            commands.extend(self._ask_alone(member, exec_at is None))
+            routes.extend([CONTROL_TAG] * (len(commands) - len(routes)))
+        self._sole = False  # until this batch's answer is read, on a connection still open
+        guarded = exec_at is not None
         try:
-            replies = self._send(commands, routes, batch.streams_complete)
+            replies = self._send(commands, routes, batch.streams_complete, guarded)
         except redis.exceptions.NoScriptError:
             # Redis restarted, a replica was promoted, or it never had it: load it (on every
-            # primary of a cluster), send again.
+            # primary of a cluster), send again; unless plain SETs went with it: their WATCH is
+            # spent, so they are not sent again (a failure: everything is rewritten, by the script).
             self.client.script_load(SCRIPT)
+            if guarded:
+                raise
             replies = self._send(commands, routes, batch.streams_complete)
         for replaced, joined, _deleted in replies[first_script : first_script + len(every_script)]:
             self.replaced += replaced
             self.joined += joined
+        if exec_at is not None and replies[exec_at] is None:
+            self.sole_refused += 1
+            logger.info("redis: another messenger writes too; writing through the conditional script")
+            self._write_refused(fast_records, member)
+        else:
+            self.replaced += len(fast)
+            self.sole_writes += len(fast)
+            if alone_at is not None:
+                self._sole = replies[alone_at] == 1
         done = self._last_write = time.monotonic()
         cpu = time.thread_time() - cpu_started
         self._interval = min(MAX_WRITE_INTERVAL_S, max(MIN_WRITE_INTERVAL_S, cpu))
@@ -321,6 +376,28 @@ class Writer(Worker):
             logger.info("redis: connected; writing")
         self.healthy = True
         self._backoff.reset()
+
+    @staticmethod
+    def _ask_alone(member: str, unwatch: bool) -> list[bytes]:
+        """Whether the next batch may write plain SETs: WATCH first, so that anyone joining after the
+        answer makes the next EXEC refuse them (an EXEC ended the last WATCH, or UNWATCH does)."""
+        return [*([UNWATCH] if unwatch else []), WATCH, alone(member)]
+
+    def _write_refused(self, records: list[tuple[bytes, bytes]], member: str) -> None:
+        """The plain SETs EXEC refused, through the script: this run registered already, and in this
+        batch, before its vouchers and records (messenger.sole_writer)."""
+        commands = [register(member, self.ttl_ms)]
+        for start in range(0, len(records), SCRIPT_KEYS):
+            script = ScriptBatch(RECORD_TTL_MS, self._prefix)
+            for bulk_key, value in records[start : start + SCRIPT_KEYS]:
+                script.write_plain(bulk_key, value)
+            commands.append(script.command())
+        commands.extend(self._ask_alone(member, True))
+        replies = self._send(commands, [CONTROL_TAG] * len(commands), False)
+        for replaced, joined, _deleted in replies[1:-3]:
+            self.replaced += replaced
+            self.joined += joined
+        self._sole = replies[-1] == 1
 
     def _voucher(self, messenger: str, conn_id: int, tag: str) -> str:
         """A connection's voucher key in one bucket, made once (forgotten wholesale now and then:
@@ -350,7 +427,9 @@ class Writer(Worker):
             staged = self._staged_keys[messenger, key] = staged_key(messenger, key).encode()
         return staged
 
-    def _send(self, commands: list[bytes], routes: list[str], everything: bool) -> list[Any]:
+    def _send(
+        self, commands: list[bytes], routes: list[str], everything: bool, guarded: bool = False
+    ) -> list[Any]:
         """Send commands (messenger.resp) and return every reply, in order; the first error reply
         is raised once all are read (after NOSCRIPT the connections stay: the script is loaded and
         the batch sent again on them; after any other they are dropped).
@@ -361,8 +440,9 @@ class Writer(Worker):
         the heartbeat: always last in a batch) once those are answered: a key the server finds
         "live" has its first value written already, whichever node holds it.
 
-        On a connection made since the last write only ``everything`` (a full rewrite) is sent;
-        anything else raises Reconnected. On any error every connection is dropped, so no unread
+        On a connection made since the last write only ``everything`` (a full rewrite) is sent, and
+        never ``guarded`` plain SETs (their WATCH was on the connection that is gone); anything else
+        raises Reconnected. On any error every connection is dropped, so no unread
         reply is left on one.
         """
         if not commands:  # liveness of connections with no record yet: nothing names it
@@ -377,7 +457,7 @@ class Writer(Worker):
         replies: list[Any] = [None] * len(commands)
         try:
             conns = {p: self._connection(p) for p in groups}
-            if self._fresh and not everything:
+            if self._fresh and (guarded or not everything):
                 raise Reconnected("connected anew since the last write")
             if len(groups) == 1:
                 stages = [list(groups)]
@@ -388,7 +468,7 @@ class Writer(Worker):
             for stage in stages:
                 for p in stage:
                     sent = commands if len(groups) == 1 else [commands[i] for i in groups[p]]
-                    conns[p].send_packed_command([b"".join(sent)])
+                    conns[p].send_packed_command([b"".join(sent)], check_health=False)  # no reconnect here
                 for p in stage:
                     conn = conns[p]
                     for i in groups[p]:
@@ -422,6 +502,7 @@ class Writer(Worker):
         return conn
 
     def _release(self) -> None:
+        self._sole = False  # the WATCH was on these connections
         conns, self._conns = self._conns, {}
         for pool, conn in conns.items():
             conn.deregister_connect_callback(self._connected)  # back in the pool: not ours any more
@@ -431,9 +512,11 @@ class Writer(Worker):
     def _connected(self, conn: Any) -> None:
         """redis-py calls this whenever the writer's connection is (re)made."""
         self._fresh = True
+        self._sole = False
 
     def _failed(self, exc: redis.RedisError) -> None:
         self.errors += 1
+        self._sole = False
         self.generation += 1  # new voucher names: none is written in any bucket yet
         self._tagged = {}
         self._routes.refresh()  # a node gone, a replica promoted: where each slot is served now

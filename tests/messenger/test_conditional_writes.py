@@ -306,6 +306,7 @@ def test_a_messenger_keeps_one_voucher_in_a_record(
 @pytest.mark.redis
 def test_a_script_redis_forgot_is_loaded_again(real_redis: redis.Redis) -> None:
     a = Member(real_redis, "aaaa0005")
+    a.writer.alone = lambda: False  # through the script every time (messenger.sole_writer)
     a.frame(TICKER, 7, ticker(7))
     a.flush()
     real_redis.script_flush()  # as after a restart

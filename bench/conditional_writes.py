@@ -12,7 +12,9 @@ turns every 20 batches (each on keys of its own), so that a busy machine weighs 
 
 - ``plain``: the writer as it was before conditional writes: ``SET key record PX ttl`` per record
   (its ``write`` as it was, kept here);
-- ``conditional``: the writer now: one EVALSHA of messenger.conditional's script per batch;
+- ``conditional``: the writer through messenger.conditional's script, one EVALSHA per batch (as
+  when another messenger writes too: alone, the writer now writes plain SETs instead,
+  messenger.sole_writer, measured by bench.freshness);
 - ``conditional, 2 members``: two messengers carrying the same streams, each batch written by
   both (the second one's records are equal to what is stored: its voucher joins them).
 
@@ -148,6 +150,7 @@ class Member:
         self.conn = Conn(1)
         cls = PlainWriter if plain else Writer
         self.writer = cls(self.book, client, TTL_MS, TTL_MS / 3000, run)
+        self.writer.alone = lambda: False  # the script always, alone or not (messenger.sole_writer)
         self.book.assign(self.conn, keys)
         self.book.carry(self.conn, keys, 0.0)
         self.everything = True  # a writer's first batch on a new connection is a full rewrite

@@ -66,6 +66,12 @@ class MessengerCollector(Collector):
         yield _counter(
             "redis_batches", "Round trips of the writer (values, liveness, stream states)", writer.batches
         )
+        yield _counter(
+            "redis_sole_writes", "Values written as plain SETs (writing alone)", writer.sole_writes
+        )
+        yield _counter(
+            "redis_sole_refused", "Plain-SET batches refused: another messenger joined", writer.sole_refused
+        )
         yield _counter("redis_deletes", "Keys deleted from Redis (values withdrawn)", writer.deletes)
         yield _counter("redis_errors", "Failed Redis writes (retried)", writer.errors)
         yield _gauge("redis_up", "1 while Redis takes the writes", int(writer.healthy))

@@ -118,6 +118,7 @@ class Writer(Worker):
         # The last batch's answer, on the connection still open: no other messenger's voucher may
         # be live, and the WATCH that fences the next batch's plain SETs is set (messenger.sole_writer).
         self._sole = False
+        self._registered_at = -1e9  # when the last registration was sent (monotonic)
         self._set_tail = set_tail(RECORD_TTL_MS)
         self.writes = 0
         self.deletes = 0
@@ -216,7 +217,14 @@ class Writer(Worker):
         full: list[tuple[str, ScriptBatch]] = []
         single = self._routes.single
         # Plain SETs, fenced by the WATCH the last batch set on this connection (one Redis only).
-        sole = single and self._sole and (self.alone is None or self.alone())
+        # Not either when this run's registration may have lapsed: renewing it would bump the counter
+        # and make this batch's own EXEC refuse them (safe, but a waste).
+        sole = (
+            single
+            and self._sole
+            and started - self._registered_at < self.ttl_ms / 2000
+            and (self.alone is None or self.alone())
+        )
         fast: list[bytes] = []
         fast_records: list[tuple[bytes, bytes]] = []
         set_tail = self._set_tail
@@ -307,6 +315,7 @@ class Writer(Worker):
             add(tag, cmd)
         if registering:
             add(CONTROL_TAG, register(member, ttl))
+            self._registered_at = started
         for tag, cmd in staging:
             add(tag, cmd)
         exec_at = None
@@ -358,7 +367,7 @@ class Writer(Worker):
             self.joined += joined
         if exec_at is not None and replies[exec_at] is None:
             self.sole_refused += 1
-            logger.info("redis: another messenger writes too; writing through the conditional script")
+            logger.info("redis: plain SETs refused (another messenger writes too); through the script")
             self._write_refused(fast_records, member)
         else:
             self.replaced += len(fast)

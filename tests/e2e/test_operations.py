@@ -65,6 +65,9 @@ def test_the_messengers_metrics_say_what_it_does(
     assert sample(text, "transmute_messenger_streams", connection="1") == 4
     assert sample(text, "transmute_messenger_redis_writes_total") > 0
     assert sample(text, "transmute_messenger_redis_batches_total") > 0
+    # Alone, its records go as plain SETs after its first batches (messenger.sole_writer), never refused.
+    wait_until(lambda: sample(http("GET", url)[2], "transmute_messenger_redis_sole_writes_total") > 0, 5)
+    assert sample(text, "transmute_messenger_redis_sole_refused_total") == 0
     assert sample(text, "transmute_messenger_redis_up") == 1
     assert sample(text, "transmute_messenger_frame_to_redis_seconds_count") > 0
     assert sample(text, "transmute_messenger_tracked_keys") == 4

@@ -23,6 +23,9 @@ stored. A withdrawal (a key this messenger no longer vouches for, or the messeng
 removes this messenger's vouchers from the record, and deletes it (publishing the empty message
 if watched) only if no other live voucher remains.
 
+A messenger that writes alone (messenger.sole_writer) sends its small, unwatched records as plain
+SETs instead: the script would replace the stored record for each of them anyway.
+
 A batch is one EVALSHA for every SCRIPT_KEYS keys, all sent with the writer's other commands in one
 round trip (messenger.resp). A script runs whole, with every other client of Redis waiting (the
 server's reads among them), so a long batch (hundreds of records after a stall, at 6-20 us each) is

@@ -7,12 +7,14 @@ values, is what keeps quiet values servable, so the steady work does not grow wi
 keys (each is only renewed against leaks, every few minutes: contract.keys.RECORD_TTL_MS).
 Values go out in one script (messenger.conditional), a batch in one round trip, each with its
 TTL: a value replaces the stored one only if its order is newer, since other messengers may
-write the same keys; otherwise this messenger's voucher joins the stored record. A key this
-messenger no longer vouches for is withdrawn from: deleted unless another messenger's voucher
-in it is alive. A value that a live-push client watches is also published on a channel named
-after its key when it replaces the stored one (an empty message when it is deleted); the lists
-of trades are messenger.trade_history's. If Redis fails, the writer retries with backoff and
-rewrites everything once it is back; the WebSocket connections are not touched.
+write the same keys; otherwise this messenger's voucher joins the stored record. While no other
+messenger writes (in one Redis), the small records go as plain SETs instead, fenced in Redis
+(messenger.sole_writer). A key this messenger no longer vouches for is withdrawn from: deleted
+unless another messenger's voucher in it is alive. A value that a live-push client watches is
+also published on a channel named after its key when it replaces the stored one (an empty
+message when it is deleted); the lists of trades are messenger.trade_history's. If Redis fails,
+the writer retries with backoff and rewrites everything once it is back; the WebSocket
+connections are not touched.
 
 What Redis held before a failure may not be what the writer last wrote: a restarted Redis holds
 nothing, and a replica promoted by a Sentinel failover misses the writes the old primary

@@ -85,27 +85,14 @@ def table(results: dict[str, Any]) -> str:
     def add(*cells: str) -> None:
         rows.append(cells)
 
-    for r in results["ingest"]:
+    for r in results.get("ingest", []):
         rows += _ingest_rows(r)
-    rows += _freshness_rows(results["freshness"])
-    s = results["serving"]
-    name = f"serving, wrk {s['connections']} connections"
-    add(name, "requests/s", f"{s['server_requests_per_s']:,.0f}", f"bare {s['bare_requests_per_s']:,.0f}",
-        f"{s['ratio_to_bare']:.2f}", ">= 0.80", verdict(s["ratio_to_bare"], 0.8, True))  # fmt: skip
-    add(name, "p50 / p99 ms", f"{s['server_p50_ms']:.1f} / {s['server_p99_ms']:.1f}",
-        f"bare {s['bare_p50_ms']:.1f} / {s['bare_p99_ms']:.1f}", "", "p99 <= 20",
-        verdict(s["server_p99_ms"], 20, False))  # fmt: skip
-    c = results["scale"]
-    name = f"scale, --all {c['symbols']:,} symbols"
-    add(name, "s until all servable", f"{c['seconds_until_all_servable']:.2f}",
-        f"bare {c['bare_seconds_until_all_seen']:.2f}", f"{c['servable_ratio_to_bare']:.2f}", "<= 10",
-        verdict(c["seconds_until_all_servable"], 10, False))  # fmt: skip
-    rss = c["messenger_rss_peak_mb"]
-    add(name, "peak RSS MB", f"{rss:.0f}", f"bare {c['bare_rss_peak_mb']:.0f}",
-        f"{c['rss_ratio_to_bare']:.2f}", "<= 150", verdict(rss, 150, False))  # fmt: skip
-    cpu, lost = c["messenger_cpu_percent_of_a_core"], c["frames_lost"]
-    add(name, "frames/s read; lost; CPU", f"{c['frames_per_s_read']:,.0f}; {lost}; {cpu:.0f}% of a core",
-        "", "", "0 lost", "met" if lost == 0 else f"{lost} lost")  # fmt: skip
+    if "freshness" in results:
+        rows += _freshness_rows(results["freshness"])
+    if "serving" in results:
+        rows += _serving_rows(results["serving"])
+    if "scale" in results:
+        rows += _scale_rows(results["scale"])
     for r in results.get("renewal", []):
         ours, base = r["vouched"], r["per_value"]
         lapses = ours["lapses"]
@@ -439,6 +426,98 @@ def _weight_rows(w: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _ingest_chart(ax: Any, rows: Any) -> None:
+    """CPU a frame into Redis, each reader, by symbol count."""
+    if not rows:
+        ax.set_visible(False)
+        return
+    x = range(len(rows))
+    readers = (("ceiling", "bare websocket-client"), ("messenger", "messenger"), ("asyncio", "asyncio peer"),
+               ("picows", "picows peer"), ("poc", "POC pattern"))  # fmt: skip
+    width = 0.8 / len(readers)
+    for i, (reader, label) in enumerate(readers):
+        ax.bar(
+            [j + (i - 2) * width for j in x],
+            [r[f"{reader}_cpu_us_per_frame"] for r in rows],
+            width,
+            label=label,
+        )
+    ax.set_xticks(list(x), [f"{r['symbols']:,} symbols" for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylim(
+        0.5, 30 * max(r[f"{reader}_cpu_us_per_frame"] for r in rows for reader, _ in readers)
+    )  # legend room
+    ax.set_ylabel("CPU us per frame into Redis (log)")
+    ax.set_title(f"Ingest ({rows[0]['source']} flood)")
+    ax.legend(ncols=2, fontsize="small")
+
+
+def _freshness_chart(ax: Any, f: Any) -> None:
+    """Frame sent -> readable, in Redis and over HTTP, each side measured."""
+    if not f:
+        ax.set_visible(False)
+        return
+    short = {"websocket-client": "ws-client", "simulator": "sim", freshness.PEER: "floor"}
+    members = ("", ", member a core")  # by processes != 1
+    sides = [
+        (p, f"{short.get(source, source)}, {short.get(transport, transport)}{members[processes != 1]}")
+        for source, transport, processes in FRESHNESS_SIDES
+        if f"{(p := freshness.prefix(source, transport, processes))}http_p99_ms" in f
+    ]
+    for i, (prefix, _) in enumerate(sides):
+        at = [2 * i, 2 * i + 1]
+        ax.bar(at, [f[f"{prefix}redis_p50_ms"], f[f"{prefix}http_p50_ms"]], 0.35,
+              label="p50" if i == 0 else None, color="tab:blue")  # fmt: skip
+        ax.bar([x + 0.35 for x in at], [f[f"{prefix}redis_p99_ms"], f[f"{prefix}http_p99_ms"]], 0.35,
+              label="p99" if i == 0 else None, color="tab:orange")  # fmt: skip
+    ax.axhline(5, color="red", linestyle="--", label="target p99")
+    # One line a bar, turned upright: two-line labels of ten bars ran into each other.
+    ax.set_xticks([x + 0.17 for x in range(2 * len(sides))],
+                 [f"{where}: {name}" for _, name in sides for where in ("Redis", "HTTP")],
+                 fontsize="x-small" if len(sides) > 2 else None, rotation=90)  # fmt: skip
+    ax.set_ylabel("ms after the frame was sent")
+    ax.set_title(f"Freshness at {f[f'{sides[0][0]}frames_per_s']:,.0f} frames/s (flood source, transport)")
+    ax.legend()
+
+
+def _serving_chart(ax: Any, s: Any) -> None:
+    """Requests a second beside the bare app."""
+    if not s:
+        ax.set_visible(False)
+        return
+    ax.bar([0, 1], [s["bare_requests_per_s"], s["server_requests_per_s"]], color=["grey", "tab:blue"])
+    ax.axhline(0.8 * s["bare_requests_per_s"], color="red", linestyle="--", label="target: 80% of bare")
+    ax.set_xticks(
+        [0, 1], [f"bare WSGI\np99 {s['bare_p99_ms']:.0f} ms", f"server\np99 {s['server_p99_ms']:.0f} ms"]
+    )
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"Serving, wrk {s['connections']} connections")
+    ax.legend()
+
+
+def _scale_chart(ax: Any, g: Any) -> None:
+    """Seconds until every symbol is servable, RSS under the bars."""
+    if not g:
+        ax.set_visible(False)
+        return
+    ax.bar(
+        [0, 1],
+        [g["bare_seconds_until_all_seen"], g["seconds_until_all_servable"]],
+        color=["grey", "tab:blue"],
+    )
+    ax.axhline(10, color="red", linestyle="--", label="target 10 s")
+    ax.set_xticks(
+        [0, 1],
+        [
+            f"bare reader\n{g['bare_rss_peak_mb']:.0f} MB",
+            f"messenger --all\n{g['messenger_rss_peak_mb']:.0f} MB",
+        ],
+    )
+    ax.set_ylabel("seconds until all 2,000 symbols are there")
+    ax.set_title("Scale (RSS under the bars; target 150 MB)")
+    ax.legend()
+
+
 def _depth_chart(ax: Any, d: dict[str, Any] | None) -> None:
     """The order book served beside the bare app returning the same bytes."""
     if not d:
@@ -451,6 +530,40 @@ def _depth_chart(ax: Any, d: dict[str, Any] | None) -> None:
     ax.set_ylabel("requests/s")
     ax.set_title(f"/api/v3/depth limit={d['levels']:,}, wrk {d['connections']} connections")
     ax.legend()
+
+
+def _serving_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+
+    def add(*cells: str) -> None:
+        rows.append(cells)
+
+    name = f"serving, wrk {s['connections']} connections"
+    add(name, "requests/s", f"{s['server_requests_per_s']:,.0f}", f"bare {s['bare_requests_per_s']:,.0f}",
+        f"{s['ratio_to_bare']:.2f}", ">= 0.80", verdict(s["ratio_to_bare"], 0.8, True))  # fmt: skip
+    add(name, "p50 / p99 ms", f"{s['server_p50_ms']:.1f} / {s['server_p99_ms']:.1f}",
+        f"bare {s['bare_p50_ms']:.1f} / {s['bare_p99_ms']:.1f}", "", "p99 <= 20",
+        verdict(s["server_p99_ms"], 20, False))  # fmt: skip
+    return rows
+
+
+def _scale_rows(c: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+
+    def add(*cells: str) -> None:
+        rows.append(cells)
+
+    name = f"scale, --all {c['symbols']:,} symbols"
+    add(name, "s until all servable", f"{c['seconds_until_all_servable']:.2f}",
+        f"bare {c['bare_seconds_until_all_seen']:.2f}", f"{c['servable_ratio_to_bare']:.2f}", "<= 10",
+        verdict(c["seconds_until_all_servable"], 10, False))  # fmt: skip
+    rss = c["messenger_rss_peak_mb"]
+    add(name, "peak RSS MB", f"{rss:.0f}", f"bare {c['bare_rss_peak_mb']:.0f}",
+        f"{c['rss_ratio_to_bare']:.2f}", "<= 150", verdict(rss, 150, False))  # fmt: skip
+    cpu, lost = c["messenger_cpu_percent_of_a_core"], c["frames_lost"]
+    add(name, "frames/s read; lost; CPU", f"{c['frames_per_s_read']:,.0f}; {lost}; {cpu:.0f}% of a core",
+        "", "", "0 lost", "met" if lost == 0 else f"{lost} lost")  # fmt: skip
+    return rows
 
 
 def _renewal(r: dict[str, Any]) -> str:
@@ -467,74 +580,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     fig, ((a, b, e, w), (c, d, h, book)) = plt.subplots(2, 4, figsize=(24, 8))
     _depth_chart(book, results.get("depth"))
-    rows = results["ingest"]
-    x = range(len(rows))
-    readers = (("ceiling", "bare websocket-client"), ("messenger", "messenger"), ("asyncio", "asyncio peer"),
-               ("picows", "picows peer"), ("poc", "POC pattern"))  # fmt: skip
-    width = 0.8 / len(readers)
-    for i, (reader, label) in enumerate(readers):
-        a.bar(
-            [j + (i - 2) * width for j in x],
-            [r[f"{reader}_cpu_us_per_frame"] for r in rows],
-            width,
-            label=label,
-        )
-    a.set_xticks(list(x), [f"{r['symbols']:,} symbols" for r in rows])
-    a.set_yscale("log")
-    a.set_ylim(
-        0.5, 30 * max(r[f"{reader}_cpu_us_per_frame"] for r in rows for reader, _ in readers)
-    )  # legend room
-    a.set_ylabel("CPU us per frame into Redis (log)")
-    a.set_title(f"Ingest ({rows[0]['source']} flood)")
-    a.legend(ncols=2, fontsize="small")
-    f = results["freshness"]
-    short = {"websocket-client": "ws-client", "simulator": "sim", freshness.PEER: "floor"}
-    members = ("", ", member a core")  # by processes != 1
-    sides = [
-        (p, f"{short.get(source, source)}, {short.get(transport, transport)}{members[processes != 1]}")
-        for source, transport, processes in FRESHNESS_SIDES
-        if f"{(p := freshness.prefix(source, transport, processes))}http_p99_ms" in f
-    ]
-    for i, (prefix, _) in enumerate(sides):
-        at = [2 * i, 2 * i + 1]
-        b.bar(at, [f[f"{prefix}redis_p50_ms"], f[f"{prefix}http_p50_ms"]], 0.35,
-              label="p50" if i == 0 else None, color="tab:blue")  # fmt: skip
-        b.bar([x + 0.35 for x in at], [f[f"{prefix}redis_p99_ms"], f[f"{prefix}http_p99_ms"]], 0.35,
-              label="p99" if i == 0 else None, color="tab:orange")  # fmt: skip
-    b.axhline(5, color="red", linestyle="--", label="target p99")
-    # One line a bar, turned upright: two-line labels of ten bars ran into each other.
-    b.set_xticks([x + 0.17 for x in range(2 * len(sides))],
-                 [f"{where}: {name}" for _, name in sides for where in ("Redis", "HTTP")],
-                 fontsize="x-small" if len(sides) > 2 else None, rotation=90)  # fmt: skip
-    b.set_ylabel("ms after the frame was sent")
-    b.set_title(f"Freshness at {f[f'{sides[0][0]}frames_per_s']:,.0f} frames/s (flood source, transport)")
-    b.legend()
-    s = results["serving"]
-    c.bar([0, 1], [s["bare_requests_per_s"], s["server_requests_per_s"]], color=["grey", "tab:blue"])
-    c.axhline(0.8 * s["bare_requests_per_s"], color="red", linestyle="--", label="target: 80% of bare")
-    c.set_xticks(
-        [0, 1], [f"bare WSGI\np99 {s['bare_p99_ms']:.0f} ms", f"server\np99 {s['server_p99_ms']:.0f} ms"]
-    )
-    c.set_ylabel("requests/s")
-    c.set_title(f"Serving, wrk {s['connections']} connections")
-    c.legend()
-    g = results["scale"]
-    d.bar(
-        [0, 1],
-        [g["bare_seconds_until_all_seen"], g["seconds_until_all_servable"]],
-        color=["grey", "tab:blue"],
-    )
-    d.axhline(10, color="red", linestyle="--", label="target 10 s")
-    d.set_xticks(
-        [0, 1],
-        [
-            f"bare reader\n{g['bare_rss_peak_mb']:.0f} MB",
-            f"messenger --all\n{g['messenger_rss_peak_mb']:.0f} MB",
-        ],
-    )
-    d.set_ylabel("seconds until all 2,000 symbols are there")
-    d.set_title("Scale (RSS under the bars; target 150 MB)")
-    d.legend()
+    _ingest_chart(a, results.get("ingest"))
+    _freshness_chart(b, results.get("freshness"))
+    _serving_chart(c, results.get("serving"))
+    _scale_chart(d, results.get("scale"))
     k = results.get("klines")
     if k:
         e.bar([0, 1], [k["bare_requests_per_s"], k["server_requests_per_s"]], color=["grey", "tab:blue"])

@@ -15,8 +15,10 @@ goes through the script as before:
 
 - ``WRITERS_KEY`` (a hash): each messenger run that writes records or vouchers, with the instant
   (Redis's clock, epoch ms) until which its vouchers may live. Every writer registers (``REGISTER``)
-  in every batch, before and after its voucher ``SET``s, and before any record: the entry always
-  outlives the vouchers it covers, without counting on how long Redis takes between two commands.
+  in every batch, before any record, and its voucher ``SET``s go inside that same script, before the
+  entry is renewed: the entry outlives every voucher it covers in any state Redis can be seen in,
+  a replica promoted by a failover included (a script's effects reach replicas as one transaction),
+  without counting on how long Redis takes between two commands.
 - ``WRITERS_JOINED_KEY`` (a counter): bumped by a registration that finds its run absent or expired
   (a new messenger, or one back from a stall), and by nothing else, so a writer's own renewals
   never disturb it.
@@ -29,10 +31,11 @@ goes through the script as before:
 
 Whatever the interleaving of two writers' commands, a plain ``SET`` lands only where the script
 would have replaced the stored record: a writer that is about to write registers, and bumps the
-counter, before its first voucher or record; and an entry expires only after every voucher it
-covers. A writer that reconnects (``WATCH`` is per connection) goes through the script until a
-batch on the new connection has asked again. Both scripts go by ``EVAL``: small, and never lost
-to a Redis restart or ``SCRIPT FLUSH`` between a ``WATCH`` and its ``EXEC``.
+counter, in the one script that writes its first vouchers and before its first record; and an
+entry expires only after every voucher it covers. A writer that reconnects (``WATCH`` is per
+connection) goes through the script until a batch on the new connection has asked again. Both
+scripts go by ``EVAL``: small, and never lost to a Redis restart or ``SCRIPT FLUSH`` between a
+``WATCH`` and its ``EXEC``.
 """
 
 from __future__ import annotations
@@ -47,12 +50,16 @@ _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
-# KEYS: WRITERS_KEY, WRITERS_JOINED_KEY; ARGV: the run, how long its vouchers may live (ms).
-# Registers the run until now + ARGV[2]; bumps the counter if it was absent or expired. Once the
-# hash holds more than SWEEP_AT runs, the expired ones are dropped (they count as absent anyway).
+# KEYS: WRITERS_KEY, WRITERS_JOINED_KEY, then the run's vouchers to write; ARGV: the run, how long
+# its vouchers live (ms), then each voucher's value. Writes the vouchers (SET PX), then registers the
+# run until now + ARGV[2], read after them; bumps the counter if the run was absent or expired. Once
+# the hash holds more than SWEEP_AT runs, the expired ones are dropped (they count as absent anyway).
 SWEEP_AT = 16
 REGISTER = (
-    _NOW
+    """
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[2]) end
+"""
+    + _NOW
     + f"local SWEEP_AT = {SWEEP_AT}\n"
     + """
 local until_ = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
@@ -87,8 +94,17 @@ WATCH = command("WATCH", WRITERS_JOINED_KEY)
 
 @functools.lru_cache(maxsize=16)
 def register(run: str, ttl_ms: int) -> bytes:
-    """``REGISTER`` for ``run``, whose vouchers live ``ttl_ms``."""
+    """``REGISTER`` for ``run``, whose vouchers live ``ttl_ms``, with no voucher to write."""
     return command("EVAL", REGISTER, 2, WRITERS_KEY, WRITERS_JOINED_KEY, run, ttl_ms)
+
+
+def register_vouching(run: str, ttl_ms: int, vouchers: list[tuple[str, int]]) -> bytes:
+    """``REGISTER`` for ``run`` that first writes ``vouchers`` (key, value), each for ``ttl_ms``."""
+    keys = [key for key, _ in vouchers]
+    values = [value for _, value in vouchers]
+    return command(
+        "EVAL", REGISTER, 2 + len(keys), WRITERS_KEY, WRITERS_JOINED_KEY, *keys, run, ttl_ms, *values
+    )
 
 
 @functools.lru_cache(maxsize=16)

@@ -56,7 +56,17 @@ from messenger.book import Batch, Book
 from messenger.conditional import SCRIPT, SCRIPT_KEYS, STAGE_BYTES, ScriptBatch, bulk
 from messenger.histogram import Histogram
 from messenger.resp import set_px
-from messenger.sole_writer import EXEC, MULTI, UNWATCH, WATCH, alone, plain_set, register, set_tail
+from messenger.sole_writer import (
+    EXEC,
+    MULTI,
+    UNWATCH,
+    WATCH,
+    alone,
+    plain_set,
+    register,
+    register_vouching,
+    set_tail,
+)
 from messenger.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -300,24 +310,24 @@ class Writer(Worker):
             if script.keys >= SCRIPT_KEYS:
                 full.append((group, scripts.pop(group)))
         # Liveness first: a record is never written before the connection it names is live.
-        vouching: list[tuple[str, bytes]] = []
+        vouching: list[tuple[str, str, int]] = []
         for conn_id, heard in batch.vouchers.items():
             for tag in tagged.get(conn_id, ()):
                 new_tags[conn_id, tag] = heard  # a live connection's word, in each of its buckets
         for (conn_id, tag), heard in new_tags.items():
-            word = int(heard * 1000 + offset_ms)
-            vouching.append((tag, command("SET", self._voucher(messenger, conn_id, tag), word, "PX", ttl)))
+            vouching.append((tag, self._voucher(messenger, conn_id, tag), int(heard * 1000 + offset_ms)))
         every_script = [*full, *scripts.items()]
-        # In one Redis, this run registers before and after its vouchers, and before any record
+        # In one Redis, this run registers before any record, its vouchers written in the same script
         # (messenger.sole_writer): other writers know it may have live vouchers for as long as it does.
-        registering = single and bool(vouching or fast or every_script or renewals or batch.deletes)
-        if registering and vouching:
-            add(CONTROL_TAG, register(member, ttl))
-        for tag, cmd in vouching:
-            add(tag, cmd)
-        if registering:
+        if single and vouching:
+            add(CONTROL_TAG, register_vouching(member, ttl, [(v, word) for _, v, word in vouching]))
+            self._registered_at = started
+        elif single and (fast or every_script or renewals or batch.deletes):
             add(CONTROL_TAG, register(member, ttl))
             self._registered_at = started
+        else:
+            for tag, voucher, word in vouching:
+                add(tag, command("SET", voucher, word, "PX", ttl))
         for tag, cmd in staging:
             add(tag, cmd)
         exec_at = None
@@ -395,8 +405,8 @@ class Writer(Worker):
         return [*([UNWATCH] if unwatch else []), WATCH, alone(member)]
 
     def _write_refused(self, records: list[tuple[bytes, bytes]], member: str) -> None:
-        """The plain SETs EXEC refused, through the script: this run registered already, and in this
-        batch, before its vouchers and records (messenger.sole_writer)."""
+        """The plain SETs EXEC refused, through the script: this run registered already, in this
+        batch, with its vouchers and before its records (messenger.sole_writer)."""
         commands = [register(member, self.ttl_ms)]
         for start in range(0, len(records), SCRIPT_KEYS):
             script = ScriptBatch(RECORD_TTL_MS, self._prefix)

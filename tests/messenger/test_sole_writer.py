@@ -9,12 +9,13 @@ drive their batches one by one and read what Redis holds after each.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import redis
 
-from contract.keys import RECORD_TTL_MS, WRITERS_JOINED_KEY, WRITERS_KEY
+from contract.keys import RECORD_TTL_MS, VOUCHER_PREFIX, WRITERS_JOINED_KEY, WRITERS_KEY
 from tests.messenger.test_conditional_writes import QUIET, TICKER, Member, served, stored, ticker
 
 pytestmark = pytest.mark.redis
@@ -128,3 +129,51 @@ def test_plain_sets_are_never_sent_on_a_connection_made_since_the_question(real_
     a.writer.write(batch)
     assert stored(real_redis, TICKER)["update_id"] == 20
     assert a.writer.sole_writes == 1 and a.writer.sole_refused == 0
+
+
+def test_no_state_redis_passes_through_holds_a_voucher_its_writers_entry_does_not_cover(
+    real_redis: redis.Redis,
+) -> None:
+    """What a replica promoted by a failover holds is some prefix of what the primary ran, cut
+    between two commands (a script's effects travel as one unit). So a voucher must never be written
+    outside the script that registers its run, and that script must renew the entry after writing
+    it, to at least as long: read from what Redis ran (MONITOR), not from what the writer meant."""
+    with real_redis.monitor() as monitor:  # type: ignore[no-untyped-call]
+        a, b = Member(real_redis, "aaaa0106"), Member(real_redis, "bbbb0106")
+        for u in range(1, 4):
+            a.frame(TICKER, u, ticker(u))
+            a.frame(QUIET, u, ticker(u))
+            a.flush()
+        b.frame(TICKER, 10, ticker(10))
+        b.flush()
+        a.frame(TICKER, 11, ticker(11))
+        a.flush()
+        real_redis.echo("end of the test")
+        lines: list[bytes] = []
+        while not lines or b'"ECHO"' not in lines[-1]:
+            lines.append(monitor.connection.read_response())
+    ran = [_monitored(line) for line in lines]
+    vouchers = 0
+    pending: dict[str, int] = {}  # run -> the latest voucher expiry its entry must still cover
+    for at_ms, lua, args in ran:
+        if not lua:  # a new command from a client: what came before it may be all a replica has
+            assert not pending, f"a voucher outlives its run's entry between commands: {pending}"
+        name = args[0].upper()
+        if name == "SET" and args[1].startswith(VOUCHER_PREFIX):
+            assert lua, f"a voucher written outside the script that registers its run: {args}"
+            run = args[1][len(VOUCHER_PREFIX) :].split(":")[0].split(".")[0]
+            pending[run] = max(pending.get(run, 0), int(at_ms) + int(args[args.index("PX") + 1]))
+            vouchers += 1
+        elif name == "HSET" and args[1] == WRITERS_KEY and int(args[3]) >= pending.get(args[2], 1 << 62):
+            del pending[args[2]]  # the run's entry covers its vouchers again
+    assert not pending
+    assert vouchers >= 3  # A's two buckets, then B's
+
+
+def _monitored(line: bytes) -> tuple[float, bool, list[str]]:
+    """One MONITOR line: when (epoch ms), whether a script ran it, and its arguments."""
+    text = line.decode()
+    at, rest = text.split(" ", 1)
+    source = rest[1 : rest.index("]")]
+    args = [re.sub(r"\\(.)", r"\1", arg) for arg in re.findall(r'"((?:[^"\\]|\\.)*)"', rest)]
+    return float(at) * 1000, source.endswith(" lua"), args

@@ -3,7 +3,9 @@
 Each is pushed every N ticks of 100 ms (Binance's speeds: 100 ms or 1 s for depth, 1 s for
 tickers and ``kline_1s``, 2 s for other klines). A kline stream also sends, at the first tick
 after its window closes, the closed candle once with ``"x": true`` (the same numbers REST answers
-for that window from then on), then goes on with the next window.
+for that window from then on), then goes on with the next window. The window a stream is in is
+taken when it is subscribed, not at its first tick: whoever subscribes just before a close gets
+that close, as on Binance.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class TimedStreams:
         every = ticks_between(parsed[1]) if parsed else None
         if parsed and every:
             self.streams[stream] = (parsed[0], parsed[1], every)
+            if parsed[1].startswith("kline_"):
+                interval, _, zone = parsed[1][6:].partition("@")
+                self._kline_opens[stream] = open_of(now_ms(), interval, stream_time_zone(zone))
 
     def remove(self, stream: str) -> None:
         """A stream has lost its last subscriber."""

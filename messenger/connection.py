@@ -56,6 +56,16 @@ CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
 WEBSOCKET_CLIENT, PICOWS = "websocket-client", "picows"
 # Takes diff depth events: (connection, SYMBOL, fields, monotonic time received).
 DiffSink = Callable[[Any, str, Fields, float], None]
+
+
+class CandleSink(Protocol):
+    """Where kline frames also go, and who is told when a kline stream is live (messenger.kline_history)."""
+
+    def frame(self, symbol: str, fields: Fields) -> None: ...
+
+    def streaming(self, symbol: str, interval: str) -> None: ...
+
+
 _ids = itertools.count(1)
 # One text message's payload, received at a monotonic time (Connection._text_handler).
 TextHandler = Callable[[bytes, float], None]
@@ -82,7 +92,7 @@ class Connection:
         book: Book,
         seeder: Seeder,
         ping_interval_s: float,
-        candles: Callable[[str, Fields], None] | None = None,
+        candles: CandleSink | None = None,
         diffs: DiffSink | None = None,
         transport: str = WEBSOCKET_CLIENT,
     ) -> None:
@@ -337,7 +347,7 @@ class Connection:
         routes = self.routes
         on_frame = self.book.on_frame
         kind_frames = self.kind_frames
-        candles = self.candles
+        candles = self.candles.frame if self.candles is not None else None
         diffs = self.diffs
 
         def text(raw: bytes, now: float) -> None:
@@ -440,6 +450,10 @@ class Connection:
         if self.subscribed_at is None and streams:
             self.subscribed_at = since
         routes = [self.routes[s] for s in streams if s in self.routes]
+        if self.candles is not None:
+            for route in routes:
+                if route.kind.candles:
+                    self.candles.streaming(*route.series)
         need = set(self.book.carry(self, [r.key for r in routes], since))
         if need:
             self.seeder.request(self, [r for r in routes if r.key in need])

@@ -1,7 +1,10 @@
 """Keeps every carried kline stream's closed candles in Redis: seeded, appended, gaps refetched.
 
-A series (symbol, interval) is followed while its kline stream is carried. On first sight it is
-seeded over REST with the last KLINE_HISTORY candles (one call per 1,000, weight 2 each); if Redis
+A series (symbol, interval) is followed while its kline stream is carried. Once that stream is
+live (the exchange confirmed it: ``streaming``), and not before, it is seeded over REST with the
+last KLINE_HISTORY candles, so every candle that closes after the seed comes on the stream (seeded
+before, a candle closing before the subscription took hold was never streamed to us and cost one
+more call to fill; CI caught it) (one call per 1,000, weight 2 each); if Redis
 already keeps some (a restart, a stream carried again), only what is missing since the last kept
 candle is fetched, or the series is seeded afresh when more than KLINE_HISTORY were missed. Then
 each closed candle (``"x": true``) from the stream is appended. A frame whose candle does not
@@ -76,6 +79,9 @@ class KlineHistory(Worker):
         self._next_open: dict[Series, int] = {}
         self._closed: deque[tuple[Series, list[Any]]] = deque()
         self._to_sync: dict[Series, None] = {}
+        # Series whose stream the exchange has confirmed, and followed ones still waiting for that.
+        self._live: set[Series] = set()
+        self._waiting: set[Series] = set()
         # The open time of the frame that looked like a gap: no gap after all if the closed
         # candles that were on their way meanwhile bring the next open there.
         self._seen_open: dict[Series, int] = {}
@@ -92,16 +98,34 @@ class KlineHistory(Worker):
     # -- from other threads -------------------------------------------------------------
 
     def follow(self, series: set[Series]) -> None:
-        """The series carried now: new ones are synced; the others are no longer appended to."""
+        """The series carried now: new ones are synced once their stream is live (at once if it
+        already is); the others are no longer appended to."""
         with self._lock:
             new = series - self._followed
             self._followed = set(series)
             for gone in [s for s in self._next_open if s not in series]:
                 del self._next_open[gone]
-            for s in new:
+            # A confirmation may come before the follow() of the plan that added its stream: kept.
+            self._live &= series
+            self._waiting &= series
+            due = new & self._live
+            self._waiting |= new - due
+            for s in due:
                 self._to_sync[s] = None
-        if new:
+        if due:
             self._wake.set()
+
+    def streaming(self, symbol: str, interval: str) -> None:
+        """The exchange streams this series' klines to us from now on (a subscription confirmed, or
+        a connection opened with it in the URL): a series waiting for that is synced now."""
+        series = (symbol, interval)
+        with self._lock:
+            self._live.add(series)
+            if series not in self._waiting:
+                return
+            self._waiting.discard(series)
+            self._to_sync[series] = None
+        self._wake.set()
 
     def frame(self, symbol: str, fields: Fields) -> None:
         """A kline frame arrived (on a reader thread): keep a closed candle, notice a gap.

@@ -20,6 +20,11 @@ class Route:
     kind: StreamKind
     history_key: str | None = None  # the tail of its kept list, for kinds that keep one (trades)
 
+    @property
+    def series(self) -> tuple[str, str]:
+        """A kline route's candle series (messenger.kline_history): ``("BTCUSDT", "1m")``."""
+        return self.symbol, self.kind.name.removeprefix("kline_")
+
 
 # Routes made once: the messenger plans every stream again every second (messenger.service), and
 # making 2,000 routes afresh took ~5 ms of the one GIL each time (the writer's batches waited).

@@ -119,7 +119,7 @@ class Messenger:
             settings,
             self.book,
             self.seeder,
-            candles=self.klines.frame,
+            candles=self.klines,
             diffs=self.books.event,
             egress=self.egress,
         )
@@ -251,10 +251,7 @@ class Messenger:
         routes = self._owned(wanted, now)
         self.supervisor.pin(wanted.pinned & routes.keys())
         added, removed = self.supervisor.set_routes(routes)
-        self.klines.follow({
-            (route.symbol, route.kind.name.removeprefix("kline_"))
-            for route in routes.values() if route.kind.candles
-        })  # fmt: skip
+        self.klines.follow({route.series for route in routes.values() if route.kind.candles})
         self.books.follow({route.symbol: route.key for route in routes.values() if route.kind.diff})
         if added or removed:
             logger.info("messenger: +%d -%d streams, %d in all", added, removed, len(routes))

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from contract.settings import Settings
 from messenger.admission import BUDGET_WHY, Admission
 from messenger.backoff import Backoff
-from messenger.binance import Fields
 from messenger.book import Book, Voucher
-from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, Connection, DiffSink
+from messenger.connection import CLOSED, CONNECT_TIMEOUT_S, OPEN, CandleSink, Connection, DiffSink
 from messenger.egress import Egress
 from messenger.routes import Route
 from messenger.seeder import Seeder
@@ -60,7 +59,7 @@ class Supervisor:
         book: Book,
         seeder: Seeder,
         rand: Callable[[], float] = random.random,
-        candles: Callable[[str, Fields], None] | None = None,
+        candles: CandleSink | None = None,
         diffs: DiffSink | None = None,
         egress: Egress | None = None,
     ) -> None:

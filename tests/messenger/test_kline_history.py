@@ -72,6 +72,13 @@ def frame(open_time: int, closed: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def carry(keeper: KlineHistory, series: set[tuple[str, str]]) -> None:
+    """The messenger carries these series' streams and the exchange has confirmed them."""
+    keeper.follow(series)
+    for symbol, interval in series:
+        keeper.streaming(symbol, interval)
+
+
 def kept(client: redis.Redis) -> list[int]:
     return [row_times(m)[0] for m in client.zrange(klines_key("1m", "BTCUSDT"), 0, -1)]
 
@@ -100,7 +107,7 @@ def history(real_redis: redis.Redis, exchange: Exchange) -> Any:
 def test_a_new_series_is_seeded_with_one_call_then_kept_by_closed_candles(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     assert kept(real_redis)[-1] == NOW_OPEN - MINUTE  # closed ones only: the open one is the stream's
     assert len(exchange.calls) == 1
@@ -113,11 +120,56 @@ def test_a_new_series_is_seeded_with_one_call_then_kept_by_closed_candles(
     assert len(exchange.calls) == 1
 
 
+def calls_for(exchange: Exchange, symbol: str) -> list[dict[str, str]]:
+    return [c for c in exchange.calls if c["symbol"] == symbol]
+
+
+@pytest.mark.redis
+def test_a_new_series_is_seeded_only_once_its_stream_is_live(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    """Seeded before the exchange confirmed the stream, a candle closing in between never comes on
+    it and costs a second call (CI caught that); so the seed waits for the confirmation."""
+    history.follow({("BTCUSDT", "1m")})
+    history.follow({("BTCUSDT", "1m"), ("ETHBTC", "1m")})  # had BTCUSDT been due, it would go first
+    history.streaming("ETHBTC", "1m")
+    wait_for(lambda: len(calls_for(exchange, "ETHBTC")) == 1)
+    assert calls_for(exchange, "BTCUSDT") == []
+    exchange.now += MINUTE  # a candle closes before the subscription takes hold
+    history.streaming("BTCUSDT", "1m")
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    assert kept(real_redis)[-1] == NOW_OPEN  # the candle that closed meanwhile is in the seed
+    history.frame("BTCUSDT", frame(NOW_OPEN + MINUTE, closed=False))  # the stream's first frame follows on
+    history.frame("BTCUSDT", frame(NOW_OPEN + MINUTE, closed=True))
+    exchange.now += MINUTE
+    wait_for(lambda: kept(real_redis)[-1] == NOW_OPEN + MINUTE)
+    assert len(calls_for(exchange, "BTCUSDT")) == 1
+
+
+@pytest.mark.redis
+def test_a_confirmation_before_the_follow_seeds_at_once_and_a_series_let_go_of_waits_again(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    history.streaming("BTCUSDT", "1m")  # the reply came before the plan's follow() ran
+    history.follow({("BTCUSDT", "1m")})
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    history.follow(set())  # let go of: its stream is unsubscribed
+    real_redis.delete(klines_key("1m", "BTCUSDT"))
+    history.follow({("BTCUSDT", "1m")})  # carried again: a new subscription, not yet confirmed
+    history.follow({("BTCUSDT", "1m"), ("ETHBTC", "1m")})
+    history.streaming("ETHBTC", "1m")
+    wait_for(lambda: len(calls_for(exchange, "ETHBTC")) == 1)
+    assert len(calls_for(exchange, "BTCUSDT")) == 1 and kept(real_redis) == []
+    history.streaming("BTCUSDT", "1m")
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    assert len(calls_for(exchange, "BTCUSDT")) == 2
+
+
 @pytest.mark.redis
 def test_after_a_gap_only_the_missing_candles_are_fetched(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     exchange.now += 7 * MINUTE  # seven candles closed while the connection was away
     history.frame("BTCUSDT", frame(exchange.now, closed=False))
@@ -134,14 +186,14 @@ def test_a_series_kept_from_before_fetches_only_what_it_missed(
 ) -> None:
     first = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
     first.start()
-    first.follow({("BTCUSDT", "1m")})
+    carry(first, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     first.stop()
     exchange.now += 3 * MINUTE  # the messenger was down three minutes
     second = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
     second.start()
     try:
-        second.follow({("BTCUSDT", "1m")})
+        carry(second, {("BTCUSDT", "1m")})
         wait_for(lambda: kept(real_redis)[-1] == exchange.now - MINUTE)
         assert len(exchange.calls) == 2
         assert exchange.calls[1]["startTime"] == str(NOW_OPEN)
@@ -153,7 +205,7 @@ def test_a_series_kept_from_before_fetches_only_what_it_missed(
 def test_a_backfill_reaches_back_one_call_per_thousand_and_marks_the_origin(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     calls = len(exchange.calls)
     history.backfill(Backfill("kline_1m", "BTCUSDT", NOW_OPEN - 2500 * MINUTE))
@@ -182,7 +234,7 @@ def test_rest_down_leaves_the_series_to_be_synced_later(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
     exchange.fail = True
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: history.failures > 0)
     exchange.fail = False
     wait_for(lambda: len(kept(real_redis)) == 999, timeout_s=10)
@@ -192,7 +244,7 @@ def test_rest_down_leaves_the_series_to_be_synced_later(
 def test_a_range_too_old_to_keep_in_line_is_fetched_as_a_page_of_closed_candles(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     calls = len(exchange.calls)
     history.backfill(Backfill("kline_1m", "BTCUSDT", 0))  # where python-binance looks for the first candle
@@ -208,7 +260,7 @@ def test_a_frame_that_looked_like_a_gap_costs_no_call_when_the_closed_candle_was
     exchange: Exchange, real_redis: redis.Redis
 ) -> None:
     keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
-    keeper.follow({("BTCUSDT", "1m")})
+    carry(keeper, {("BTCUSDT", "1m")})
     keeper._sync_due()  # the seed (the worker's thread is not started: steps run by hand)
     calls = len(exchange.calls)
     # The next window's first frame is handed over before the worker appended the closed one.
@@ -233,9 +285,9 @@ def test_closed_candles_are_appended_while_rest_is_paused(real_redis: redis.Redi
     keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]
     keeper.start()
     try:
-        keeper.follow({("BTCUSDT", "1m")})
+        carry(keeper, {("BTCUSDT", "1m")})
         wait_for(lambda: len(kept(real_redis)) == 999)
-        keeper.follow({("BTCUSDT", "1m"), ("ETHBTC", "1m")})  # its seed is refused: REST pauses 30 s
+        carry(keeper, {("BTCUSDT", "1m"), ("ETHBTC", "1m")})  # its seed is refused: REST pauses 30 s
         wait_for(lambda: keeper.failures > 0)
         keeper.frame("BTCUSDT", frame(NOW_OPEN, closed=True))
         wait_for(lambda: kept(real_redis)[-1] == NOW_OPEN)
@@ -247,7 +299,7 @@ def test_closed_candles_are_appended_while_rest_is_paused(real_redis: redis.Redi
 def test_candles_up_to_an_old_end_come_as_a_page_fetched_once(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:
-    history.follow({("BTCUSDT", "1m")})
+    carry(history, {("BTCUSDT", "1m")})
     wait_for(lambda: len(kept(real_redis)) == 999)
     calls = len(exchange.calls)
     end = FIRST + 1500 * MINUTE
@@ -286,8 +338,8 @@ def test_following_other_series_while_candles_close_never_breaks_the_main_loop(
     try:
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
-            keeper.follow(set(names))
-            keeper.follow(set(names[::2]))  # half of them let go of: their next open times go
+            carry(keeper, set(names))
+            carry(keeper, set(names[::2]))  # half of them let go of: their next open times go
     finally:
         done.set()
         thread.join()

@@ -157,9 +157,9 @@ class KlineHistory(Worker):
         series = (request.symbol, interval)
         first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
         if not first:
-            with self._lock:
-                syncing = series in self._to_sync
-            if syncing:  # the stream's own seed is on its way: the server asks again if need be
+            with self._lock:  # the stream's own seed is on its way: the server asks again if need be
+                syncing = series in self._to_sync or series in self._waiting
+            if syncing:
                 return
             self._sync(series)
             first = self.client.zrange(klines_key(interval, request.symbol), 0, 0)
@@ -264,7 +264,11 @@ class KlineHistory(Worker):
                 if series is None:
                     return
                 seen = self._seen_open.pop(series, None)
-                if series not in self._followed or (seen is not None and self._next_open.get(series) == seen):
+                if (
+                    series not in self._followed
+                    or series in self._waiting  # carried again: synced once its new stream is live
+                    or (seen is not None and self._next_open.get(series) == seen)
+                ):
                     del self._to_sync[series]  # gone, or the closed candles that came filled the gap
                     continue
             self._sync(series)  # raises, leaving the series due, if REST or Redis fails

@@ -166,6 +166,41 @@ def test_a_confirmation_before_the_follow_seeds_at_once_and_a_series_let_go_of_w
 
 
 @pytest.mark.redis
+def test_a_backfill_asked_for_before_the_stream_is_live_waits_for_the_seed(
+    history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
+) -> None:
+    """The server's first request for a series asks for its stream and an older range at once: the
+    range waits for the seed (the server asks again), it does not seed ahead of the stream."""
+    history.follow({("BTCUSDT", "1m")})
+    history.backfill(Backfill("kline_1m", "BTCUSDT", NOW_OPEN - 2500 * MINUTE))
+    assert exchange.calls == []
+    history.streaming("BTCUSDT", "1m")
+    wait_for(lambda: len(kept(real_redis)) == 999)
+    history.backfill(Backfill("kline_1m", "BTCUSDT", NOW_OPEN - 1500 * MINUTE))  # asked again: reached
+    assert kept(real_redis)[0] <= NOW_OPEN - 1500 * MINUTE
+    assert [c.get("endTime") is not None for c in exchange.calls] == [False, True]
+
+
+@pytest.mark.redis
+def test_a_sync_due_when_its_series_was_let_go_of_waits_for_the_new_stream(
+    real_redis: redis.Redis, exchange: Exchange
+) -> None:
+    """Live, due for a sync that has not run yet (REST busy), let go of, then carried again: its new
+    subscription is not confirmed, so the old due sync must not seed it ahead of that."""
+    keeper = KlineHistory(real_redis, exchange, keep=1000, cap=3000)  # type: ignore[arg-type]  # not started
+    carry(keeper, {("BTCUSDT", "1m")})
+    keeper.follow(set())
+    keeper.follow({("BTCUSDT", "1m")})
+    keeper._sync_due()
+    assert exchange.calls == []
+    keeper.streaming("BTCUSDT", "1m")
+    keeper._sync_due()
+    assert len(exchange.calls) == 1 and len(kept(real_redis)) == 999
+    keeper._sync_due()
+    assert len(exchange.calls) == 1
+
+
+@pytest.mark.redis
 def test_after_a_gap_only_the_missing_candles_are_fetched(
     history: KlineHistory, exchange: Exchange, real_redis: redis.Redis
 ) -> None:

@@ -451,8 +451,8 @@ class Connection:
             self.subscribed_at = since
         routes = [self.routes[s] for s in streams if s in self.routes]
         if self.candles is not None:
-            for route in routes:
-                if route.kind.candles:
+            for route in routes:  # a URL stream let go of while connecting is on its way out here
+                if route.kind.candles and route.stream in self.streams:
                     self.candles.streaming(*route.series)
         need = set(self.book.carry(self, [r.key for r in routes], since))
         if need:

@@ -360,6 +360,15 @@ class Book:
         with self.lock:
             return set(self._pending.get(conn, ()))
 
+    def caught_up(self, conn: Voucher) -> bool:
+        """Whether ``conn`` vouches for every key it was given. Asked of a successor before the
+        old connection is closed: a connection that says it is open but whose streams the book
+        has not yet been told are confirmed (``carry``) has nothing pending, yet vouches for
+        nothing; the old one closed then left a quiet key with no voucher (a 500 in CI)."""
+        with self.lock:
+            assigned = self._assigned.get(conn)
+            return assigned is not None and assigned <= self._vouched.get(conn, set())
+
     def seed_wanted(self, conn: Voucher) -> set[str]:
         """What a seed on behalf of ``conn`` would still fill: the keys it cannot vouch for yet."""
         with self.lock:

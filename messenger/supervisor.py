@@ -263,7 +263,7 @@ class Supervisor:
 
     def _handovers(self, now: float) -> None:
         for old, new in list(self._successor.items()):
-            caught_up = new.state == OPEN and not new.busy() and not self.book.pending_keys(new)
+            caught_up = new.state == OPEN and not new.busy() and self.book.caught_up(new)
             late = now - self._handover_started[old] > HANDOVER_LIMIT_S
             if caught_up or late:
                 old.close("replaced" if caught_up else "replacement late")

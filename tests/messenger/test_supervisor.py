@@ -302,3 +302,32 @@ def test_a_failed_replacement_is_retried_on_its_own_backoff_while_others_reconne
     # Noticed at the next tick, retried at the first tick its backoff allows.
     assert replacements and replacements[0].created_at - failed_at <= retry + 3 * TICK_S
     assert replacements[0].state == OPEN
+
+
+def test_a_successor_open_before_its_streams_are_confirmed_is_not_caught_up(harness: Harness) -> None:
+    """The reader thread says a successor is open, then tells the book its URL streams are
+    confirmed; a tick in between saw nothing pending and closed the old connection, and a quiet
+    symbol had no voucher until a REST seed came (a 500 in CI, on the 24 h cut)."""
+    old = harness.carrier("BTCUSDT")
+    assert old is not None
+    key = harness.routes["BTCUSDT"].key
+    order, fields = BOOK_TICKER.parse(
+        {"u": 7, "s": "BTCUSDT", "b": "1.0", "B": "1.0", "a": "2.0", "A": "1.0"}, "BTCUSDT"
+    )
+    assert old.book.on_frame(old, key, order, fields, harness.now)  # the old one vouches for it
+    old.shutdown_announced = True
+    EXCHANGE.now += TICK_S
+    harness.sup.tick(EXCHANGE.now)
+    [new] = [c for c in EXCHANGE.made if c.state == CONNECTING]
+    new.state, new.opened_at = OPEN, harness.now  # _opened has set its state, not yet confirmed
+    for _ in range(3):
+        EXCHANGE.now += TICK_S
+        old.last_heard = new.last_heard = EXCHANGE.now
+        harness.sup.tick(EXCHANGE.now)
+        assert old.state == OPEN, old.close_reason
+    new._confirmed(list(new.streams), harness.now)  # what _opened does next
+    for _ in range(2):  # a tick moves the vouching (the old one heard from since), the next closes it
+        EXCHANGE.now += TICK_S
+        old.last_heard = new.last_heard = EXCHANGE.now
+        harness.sup.tick(EXCHANGE.now)
+    assert (old.state, old.close_reason) == (CLOSED, "replaced")
